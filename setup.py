@@ -1,0 +1,16 @@
+"""Package discovery for worldssm.
+
+The top-level folders kernels/, envs/ and agents/ are installed as worldssm.kernels,
+worldssm.envs and worldssm.agents (bare `kernels` and `agents` are import names other
+packages own). Subpackages are discovered, so adding one needs no edit here.
+"""
+
+from setuptools import find_packages, setup
+
+MAPPED = {"worldssm.kernels": "kernels", "worldssm.envs": "envs", "worldssm.agents": "agents"}
+
+packages = ["worldssm"] + [f"worldssm.{p}" for p in find_packages("worldssm")]
+for name, folder in MAPPED.items():
+    packages += [name] + [f"{name}.{p}" for p in find_packages(folder)]
+
+setup(packages=packages, package_dir={"worldssm": "worldssm", **MAPPED})

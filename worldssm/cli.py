@@ -1,0 +1,53 @@
+"""The `worldssm` command line: one subcommand per module in worldssm.commands.
+
+Each command module defines `HELP` (one line), `configure(parser)` and `run(args) -> int`, and
+keeps heavy imports inside `run` so that `--help` is fast and `worldssm bench` works on a
+machine that has only torch, triton, numpy, msgpack and safetensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from worldssm.errors import WorldssmError
+
+COMMANDS = {
+    "quickstart": "worldssm.commands.quickstart",
+    "collect": "worldssm.commands.collect",
+    "train": "worldssm.commands.train",
+    "eval": "worldssm.commands.evaluate",
+    "simulate": "worldssm.commands.simulate",
+    "play": "worldssm.commands.play",
+    "bench": "worldssm.commands.bench",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="worldssm", description="Mamba-2 world models for many agents at once."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.configure(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except WorldssmError as exc:
+        print(f"worldssm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"worldssm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
