@@ -1,0 +1,176 @@
+"""msgpack with numpy arrays, never pickle.
+
+Arrays travel as a project-owned msgpack ext type (`EXT_NDARRAY`, code 42) whose payload is::
+
+    u8  dtype code (see `DTYPE_CODES`; an allow-list, no object or structured dtypes)
+    u8  ndim (at most `MAX_NDIM`)
+    ndim x u32 little-endian dims
+    raw little-endian C-order element bytes
+
+Everything else is plain msgpack (`use_bin_type=True`, `raw=False`, string map keys). NumPy
+scalars are packed as the equivalent Python scalar. Decoding checks the ext code, dtype code,
+ndim, and that the byte length matches the shape before touching the bytes, and raises
+`CodecError` saying what is wrong. Decoded arrays are writeable copies that own their memory.
+
+This module is a leaf: it imports only numpy and msgpack, so the engine can reuse it for state
+snapshots on a machine without gymnasium.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+import numpy as np
+
+EXT_NDARRAY = 42
+MAX_NDIM = 32
+
+# Codes are part of the on-disk format: never renumber, only append.
+DTYPE_CODES: dict[str, int] = {
+    "bool": 1,
+    "uint8": 2,
+    "int8": 3,
+    "uint16": 4,
+    "int16": 5,
+    "uint32": 6,
+    "int32": 7,
+    "int64": 8,
+    "float16": 9,
+    "float32": 10,
+    "float64": 11,
+}
+_CODE_TO_DTYPE: dict[int, np.dtype] = {
+    code: np.dtype(name).newbyteorder("<") for name, code in DTYPE_CODES.items()
+}
+# Keyed by the little-endian dtype string ("<f4", "|u1", "|b1") so big-endian inputs map too.
+_LE_STR_TO_CODE: dict[str, int] = {dt.str: code for code, dt in _CODE_TO_DTYPE.items()}
+_HEAD = struct.Struct("<BB")
+_MAX_DIM = 2**32 - 1
+
+
+class CodecError(ValueError):
+    """Data cannot be encoded, or bytes are not a valid worldssm msgpack message."""
+
+
+def dtype_code(dtype) -> int:
+    """The wire code of an allow-listed dtype.
+
+    Args:
+        dtype: anything `np.dtype` accepts; byte order is ignored.
+
+    Raises:
+        CodecError: the dtype is not in the allow-list (object, structured, complex, ...).
+    """
+    dt = np.dtype(dtype)
+    code = _LE_STR_TO_CODE.get(dt.newbyteorder("<").str) if dt.fields is None else None
+    if code is None:
+        allowed = ", ".join(DTYPE_CODES)
+        raise CodecError(f"dtype {dt} is not supported (allowed: {allowed})")
+    return code
+
+
+def encode_array(arr: np.ndarray) -> bytes:
+    """Encode one array as the ext payload described in the module docstring.
+
+    Args:
+        arr: any shape (0-d and empty included), an allow-listed dtype.
+
+    Returns:
+        The payload bytes (without the msgpack ext framing).
+    """
+    code = dtype_code(arr.dtype)
+    if arr.ndim > MAX_NDIM:
+        raise CodecError(f"array has {arr.ndim} dims; at most {MAX_NDIM} are supported")
+    if any(d > _MAX_DIM for d in arr.shape):
+        raise CodecError(f"array shape {arr.shape} has a dim that does not fit in u32")
+    # np.asarray keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d).
+    le = np.asarray(arr, dtype=_CODE_TO_DTYPE[code], order="C")
+    head = _HEAD.pack(code, le.ndim) + struct.pack(f"<{le.ndim}I", *le.shape)
+    # One copy: join reads the array's buffer directly.
+    return b"".join((head, le.reshape(-1).view(np.uint8).data))
+
+
+def decode_array(payload: bytes) -> np.ndarray:
+    """Decode an ext payload written by `encode_array`.
+
+    Args:
+        payload: the ext data.
+
+    Returns:
+        A writeable, C-contiguous, native-byte-order array that owns its memory.
+
+    Raises:
+        CodecError: unknown dtype code, bad ndim, or byte length that disagrees with the shape.
+    """
+    if len(payload) < _HEAD.size:
+        raise CodecError(f"array payload is {len(payload)} bytes, shorter than its 2-byte header")
+    code, ndim = _HEAD.unpack_from(payload, 0)
+    dt = _CODE_TO_DTYPE.get(code)
+    if dt is None:
+        raise CodecError(f"unknown array dtype code {code}")
+    if ndim > MAX_NDIM:
+        raise CodecError(f"array ndim {ndim} exceeds the maximum {MAX_NDIM}")
+    dims_end = _HEAD.size + 4 * ndim
+    if len(payload) < dims_end:
+        raise CodecError(f"array payload is {len(payload)} bytes, too short for {ndim} dims")
+    shape = struct.unpack_from(f"<{ndim}I", payload, _HEAD.size)
+    count = 1
+    for d in shape:
+        count *= d
+    expected = count * dt.itemsize
+    got = len(payload) - dims_end
+    if got != expected:
+        raise CodecError(
+            f"array of dtype {dt.name} and shape {list(shape)} needs {expected} data bytes, "
+            f"payload has {got}"
+        )
+    flat = np.frombuffer(payload, dtype=dt, count=count, offset=dims_end)
+    return np.array(flat.reshape(shape), dtype=dt.newbyteorder("="), copy=True)
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return msgpack.ExtType(EXT_NDARRAY, encode_array(obj))
+    if isinstance(obj, np.generic):
+        if obj.dtype.kind not in "biuf":
+            raise CodecError(f"numpy scalar of dtype {obj.dtype} is not supported")
+        return obj.item()
+    raise CodecError(f"cannot encode object of type {type(obj).__name__}")
+
+
+def _ext_hook(code: int, data: bytes) -> np.ndarray:
+    if code != EXT_NDARRAY:
+        raise CodecError(f"unknown msgpack ext type {code}")
+    return decode_array(data)
+
+
+def packb(obj: Any) -> bytes:
+    """Serialize `obj` (dicts, lists, str, bytes, numbers, None, numpy arrays and scalars).
+
+    Tuples come back as lists; dict keys should be str.
+
+    Raises:
+        CodecError: an unsupported type or dtype anywhere in `obj`.
+    """
+    try:
+        return msgpack.packb(obj, default=_default, use_bin_type=True)
+    except CodecError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"cannot encode: {exc}") from exc
+
+
+def unpackb(data: bytes) -> Any:
+    """Deserialize bytes written by `packb`; arrays come back as writeable numpy arrays.
+
+    Raises:
+        CodecError: the bytes are not one complete valid message (trailing bytes included).
+    """
+    try:
+        return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False)
+    except CodecError:
+        raise
+    except (msgpack.UnpackException, ValueError, TypeError) as exc:
+        raise CodecError(f"invalid msgpack data: {type(exc).__name__}: {exc}") from exc
