@@ -1,0 +1,108 @@
+"""One module, two modes: T steps equal one forward over T, through the whole world model."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from worldssm.model import WorldModel, preset
+from worldssm.model.config import BackboneConfig, WorldModelConfig
+
+from wm_helpers import BOX_ACT, DISC_ACT, IMG_OBS, VEC_OBS, random_batch
+
+
+def to_double(batch):
+    return {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("kind", ["mamba2", "gru"])
+def test_steps_equal_sequence(kind):
+    cfg = preset("DEBUG")
+    cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, kind=kind))
+    torch.manual_seed(0)
+    model = WorldModel(cfg, VEC_OBS, DISC_ACT).double()
+    batch = to_double(random_batch(VEC_OBS, DISC_ACT, 3, 21, seed=1, reset_p=0.15))
+    with torch.no_grad():
+        state_seq, pred_seq = model.observe_sequence(batch["obs"], batch["action"], batch["is_first"])
+        state = model.initial_state(3)
+        state = {k: v.double() if v.dtype == torch.float32 else v for k, v in state.items()}
+        preds = []
+        for t in range(21):
+            state, p = model.observe(state, batch["obs"][:, t], batch["action"][:, t], batch["is_first"][:, t])
+            preds.append(p)
+    torch.testing.assert_close(torch.stack([p.h for p in preds], 1), pred_seq.h)
+    torch.testing.assert_close(torch.stack([p.prior_logp for p in preds], 1), pred_seq.prior_logp)
+    torch.testing.assert_close(torch.stack([p.reward for p in preds], 1), pred_seq.reward)
+    for k in state:
+        torch.testing.assert_close(state[k].to(state_seq[k].dtype), state_seq[k])
+
+
+def test_imagine_after_context_equals_one_pass(debug_model):
+    """Observing C steps then imagining equals a single pass fed the same latents."""
+    model = debug_model
+    batch = to_double(random_batch(VEC_OBS, BOX_ACT, 2, 12, seed=2, reset_p=0.0))
+    c = 7
+    with torch.no_grad():
+        state, pred = model.observe_sequence(batch["obs"][:, :c], batch["action"][:, :c], batch["is_first"][:, :c])
+        last = type(pred)(*(f[:, -1] for f in pred))
+        z_post = model.latent(model.posterior(batch["obs"][:, :c]))
+        zs, hs = [], []
+        for t in range(c, 12):
+            z = model.latent(last.prior_logp)
+            zs.append(z)
+            state, last = model.imagine(state, z, batch["action"][:, t])
+            hs.append(last.h)
+        z_all = torch.cat([z_post, torch.stack(zs, 1)], 1)
+        h_all, _ = model.backbone(model._inputs(z_all, batch["action"]), None, resets=batch["is_first"].bool())
+    torch.testing.assert_close(torch.stack(hs, 1), h_all[:, c:])
+
+
+def test_state_size_does_not_depend_on_age(debug_model):
+    model = debug_model
+    sizes = []
+    for t in (1, 5, 40):
+        batch = to_double(random_batch(VEC_OBS, BOX_ACT, 2, t, seed=t))
+        with torch.no_grad():
+            state, _ = model.observe_sequence(batch["obs"], batch["action"], batch["is_first"])
+        sizes.append(model.state_nbytes(state))
+    assert sizes[0] == sizes[1] == sizes[2] > 0
+
+
+def test_reset_row_matches_fresh_agent(debug_model):
+    model = debug_model
+    batch = to_double(random_batch(VEC_OBS, BOX_ACT, 2, 10, seed=3, reset_p=0.0))
+    batch["is_first"][1, 6] = True
+    with torch.no_grad():
+        _, pred = model.observe_sequence(batch["obs"], batch["action"], batch["is_first"])
+        fresh_first = batch["is_first"][1:, 6:].clone()
+        fresh_first[:, 0] = True
+        _, fresh = model.observe_sequence(batch["obs"][1:, 6:], batch["action"][1:, 6:], fresh_first)
+    torch.testing.assert_close(pred.h[1, 6:], fresh.h[0])
+
+
+@pytest.mark.parametrize("obs_space,act_space", [(VEC_OBS, BOX_ACT), (IMG_OBS, DISC_ACT)])
+def test_loss_backward_trains(obs_space, act_space):
+    torch.manual_seed(0)
+    model = WorldModel(preset("DEBUG"), obs_space, act_space)
+    batch = random_batch(obs_space, act_space, 2, 9, seed=4)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss, metrics, _, _ = model(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(metrics["rec"].item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.7 * losses[0]
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+
+
+def test_config_validation_names_field():
+    with pytest.raises(ValueError, match="n_heads"):
+        BackboneConfig(n_heads=0)
+    with pytest.raises(ValueError, match="unknown fields"):
+        WorldModelConfig.from_dict({"nope": 1})
+    cfg = preset("SMALL")
+    assert WorldModelConfig.from_dict(cfg.to_dict()) == cfg

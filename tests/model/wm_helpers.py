@@ -1,0 +1,31 @@
+"""Spaces and random batches shared by the model tests."""
+
+import numpy as np
+import torch
+
+from worldssm.model import WorldModel, preset
+
+VEC_OBS = {"type": "box", "shape": [3], "dtype": "float32", "low": np.full(3, -8.0, np.float32), "high": np.full(3, 8.0, np.float32)}
+IMG_OBS = {"type": "box", "shape": [16, 16, 3], "dtype": "uint8", "low": np.zeros((16, 16, 3), np.uint8), "high": np.full((16, 16, 3), 255, np.uint8)}
+BOX_ACT = {"type": "box", "shape": [1], "dtype": "float32", "low": np.array([-2.0], np.float32), "high": np.array([2.0], np.float32)}
+DISC_ACT = {"type": "discrete", "n": 5}
+
+
+def random_batch(obs_space, act_space, b, t, seed=0, reset_p=0.08):
+    g = torch.Generator().manual_seed(seed)
+    if obs_space["dtype"] == "uint8":
+        obs = torch.randint(0, 256, (b, t, *obs_space["shape"]), generator=g, dtype=torch.uint8)
+    else:
+        obs = torch.randn(b, t, *obs_space["shape"], generator=g) * 3
+    if act_space["type"] == "discrete":
+        action = torch.randint(0, act_space["n"], (b, t), generator=g)
+    else:
+        action = torch.rand(b, t, *act_space["shape"], generator=g) * 4 - 2
+    is_first = torch.rand(b, t, generator=g) < reset_p
+    is_first[:, 0] = True
+    return {
+        "obs": obs, "action": action, "reward": torch.randn(b, t, generator=g),
+        "is_first": is_first, "is_terminal": torch.rand(b, t, generator=g) < 0.05,
+    }
+
+

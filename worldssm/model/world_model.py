@@ -1,0 +1,231 @@
+"""The world model: encoder -> categorical latent -> Mamba-2 backbone -> prior, reward, continue.
+
+Indexing (DreamerV3's step convention): step t holds o_t, the action a_t taken from o_t, the
+reward r_t received on arriving at o_t, and is_first / is_terminal flags. The posterior z_t comes
+from o_t alone (so training runs one parallel scan); the backbone reads [z_t, a_t] and its output
+h_t predicts the prior over z_{t+1}, r_{t+1} and the continue flag c_{t+1}. The decoder maps a
+latent back to an observation.
+
+Two verbs serve every layer above: `observe` (the agent saw o_t and took a_t) and `imagine` (the
+model dreams: it feeds a latent drawn from its own prior instead of an observation).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from worldssm.model.config import WorldModelConfig
+from worldssm.model.mamba2 import State, build_backbone
+from worldssm.model.nets import (
+    ActionEncoder,
+    ImageDecoder,
+    ImageEncoder,
+    TwoHot,
+    categorical_kl,
+    mlp,
+    sample_onehot,
+    symexp,
+    symlog,
+    unimix_logits,
+    upcast,
+)
+
+
+class Prediction(NamedTuple):
+    """What the model expects after a step, per agent."""
+
+    prior_logp: torch.Tensor  # log-probs of z_{t+1} [B, V, K]
+    reward: torch.Tensor  # expected r_{t+1} [B]
+    cont: torch.Tensor  # probability that the episode continues after t+1 [B]
+    h: torch.Tensor  # backbone output h_t [B, D]
+
+
+def observation_kind(space: dict) -> str:
+    """'image' for uint8 [H, W, C] boxes, 'vector' for other boxes; anything else is rejected."""
+    if space.get("type") != "box":
+        raise ValueError(f"observation space must be a Box, got {space.get('type')!r}")
+    shape = tuple(space["shape"])
+    if str(space.get("dtype")) == "uint8" and len(shape) == 3 and shape[-1] in (1, 3):
+        return "image"
+    return "vector"
+
+
+class WorldModel(nn.Module):
+    """Mamba-2 world model over one observation space and one action space.
+
+    Args:
+        cfg: the model config.
+        obs_space: {"type": "box", "shape", "dtype", "low", "high"} as stored in rollout headers.
+        action_space: {"type": "discrete", "n"} or a box dict.
+    """
+
+    def __init__(self, cfg: WorldModelConfig, obs_space: dict, action_space: dict):
+        super().__init__()
+        self.cfg = cfg
+        self.obs_space, self.action_space = obs_space, action_space
+        self.obs_kind = observation_kind(obs_space)
+        self.obs_shape = tuple(int(s) for s in obs_space["shape"])
+        v, k, d, w = cfg.latent_vars, cfg.latent_classes, cfg.backbone.d_model, cfg.mlp_width
+        if self.obs_kind == "image":
+            self.encoder = ImageEncoder(self.obs_shape, cfg.cnn_depth, v * k)
+            self.decoder = ImageDecoder(v * k, self.obs_shape, cfg.cnn_depth)
+        else:
+            n_obs = int(np.prod(self.obs_shape))
+            self.encoder = mlp(n_obs, w, cfg.mlp_layers, v * k)
+            self.decoder = mlp(v * k, w, cfg.mlp_layers, n_obs)
+        self.action_encoder = ActionEncoder(action_space, cfg.action_embed)
+        self.in_proj = nn.Linear(v * k + cfg.action_embed, d)
+        self.backbone = build_backbone(cfg.backbone)
+        self.prior_head = mlp(d, w, cfg.mlp_layers, v * k)
+        self.reward_head = mlp(d, w, cfg.mlp_layers, cfg.reward_bins)
+        self.cont_head = mlp(d, w, cfg.mlp_layers, 1)
+        self.twohot = TwoHot(cfg.reward_bins, cfg.reward_range)
+        # Reward head starts at exactly 0 (DreamerV3): zero the last layer.
+        nn.init.zeros_(self.reward_head[-1].weight)
+        nn.init.zeros_(self.reward_head[-1].bias)
+
+    # ----- pieces -------------------------------------------------------------------------------
+    def posterior(self, obs: torch.Tensor) -> torch.Tensor:
+        """o [..., *obs_shape] -> log-probs of z [..., V, K]."""
+        if self.obs_kind == "image":
+            feats = self.encoder(obs)
+        else:
+            x = obs.to(self.in_proj.weight.dtype).flatten(obs.dim() - len(self.obs_shape))
+            feats = self.encoder(symlog(x))
+        return unimix_logits(feats.view(*feats.shape[:-1], self.cfg.latent_vars, -1), self.cfg.unimix)
+
+    def prior(self, h: torch.Tensor) -> torch.Tensor:
+        logits = self.prior_head(h)
+        return unimix_logits(logits.view(*logits.shape[:-1], self.cfg.latent_vars, -1), self.cfg.unimix)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent [..., V*K] -> predicted observation [..., *obs_shape] (float; pixels in [0, 255])."""
+        out = self.decoder(z)
+        if self.obs_kind == "image":
+            return ((out.float() + 0.5) * 255.0).clamp(0, 255)
+        return symexp(out.float()).view(*z.shape[:-1], *self.obs_shape)
+
+    def _inputs(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.in_proj(torch.cat([z, self.action_encoder(action).to(z.dtype)], -1))
+
+    def _heads(self, h: torch.Tensor) -> Prediction:
+        return Prediction(
+            prior_logp=self.prior(h),
+            reward=self.twohot.mean(self.reward_head(h)),
+            cont=torch.sigmoid(upcast(self.cont_head(h).squeeze(-1))),
+            h=h,
+        )
+
+    # ----- training -----------------------------------------------------------------------------
+    def forward(self, batch: dict, state: State | None = None, sample: bool = True, generator=None):
+        """Losses over a batch of sequences.
+
+        Args:
+            batch: tensors [B, T, ...]: obs, action, reward, is_first, is_terminal.
+            state: backbone state carried in from a previous segment, or None.
+            sample: draw posterior latents (training) or take their mode.
+
+        Returns:
+            (loss scalar, metrics dict of floats-as-tensors, final backbone state, outputs dict).
+        """
+        cfg = self.cfg
+        post = self.posterior(batch["obs"])  # [B, T, V, K]
+        z = sample_onehot(post, sample, generator)  # [B, T, V*K]
+        h, state = self.backbone(self._inputs(z, batch["action"]), state, resets=batch["is_first"].bool())
+        prior = self.prior(h)  # [B, T, V, K]: predicts z_{t+1}
+        valid = (~batch["is_first"][:, 1:].bool()).float()  # [B, T-1]: t+1 continues the episode of t
+        denom = valid.sum().clamp(min=1.0)
+
+        recon = self.decoder(z)
+        if self.obs_kind == "image":
+            target = batch["obs"].float() / 255.0 - 0.5
+            rec = (recon.float() - target).pow(2).sum((-1, -2, -3))
+        else:
+            target = symlog(batch["obs"].to(recon.dtype).flatten(2))
+            rec = (recon.float() - target).pow(2).sum(-1)
+        rec = rec.mean()
+
+        post_next = post[:, 1:]
+        prior_now = prior[:, :-1]
+        dyn_kl = categorical_kl(post_next.detach(), prior_now)  # [B, T-1]
+        rep_kl = categorical_kl(post_next, prior_now.detach())
+        dyn = (dyn_kl.clamp(min=cfg.free_bits) * valid).sum() / denom
+        rep = (rep_kl.clamp(min=cfg.free_bits) * valid).sum() / denom
+        rew_logits = self.reward_head(h[:, :-1])
+        rew = (self.twohot.loss(rew_logits, batch["reward"][:, 1:]) * valid).sum() / denom
+        cont_target = 1.0 - batch["is_terminal"][:, 1:].float()
+        con_logit = self.cont_head(h[:, :-1]).squeeze(-1).float()
+        con = (F.binary_cross_entropy_with_logits(con_logit, cont_target, reduction="none") * valid).sum() / denom
+
+        loss = cfg.loss_rec * rec + cfg.loss_rew * rew + cfg.loss_con * con + cfg.loss_dyn * dyn + cfg.loss_rep * rep
+        metrics = {
+            "loss": loss.detach(), "rec": rec.detach(), "rew": rew.detach(), "con": con.detach(),
+            "dyn": dyn.detach(), "rep": rep.detach(), "kl": (dyn_kl * valid).sum().detach() / denom,
+        }
+        return loss, metrics, state, {"post": post, "z": z, "h": h, "prior": prior}
+
+    # ----- serving ------------------------------------------------------------------------------
+    def initial_state(self, batch: int, device=None) -> State:
+        return self.backbone.initial_state(batch, device)
+
+    def state_nbytes(self, state: State) -> int:
+        """Bytes of recurrent state held for the agents in `state`."""
+        return sum(t.numel() * t.element_size() for t in state.values())
+
+    def latent(self, logp: torch.Tensor, sample: bool = False, generator=None) -> torch.Tensor:
+        """One-hot latent [..., V*K] from log-probs [..., V, K] (mode, or a draw)."""
+        return sample_onehot(logp, sample, generator).detach()
+
+    def observe_slots(self, slab: State, slots, obs, action, reset, sample=False, generator=None) -> Prediction:
+        """In-place observe for rows `slots` of a state slab (the engine's path)."""
+        z = self.latent(self.posterior(obs), sample, generator)
+        h = self.backbone.step_slots(slab, slots, self._inputs(z, action), reset)
+        return self._heads(h)
+
+    def imagine_slots(self, slab: State, slots, z, action) -> Prediction:
+        """In-place imagine for rows `slots`: feed latent z [B, V*K] (drawn from a prior) with an action."""
+        h = self.backbone.step_slots(slab, slots, self._inputs(z, action), torch.zeros_like(slots, dtype=torch.bool))
+        return self._heads(h)
+
+    def observe(self, state: State, obs, action, reset, sample=False, generator=None):
+        """(state, o_t [B, ...], a_t [B, ...], reset [B]) -> (new state, Prediction for t+1)."""
+        new_state = {k: v.clone() for k, v in state.items()}
+        slots = torch.arange(obs.shape[0], device=obs.device)
+        return new_state, self.observe_slots(new_state, slots, obs, action, reset, sample, generator)
+
+    def imagine(self, state: State, z, action):
+        """(state, z_t [B, V*K], a_t [B, ...]) -> (new state, Prediction for t+1)."""
+        new_state = {k: v.clone() for k, v in state.items()}
+        slots = torch.arange(z.shape[0], device=z.device)
+        return new_state, self.imagine_slots(new_state, slots, z, action)
+
+    def observe_sequence(self, obs, action, is_first, state: State | None = None, sample=False, generator=None):
+        """observe over [B, T] in one scan -> (state, Prediction with [B, T, ...] fields)."""
+        z = self.latent(self.posterior(obs), sample, generator)
+        h, state = self.backbone(self._inputs(z, action), state, resets=is_first.bool())
+        return state, self._heads(h)
+
+    def rollout(self, state: State, pred: Prediction, actions, sample=False, generator=None):
+        """Imagine len(actions) steps open loop from `pred` (the prediction after the last observe).
+
+        Args:
+            actions: [B, H, ...] actions a_{t+1}, ..., a_{t+H}.
+
+        Returns:
+            (state, dict of [B, H, ...]: obs (decoded o_{t+k}), reward r_{t+k}, cont c_{t+k}).
+            Index k-1 of each holds the prediction k steps after the last observation.
+        """
+        obs, rew, cont = [], [], []
+        for k in range(actions.shape[1]):
+            z = self.latent(pred.prior_logp, sample, generator)
+            obs.append(self.decode(z))
+            rew.append(pred.reward)
+            cont.append(pred.cont)
+            if k + 1 < actions.shape[1]:
+                state, pred = self.imagine(state, z, actions[:, k])
+        return state, {"obs": torch.stack(obs, 1), "reward": torch.stack(rew, 1), "cont": torch.stack(cont, 1)}
