@@ -1,0 +1,181 @@
+import argparse
+
+import gymnasium
+import numpy as np
+import pytest
+
+from worldssm.commands import collect as collect_cmd
+from worldssm.data import EpisodeRecorder, RolloutDataset, collect, read_shard
+from worldssm.errors import WorldssmError
+
+from ._helpers import IMAGE_MAX_STEPS, box_space, register_image_env
+
+
+@pytest.fixture(scope="module")
+def pendulum(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pendulum")
+    summary = collect("Pendulum-v1", n_agents=2, steps=450, out_dir=out, seed=5, shard_steps=300)
+    return summary, RolloutDataset.load(out)
+
+
+def test_pendulum_episodes_and_flags(pendulum):
+    summary, ds = pendulum
+    by_key = {(e["agent"], e["episode"]): e for e in ds.episodes}
+    assert sorted(by_key) == [(a, i) for a in ("agent_0", "agent_1") for i in range(3)]
+    for agent in ("agent_0", "agent_1"):
+        for i in (0, 1):
+            ep = by_key[(agent, i)]
+            assert len(ep["reward"]) == 201
+            assert np.flatnonzero(ep["is_first"]).tolist() == [0]
+            assert np.flatnonzero(ep["is_last"]).tolist() == [200]
+            # Pendulum only truncates (TimeLimit at 200).
+            assert not ep["is_terminal"].any()
+            assert ep["reward"][0] == 0 and (ep["reward"][1:] < 0).all()
+            np.testing.assert_array_equal(ep["action"][-1], [0.0])
+        tail = by_key[(agent, 2)]
+        assert len(tail["reward"]) == 50 and tail["is_first"][0] and not tail["is_last"].any()
+    assert ds.episodes[0]["obs"].dtype == np.float32 and ds.episodes[0]["action"].shape == (201, 1)
+    assert summary["steps"] == ds.num_steps == 2 * (201 + 201 + 50)
+    assert summary["episodes"] == 6 and summary["complete_episodes"] == 4
+
+
+def test_pendulum_replays_in_a_fresh_env(pendulum):
+    _, ds = pendulum
+    by_key = {(e["agent"], e["episode"]): e for e in ds.episodes}
+    for i, agent in enumerate(("agent_0", "agent_1")):
+        env = gymnasium.make("Pendulum-v1")
+        first_obs, _ = env.reset(seed=5 + i)
+        for episode in (0, 1):
+            ep = by_key[(agent, episode)]
+            if episode == 1:
+                first_obs, _ = env.reset()
+            np.testing.assert_array_equal(ep["obs"][0], first_obs)
+            for t in range(200):
+                obs, reward, terminated, truncated, _ = env.step(ep["action"][t])
+                np.testing.assert_allclose(ep["reward"][t + 1], reward, rtol=1e-6)
+                np.testing.assert_allclose(ep["obs"][t + 1], obs, rtol=1e-6)
+                assert truncated == (t == 199) and not terminated
+
+
+def test_pendulum_shards_roll_over_and_are_complete(pendulum):
+    summary, _ = pendulum
+    sizes = []
+    for path in summary["shards"]:
+        header, records = read_shard(path)
+        assert header["meta"]["seed"] == 5 and header["meta"]["n_agents"] == 2
+        assert header["meta"]["policy"] == "random" and "worldssm_version" in header["meta"]
+        sizes.append(sum(len(r["reward"]) for r in records))
+    assert len(sizes) >= 3
+    assert all(300 <= s < 300 + 4 for s in sizes[:-1]) and sum(sizes) == summary["steps"]
+    assert [p.rsplit("/", 1)[1] for p in summary["shards"]] == [
+        f"shard-{i:05d}.wsr" for i in range(len(sizes))
+    ]
+
+
+def test_image_env_terminal_and_truncated_episodes(tmp_path):
+    env_id = register_image_env()
+    summary = collect(env_id, n_agents=3, steps=60, out_dir=tmp_path, seed=1)
+    ds = RolloutDataset.load(tmp_path)
+    assert ds.spec.observation_space["dtype"] == "uint8"
+    assert ds.spec.observation_space["shape"] == [8, 8, 3]
+    assert ds.spec.action_space == {"type": "discrete", "n": 3}
+    kinds = set()
+    for ep in ds.episodes:
+        assert ep["obs"].dtype == np.uint8 and ep["action"].dtype == np.int64
+        if not ep["is_last"][-1]:
+            continue
+        actions = len(ep["reward"]) - 1
+        target = int(ep["obs"][0, 0, 0, 0])
+        np.testing.assert_array_equal(ep["obs"][:, 0, 0, 1], np.arange(actions + 1))
+        assert actions == min(target, IMAGE_MAX_STEPS)
+        assert ep["is_terminal"][-1] == (target <= IMAGE_MAX_STEPS)
+        # Reward on arrival equals the action taken at the previous step.
+        np.testing.assert_array_equal(ep["reward"][1:], ep["action"][:-1])
+        kinds.add(bool(ep["is_terminal"][-1]))
+    assert kinds == {True, False}, "expected both terminated and truncated episodes"
+    assert summary["ticks"] == 60 and summary["agents"] == 3
+
+
+def test_interrupted_collect_keeps_only_complete_shards(tmp_path):
+    env_id = register_image_env()
+    ticks = []
+
+    def progress(n):
+        ticks.append(n)
+        if len(ticks) == 25:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        collect(env_id, 2, 100, tmp_path, shard_steps=20, progress=progress)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names and all(n.startswith("shard-") and n.endswith(".wsr") for n in names)
+    assert RolloutDataset.load(tmp_path).num_steps >= 40
+
+
+class _WeirdSpaceEnv(gymnasium.Env):
+    observation_space = gymnasium.spaces.MultiBinary(4)
+    action_space = gymnasium.spaces.Discrete(2)
+
+
+def test_rejections(tmp_path):
+    if "WorldssmTestWeird-v0" not in gymnasium.registry:
+        gymnasium.register(id="WorldssmTestWeird-v0", entry_point=_WeirdSpaceEnv)
+    with pytest.raises(WorldssmError, match="only Box and Discrete"):
+        collect("WorldssmTestWeird-v0", 1, 5, tmp_path / "weird")
+    assert list((tmp_path / "weird").iterdir()) == []
+    with pytest.raises(WorldssmError, match="unknown policy"):
+        collect("Pendulum-v1", 1, 5, tmp_path / "p", policy="greedy")
+    with pytest.raises(WorldssmError, match="cannot make environment"):
+        collect("NoSuchEnv-v9", 1, 5, tmp_path / "n")
+    collect("Pendulum-v1", 1, 5, tmp_path / "twice")
+    with pytest.raises(WorldssmError, match="already holds"):
+        collect("Pendulum-v1", 1, 5, tmp_path / "twice")
+
+
+def test_recorder_rejects_broken_episode_order():
+    records = []
+    rec = EpisodeRecorder(
+        ["x", "y"], box_space([2]), {"type": "discrete", "n": 2}, records.append, chunk_steps=2
+    )
+    obs, act, zero = np.zeros((2, 2)), np.zeros(2, int), np.zeros(2)
+    no, yes = np.zeros(2, bool), np.ones(2, bool)
+    with pytest.raises(ValueError, match="no is_first"):
+        rec.add([0, 1], obs, act, zero, no, no, no)
+    rec.add([0, 1], obs, act, zero, yes, no, no)
+    with pytest.raises(ValueError, match="while an episode is open"):
+        rec.add([0], obs[:1], act[:1], zero[:1], yes[:1], no[:1], no[:1])
+    rec.add([0, 1], obs, act, zero, no, no, no)
+    # chunk_steps=2: both agents' segments were flushed as records of 2 steps.
+    assert [(r["agent"], len(r["reward"])) for r in records] == [("x", 2), ("y", 2)]
+    with pytest.raises(ValueError, match="obs has shape"):
+        rec.add([0, 1], np.zeros((2, 3)), act, zero, no, no, no)
+
+
+def test_cli_run_on_image_env(tmp_path, capsys):
+    env_id = register_image_env()
+    parser = argparse.ArgumentParser()
+    collect_cmd.configure(parser)
+    out = tmp_path / "cli"
+    args = parser.parse_args(
+        [
+            "--env",
+            env_id,
+            "--agents",
+            "2",
+            "--steps",
+            "30",
+            "--out",
+            str(out),
+            "--shard-steps",
+            "25",
+        ]
+    )
+    assert collect_cmd.run(args) == 0
+    ds = RolloutDataset.load(out)
+    assert ds.spec.env_id == env_id and ds.episodes[0]["obs"].shape[1:] == (8, 8, 3)
+    assert len(list(out.glob("*.wsr"))) >= 2
+    printed = capsys.readouterr().out
+    assert str(out) in printed and f"wrote {ds.num_steps} steps" in printed
+    assert isinstance(collect_cmd.HELP, str) and "\n" not in collect_cmd.HELP
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--env", env_id, "--out", str(out), "--agents", "0"])
