@@ -1,0 +1,228 @@
+"""Fused Triton Mamba-2 layer step over slot-indexed states: one launch per layer per step.
+
+`mamba2_step_triton` has the same signature and results as `ref.mamba2_step_ref`. One program
+per (agent, head) on a flat grid (batch on axis 0, so no 65,535 cap): it shifts that head's
+conv state, runs the depthwise conv + SiLU for the head's P x-channels and for the 2N B/C
+channels, dt + bias through softplus, exp(dt*A), the fp32 state update, the C readout, the D
+skip, the z gate and the per-head gated RMSNorm. See README.md beside this file.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _silu(v):
+    return v * tl.sigmoid(v)
+
+
+@triton.jit
+def _softplus(v):
+    # torch's softplus (threshold 20); log1p(e) via log(u) * e / (u - 1), exact where 1 + e rounds.
+    e = tl.exp(tl.minimum(v, 20.0))
+    u = 1.0 + e
+    lp = tl.where(u == 1.0, e, tl.log(u) * (e / (u - 1.0)))
+    return tl.where(v > 20.0, v, lp)
+
+
+@triton.jit
+def _mamba2_step_kernel(
+    zx_ptr, stride_zx,
+    conv_ptr, stride_cs, stride_ck,
+    ssm_ptr, stride_ss, stride_sh, stride_sp,
+    slots_ptr, reset_ptr, count_ptr,
+    cw_ptr, stride_cwc, stride_cwk,
+    cb_ptr, dtb_ptr, a_ptr, d_ptr, nw_ptr,
+    out_ptr, stride_out,
+    eps,
+    H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, KB: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    b = pid // H
+    h = pid % H
+    b64 = b.to(tl.int64)
+    slot = tl.load(slots_ptr + b).to(tl.int64)
+    # A reset row's old state is masked out of every load, so it is never read.
+    # (a [1] tensor rather than a scalar: the interpreter rejects scalar-and-tensor masks)
+    keep = tl.load(reset_ptr + b + tl.zeros([1], tl.int32)) == 0
+    keep2 = keep[:, None]  # [1, 1]
+
+    offs_p = tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    mp = offs_p < P
+    mn = offs_n < N
+    HP: tl.constexpr = H * P
+    cx = h * P + offs_p  # this head's x channels
+    cbb = HP + offs_n  # B channels (shared by all heads)
+    ccc = HP + N + offs_n  # C channels
+    zx_row = zx_ptr + b64 * stride_zx
+    conv_row = conv_ptr + slot * stride_cs
+
+    # ---- loads: everything this program reads, before any store -------------------------------
+    x_new = tl.load(zx_row + HP + cx, mask=mp, other=0.0).to(tl.float32)  # [P]
+    b_new = tl.load(zx_row + HP + cbb, mask=mn, other=0.0).to(tl.float32)  # [N]
+    c_new = tl.load(zx_row + HP + ccc, mask=mn, other=0.0).to(tl.float32)  # [N]
+    z = tl.load(zx_row + h * P + offs_p, mask=mp, other=0.0).to(tl.float32)  # [P]
+    dt = tl.load(zx_row + 2 * HP + 2 * N + h).to(tl.float32)
+    s_ptrs = ssm_ptr + slot * stride_ss + h * stride_sh + offs_p[:, None] * stride_sp + offs_n[None, :]
+    s_mask = mp[:, None] & mn[None, :]
+    state = tl.load(s_ptrs, mask=s_mask & keep2, other=0.0).to(tl.float32)  # [P, N]
+
+    # Conv windows as [KB, C] tiles: row k < K-1 is old conv row k, row K-1 the new input.
+    # `shift_*` is the conv state after this step (old rows 1..K-2, then the new input),
+    # loaded now so that no load follows a store below.
+    offs_k = tl.arange(0, KB)[:, None]
+    old_k = (offs_k < K - 1) & keep2
+    sft_k = (offs_k + 1 < K - 1) & keep2
+    win_x = tl.load(conv_row + offs_k * stride_ck + cx[None, :], mask=old_k & mp[None, :], other=0.0)
+    win_b = tl.load(conv_row + offs_k * stride_ck + cbb[None, :], mask=old_k & mn[None, :], other=0.0)
+    win_c = tl.load(conv_row + offs_k * stride_ck + ccc[None, :], mask=old_k & mn[None, :], other=0.0)
+    sft_x = tl.load(conv_row + (offs_k + 1) * stride_ck + cx[None, :], mask=sft_k & mp[None, :], other=0.0)
+    sft_b = tl.load(conv_row + (offs_k + 1) * stride_ck + cbb[None, :], mask=sft_k & mn[None, :], other=0.0)
+    sft_c = tl.load(conv_row + (offs_k + 1) * stride_ck + ccc[None, :], mask=sft_k & mn[None, :], other=0.0)
+    win_x = tl.where(offs_k == K - 1, x_new[None, :], win_x.to(tl.float32))  # [KB, P]
+    win_b = tl.where(offs_k == K - 1, b_new[None, :], win_b.to(tl.float32))  # [KB, N]
+    win_c = tl.where(offs_k == K - 1, c_new[None, :], win_c.to(tl.float32))  # [KB, N]
+    sft_x = tl.where(offs_k == K - 2, x_new[None, :], sft_x.to(tl.float32))
+    sft_b = tl.where(offs_k == K - 2, b_new[None, :], sft_b.to(tl.float32))
+    sft_c = tl.where(offs_k == K - 2, c_new[None, :], sft_c.to(tl.float32))
+    tap_k = offs_k < K
+    w_x = tl.load(cw_ptr + cx[None, :] * stride_cwc + offs_k * stride_cwk, mask=tap_k & mp[None, :], other=0.0)
+    w_b = tl.load(cw_ptr + cbb[None, :] * stride_cwc + offs_k * stride_cwk, mask=tap_k & mn[None, :], other=0.0)
+    w_c = tl.load(cw_ptr + ccc[None, :] * stride_cwc + offs_k * stride_cwk, mask=tap_k & mn[None, :], other=0.0)
+    acc_x = tl.sum(win_x * w_x.to(tl.float32), axis=0) + tl.load(cb_ptr + cx, mask=mp, other=0.0).to(tl.float32)
+    acc_b = tl.sum(win_b * w_b.to(tl.float32), axis=0) + tl.load(cb_ptr + cbb, mask=mn, other=0.0).to(tl.float32)
+    acc_c = tl.sum(win_c * w_c.to(tl.float32), axis=0) + tl.load(cb_ptr + ccc, mask=mn, other=0.0).to(tl.float32)
+
+    # ---- maths, all fp32 ----------------------------------------------------------------------
+    xs = _silu(acc_x)  # [P]
+    bs = _silu(acc_b)  # [N]
+    cs = _silu(acc_c)  # [N]
+    dt = _softplus(dt + tl.load(dtb_ptr + h).to(tl.float32))
+    decay = tl.exp(dt * tl.load(a_ptr + h).to(tl.float32))
+    state = state * decay + (dt * xs)[:, None] * bs[None, :]  # [P, N]
+    y = tl.sum(state * cs[None, :], axis=1) + tl.load(d_ptr + h).to(tl.float32) * xs  # [P]
+    g = tl.where(mp, y * _silu(z), 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=0) / P + eps)
+    out = g * rstd * tl.load(nw_ptr + cx, mask=mp, other=0.0).to(tl.float32)
+
+    # Replicated 1-D layouts mean another thread of this program may still be reading a conv
+    # row that this thread is about to overwrite: finish all loads first.
+    tl.debug_barrier()
+
+    # ---- stores -------------------------------------------------------------------------------
+    tl.store(s_ptrs, state.to(ssm_ptr.dtype.element_ty), mask=s_mask)
+    tl.store(out_ptr + b64 * stride_out + cx, out.to(out_ptr.dtype.element_ty), mask=mp)
+    st_k = offs_k < K - 1
+    tl.store(conv_row + offs_k * stride_ck + cx[None, :], sft_x.to(conv_ptr.dtype.element_ty), mask=st_k & mp[None, :])
+
+    # The B/C conv rows are read by all H programs of this agent: only the last one to finish
+    # its reads shifts them (a per-row arrival counter; it is left at 0 for the next launch).
+    if H == 1:
+        _store_bc_rows(conv_row, stride_ck, offs_k, cbb, ccc, mn, sft_b, sft_c, K)
+    else:
+        arrived = tl.atomic_add(count_ptr + b, 1, sem="acq_rel")
+        if arrived == H - 1:
+            _store_bc_rows(conv_row, stride_ck, offs_k, cbb, ccc, mn, sft_b, sft_c, K)
+            tl.atomic_xchg(count_ptr + b, 0, sem="relaxed")
+
+
+@triton.jit
+def _store_bc_rows(conv_row, stride_ck, offs_k, cbb, ccc, mn, sft_b, sft_c, K: tl.constexpr):
+    st_k = offs_k < K - 1
+    tl.store(conv_row + offs_k * stride_ck + cbb[None, :], sft_b.to(conv_row.dtype.element_ty), mask=st_k & mn[None, :])
+    tl.store(conv_row + offs_k * stride_ck + ccc[None, :], sft_c.to(conv_row.dtype.element_ty), mask=st_k & mn[None, :])
+
+
+# Per-row arrival counters, one buffer per device, kept at zero between launches. Old buffers are
+# kept alive: a CUDA graph captured with one of them must never see its memory reused.
+_COUNTERS: dict[torch.device, list[torch.Tensor]] = {}
+
+
+def _counters(device: torch.device, rows: int) -> torch.Tensor:
+    bufs = _COUNTERS.setdefault(device, [])
+    if not bufs or bufs[-1].numel() < rows:
+        cap = max(rows, 1024, 2 * bufs[-1].numel() if bufs else 0)
+        bufs.append(torch.zeros(cap, dtype=torch.int32, device=device))
+    return bufs[-1]
+
+
+def _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, h, p, n):
+    b = zxbcdt.shape[0]
+    cd = h * p + 2 * n
+    if zxbcdt.dim() != 2 or zxbcdt.shape[1] != 2 * h * p + 2 * n + h or zxbcdt.stride(1) != 1:
+        raise ValueError(f"zxbcdt must be [B, {2 * h * p + 2 * n + h}] with unit last stride, got {tuple(zxbcdt.shape)}")
+    k = conv_weight.shape[1]
+    if conv_weight.shape != (cd, k):
+        raise ValueError(f"conv_weight must be [{cd}, K], got {tuple(conv_weight.shape)}")
+    if conv_state.dim() != 3 or conv_state.shape[1:] != (k - 1, cd) or conv_state.stride(2) != 1:
+        raise ValueError(f"conv_state must be [S, {k - 1}, {cd}] with unit last stride, got {tuple(conv_state.shape)}")
+    if ssm_state.dim() != 4 or ssm_state.shape[1:] != (h, p, n) or ssm_state.stride(3) != 1:
+        raise ValueError(f"ssm_state must be [S, {h}, {p}, {n}] with unit last stride, got {tuple(ssm_state.shape)}")
+    if slots.shape != (b,) or reset.shape != (b,):
+        raise ValueError(f"slots and reset must be [{b}], got {tuple(slots.shape)} and {tuple(reset.shape)}")
+    for name, t in (("conv_state", conv_state), ("ssm_state", ssm_state), ("slots", slots), ("reset", reset)):
+        if t.device != zxbcdt.device:
+            raise ValueError(f"{name} is on {t.device}, zxbcdt on {zxbcdt.device}")
+
+
+def mamba2_step_triton(
+    zxbcdt: torch.Tensor,
+    conv_state: torch.Tensor,
+    ssm_state: torch.Tensor,
+    slots: torch.Tensor,
+    reset: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A: torch.Tensor,
+    D: torch.Tensor,
+    norm_weight: torch.Tensor,
+    n_heads: int,
+    head_dim: int,
+    d_state: int,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Advance the agents in `slots` by one step, in place: one Triton launch.
+
+    Same contract as `worldssm.kernels.step.ref.mamba2_step_ref` (see it for the arguments).
+    States may be float32 or bfloat16 storage (conv and SSM independently); arithmetic is float32.
+    Slots must be distinct. No host synchronisation: safe to capture in a CUDA graph.
+
+    Returns:
+        y [B, H*P] in zxbcdt's dtype, ready for the out-projection.
+    """
+    h, p, n = int(n_heads), int(head_dim), int(d_state)
+    _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, h, p, n)
+    for name, t, size in (("conv_bias", conv_bias, h * p + 2 * n), ("dt_bias", dt_bias, h), ("A", A, h),
+                          ("D", D, h), ("norm_weight", norm_weight, h * p)):
+        if t.shape != (size,) or t.stride(0) != 1:
+            raise ValueError(f"{name} must be a contiguous [{size}], got {tuple(t.shape)}")
+    b = zxbcdt.shape[0]
+    k = conv_weight.shape[1]
+    out = torch.empty(b, h * p, dtype=zxbcdt.dtype, device=zxbcdt.device)
+    if b == 0:
+        return out
+    reset_u8 = reset.view(torch.uint8) if reset.dtype == torch.bool else reset
+    block_p = triton.next_power_of_2(p)
+    block_n = triton.next_power_of_2(n)
+    # Warps sized to the [P, N] state tile: 4 warps hold a 64 x 64 fp32 tile in 32 registers each.
+    num_warps = max(1, min(8, block_p * block_n // 1024))
+    _mamba2_step_kernel[(b * h,)](
+        zxbcdt, zxbcdt.stride(0),
+        conv_state, conv_state.stride(0), conv_state.stride(1),
+        ssm_state, ssm_state.stride(0), ssm_state.stride(1), ssm_state.stride(2),
+        slots, reset_u8, _counters(zxbcdt.device, b),
+        conv_weight, conv_weight.stride(0), conv_weight.stride(1),
+        conv_bias, dt_bias, A, D, norm_weight,
+        out, out.stride(0),
+        float(eps),
+        H=h, P=p, N=n, K=k,
+        BLOCK_P=block_p, BLOCK_N=block_n, KB=triton.next_power_of_2(k),
+        num_warps=num_warps,
+    )
+    return out
