@@ -1,0 +1,118 @@
+"""`make(name, api=...)` and `names()`: one entry point for built-in and adapted envs.
+
+A name is resolved in this order:
+
+1. a built-in or `register`-ed name (`swarm_v0`);
+2. `pettingzoo/<family>/<env>` (e.g. `pettingzoo/classic/rps_v2`): the PettingZoo module's
+   `parallel_env(**kwargs)`; `api="parallel"` returns it as is, `api="batched"` wraps it in
+   `BatchedFromParallel`;
+3. any id in Gymnasium's registry (e.g. `CartPole-v1`): `GymAgents(id, n_agents=..., autoreset=...)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from worldssm.errors import require
+
+APIS = ("parallel", "batched")
+PETTINGZOO_PREFIX = "pettingzoo/"
+# PettingZoo envs with a parallel_env that need no extra download beyond pettingzoo itself and
+# their family's pure-python dependencies; others are reachable by the same prefix.
+PETTINGZOO_KNOWN = (
+    "pettingzoo/butterfly/cooperative_pong_v6",
+    "pettingzoo/butterfly/knights_archers_zombies_v11",
+    "pettingzoo/classic/rps_v2",
+)
+
+_BUILTIN = {}
+
+
+def register(name: str, factory) -> None:
+    """Register `factory(**kwargs) -> BatchedEnv` under `name` for `make`.
+
+    Raises:
+        ValueError: the name is taken or uses the reserved `pettingzoo/` prefix.
+    """
+    if name in _BUILTIN or name.startswith(PETTINGZOO_PREFIX):
+        raise ValueError(f"env name {name!r} is already registered or reserved")
+    _BUILTIN[name] = factory
+
+
+def _swarm(**kwargs):
+    from worldssm.envs.swarm.core import SwarmEnv
+
+    return SwarmEnv(**kwargs)
+
+
+register("swarm_v0", _swarm)
+
+
+def names(include_gymnasium: bool = False) -> list[str]:
+    """Names `make` accepts: built-ins, then known PettingZoo envs, then (optionally) every
+    Gymnasium id registered now (any of which `make` adapts as N agents)."""
+    out = sorted(_BUILTIN) + list(PETTINGZOO_KNOWN)
+    if include_gymnasium:
+        gym = require("gymnasium", "gymnasium>=1.0")
+        out += sorted(gym.registry)
+    return out
+
+
+def _pettingzoo_parallel(name: str, kwargs: dict):
+    require("pettingzoo", "pettingzoo>=1.24")
+    path = name[len(PETTINGZOO_PREFIX):].split("/")
+    if len(path) != 2 or not all(path):
+        raise ValueError(f"{name!r}: expected pettingzoo/<family>/<env>, e.g. pettingzoo/classic/rps_v2")
+    module_name = f"pettingzoo.{path[0]}.{path[1]}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
+            raise ValueError(f"{name!r}: no PettingZoo module {module_name}") from exc
+        # The env exists but one of its own dependencies is missing.
+        require(exc.name or module_name, f"pettingzoo[{path[0]}]")
+        raise
+    if not hasattr(module, "parallel_env"):
+        raise ValueError(f"{name!r}: {module_name} has no parallel_env")
+    return module.parallel_env(**kwargs)
+
+
+def make(name: str, api: str = "parallel", **kwargs):
+    """Create an env by name with the PettingZoo Parallel API or the batched array API.
+
+    Args:
+        name: see the module docstring (`names()` lists the known ones).
+        api: "parallel" (PettingZoo ParallelEnv) or "batched" (`worldssm.envs.api.BatchedEnv`).
+        **kwargs: passed to the env (SwarmConfig fields and render_mode for swarm_v0;
+            n_agents, autoreset, max_agent_ids, render_mode and env kwargs for Gymnasium ids;
+            parallel_env kwargs for PettingZoo).
+
+    Raises:
+        ValueError: unknown name or api.
+        MissingDependencyError: pettingzoo (or an env's own dependency) is not installed.
+    """
+    if api not in APIS:
+        raise ValueError(f"api must be one of {APIS}, got {api!r}")
+    if name in _BUILTIN:
+        batched = _BUILTIN[name](**kwargs)
+    elif name.startswith(PETTINGZOO_PREFIX):
+        par = _pettingzoo_parallel(name, kwargs)
+        if api == "parallel":
+            return par
+        from worldssm.envs.adapters.pettingzoo_batched import BatchedFromParallel
+
+        return BatchedFromParallel(par)
+    else:
+        gym = require("gymnasium", "gymnasium>=1.0")
+        if name not in gym.registry:
+            raise ValueError(
+                f"unknown env {name!r}: not one of {names()} and not a registered Gymnasium id"
+            )
+        from worldssm.envs.adapters.gym_agents import GymAgents
+
+        batched = GymAgents(name, **kwargs)
+    if api == "batched":
+        return batched
+    from worldssm.envs.parallel import ParallelFromBatched
+
+    return ParallelFromBatched(batched)
