@@ -61,8 +61,9 @@ class GreedyFoodSeeker:
         env = self.env
         n = env.num_agents
         target = env.nearest_food_vectors()  # [A, 2]
-        angle = self.rng.uniform(0, 2 * np.pi, n) + env.agent_ids * 0.7  # per-agent heading
-        wander = np.stack([np.cos(angle * 0.05 + env.t * 0.02), np.sin(angle * 0.05 + env.t * 0.02)], 1)
+        # A per-agent heading (golden-angle spread over ids) that turns slowly with time.
+        angle = env.agent_ids * 2.399 + env.t * 0.03  # [A]
+        wander = np.stack([np.cos(angle), np.sin(angle)], axis=1)
         seen = np.abs(target).sum(axis=1) > 0
         direction = np.where(seen[:, None], target, wander).astype(np.float32)
         if env.cfg.action_mode == "discrete":
