@@ -180,6 +180,11 @@ def _ssd_bwd_kernel(
     tl.store(dd_ptr + bh, dd_acc)
 
 
+def _alloc(*shape, dtype, device) -> torch.Tensor:
+    """Fresh output buffers; tests replace this to fill them with NaN, so an unwritten element fails."""
+    return torch.empty(*shape, dtype=dtype, device=device)
+
+
 def _blocks(p: int, n: int):
     # tl.dot needs every dimension >= 16.
     return max(16, triton.next_power_of_2(p)), max(16, triton.next_power_of_2(n))
@@ -198,9 +203,9 @@ def _fwd(x, dt, A, B, C, D, resets_u8, init, chunk, prec):
     n = B.shape[-1]
     nc = triton.cdiv(t, chunk)
     bp, bn = _blocks(p, n)
-    y = torch.empty(b, t, h, p, dtype=x.dtype, device=x.device)
-    states = torch.empty(b, h, max(nc, 1), p, n, dtype=torch.float32, device=x.device)
-    final = torch.empty(b, h, p, n, dtype=torch.float32, device=x.device)
+    y = _alloc(b, t, h, p, dtype=x.dtype, device=x.device)
+    states = _alloc(b, h, max(nc, 1), p, n, dtype=torch.float32, device=x.device)
+    final = _alloc(b, h, p, n, dtype=torch.float32, device=x.device)
     _ssd_fwd_kernel[(b * h,)](
         x, dt, A, B, C, D if D is not None else A, resets_u8, init if init is not None else final,
         y, states, final, t, nc,
@@ -232,13 +237,13 @@ class _SSDScan(torch.autograd.Function):
         dy = _last_unit(dy if dy is not None else torch.zeros_like(x))
         dfinal = (dfinal if dfinal is not None else x.new_zeros(b, h, p, n, dtype=torch.float32)).float().contiguous()
         f32 = dict(dtype=torch.float32, device=x.device)
-        dx = torch.empty(b, t, h, p, **f32)
-        ddt = torch.empty(b, t, h, **f32)
-        db = torch.empty(b, t, h, n, **f32)
-        dc = torch.empty(b, t, h, n, **f32)
-        dinit = torch.empty(b, h, p, n, **f32)
-        da = torch.empty(b, h, **f32)
-        dd = torch.empty(b, h, **f32)
+        dx = _alloc(b, t, h, p, **f32)
+        ddt = _alloc(b, t, h, **f32)
+        db = _alloc(b, t, h, n, **f32)
+        dc = _alloc(b, t, h, n, **f32)
+        dinit = _alloc(b, h, p, n, **f32)
+        da = _alloc(b, h, **f32)
+        dd = _alloc(b, h, **f32)
         _ssd_bwd_kernel[(b * h,)](
             x, dt, A, B, C, D if D is not None else A, resets_u8, states, dy, dfinal,
             dx, ddt, db, dc, dinit, da, dd, t, nc,

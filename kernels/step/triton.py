@@ -33,7 +33,7 @@ def _mamba2_step_kernel(
     zx_ptr, stride_zx,
     conv_ptr, stride_cs, stride_ck,
     ssm_ptr, stride_ss, stride_sh, stride_sp,
-    slots_ptr, reset_ptr, count_ptr,
+    slots_ptr, stride_slot, reset_ptr, stride_reset, count_ptr,
     cw_ptr, stride_cwc, stride_cwk,
     cb_ptr, dtb_ptr, a_ptr, d_ptr, nw_ptr,
     out_ptr, stride_out,
@@ -45,10 +45,10 @@ def _mamba2_step_kernel(
     b = pid // H
     h = pid % H
     b64 = b.to(tl.int64)
-    slot = tl.load(slots_ptr + b).to(tl.int64)
+    slot = tl.load(slots_ptr + b64 * stride_slot).to(tl.int64)
     # A reset row's old state is masked out of every load, so it is never read.
     # (a [1] tensor rather than a scalar: the interpreter rejects scalar-and-tensor masks)
-    keep = tl.load(reset_ptr + b + tl.zeros([1], tl.int32)) == 0
+    keep = tl.load(reset_ptr + b64 * stride_reset + tl.zeros([1], tl.int32)) == 0
     keep2 = keep[:, None]  # [1, 1]
 
     offs_p = tl.arange(0, BLOCK_P)
@@ -138,6 +138,11 @@ def _store_bc_rows(conv_row, stride_ck, offs_k, cbb, ccc, mn, sft_b, sft_c, K: t
     tl.store(conv_row + offs_k * stride_ck + ccc[None, :], sft_c.to(conv_row.dtype.element_ty), mask=st_k & mn[None, :])
 
 
+def _alloc(*shape, dtype, device) -> torch.Tensor:
+    """Fresh output buffers; tests replace this to fill them with NaN, so an unwritten element fails."""
+    return torch.empty(*shape, dtype=dtype, device=device)
+
+
 # Per-row arrival counters, one buffer per device, kept at zero between launches. Old buffers are
 # kept alive: a CUDA graph captured with one of them must never see its memory reused.
 _COUNTERS: dict[torch.device, list[torch.Tensor]] = {}
@@ -204,7 +209,7 @@ def mamba2_step_triton(
             raise ValueError(f"{name} must be a contiguous [{size}], got {tuple(t.shape)}")
     b = zxbcdt.shape[0]
     k = conv_weight.shape[1]
-    out = torch.empty(b, h * p, dtype=zxbcdt.dtype, device=zxbcdt.device)
+    out = _alloc(b, h * p, dtype=zxbcdt.dtype, device=zxbcdt.device)
     if b == 0:
         return out
     reset_u8 = reset.view(torch.uint8) if reset.dtype == torch.bool else reset
@@ -216,7 +221,7 @@ def mamba2_step_triton(
         zxbcdt, zxbcdt.stride(0),
         conv_state, conv_state.stride(0), conv_state.stride(1),
         ssm_state, ssm_state.stride(0), ssm_state.stride(1), ssm_state.stride(2),
-        slots, reset_u8, _counters(zxbcdt.device, b),
+        slots, slots.stride(0), reset_u8, reset_u8.stride(0), _counters(zxbcdt.device, b),
         conv_weight, conv_weight.stride(0), conv_weight.stride(1),
         conv_bias, dt_bias, A, D, norm_weight,
         out, out.stride(0),

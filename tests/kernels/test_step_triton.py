@@ -1,0 +1,213 @@
+"""The fused Triton step against the reference step: outputs, states, slots, resets, bf16 storage.
+
+Small odd shapes run everywhere (CPU: Triton interpreter); `gpu` tests use larger shapes.
+"""
+
+import os
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("no CUDA and TRITON_INTERPRET is not 1", allow_module_level=True)
+pytest.importorskip("triton")
+
+from worldssm.kernels.scan.triton import ssd_scan_triton  # noqa: E402
+from worldssm.kernels.step import get_step  # noqa: E402
+from worldssm.kernels.step.ref import mamba2_sequence_ref, mamba2_step_ref  # noqa: E402
+from worldssm.kernels.step.triton import mamba2_step_triton  # noqa: E402
+
+DEV = "cuda" if CUDA else "cpu"
+pytestmark = pytest.mark.usefixtures("poison")
+gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+
+# (rtol, atol) by the dtype that limits precision: float32 arithmetic against a float64
+# reference; bfloat16 where the SSM state is stored or the output is returned in bfloat16.
+TOL = {
+    torch.float32: dict(rtol=2e-4, atol=2e-5),
+    torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
+}
+
+
+def close(actual, expected, dtype, what):
+    assert not torch.isnan(actual).any(), f"{what}: NaN (an unwritten element?)"
+    torch.testing.assert_close(actual.double(), expected.double(), **TOL[dtype], msg=lambda m: f"{what}: {m}")
+
+
+def make(h, p, n, k, b, s, seed=0, dtype=torch.float32, ssm_dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    cd = h * p + 2 * n
+    kw = dict(
+        conv_weight=torch.randn(cd, k, generator=g) * 0.5,
+        conv_bias=torch.randn(cd, generator=g) * 0.1,
+        dt_bias=torch.randn(h, generator=g) - 1,
+        A=-torch.rand(h, generator=g) * 2 - 0.1,
+        D=torch.randn(h, generator=g),
+        norm_weight=torch.rand(h * p, generator=g) + 0.5,
+    )
+    kw = {key: v.to(DEV) for key, v in kw.items()}
+    kw.update(n_heads=h, head_dim=p, d_state=n)
+    zx = torch.randn(b, 2 * h * p + 2 * n + h, generator=g).to(DEV, dtype)
+    conv = torch.randn(s, k - 1, cd, generator=g).to(DEV)
+    ssm = torch.randn(s, h, p, n, generator=g).to(DEV, ssm_dtype)
+    slots = torch.randperm(s, generator=g)[:b].to(DEV)
+    reset = (torch.rand(b, generator=g) < 0.3).to(DEV)
+    return zx, conv, ssm, slots, reset, kw
+
+
+def f64(kw):
+    return {k: (v.double() if torch.is_tensor(v) else v) for k, v in kw.items()}
+
+
+@pytest.mark.parametrize("h,p,n,k", [(3, 5, 4, 4), (1, 8, 3, 2), (2, 16, 16, 3)])
+def test_step_matches_reference_and_leaves_other_slots_alone(h, p, n, k):
+    b, s = 4, 9
+    zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s)
+    conv_ref, ssm_ref = conv.double(), ssm.double()
+    y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
+    before = conv.clone(), ssm.clone()
+    y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
+    close(y, y_ref, torch.float32, "y")
+    close(conv, conv_ref, torch.float32, "conv state")
+    close(ssm, ssm_ref, torch.float32, "ssm state")
+    others = torch.ones(s, dtype=torch.bool, device=DEV)
+    others[slots] = False
+    assert torch.equal(conv[others], before[0][others]), "a slot outside `slots` changed"
+    assert torch.equal(ssm[others], before[1][others]), "a slot outside `slots` changed"
+
+
+def test_reset_zeroes_without_reading():
+    zx, conv, ssm, slots, reset, kw = make(3, 5, 4, 4, 3, 5, seed=1)
+    reset = torch.tensor([True, False, True], device=DEV)
+    conv[slots[reset]] = float("nan")
+    ssm[slots[reset]] = float("nan")
+    conv_ref, ssm_ref = conv.double(), ssm.double()
+    y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
+    y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
+    assert torch.isfinite(ssm[slots]).all() and torch.isfinite(conv[slots]).all()
+    close(y, y_ref, torch.float32, "y")
+    close(ssm[slots], ssm_ref[slots], torch.float32, "ssm state")
+    close(conv[slots], conv_ref[slots], torch.float32, "conv state")
+
+
+def test_bf16_activations():
+    zx, conv, ssm, slots, reset, kw = make(3, 5, 4, 4, 4, 6, seed=2, dtype=torch.bfloat16)
+    conv_ref, ssm_ref = conv.double(), ssm.double()
+    y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
+    y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
+    assert y.dtype == torch.bfloat16
+    close(y, y_ref, torch.bfloat16, "y (bf16 output)")
+    close(ssm, ssm_ref, torch.float32, "ssm state")
+
+
+def run_steps(step, zx, resets, conv, ssm, slots, kw):
+    return torch.stack([step(zx[:, i], conv, ssm, slots, resets[:, i], **kw) for i in range(zx.shape[1])], 1)
+
+
+@pytest.mark.parametrize("t", [9])
+def test_bf16_state_storage_stays_within_tolerance(t):
+    h, p, n, k, b, s = 3, 5, 4, 4, 3, 5
+    zx, conv, ssm, slots, _, kw = make(h, p, n, k, b, s, seed=3)
+    g = torch.Generator().manual_seed(4)
+    zxs = torch.randn(b, t, zx.shape[1], generator=g).to(DEV)
+    resets = (torch.rand(b, t, generator=g) < 0.15).to(DEV)
+    conv_ref, ssm_ref = conv.double(), ssm.double()
+    y_ref = run_steps(mamba2_step_ref, zxs.double(), resets, conv_ref, ssm_ref, slots, f64(kw))
+    ssm_bf = ssm.to(torch.bfloat16)
+    y = run_steps(mamba2_step_triton, zxs, resets, conv, ssm_bf, slots, kw)
+    assert ssm_bf.dtype == torch.bfloat16
+    close(y, y_ref, torch.bfloat16, "y with bf16 state")
+    close(ssm_bf[slots].float(), ssm_ref[slots], torch.bfloat16, "bf16 state")
+    # The same bf16 storage in the reference: equal to within one bf16 rounding per step.
+    ssm_rb = ssm.to(torch.bfloat16)
+    conv_rb = conv.clone()
+    conv_rb_k = conv.clone()
+    ssm_kb = ssm.to(torch.bfloat16)
+    run_steps(mamba2_step_ref, zxs, resets, conv_rb, ssm_rb, slots, kw)
+    run_steps(mamba2_step_triton, zxs, resets, conv_rb_k, ssm_kb, slots, kw)
+    close(ssm_kb.float(), ssm_rb.float(), torch.bfloat16, "bf16 state vs bf16 reference")
+
+
+@pytest.mark.parametrize("t", [1, 13])
+def test_kernel_steps_equal_kernel_scan(t):
+    """T Triton steps through a slab equal one sequence pass with the Triton scan."""
+    h, p, n, k, b = 3, 5, 4, 4, 3
+    zx, conv, ssm, slots, _, kw = make(h, p, n, k, b, 7, seed=5)
+    g = torch.Generator().manual_seed(6)
+    zxs = torch.randn(b, t, zx.shape[1], generator=g).to(DEV)
+    resets = (torch.rand(b, t, generator=g) < 0.15).to(DEV)
+    conv0, ssm0 = conv[slots].clone(), ssm[slots].clone()
+    y_seq, conv_f, ssm_f = mamba2_sequence_ref(zxs, conv0, ssm0, resets, scan=ssd_scan_triton, **kw)
+    y = run_steps(mamba2_step_triton, zxs, resets, conv, ssm, slots, kw)
+    close(y, y_seq, torch.float32, "y")
+    close(conv[slots], conv_f, torch.float32, "conv state")
+    close(ssm[slots], ssm_f, torch.float32, "ssm state")
+
+
+def test_get_step_picks_the_path():
+    assert get_step("reference") is mamba2_step_ref
+    assert get_step("triton") is mamba2_step_triton
+    with pytest.raises(ValueError):
+        get_step("auto")
+
+
+def test_bad_shapes_are_errors():
+    zx, conv, ssm, slots, reset, kw = make(3, 5, 4, 4, 2, 4)
+    with pytest.raises(ValueError, match="ssm_state"):
+        mamba2_step_triton(zx, conv, ssm[:, :2], slots, reset, **kw)
+    with pytest.raises(ValueError, match="zxbcdt"):
+        mamba2_step_triton(zx[:, :-1], conv, ssm, slots, reset, **kw)
+
+
+# ---- GPU: the real shapes ---------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("ssm_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_base_shape(dtype, ssm_dtype):
+    h, p, n, k, b, s = 8, 64, 64, 4, 1024, 1500
+    zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s, seed=7, dtype=dtype, ssm_dtype=ssm_dtype)
+    conv_ref, ssm_ref = conv.clone(), ssm.clone()
+    before = conv.clone(), ssm.clone()
+    y_ref = mamba2_step_ref(zx, conv_ref, ssm_ref, slots, reset, **kw)  # fp32 arithmetic, same storage
+    y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
+    tol = torch.bfloat16 if torch.bfloat16 in (dtype, ssm_dtype) else torch.float32
+    close(y.float(), y_ref.float(), tol, "y")
+    close(conv, conv_ref, torch.float32, "conv state")
+    close(ssm.float(), ssm_ref.float(), tol, "ssm state")
+    others = torch.ones(s, dtype=torch.bool, device=DEV)
+    others[slots] = False
+    assert torch.equal(conv[others], before[0][others]) and torch.equal(ssm[others], before[1][others])
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_more_rows_than_a_grid_axis_allows():
+    """70,000 agents in one launch (mamba_ssm's batch-on-axis-1 grid stops at 65,535)."""
+    h, p, n, k, b, s = 2, 16, 16, 4, 70_000, 70_003
+    zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s, seed=8)
+    conv_ref, ssm_ref = conv.clone(), ssm.clone()
+    y_ref = mamba2_step_ref(zx, conv_ref, ssm_ref, slots, reset, **kw)
+    y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
+    close(y, y_ref, torch.float32, "y")
+    close(ssm, ssm_ref, torch.float32, "ssm state")
+    close(conv, conv_ref, torch.float32, "conv state")
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_steps_equal_scan_base_shape():
+    h, p, n, k, b, t = 8, 64, 64, 4, 16, 150
+    zx, conv, ssm, slots, _, kw = make(h, p, n, k, b, 40, seed=9)
+    g = torch.Generator().manual_seed(10)
+    zxs = torch.randn(b, t, zx.shape[1], generator=g).to(DEV)
+    resets = (torch.rand(b, t, generator=g) < 0.02).to(DEV)
+    conv0, ssm0 = conv[slots].clone(), ssm[slots].clone()
+    y_seq, conv_f, ssm_f = mamba2_sequence_ref(zxs, conv0, ssm0, resets, scan=ssd_scan_triton, **kw)
+    y = run_steps(mamba2_step_triton, zxs, resets, conv, ssm, slots, kw)
+    close(y, y_seq, torch.float32, "y")
+    close(ssm[slots], ssm_f, torch.float32, "ssm state")
+    close(conv[slots], conv_f, torch.float32, "conv state")
