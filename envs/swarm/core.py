@@ -179,6 +179,8 @@ class SwarmEnv(BatchedEnv):
         active = np.nonzero((self.food_timer == 0) & ~eaten)[0]
         grid = Grid(self.food_pos[active], c.sense_radius, c.side)
         idx, d2 = grid.query(q, c.k_food, c.sense_radius)
+        if active.size == 0:
+            return idx, d2
         return np.where(idx >= 0, active[np.maximum(idx, 0)], -1), d2
 
     def _move(self, thrust):

@@ -72,20 +72,22 @@ class Grid:
         total = int(count.sum())
         if total == 0:
             return idx, d2
+        ends = np.cumsum(count)  # [Q*9]
         pair_cell = np.repeat(np.arange(ncell.shape[0]), count)  # [C]
-        shift = self.starts[ncell] - (np.cumsum(count) - count)  # [Q*9]
-        slot = shift[pair_cell] + np.arange(total)  # [C]
-        qid = pair_cell // 9  # [C], non-decreasing
-        dx = self.px[slot] - q[:, 0][qid]
-        dy = self.py[slot] - q[:, 1][qid]
+        slot = (self.starts[ncell] - (ends - count))[pair_cell] + np.arange(total)  # [C]
+        q_end = ends[8::9]  # [Q] pairs up to and including each query
+        qid = np.repeat(np.arange(nq), np.diff(q_end, prepend=0))  # [C], non-decreasing
+        dx = self.px[slot] - np.ascontiguousarray(q[:, 0])[qid]
+        dy = self.py[slot] - np.ascontiguousarray(q[:, 1])[qid]
         dist2 = dx * dx + dy * dy  # [C]
         keep = dist2 <= radius * radius
         if exclude is not None:
             own = np.where(exclude >= 0, self.rank_of[np.maximum(exclude, 0)], -1)  # [Q]
             keep &= slot != own[qid]
-        slot, qid, dist2 = slot[keep], qid[keep], dist2[keep]
-        if slot.shape[0] == 0:
+        sel = np.flatnonzero(keep)
+        if sel.shape[0] == 0:
             return idx, d2
+        slot, qid, dist2 = slot[sel], qid[sel], dist2[sel]
         # Rank by query, then distance: dist2 / r^2 <= 1 / 1.0001, so qid + that is one
         # float64 key; its stable argsort is fast because pairs are already grouped by query.
         key = qid + dist2 * (1.0 / (radius * radius * 1.0001))

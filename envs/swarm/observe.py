@@ -104,12 +104,12 @@ def _relative(dst, idx, pos, self_pos, pos_scale, vel=None, self_vel=None, vel_s
         return
     j = np.where(have, idx, 0)
     w = have * pos_scale  # [Q, k]
-    dst[..., 0] = (pos[:, 0][j] - self_pos[:, 0:1]) * w
-    dst[..., 1] = (pos[:, 1][j] - self_pos[:, 1:2]) * w
+    dst[..., 0] = (np.ascontiguousarray(pos[:, 0])[j] - self_pos[:, 0:1]) * w
+    dst[..., 1] = (np.ascontiguousarray(pos[:, 1])[j] - self_pos[:, 1:2]) * w
     if vel is not None:
         w = have * vel_scale
-        dst[..., 2] = (vel[:, 0][j] - self_vel[:, 0:1]) * w
-        dst[..., 3] = (vel[:, 1][j] - self_vel[:, 1:2]) * w
+        dst[..., 2] = (np.ascontiguousarray(vel[:, 0])[j] - self_vel[:, 0:1]) * w
+        dst[..., 3] = (np.ascontiguousarray(vel[:, 1])[j] - self_vel[:, 1:2]) * w
 
 
 def _pixel_offsets(size: int, radius: float) -> np.ndarray:

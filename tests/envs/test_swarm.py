@@ -183,3 +183,12 @@ def test_render_human_with_dummy_driver():
     env.step(np.zeros(4, np.int64))
     env.close()
     env.close()
+
+
+def test_step_with_no_active_food():
+    env = SwarmEnv(n_agents=3)
+    env.reset(seed=0)
+    env.food_timer[:] = 5
+    obs, *_ = env.step(np.zeros(3, np.int64))
+    k = env.cfg.k_agents
+    assert (obs[:, 10 + 5 * k:].reshape(3, -1, 3)[..., 2] == 0).all()
