@@ -118,6 +118,8 @@ class SwarmEnv(BatchedEnv):
     def _free_positions(self, n: int) -> np.ndarray:
         """n uniform positions outside obstacles and walls, float32 [n, 2]."""
         c = self.cfg
+        if n == 0:
+            return np.zeros((0, 2), np.float32)
         lo, hi = c.agent_radius, c.side - c.agent_radius
         pos = self.rng.uniform(lo, hi, (n, 2)).astype(np.float32)
         for _ in range(32):
@@ -281,7 +283,7 @@ class SwarmEnv(BatchedEnv):
         food_idx, food_d2 = self._food_query(pos, no_eaten)
         got, eaten = self._eat(pos, food_idx, food_d2)
         self.food_timer[eaten] = c.food_respawn_delay
-        cost = c.energy_per_tick + c.energy_per_thrust * np.einsum("ax,ax->a", thrust, thrust)
+        cost = c.energy_per_tick + c.energy_per_thrust * (thrust * thrust).sum(axis=1)
         energy = np.minimum(self.energy - cost + got * c.food_energy, c.energy_max)
         reward = (got * c.reward_food - hit * np.float32(c.collision_penalty)).astype(np.float32)
         terminated = energy <= 0.0
