@@ -1,0 +1,186 @@
+"""Open-loop evaluation of a world model against naive predictors.
+
+The protocol (ANCHORS.md): on held-out episodes, observe C context steps, then imagine with the
+recorded actions for k = 1, 2, 4, ..., 64 steps. The observation error at each k is the squared
+error divided per dimension by the variance of the observations (so 1.0 is the error of the best
+constant guess), averaged over dimensions and over the windows whose target step k is still inside
+the episode. The same is reported for repeating the last context observation and for predicting
+the mean observation, with the reward's absolute error and the termination F1 per k.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldssm.train.checkpoint import atomic_write_text, load_model
+
+HORIZONS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def make_windows(episodes, context: int, horizon: int, stride: int, max_windows: int, seed: int):
+    """Cut [context + horizon] windows (padded past the episode end) from episodes.
+
+    Returns:
+        dict of arrays [W, C+H, ...] plus "valid" bool [W, C+H] (the step exists in the episode).
+    """
+    span = context + horizon
+    rows = []
+    for ep in episodes:
+        n = len(ep["reward"])
+        for s in range(0, max(0, n - context), stride):
+            rows.append((ep, s, n))
+    if not rows:
+        raise ValueError(f"no episode is longer than the context ({context} steps)")
+    if len(rows) > max_windows:
+        pick = np.random.default_rng(seed).choice(len(rows), max_windows, replace=False)
+        rows = [rows[i] for i in sorted(pick)]
+    out = {k: [] for k in ("obs", "action", "reward", "is_terminal", "valid")}
+    for ep, s, n in rows:
+        idx = np.arange(s, s + span)
+        valid = idx < n
+        idx = np.minimum(idx, n - 1)
+        for k in ("obs", "action", "reward", "is_terminal"):
+            arr = ep[k][idx].copy()
+            if k == "action":
+                arr[~valid] = 0
+            out[k].append(arr)
+        out["valid"].append(valid)
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def _f1(pred: np.ndarray, true: np.ndarray) -> float | None:
+    tp = float(np.sum(pred & true))
+    fp = float(np.sum(pred & ~true))
+    fn = float(np.sum(~pred & true))
+    if tp + fp + fn == 0:
+        return None  # no terminal step predicted or present: F1 is undefined
+    return 2 * tp / (2 * tp + fp + fn)
+
+
+@torch.no_grad()
+def open_loop(model, episodes, context=16, horizons=HORIZONS, stride=8, max_windows=512, seed=0,
+              sample=False, batch=256, device="cpu") -> dict:
+    """Run the protocol; returns per-horizon errors for the model and the naive predictors."""
+    hmax = max(horizons)
+    w = make_windows(episodes, context, hmax, stride, max_windows, seed)
+    all_obs = np.concatenate([ep["obs"] for ep in episodes]).astype(np.float64)
+    mean = all_obs.mean(0)
+    var = np.maximum(all_obs.var(0), 1e-12)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    preds, rews, conts = [], [], []
+    n = len(w["obs"])
+    for lo in range(0, n, batch):
+        sl = slice(lo, lo + batch)
+        obs = torch.as_tensor(w["obs"][sl], device=device)
+        act = torch.as_tensor(w["action"][sl], device=device)
+        first = torch.zeros(obs.shape[:2], dtype=torch.bool, device=device)
+        first[:, 0] = True
+        state, pred = model.observe_sequence(obs[:, :context], act[:, :context], first[:, :context])
+        last = type(pred)(*(f[:, -1] for f in pred))
+        _, roll = model.rollout(state, last, act[:, context:], sample=sample, generator=gen)
+        preds.append(roll["obs"].double().cpu().numpy())
+        rews.append(roll["reward"].double().cpu().numpy())
+        conts.append(roll["cont"].double().cpu().numpy())
+    pred_obs = np.concatenate(preds)  # [W, H, *obs]
+    pred_rew, pred_cont = np.concatenate(rews), np.concatenate(conts)
+    true_obs = w["obs"][:, context:].astype(np.float64)  # target o_{t+k} sits at index context-1+k
+    last_obs = w["obs"][:, context - 1].astype(np.float64)
+    obs_axes = tuple(range(2, true_obs.ndim))
+
+    def nmse(p):
+        return (((p - true_obs) ** 2) / var).mean(axis=obs_axes)  # [W, H]
+
+    errs = {"model": nmse(pred_obs), "repeat_last": nmse(last_obs[:, None]), "mean": nmse(mean[None, None])}
+    valid = w["valid"][:, context:]
+    true_rew = w["reward"][:, context:].astype(np.float64)
+    rew_err = {
+        "model": np.abs(pred_rew - true_rew),
+        "repeat_last": np.abs(w["reward"][:, context - 1, None] - true_rew),
+        "mean": np.abs(np.concatenate([ep["reward"] for ep in episodes]).mean() - true_rew),
+    }
+    term_true = w["is_terminal"][:, context:].astype(bool)
+    result = {"context": context, "horizons": list(horizons), "windows": int(n), "obs_nmse": {}, "reward_mae": {},
+              "termination_f1": [], "valid_windows": []}
+    for name in errs:
+        result["obs_nmse"][name] = []
+        result["reward_mae"][name] = []
+    for k in horizons:
+        m = valid[:, k - 1]
+        result["valid_windows"].append(int(m.sum()))
+        for name in errs:
+            result["obs_nmse"][name].append(float(errs[name][m, k - 1].mean()) if m.any() else None)
+            result["reward_mae"][name].append(float(rew_err[name][m, k - 1].mean()) if m.any() else None)
+        result["termination_f1"].append(_f1((pred_cont[m, k - 1] < 0.5), term_true[m, k - 1]))
+    return result
+
+
+def plot(result: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for name, style in (("model", "o-"), ("repeat_last", "s--"), ("mean", "^:")):
+        ys = result["obs_nmse"][name]
+        ax.plot(result["horizons"], ys, style, label=name.replace("_", "-"))
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("open-loop horizon k (steps)")
+    ax.set_ylabel("normalised observation MSE")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def evaluate(checkpoint, data, out_dir, context: int = 16, split: str = "val", sample: bool = False,
+             stride: int = 8, max_windows: int = 512, seed: int = 0, device: str = "cpu") -> dict:
+    """Evaluate a checkpoint on rollout data; writes eval.json and openloop.png into out_dir.
+
+    Args:
+        split: "val" re-derives the training run's held-out episodes from `data` (the same data
+            the model was trained on); "all" uses every episode (for data collected separately).
+    """
+    from worldssm.data import RolloutDataset
+    from worldssm.train.trainer import check_spaces
+
+    model, sidecar = load_model(checkpoint, device=device)
+    dataset = RolloutDataset.load(data)
+    check_spaces(sidecar["data"], dataset.spec, checkpoint)
+    if split == "val":
+        tc = sidecar["train_config"]
+        _, episodes = dataset.split(tc["val_fraction"], tc["seed"])
+        episodes = episodes.episodes
+    elif split == "all":
+        episodes = dataset.episodes
+    else:
+        raise ValueError(f"split must be 'val' or 'all', got {split!r}")
+    result = open_loop(model, episodes, context=context, stride=stride, max_windows=max_windows, seed=seed,
+                       sample=sample, device=device)
+    result.update({"checkpoint_step": sidecar["step"], "env_id": dataset.spec.env_id, "split": split,
+                   "episodes": len(episodes), "sample": sample, "seed": seed})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "eval.json", json.dumps(result, indent=1))
+    plot(result, out / "openloop.png", f"{dataset.spec.env_id}: open-loop error (context {context})")
+    return result
+
+
+def summary_table(result: dict) -> str:
+    """A plain-text table of the per-horizon errors."""
+    lines = [f"{'k':>4} {'model':>10} {'repeat':>10} {'mean':>10} {'rew MAE':>9}"]
+    for i, k in enumerate(result["horizons"]):
+        row = [result["obs_nmse"][n][i] for n in ("model", "repeat_last", "mean")]
+        rew = result["reward_mae"]["model"][i]
+        fmt = lambda v: f"{v:10.4f}" if v is not None else f"{'-':>10}"  # noqa: E731
+        lines.append(f"{k:>4} " + " ".join(fmt(v) for v in row) + (f" {rew:9.4f}" if rew is not None else ""))
+    return "\n".join(lines)
