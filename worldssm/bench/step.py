@@ -1,0 +1,331 @@
+"""`worldssm bench step`: the backbone step for B agents, fused Triton + CUDA graph vs references.
+
+Arms, measured in one run on the same weights and slab: the fused kernels under a CUDA graph,
+the PyTorch reference eager, the reference under a CUDA graph, and the reference under
+torch.compile + CUDA graph; then the whole world-model step (encoder, backbone, heads). Each row
+gives the median and p99 in microseconds, the byte bound (weights once + every agent's state
+read and written once, at this device's measured copy bandwidth) and the fraction of it achieved.
+A correctness check (Triton step vs reference step on the BASE shape) runs first; on a failure
+nothing is reported. Imports only torch, triton, numpy and the project's model/kernels modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldssm.errors import WorldssmError
+
+BATCHES = (1, 64, 1024, 16384)
+
+
+def env_info() -> dict:
+    import platform
+
+    import triton
+
+    sha = os.environ.get("WORLDSSM_GIT_SHA")
+    if not sha:
+        try:
+            import subprocess
+
+            root = Path(__file__).resolve().parents[2]
+            sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                 text=True, timeout=10).stdout.strip() or "unknown"
+        except Exception:  # noqa: BLE001 - no git on the machine: say so in the record
+            sha = "unknown"
+    dev = torch.cuda.get_device_properties(0)
+    return {
+        "git_sha": sha, "device": torch.cuda.get_device_name(0), "sm_count": dev.multi_processor_count,
+        "torch": torch.__version__, "triton": triton.__version__, "numpy": np.__version__,
+        "python": platform.python_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy bandwidth in bytes/s (read + write), 1 GiB."""
+    from triton.testing import do_bench
+
+    a = torch.empty(2**30, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    ms = do_bench(lambda: b.copy_(a), warmup=25, rep=200, return_mode="median")
+    del a, b
+    return 2 * 2**30 / (ms * 1e-3)
+
+
+def time_calls(fn, reps: int, warmup: int = 3) -> dict:
+    """Median and p99 (us) of `reps` calls, each timed with CUDA events on the current stream."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for s, e in zip(starts, ends):
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    us = np.array([s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)])
+    return {"median_us": float(np.median(us)), "p99_us": float(np.percentile(us, 99)), "reps": reps}
+
+
+def count_kernels(fn) -> int:
+    """GPU kernels (and memcpy/memset ops) one eager call of `fn` issues, from the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    try:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    except Exception:  # noqa: BLE001 - no CUPTI on this machine: the count is unknown
+        return -1
+
+
+def capture(fn, warmup: int = 3):
+    """A CUDA graph of `fn()` after warm-up runs on a side stream; returns (graph, outputs)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
+def set_kernels(module: torch.nn.Module, impl: str) -> None:
+    """Point every config under `module` at kernel path `impl` ("reference" or "triton")."""
+    for m in module.modules():
+        cfg = getattr(m, "cfg", None)
+        if cfg is not None and hasattr(cfg, "kernels"):
+            m.cfg = dataclasses.replace(cfg, kernels=impl)
+
+
+def build_backbone(seed: int = 0):
+    from worldssm.model import build_backbone as build
+    from worldssm.model import preset
+
+    torch.manual_seed(seed)
+    cfg = preset("BASE").backbone
+    bb = build(cfg).to("cuda", torch.bfloat16).eval()
+    # Random (not zero) states and non-trivial parameters, so nothing is timed on zeros.
+    with torch.no_grad():
+        for mixer in bb.mixers:
+            mixer.D.uniform_(0.5, 1.5)
+            mixer.norm_weight.uniform_(0.5, 1.5)
+            mixer.conv_bias.normal_(0, 0.1)
+    return bb
+
+
+def random_slab(bb, slots_total: int, gen: torch.Generator) -> dict:
+    slab = bb.initial_state(slots_total, device="cuda")
+    for v in slab.values():
+        v.copy_(torch.randn(v.shape, generator=gen, device="cuda").to(v.dtype) * 0.5)
+    return slab
+
+
+def check_correctness(bb, batch: int = 64, steps: int = 3) -> dict:
+    """Triton vs reference step on the BASE shape: outputs and states after `steps` steps."""
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    slab_t = random_slab(bb, batch + 7, gen)
+    slab_r = {k: v.clone() for k, v in slab_t.items()}
+    slots = torch.randperm(batch + 7, generator=gen, device="cuda")[:batch]
+    worst = {"y": 0.0, "state": 0.0}
+    with torch.no_grad():
+        for i in range(steps):
+            x = torch.randn(batch, bb.cfg.d_model, generator=gen, device="cuda").to(torch.bfloat16)
+            reset = torch.rand(batch, generator=gen, device="cuda") < 0.2
+            set_kernels(bb, "triton")
+            y_t = bb.step_slots(slab_t, slots, x, reset)
+            set_kernels(bb, "reference")
+            y_r = bb.step_slots(slab_r, slots, x, reset)
+            worst["y"] = max(worst["y"], _rel(y_t, y_r))
+    for k in slab_t:
+        worst["state"] = max(worst["state"], _rel(slab_t[k], slab_r[k]))
+    # bf16 activations between layers: the two paths round differently, 1e-2 relative RMS.
+    ok = worst["y"] < 1e-2 and worst["state"] < 1e-3
+    return {"passed": bool(ok), "rel_rms_y": worst["y"], "rel_rms_state": worst["state"], "batch": batch, "steps": steps}
+
+
+def _rel(a, b) -> float:
+    a, b = a.double(), b.double()
+    if torch.isnan(a).any():
+        return float("inf")
+    return ((a - b).norm() / b.norm().clamp(min=1e-30)).item()
+
+
+def byte_bound(bb, batch: int, bandwidth: float) -> dict:
+    weights = sum(p.numel() * p.element_size() for p in bb.parameters())
+    per_agent = sum(int(np.prod(shape)) * torch.empty((), dtype=dt).element_size()
+                    for shape, dt in bb.state_spec().values())
+    nbytes = weights + 2 * batch * per_agent
+    return {"bytes": int(nbytes), "weight_bytes": int(weights), "state_bytes_per_agent": int(per_agent),
+            "bound_us": nbytes / bandwidth * 1e6}
+
+
+def bench_batch(bb, batch: int, bandwidth: float, arms: tuple[str, ...], reps: int) -> list[dict]:
+    gen = torch.Generator(device="cuda").manual_seed(batch)
+    slab = random_slab(bb, batch + 1, gen)
+    slots = torch.randperm(batch + 1, generator=gen, device="cuda")[:batch]
+    x = torch.randn(batch, bb.cfg.d_model, generator=gen, device="cuda").to(torch.bfloat16)
+    reset = torch.rand(batch, generator=gen, device="cuda") < 0.01
+    bound = byte_bound(bb, batch, bandwidth)
+    rows = []
+    for arm in arms:
+        impl = "triton" if arm.startswith("fused") else "reference"
+        set_kernels(bb, impl)
+        step = bb.step_slots
+        if arm == "reference+compile+graph":
+            step = torch.compile(bb.step_slots, dynamic=False)
+        row = {"arm": arm, "batch": batch, **bound}
+        try:
+            with torch.no_grad():
+                if arm != "reference":
+                    graph, _ = capture(lambda: step(slab, slots, x, reset))
+                    row["gpu_ops_per_step"] = count_kernels(lambda: step(slab, slots, x, reset))
+                    row.update(time_calls(graph.replay, reps))
+                    del graph
+                else:
+                    row.update(time_calls(lambda: step(slab, slots, x, reset), max(5, reps // 4)))
+        except Exception as exc:  # noqa: BLE001 - one arm failing (e.g. compile) is recorded, not fatal
+            row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        if "median_us" in row:
+            row["fraction_of_bound"] = row["bound_us"] / row["median_us"]
+        rows.append(row)
+        if arm == "reference+compile+graph":
+            torch._dynamo.reset()
+        torch.cuda.empty_cache()
+    del slab
+    torch.cuda.empty_cache()
+    return rows
+
+
+def bench_world_model(batch: int, reps: int, arms=("fused+graph", "reference+graph")) -> list[dict]:
+    """The whole observe step: encoder (fp32) -> bf16 backbone step -> heads (fp32)."""
+    from worldssm.model import WorldModel, preset
+
+    torch.manual_seed(0)
+    obs_dim, n_actions = 64, 8
+    wm = WorldModel(preset("BASE"), {"type": "box", "shape": [obs_dim], "dtype": "float32", "low": -1, "high": 1},
+                    {"type": "discrete", "n": n_actions}).to("cuda").eval()
+    wm.backbone.to(torch.bfloat16)
+    gen = torch.Generator(device="cuda").manual_seed(batch + 1)
+    slab = random_slab(wm.backbone, batch + 1, gen)
+    slots = torch.randperm(batch + 1, generator=gen, device="cuda")[:batch]
+    obs = torch.randn(batch, obs_dim, generator=gen, device="cuda")
+    action = torch.randint(0, n_actions, (batch,), generator=gen, device="cuda")
+    reset = torch.rand(batch, generator=gen, device="cuda") < 0.01
+
+    def step():
+        # observe_slots with explicit casts around the bf16 backbone (the model's own
+        # observe_slots needs one dtype throughout).
+        z = wm.latent(wm.posterior(obs))
+        h = wm.backbone.step_slots(slab, slots, wm._inputs(z, action).to(torch.bfloat16), reset)
+        return wm._heads(h.float())
+
+    rows = []
+    for arm in arms:
+        set_kernels(wm, "triton" if arm.startswith("fused") else "reference")
+        row = {"arm": "world_model " + arm, "batch": batch}
+        try:
+            with torch.no_grad():
+                graph, _ = capture(step)
+                row.update(time_calls(graph.replay, reps))
+                del graph
+        except Exception as exc:  # noqa: BLE001
+            row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        rows.append(row)
+        torch.cuda.empty_cache()
+    return rows
+
+
+def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True, world_model: bool = True) -> dict:
+    """Run the step benchmark; write `step-<device>.json` under `out_dir` (if given) and return it.
+
+    Raises:
+        WorldssmError: no CUDA device, or the correctness check failed (nothing is reported then).
+    """
+    if not torch.cuda.is_available():
+        raise WorldssmError("bench step needs a CUDA device")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    bb = build_backbone()
+    check = check_correctness(bb)
+    if not check["passed"]:
+        raise WorldssmError(f"correctness check failed, refusing to report: {check}")
+    bandwidth = copy_bandwidth()
+    arms = ("fused+graph", "reference", "reference+graph") + (("reference+compile+graph",) if compile_arm else ())
+    rows = []
+    for b in batches:
+        rows += bench_batch(bb, b, bandwidth, arms, reps if b < 4096 else max(20, reps // 8))
+        if world_model:
+            rows += bench_world_model(b, reps if b < 4096 else max(20, reps // 8))
+        print(format_table({"rows": [r for r in rows if r["batch"] == b]}), flush=True)
+    for r in rows:
+        if r["arm"] == "fused+graph" and "median_us" in r:
+            ref = next((x for x in rows if x["batch"] == r["batch"] and x["arm"] == "reference+compile+graph"
+                        and "median_us" in x), None)
+            if ref is not None:
+                r["speedup_vs_compile_graph"] = ref["median_us"] / r["median_us"]
+    result = {
+        "benchmark": "step", "env": env_info(), "correctness": check, "copy_bandwidth_Bps": bandwidth,
+        "shape": {"preset": "BASE", "d_model": 256, "n_layers": 4, "H": 8, "P": 64, "N": 64, "K": 4,
+                  "weights": "bfloat16", "ssm_state": "float32", "conv_state": "float32",
+                  "slots": "random permutation of B+1 slots", "reset_fraction": 0.01},
+        "rows": rows,
+    }
+    if out_dir is not None:
+        write(result, out_dir)
+    return result
+
+
+def write(result: dict, out_dir) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "-" for c in result["env"]["device"].lower()).strip("-")
+    path = out / f"{result['benchmark']}-{slug}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return path
+
+
+def format_table(result: dict) -> str:
+    """A markdown table of the rows: median, p99, byte bound, fraction, speedup."""
+    lines = ["| arm | B | median us | p99 us | byte bound us | fraction of bound | vs compile+graph | GPU ops |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if "median_us" not in r:
+            lines.append(f"| {r['arm']} | {r['batch']} | error: {r.get('error', '?')[:60]} | | | | | |")
+            continue
+        bound = f"{r['bound_us']:.1f}" if "bound_us" in r else ""
+        frac = f"{r['fraction_of_bound']:.2f}" if "fraction_of_bound" in r else ""
+        sp = f"{r['speedup_vs_compile_graph']:.1f}x" if "speedup_vs_compile_graph" in r else ""
+        ops = r.get("gpu_ops_per_step", "")
+        lines.append(f"| {r['arm']} | {r['batch']} | {r['median_us']:.1f} | {r['p99_us']:.1f} | {bound} | {frac} | {sp} | {ops} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m worldssm.bench.step", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
+    p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
+    p.add_argument("--reps", type=int, default=200)
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile arm")
+    p.add_argument("--no-world-model", action="store_true", help="skip the whole world-model rows")
+    a = p.parse_args(argv)
+    result = run(a.out, tuple(a.batches), a.reps, not a.no_compile, not a.no_world_model)
+    print(format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""`worldssm bench step | scan | env`: GPU kernel benchmarks and the environment benchmark."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Benchmark the fused step, the training scan, or the environments; writes JSON results."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the bench subcommands to `parser`."""
+    sub = parser.add_subparsers(dest="bench", metavar="WHAT", required=True)
+    step = sub.add_parser("step", help="backbone step for B agents: fused+graph vs references (CUDA)")
+    step.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
+    step.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024, 16384], help="agent counts B")
+    step.add_argument("--reps", type=int, default=200, help="timed graph replays per row")
+    step.add_argument("--no-compile", action="store_true", help="skip the torch.compile + graph arm")
+    step.add_argument("--no-world-model", action="store_true", help="skip the whole world-model rows")
+    scan = sub.add_parser("scan", help="scan forward+backward tokens/s: Triton vs references (CUDA)")
+    scan.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
+    scan.add_argument("--reps", type=int, default=20, help="timed forward+backward passes per row")
+    scan.add_argument("--no-sequential", action="store_true", help="skip the slow sequential reference")
+    env = sub.add_parser("env", help="environment steps/s (worldssm.bench.env)")
+    env.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
+    env.add_argument("--agents", type=int, nargs="+", default=[1, 64, 1024, 10000], help="population sizes")
+    env.add_argument("--seconds", type=float, default=3.0, help="timed seconds per configuration")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen benchmark and print its table."""
+    if args.bench == "step":
+        from worldssm.bench import step
+
+        result = step.run(args.out, tuple(args.batches), args.reps, not args.no_compile, not args.no_world_model)
+        print(step.format_table(result))
+    elif args.bench == "scan":
+        from worldssm.bench import scan
+
+        result = scan.run(args.out, scan.SHAPES, args.reps, not args.no_sequential)
+        print(scan.format_table(result))
+    else:
+        from worldssm.bench.env import run_env_bench
+
+        result = run_env_bench(args.out, agents=tuple(args.agents), seconds=args.seconds)
+        print(f"wrote {result.get('path', args.out)}")
+    return 0
