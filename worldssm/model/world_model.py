@@ -73,11 +73,11 @@ class WorldModel(nn.Module):
         v, k, d, w = cfg.latent_vars, cfg.latent_classes, cfg.backbone.d_model, cfg.mlp_width
         if self.obs_kind == "image":
             self.encoder = ImageEncoder(self.obs_shape, cfg.cnn_depth, v * k)
-            self.decoder = ImageDecoder(v * k, self.obs_shape, cfg.cnn_depth)
+            self.decoder = ImageDecoder(v * k + d, self.obs_shape, cfg.cnn_depth)
         else:
             n_obs = int(np.prod(self.obs_shape))
             self.encoder = mlp(n_obs, w, cfg.mlp_layers, v * k)
-            self.decoder = mlp(v * k, w, cfg.mlp_layers, n_obs)
+            self.decoder = mlp(v * k + d, w, cfg.mlp_layers, n_obs)
         self.action_encoder = ActionEncoder(action_space, cfg.action_embed)
         self.in_proj = nn.Linear(v * k + cfg.action_embed, d)
         self.backbone = build_backbone(cfg.backbone)
@@ -103,9 +103,15 @@ class WorldModel(nn.Module):
         logits = self.prior_head(h)
         return unimix_logits(logits.view(*logits.shape[:-1], self.cfg.latent_vars, -1), self.cfg.unimix)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent [..., V*K] -> predicted observation [..., *obs_shape] (float; pixels in [0, 255])."""
-        out = self.decoder(z)
+    def decode(self, z: torch.Tensor, h_prev: torch.Tensor) -> torch.Tensor:
+        """Predicted observation [..., *obs_shape] (float; pixels in [0, 255]).
+
+        Args:
+            z: the latent of this step [..., V*K].
+            h_prev: the backbone output of the previous step [..., D] (the one whose prior drew z;
+                zeros at an episode's first step), as in DreamerV3's (deter, stoch) features.
+        """
+        out = self.decoder(torch.cat([z, h_prev.to(z.dtype)], -1))
         if self.obs_kind == "image":
             return ((out.float() + 0.5) * 255.0).clamp(0, 255)
         return symexp(out.float()).view(*z.shape[:-1], *self.obs_shape)
@@ -141,7 +147,10 @@ class WorldModel(nn.Module):
         valid = (~batch["is_first"][:, 1:].bool()).float()  # [B, T-1]: t+1 continues the episode of t
         denom = valid.sum().clamp(min=1.0)
 
-        recon = self.decoder(z)
+        # The decoder of o_t sees z_t and h_{t-1} (zeros at the first step of an episode).
+        h_prev = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], 1)
+        h_prev = h_prev * (~batch["is_first"].bool())[..., None].to(h.dtype)
+        recon = self.decoder(torch.cat([z, h_prev.to(z.dtype)], -1))
         if self.obs_kind == "image":
             target = batch["obs"].float() / 255.0 - 0.5
             rec = (recon.float() - target).pow(2).sum((-1, -2, -3))
@@ -223,7 +232,7 @@ class WorldModel(nn.Module):
         obs, rew, cont = [], [], []
         for k in range(actions.shape[1]):
             z = self.latent(pred.prior_logp, sample, generator)
-            obs.append(self.decode(z))
+            obs.append(self.decode(z, pred.h))
             rew.append(pred.reward)
             cont.append(pred.cont)
             if k + 1 < actions.shape[1]:
