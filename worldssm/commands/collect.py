@@ -1,10 +1,15 @@
-"""`worldssm collect`: record rollouts of a Gymnasium env into rollout shards."""
+"""`worldssm collect`: record rollouts of an env into rollout shards.
+
+`--env swarm_v0` (or any name of `worldssm.envs.names()`, or `pettingzoo/<family>/<env>`) is
+collected through the batched multi-agent API, agents joining and leaving; a Gymnasium id runs
+N copies as N agents.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "Collect rollouts of a Gymnasium env (N copies as N agents) into .wsr shards."
+HELP = "Collect rollouts of swarm_v0, a PettingZoo env or a Gymnasium id into .wsr shards."
 
 
 def _positive_int(text: str) -> int:
@@ -16,8 +21,17 @@ def _positive_int(text: str) -> int:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the collect options to `parser`."""
-    parser.add_argument("--env", required=True, help="registered Gymnasium id, e.g. Pendulum-v1")
-    parser.add_argument("--agents", type=_positive_int, default=1, help="env copies (agents)")
+    parser.add_argument(
+        "--env",
+        required=True,
+        help="swarm_v0, pettingzoo/<family>/<env>, or a Gymnasium id, e.g. Pendulum-v1",
+    )
+    parser.add_argument(
+        "--agents",
+        type=_positive_int,
+        default=1,
+        help="agents (env copies for Gymnasium ids; agents at reset for swarm_v0)",
+    )
     parser.add_argument(
         "--steps",
         type=_positive_int,
@@ -25,8 +39,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="ticks PER AGENT (each agent acts once per tick); total steps ~ agents x steps",
     )
     parser.add_argument("--out", required=True, help="output directory for the *.wsr shards")
-    parser.add_argument("--seed", type=int, default=0, help="base seed; agent i uses seed + i")
-    parser.add_argument("--policy", choices=["random"], default="random", help="acting policy")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="base seed (Gymnasium ids: agent i uses seed + i; batched envs: env and policy)",
+    )
+    parser.add_argument(
+        "--policy",
+        choices=["greedy", "random"],
+        default=None,
+        help="acting policy; default greedy (food seeker with noise) for swarm_v0, else random",
+    )
     parser.add_argument(
         "--shard-steps",
         type=_positive_int,

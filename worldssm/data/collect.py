@@ -1,6 +1,7 @@
-"""Collecting rollouts of a Gymnasium env, one env copy per agent, into rollout shards.
+"""Collecting rollouts into rollout shards: Gymnasium ids (one env copy per agent), and the
+multi-agent envs of `worldssm.envs` through their batched API (agents joining and leaving).
 
-`steps` counts ticks per agent: every tick each of the N agents takes one action. An episode of
+`steps` counts ticks per agent: every tick each live agent takes one action. An episode of
 L actions is recorded as L + 1 steps (its final observation is its own is_last step), so a run
 records slightly more steps than N * steps.
 """
@@ -24,6 +25,9 @@ from worldssm.data.format import (
 from worldssm.errors import WorldssmError
 
 POLICIES = ("random",)
+# Policies of the batched path; None picks "greedy" for swarm envs and "random" otherwise.
+BATCHED_POLICIES = ("greedy", "random")
+GREEDY_NOISE = 0.1
 DEFAULT_SHARD_STEPS = 50_000
 DEFAULT_CHUNK_STEPS = 1_000
 
@@ -209,32 +213,41 @@ def collect(
     steps: int,
     out_dir,
     seed: int = 0,
-    policy: str = "random",
+    policy: str | None = None,
     shard_steps: int = DEFAULT_SHARD_STEPS,
     progress: Callable[[int], None] | None = None,
+    env_kwargs: dict | None = None,
 ) -> dict:
-    """Run N copies of `gymnasium.make(env_id)` as N agents and write their rollouts as shards.
+    """Run N agents of `env_id` and write their rollouts as shards.
 
-    Agent i's env is reset with seed `seed + i` at its first reset and without a seed afterwards
-    (its own RNG continues); its action space is seeded with `seed + i` too. An ended episode's
-    final observation is recorded as an is_last step with a zero action, then the env is reset.
+    `env_id` is either a name of `worldssm.envs.names()` or `pettingzoo/<family>/<env>`
+    (collected through the batched API, see `collect_batched`), or a Gymnasium id: then N copies
+    of `gymnasium.make(env_id)` act as N agents. Agent i's copy is reset with seed `seed + i` at
+    its first reset and without a seed afterwards (its own RNG continues); its action space is
+    seeded with `seed + i` too. An ended episode's final observation is recorded as an is_last
+    step with a zero action, then the copy is reset.
+
     Shards `shard-00000.wsr`, ... roll over once `shard_steps` steps have been recorded into the
     current one, and each appears only when complete. An episode cut by the end of collection is
     stored as a partial episode (no is_last).
 
     Args:
-        env_id: a registered Gymnasium id with Box or Discrete observation and action spaces.
-        n_agents: N, env copies stepped in lockstep.
-        steps: ticks per agent (each tick every agent acts once).
+        env_id: see above; Gymnasium envs need Box or Discrete observation and action spaces.
+        n_agents: N, agents at reset (env copies for Gymnasium ids; ignored by PettingZoo envs,
+            which fix their own agents).
+        steps: ticks per agent (each tick every live agent acts once).
         out_dir: directory for the shards; created if missing, must hold no *.wsr yet.
         seed: base seed (see above).
-        policy: "random" (action_space.sample).
+        policy: None (the env's default: "greedy" for swarm envs, else "random"), "random"
+            (uniform over the action space), or "greedy" (swarm envs only).
         shard_steps: recorded steps per shard before rolling over.
         progress: optional callable, called with 1 after each tick (e.g. tqdm's update).
+        env_kwargs: extra keyword arguments for `worldssm.envs.make` (batched path only), e.g.
+            SwarmConfig fields.
 
     Returns:
         Summary dict: out_dir, shards (paths as str), steps (recorded), ticks, agents,
-        episodes (started), complete_episodes.
+        episodes (started), complete_episodes; the batched path adds resets.
 
     Raises:
         WorldssmError: unknown env, unsupported spaces, unknown policy, non-empty out_dir.
@@ -243,20 +256,31 @@ def collect(
     for name, value in (("n_agents", n_agents), ("steps", steps), ("shard_steps", shard_steps)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+    if is_batched_env(env_id):
+        return collect_batched(env_id, n_agents, steps, out_dir, seed, policy, shard_steps,
+                               progress, env_kwargs)
+    if env_kwargs:
+        raise WorldssmError(f"env_kwargs are only supported for worldssm.envs names, not {env_id!r}")
+    policy = "random" if policy is None else policy
     if policy not in POLICIES:
         raise WorldssmError(f"unknown policy {policy!r}; choose one of {list(POLICIES)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if any(out_dir.glob(f"*{SHARD_SUFFIX}")):
-        raise WorldssmError(
-            f"{out_dir} already holds *{SHARD_SUFFIX} shards; choose an empty directory"
-        )
+    out_dir = _empty_out_dir(out_dir)
     envs = _make_envs(env_id, n_agents)
     try:
         return _collect(envs, env_id, steps, out_dir, seed, policy, shard_steps, progress)
     finally:
         for env in envs:
             env.close()
+
+
+def _empty_out_dir(out_dir) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if any(out_dir.glob(f"*{SHARD_SUFFIX}")):
+        raise WorldssmError(
+            f"{out_dir} already holds *{SHARD_SUFFIX} shards; choose an empty directory"
+        )
+    return out_dir
 
 
 def _collect(envs, env_id, steps, out_dir, seed, policy, shard_steps, progress) -> dict:
@@ -331,3 +355,251 @@ def _run_ticks(envs, env_id, steps, seed, recorder, roller, shard_steps, progres
             roller.close_shard()
         if progress is not None:
             progress(1)
+
+
+def is_batched_env(env_id: str) -> bool:
+    """Whether `collect` takes `env_id` through `worldssm.envs.make(..., api="batched")`."""
+    from worldssm import envs
+
+    return env_id in envs.names() or env_id.startswith(envs.registry.PETTINGZOO_PREFIX)
+
+
+class BatchedEpisodeRecorder:
+    """Buffers ticks of a batched env and cuts them into per-(agent, episode) steps records.
+
+    Agents are int ids (slot indices into per-agent state arrays, grown on demand). Each `add`
+    appends one step for each of its ids as arrays, without a Python loop per agent; `flush()`
+    sorts the buffered steps by (agent, episode), keeping time order, and returns one steps
+    record per piece. Episode numbers count per agent id from 0 at every is_first, across env
+    resets, so (agent, episode) stays unique when an env reuses ids after a reset.
+
+    Args:
+        observation_space: SPACE dict of observations.
+        action_space: SPACE dict of actions.
+        agent_name: maps an int id to the record's "agent" string.
+    """
+
+    def __init__(self, observation_space: dict, action_space: dict, agent_name):
+        self.agent_name = agent_name
+        self.layout = {
+            "obs": space_step_layout(observation_space),
+            "action": space_step_layout(action_space),
+            "reward": ((), np.dtype(np.float32)),
+            "is_first": ((), np.dtype(bool)),
+            "is_last": ((), np.dtype(bool)),
+            "is_terminal": ((), np.dtype(bool)),
+        }
+        self._open = np.zeros(0, bool)  # [S] an episode of this id is open
+        self._episode = np.zeros(0, np.int64)  # [S] episodes started by this id
+        self._chunks: list[dict] = []
+        self.pending_steps = 0
+        self.episodes_started = 0
+        self.episodes_finished = 0
+
+    def _grow(self, top: int) -> None:
+        size = self._open.shape[0]
+        if top < size:
+            return
+        extra = max(top + 1, 2 * size) - size
+        self._open = np.concatenate([self._open, np.zeros(extra, bool)])
+        self._episode = np.concatenate([self._episode, np.zeros(extra, np.int64)])
+
+    def add(self, ids, obs, action, reward, is_first, is_last, is_terminal) -> None:
+        """Record one step for each agent id in `ids`.
+
+        Args:
+            ids: int [A'] agent ids, each at most once, non-negative.
+            obs: [A', *obs_shape]; action: [A', *act_shape] (discrete: int [A']).
+            reward: float [A']; is_first, is_last, is_terminal: bool [A'].
+
+        Raises:
+            ValueError: shapes disagree with the spaces, repeated or negative ids, or flags
+                that break the episode order (see `EpisodeRecorder.add`); nothing is recorded.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        batch = {"obs": obs, "action": action, "reward": reward, "is_first": is_first,
+                 "is_last": is_last, "is_terminal": is_terminal}
+        for name, (shape, dtype) in self.layout.items():
+            arr = np.asarray(batch[name], dtype=dtype)
+            if arr.shape != (len(ids), *shape):
+                raise ValueError(f"{name} has shape {arr.shape}, expected {(len(ids), *shape)}")
+            batch[name] = arr
+        if len(ids) == 0:
+            return
+        if ids.min() < 0 or np.unique(ids).shape[0] != ids.shape[0]:
+            raise ValueError("ids must be distinct non-negative agent ids")
+        self._grow(int(ids.max()))
+        first, last = batch["is_first"], batch["is_last"]
+        was_open = self._open[ids]
+        for bad, what in ((first & was_open, "is_first while an episode is open"),
+                          (~first & ~was_open, "step outside an episode (no is_first)"),
+                          (batch["is_terminal"] & ~last, "is_terminal without is_last")):
+            if bad.any():
+                agent = self.agent_name(int(ids[np.argmax(bad)]))
+                raise ValueError(f"agent {agent!r}: {what}")
+        self._episode[ids[first]] += 1
+        self._open[ids[first]] = True
+        self._open[ids[last]] = False
+        batch["agent"] = ids
+        batch["episode"] = self._episode[ids] - 1  # [A']
+        self._chunks.append(batch)
+        self.pending_steps += len(ids)
+        self.episodes_started += int(first.sum())
+        self.episodes_finished += int(last.sum())
+
+    def flush(self) -> list[dict]:
+        """Return the buffered steps as steps records, sorted by agent id then episode.
+
+        Open episodes continue in the records of later flushes.
+        """
+        if not self._chunks:
+            return []
+        cat = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
+        self._chunks = []
+        self.pending_steps = 0
+        key = cat["agent"] * (int(cat["episode"].max()) + 1) + cat["episode"]  # [N]
+        # Stable, so each piece keeps its steps in time order.
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        fields = {name: cat[name][order] for name in STEP_FIELDS}
+        agent, episode = cat["agent"][order], cat["episode"][order]
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        ends = np.r_[starts[1:], len(key)]
+        records = []
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            record = {"kind": "steps", "agent": self.agent_name(int(agent[a])),
+                      "episode": int(episode[a])}
+            for name in STEP_FIELDS:
+                record[name] = fields[name][a:b]
+            records.append(record)
+        return records
+
+
+def _write_shard(out_dir: Path, index: int, header: dict, records: list[dict]) -> Path:
+    """Write one shard whose header lists exactly the agents of `records` (in record order)."""
+    agents = list(dict.fromkeys(r["agent"] for r in records))
+    header = {**header, "agent_ids": agents}
+    with ShardWriter(out_dir / f"shard-{index:05d}{SHARD_SUFFIX}", header) as writer:
+        for record in records:
+            writer.write(record)
+    return writer.path
+
+
+class _BatchedRandom:
+    """Uniform random actions for all live agents of a batched env (Discrete or bounded Box)."""
+
+    def __init__(self, env, seed: int):
+        self.env = env
+        self.space = env.single_action_space
+        self.rng = np.random.default_rng(seed)
+        if not hasattr(self.space, "n") and not np.all(np.isfinite(self.space.low)
+                                                       & np.isfinite(self.space.high)):
+            raise WorldssmError(f"random policy needs a Discrete or bounded Box, got {self.space}")
+
+    def act(self, obs=None, info=None) -> np.ndarray:
+        n = self.env.num_agents
+        if hasattr(self.space, "n"):
+            start = int(getattr(self.space, "start", 0))
+            return self.rng.integers(start, start + int(self.space.n), n, dtype=np.int64)
+        low, high = self.space.low, self.space.high
+        return self.rng.uniform(low, high, (n, *self.space.shape)).astype(self.space.dtype)
+
+
+def _make_policy(env, name: str | None, seed: int):
+    from worldssm.envs.swarm import GreedyFoodSeeker, RandomPolicy, SwarmEnv
+
+    swarm = isinstance(env, SwarmEnv)
+    name = ("greedy" if swarm else "random") if name is None else name
+    if name not in BATCHED_POLICIES:
+        raise WorldssmError(f"unknown policy {name!r}; choose one of {list(BATCHED_POLICIES)}")
+    if name == "greedy":
+        if not swarm:
+            raise WorldssmError("the greedy policy needs a swarm env (it reads food positions)")
+        return name, GreedyFoodSeeker(env, noise=GREEDY_NOISE, seed=seed)
+    return name, RandomPolicy(env, seed=seed) if swarm else _BatchedRandom(env, seed)
+
+
+def collect_batched(env_id, n_agents, steps, out_dir, seed=0, policy=None,
+                    shard_steps=DEFAULT_SHARD_STEPS, progress=None, env_kwargs=None) -> dict:
+    """Collect a `worldssm.envs` env through its batched API (see `collect` for the arguments).
+
+    Every tick all live agents act at once. Rows that ended get their final observation recorded
+    as an is_last step (is_terminal when terminated, zero action); agents that joined
+    (`info["spawned_ids"]`) start an episode at `info["spawned_obs"]`. When no agent is left the
+    env is reset (ids restart; episode numbers continue per id, so (agent, episode) stays
+    unique). The env is reset with `seed` once; the policy is seeded with `seed`. Agents that
+    join on the very last tick never act and are not recorded. Each shard's header lists the
+    agents recorded in it.
+    """
+    from worldssm import envs
+
+    out_dir = _empty_out_dir(out_dir)
+    kwargs = dict(env_kwargs or {})
+    if not env_id.startswith(envs.registry.PETTINGZOO_PREFIX):
+        kwargs.setdefault("n_agents", n_agents)
+    try:
+        env = envs.make(env_id, api="batched", **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise WorldssmError(f"cannot make environment {env_id!r}: {exc}") from exc
+    try:
+        policy_name, actor = _make_policy(env, policy, seed)
+        obs_space = space_to_dict(env.single_observation_space)
+        act_space = space_to_dict(env.single_action_space)
+        meta = {"seed": seed, "policy": policy_name, "n_agents": n_agents, "api": "batched",
+                "env_kwargs": {k: v for k, v in kwargs.items() if isinstance(v, int | float | str)},
+                "worldssm_version": importlib.metadata.version("worldssm")}
+        if policy_name == "greedy":
+            meta["noise"] = GREEDY_NOISE
+        header = make_header(env_id, obs_space, act_space, [], meta)
+        recorder = BatchedEpisodeRecorder(obs_space, act_space, env.agent_name)
+        paths: list[Path] = []
+
+        def roll() -> None:
+            records = recorder.flush()
+            if records:
+                paths.append(_write_shard(out_dir, len(paths), header, records))
+
+        total, resets = _run_batched_ticks(env, actor, steps, seed, recorder, shard_steps, roll,
+                                           progress)
+        roll()
+    finally:
+        env.close()
+    return {"out_dir": str(out_dir), "shards": [str(p) for p in paths], "steps": total,
+            "ticks": steps, "agents": n_agents, "episodes": recorder.episodes_started,
+            "complete_episodes": recorder.episodes_finished, "resets": resets}
+
+
+def _run_batched_ticks(env, actor, steps, seed, recorder, shard_steps, roll, progress):
+    """The tick loop of `collect_batched`; returns (steps recorded, env resets)."""
+    act_shape, act_dtype = recorder.layout["action"]
+    total = resets = 0
+    obs, info = env.reset(seed=seed)
+    ids = info["agent_ids"]  # [A]
+    prev_reward = np.zeros(len(ids), np.float32)
+    is_first = np.ones(len(ids), bool)
+    for _ in range(steps):
+        if len(ids) == 0:
+            obs, info = env.reset()
+            ids, resets = info["agent_ids"], resets + 1
+            prev_reward, is_first = np.zeros(len(ids), np.float32), np.ones(len(ids), bool)
+        action = np.asarray(actor.act(obs, info))
+        no = np.zeros(len(ids), bool)
+        recorder.add(ids, obs, action, prev_reward, is_first, no, no)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        ended = terminated | truncated  # [A]
+        done = np.flatnonzero(ended)
+        yes = np.ones(len(done), bool)
+        recorder.add(ids[done], next_obs[done], np.zeros((len(done), *act_shape), act_dtype),
+                     reward[done], ~yes, yes, terminated[done])
+        total += len(ids) + len(done)
+        alive = ~ended
+        spawned = info["spawned_ids"]  # [J]
+        ids = np.concatenate([ids[alive], spawned])
+        obs = np.concatenate([next_obs[alive], info["spawned_obs"]])
+        prev_reward = np.concatenate([reward[alive], np.zeros(len(spawned), np.float32)])
+        is_first = np.r_[np.zeros(int(alive.sum()), bool), np.ones(len(spawned), bool)]
+        if recorder.pending_steps >= shard_steps:
+            roll()
+        if progress is not None:
+            progress(1)
+    return total, resets
