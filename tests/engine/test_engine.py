@@ -1,0 +1,245 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from tests.engine.engine_helpers import BOX_ACT, DISC_ACT, VEC_OBS, debug_model, obs_actions
+from worldssm.engine.engine import Engine, EngineInputError
+
+
+def engine(capacity=16, **kw):
+    return Engine(debug_model(**{k: kw.pop(k) for k in ("act_space", "state_dtype") if k in kw}),
+                  capacity, **kw)
+
+
+def state_of(eng, slots):
+    idx = torch.as_tensor(slots)
+    return {k: t[idx].clone() for k, t in eng.slab.tensors.items()}
+
+
+def assert_states_equal(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_groupings_give_identical_states():
+    """Stepping 6 agents together, one by one, or in shuffled subsets gives the same states."""
+    obs, act = obs_actions(6, 5, seed=1)
+    resets = np.zeros((5, 6), bool)
+    resets[0] = True
+    resets[3, 2] = True
+    together, single, shuffled = engine(), engine(), engine()
+    slots = [e.join(6) for e in (together, single, shuffled)]
+    assert all((s == slots[0]).all() for s in slots)
+    s = slots[0]
+    rng = np.random.default_rng(0)
+    out_t = out_s = out_p = None
+    for t in range(5):
+        out_t = together.observe(s, obs[t], act[t], resets[t]) if t < 3 else together.imagine(s, act[t])
+        rows_s = []
+        for i in range(6):
+            if t < 3:
+                rows_s.append(single.observe(s[i:i + 1], obs[t, i:i + 1], act[t, i:i + 1], resets[t, i:i + 1]))
+            else:
+                rows_s.append(single.imagine(s[i:i + 1], act[t, i:i + 1]))
+        out_s = torch.cat([r.reward for r in rows_s])
+        perm = rng.permutation(6)
+        for part in (perm[:2], perm[2:]):
+            if t < 3:
+                o = shuffled.observe(s[part], obs[t, part], act[t, part], resets[t, part])
+            else:
+                o = shuffled.imagine(s[part], act[t, part])
+            out_p = (part, o)
+        part, o = out_p
+        torch.testing.assert_close(o.reward, out_t.reward[torch.as_tensor(part)], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out_s, out_t.reward, rtol=1e-5, atol=1e-6)
+    for e in (single, shuffled):
+        for k, v in state_of(e, s).items():
+            torch.testing.assert_close(v, state_of(together, s)[k], rtol=1e-5, atol=1e-6)
+    assert state_of(together, s)["0.ssm"].abs().sum() > 0, "the states must actually move"
+
+
+def test_subset_leaves_other_agents_untouched():
+    eng = engine()
+    s = eng.join(4)
+    obs, act = obs_actions(4, 1)
+    eng.observe(s, obs[0], act[0])
+    before = state_of(eng, s[[1, 3]])
+    eng.observe(s[[2, 0]], obs[0, [2, 0]], act[0, [2, 0]])
+    eng.imagine(s[[0]], act[0, [0]])
+    assert_states_equal(state_of(eng, s[[1, 3]]), before)
+
+
+def test_fork_then_same_actions_same_future():
+    eng = engine()
+    s = eng.join(3)
+    obs, act = obs_actions(3, 4, seed=2)
+    for t in range(2):
+        eng.observe(s, obs[t], act[t], np.full(3, t == 0))
+    kids = eng.fork(s, 2)  # [a, a, b, b, c, c]
+    parents = np.repeat(s, 2)
+    assert_states_equal(state_of(eng, kids), state_of(eng, parents))
+    futures = []
+    for slots in (parents[::2], kids[::2], kids[1::2]):
+        outs = [eng.imagine(slots, act[t]) for t in (2, 3)]
+        futures.append(torch.stack([o.reward for o in outs] + [o.cont for o in outs]))
+    assert torch.equal(futures[0], futures[1]) and torch.equal(futures[1], futures[2])
+
+
+def test_fork_diverges_with_different_actions():
+    eng = engine()
+    s = eng.join(1)
+    obs, act = obs_actions(1, 1)
+    eng.observe(s, obs[0], act[0], np.ones(1, bool))
+    k = eng.fork(s, 1)
+    eng.imagine(s, np.array([[1.5]], np.float32))
+    eng.imagine(k, np.array([[-1.5]], np.float32))
+    assert not torch.equal(state_of(eng, s)["0.ssm"], state_of(eng, k)["0.ssm"])
+
+
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+def test_snapshot_restore_bit_exact(state_dtype):
+    eng = engine(state_dtype=state_dtype)
+    s = eng.join(5)
+    obs, act = obs_actions(5, 6, seed=3)
+    for t in range(3):
+        eng.observe(s, obs[t], act[t], np.full(5, t == 0))
+    data = eng.snapshot(s[[4, 0, 2]])
+    fresh = engine(state_dtype=state_dtype)
+    fresh.join(1)
+    dst = fresh.restore(data)
+    a = [eng.imagine(s[[4, 0, 2]], act[t, [4, 0, 2]], decode=True) for t in (3, 4)]
+    b = [fresh.imagine(dst, act[t, [4, 0, 2]], decode=True) for t in (3, 4)]
+    for x, y in zip(a, b):
+        for f in ("z", "reward", "cont", "obs"):
+            assert torch.equal(getattr(x, f), getattr(y, f)), f
+    for k in eng.slab.tensors:
+        got, want = state_of(fresh, dst)[k], state_of(eng, s[[4, 0, 2]])[k]
+        if got.dtype == torch.bfloat16:
+            got, want = got.view(torch.int16), want.view(torch.int16)
+        assert torch.equal(got, want)
+
+
+def _bad_calls(eng, s):
+    obs, act = obs_actions(3, 1)
+    o, a = obs[0], act[0]
+    yield lambda: eng.observe(s, o[:2], a)  # wrong obs rows
+    yield lambda: eng.observe(s, o, a[:, 0])  # wrong action shape
+    yield lambda: eng.observe(s, o, a.astype(np.int64))  # wrong action dtype
+    yield lambda: eng.observe(s, o, np.full((3, 1), np.nan, np.float32))
+    yield lambda: eng.observe(s, o.astype(object), a)
+    yield lambda: eng.observe(s, o, a, np.zeros(3, np.int64))  # resets not bool
+    yield lambda: eng.observe(np.array([s[0], 99]), o[:2], a[:2])  # unknown slot
+    yield lambda: eng.observe(np.array([s[0], s[0]]), o[:2], a[:2])  # repeated slot
+    yield lambda: eng.imagine(s, a[:2])
+    yield lambda: eng.imagine(s, "left")
+
+
+def test_rejected_call_changes_no_state():
+    eng = engine()
+    s = eng.join(3)
+    obs, act = obs_actions(3, 1)
+    eng.observe(s, obs[0], act[0], np.ones(3, bool))
+    before = {k: t.clone() for k, t in eng.slab.tensors.items()}
+    rng_before = eng.rng_state().copy()
+    n = 0
+    for call in _bad_calls(eng, s):
+        with pytest.raises(EngineInputError):
+            call()
+        n += 1
+    assert n == 10
+    for k, t in eng.slab.tensors.items():
+        assert torch.equal(t, before[k]), k
+    assert np.array_equal(eng.rng_state(), rng_before)
+
+
+def test_discrete_actions_checked():
+    eng = engine(act_space=DISC_ACT)
+    s = eng.join(2)
+    obs, _ = obs_actions(2, 1)
+    eng.observe(s, obs[0], np.array([0, 4]))
+    with pytest.raises(EngineInputError, match="outside"):
+        eng.observe(s, obs[0], np.array([0, 5]))
+    with pytest.raises(EngineInputError, match="integer"):
+        eng.imagine(s, np.array([0.0, 1.0]))
+
+
+def test_imagine_feeds_the_latent_observe_predicted():
+    """imagine after observe equals the model's own observe -> imagine with the mode latent."""
+    eng = engine()
+    s = eng.join(2)
+    obs, act = obs_actions(2, 2, seed=4)
+    out = eng.observe(s, obs[0], act[0], np.ones(2, bool), decode=True)
+    assert out.obs.shape == (2, 3) and out.z.shape == (2, 20)
+    assert torch.equal(out.z.sum(-1).round(), torch.full((2,), 4.0)), "one class per latent variable"
+    img = eng.imagine(s, act[1])
+    model = eng.model
+    with torch.no_grad():
+        state, pred = model.observe(model.initial_state(2), torch.as_tensor(obs[0]), torch.as_tensor(act[0]),
+                                    torch.ones(2, dtype=torch.bool))
+        z = model.latent(pred.prior_logp)
+        _, pred2 = model.imagine(state, z, torch.as_tensor(act[1]))
+    torch.testing.assert_close(img.reward, pred2.reward.float())
+    torch.testing.assert_close(img.cont, pred2.cont.float())
+
+
+def test_sampling_is_seeded_and_rng_restorable():
+    a, b = engine(sample=True, seed=5), engine(sample=True, seed=5)
+    obs, act = obs_actions(4, 3)
+    outs = []
+    for e in (a, b):
+        s = e.join(4)
+        e.observe(s, obs[0], act[0], np.ones(4, bool))
+        outs.append(e.imagine(s, act[1]).z)
+    assert torch.equal(outs[0], outs[1])
+    s = np.arange(4)
+    st, data = a.rng_state(), a.snapshot(s)
+    z1 = a.imagine(s, act[2]).z
+    z2 = a.imagine(s, act[2]).z
+    a.restore(data, s)
+    a.set_rng_state(st)
+    assert torch.equal(a.imagine(s, act[2]).z, z1)
+
+
+class FakeGraphedStep:
+    """CPU stand-in for kernels.graphs.GraphedStep: pads to the bucket with scratch rows."""
+
+    def __init__(self, fn, bucket_sizes, scratch_slot):
+        self.fn, self.sizes, self.scratch = fn, sorted(bucket_sizes), scratch_slot
+        self.calls = []
+
+    def __call__(self, slots, reset, *inputs):
+        b = slots.shape[0]
+        size = next(s for s in self.sizes if s >= b)
+        self.calls.append(size)
+        pad = size - b
+        slots = torch.cat([slots, torch.full((pad,), self.scratch, dtype=slots.dtype)])
+        reset = torch.cat([reset, torch.ones(pad, dtype=torch.bool)])
+        inputs = [torch.cat([x, torch.zeros(pad, *x.shape[1:], dtype=x.dtype)]) for x in inputs]
+        out = self.fn(slots, reset, *inputs)
+        return tuple(t[:b] for t in out)
+
+
+def test_graph_path_padding_matches_eager(monkeypatch):
+    """The functions handed to GraphedStep give eager results and touch only real + scratch rows."""
+    import worldssm.kernels.graphs as graphs
+
+    monkeypatch.setattr(graphs, "GraphedStep", FakeGraphedStep)
+    eager = engine()
+    padded = engine()
+    padded.use_graphs = True
+    padded.buckets = (4, 16)
+    padded._build_steps()
+    obs, act = obs_actions(3, 3, seed=6)
+    for e in (eager, padded):
+        e.join(8)
+    s = np.array([5, 1, 6])
+    for t in range(3):
+        r = np.full(3, t == 0)
+        x = eager.observe(s, obs[t], act[t], r) if t < 2 else eager.imagine(s, act[t])
+        y = padded.observe(s, obs[t], act[t], r) if t < 2 else padded.imagine(s, act[t])
+        torch.testing.assert_close(x.reward, y.reward)
+    for k, t in eager.slab.tensors.items():
+        torch.testing.assert_close(padded.slab.tensors[k][:8], t[:8])

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+
+from worldssm.engine.state import SlabError, StateSlab
+
+SPEC = {"0.conv": ((3, 7), torch.float32), "0.ssm": ((2, 4, 5), torch.bfloat16),
+        "z": ((6,), torch.float64)}
+
+
+def filled(capacity=8):
+    slab = StateSlab(SPEC, capacity)
+    slots = slab.join(capacity)
+    g = torch.Generator().manual_seed(0)
+    for t in slab.tensors.values():
+        t[:capacity] = torch.randn(t[:capacity].shape, generator=g).to(t.dtype)
+    return slab, slots
+
+
+def test_join_leave_reuse_and_scratch():
+    slab = StateSlab(SPEC, 4)
+    assert slab.scratch_slot == 4 and slab.tensors["0.conv"].shape == (5, 3, 7)
+    a = slab.join(3)
+    assert a.tolist() == [0, 1, 2] and slab.num_free == 1
+    slab.tensors["0.conv"][1] = 5.0
+    slab.leave([1])
+    assert slab.num_free == 2 and not slab.is_owned([1])[0]
+    b = slab.join(1)
+    assert b.tolist() == [1]
+    assert torch.all(slab.tensors["0.conv"][1] == 0), "a joined slot starts from zero state"
+    with pytest.raises(SlabError, match="free"):
+        slab.join(3)
+
+
+@pytest.mark.parametrize("bad", [[0, 0], [9], [-1], [[0]]])
+def test_check_slots_rejects(bad):
+    slab = StateSlab(SPEC, 4)
+    slab.join(2)
+    with pytest.raises(SlabError):
+        slab.check_slots(np.array(bad))
+
+
+def test_check_slots_rejects_unowned():
+    slab = StateSlab(SPEC, 4)
+    slab.join(2)
+    with pytest.raises(SlabError, match="not an owned"):
+        slab.check_slots(np.array([3]))
+
+
+def test_reset_zeroes_only_those_slots():
+    slab, _ = filled()
+    before = {k: t.clone() for k, t in slab.tensors.items()}
+    slab.reset([2, 5])
+    for k, t in slab.tensors.items():
+        assert torch.all(t[[2, 5]] == 0)
+        keep = [0, 1, 3, 4, 6, 7]
+        assert torch.equal(t[keep], before[k][keep])
+
+
+def test_fork_copies_in_repeat_order():
+    slab = StateSlab(SPEC, 10)
+    src = slab.join(2)
+    slab.tensors["0.conv"][src[0]] = 1.0
+    slab.tensors["0.conv"][src[1]] = 2.0
+    new = slab.fork(src, n=3)
+    assert new.shape == (6,) and not set(new) & set(src)
+    vals = slab.tensors["0.conv"][torch.as_tensor(new)][:, 0, 0].tolist()
+    assert vals == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+
+
+def test_snapshot_restore_bit_exact_bf16_and_into_other_slots():
+    slab, _ = filled()
+    data = slab.snapshot([6, 1, 3])
+    other = StateSlab(SPEC, 5)
+    dst = other.restore(data)
+    for k, t in slab.tensors.items():
+        got = other.tensors[k][torch.as_tensor(dst)]
+        want = t[[6, 1, 3]]
+        if t.dtype == torch.bfloat16:
+            got, want = got.view(torch.int16), want.view(torch.int16)
+        assert torch.equal(got, want), k
+    same = StateSlab(SPEC, 8)
+    assert same.restore(data, "same").tolist() == [6, 1, 3]
+    assert same.is_owned([6, 1, 3]).all() and same.num_owned == 3
+
+
+def test_restore_rejects_damage_and_other_spec_without_change():
+    slab, _ = filled()
+    data = slab.snapshot([0, 1])
+    target = StateSlab(SPEC, 4)
+    with pytest.raises(SlabError):
+        target.restore(data[:-5])
+    other = StateSlab({"0.conv": ((3, 8), torch.float32)}, 4)
+    with pytest.raises(SlabError, match="spec"):
+        other.restore(data)
+    assert target.num_owned == 0 and other.num_owned == 0
+
+
+def test_grow_keeps_slots_and_state():
+    slab, _ = filled(4)
+    slab.leave([2])
+    keep = slab.tensors["0.conv"][[0, 1, 3]].clone()
+    slab.grow(6)
+    assert slab.capacity == 6 and slab.scratch_slot == 6
+    assert torch.equal(slab.tensors["0.conv"][[0, 1, 3]], keep)
+    assert sorted(slab.join(3).tolist()) == [2, 4, 5]

@@ -1,0 +1,254 @@
+"""The engine: a world model plus a state slab on one device; observe and imagine any agents.
+
+Per agent the slab holds the backbone state and the latent the model drew for the agent's next
+step ("engine.z"), so the two verbs chain without the caller carrying anything:
+
+- `observe(slots, obs, actions, resets)`: the agent saw o_t and took a_t. The posterior of o_t and
+  a_t advance its state; the prior then gives the prediction for t+1: a latent z_{t+1} (drawn,
+  or its mode), reward r_{t+1}, continue c_{t+1}, and on request the decoded o_{t+1}.
+- `imagine(slots, actions)`: the agent dreams. The stored z_{t+1} (the step it "sees") and the
+  action a_{t+1} advance its state, and the same kind of prediction for t+2 comes back.
+
+Both take any subset of slots in any order, validate every input before touching state (a
+rejected call changes nothing), and run one batched model step. On CUDA (with `graphs`
+enabled) the step is replayed from one CUDA graph per batch bucket (`worldssm.kernels.graphs`);
+on CPU the model's reference path runs eagerly.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from worldssm.engine.state import SlabError, StateSlab
+from worldssm.errors import WorldssmError
+
+DEFAULT_BUCKETS = (1, 8, 64, 512, 4096, 16384)
+
+
+class EngineInputError(WorldssmError, ValueError):
+    """Inputs to observe / imagine have the wrong shape, dtype or values; no state changed."""
+
+
+class EngineOutput(NamedTuple):
+    """The model's prediction for each agent's next step (rows follow the call's slots)."""
+
+    z: torch.Tensor  # latent drawn for the next step [B, V*K]
+    reward: torch.Tensor  # predicted reward on arriving there [B]
+    cont: torch.Tensor  # probability the episode continues there [B]
+    obs: torch.Tensor | None  # decoded next observation [B, *obs_shape], when asked for
+
+
+def check_actions(space: dict, actions: np.ndarray, batch: int) -> None:
+    """Raise EngineInputError unless `actions` [B, ...] fits `space` (a SPACE dict)."""
+    if space["type"] == "discrete":
+        if actions.shape != (batch,):
+            raise EngineInputError(f"actions have shape {actions.shape}, expected ({batch},): one "
+                                   "discrete action per agent")
+        if actions.dtype == np.bool_ or not np.issubdtype(actions.dtype, np.integer):
+            raise EngineInputError(f"actions have dtype {actions.dtype}, expected an integer dtype")
+        bad = (actions < 0) | (actions >= int(space["n"]))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise EngineInputError(f"row {row}: action {actions[row]} outside [0, {space['n']})")
+        return
+    shape = (batch, *space["shape"])
+    if actions.shape != shape:
+        raise EngineInputError(f"actions have shape {actions.shape}, expected {shape}")
+    if not np.issubdtype(actions.dtype, np.floating):
+        raise EngineInputError(f"actions have dtype {actions.dtype}, expected a floating dtype")
+    finite = np.isfinite(actions).reshape(batch, -1).all(1)
+    if not finite.all():
+        raise EngineInputError(f"row {int(np.argmin(finite))}: action contains NaN or infinity")
+
+
+def _as_numpy(x, what: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    raise EngineInputError(f"{what} must be a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+class Engine:
+    """A world model and the states of up to `capacity` agents on one device.
+
+    Args:
+        model: a `WorldModel` (moved to `device`, put in eval mode).
+        capacity: slots in the slab; `grow` raises it.
+        device: torch device; default the model's.
+        sample: draw latents from the prior (True) or take its mode (False, deterministic).
+        seed: seed of the engine's own generator (used when `sample`).
+        graphs: "auto" (CUDA graphs on CUDA when not sampling), "on" or "off".
+        buckets: batch sizes to capture graphs for.
+    """
+
+    def __init__(self, model, capacity: int, device=None, sample: bool = False, seed: int = 0,
+                 graphs: str = "auto", buckets=DEFAULT_BUCKETS):
+        if graphs not in ("auto", "on", "off"):
+            raise ValueError(f"graphs must be 'auto', 'on' or 'off', got {graphs!r}")
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.sample = bool(sample)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed))
+        self.obs_shape = tuple(model.obs_shape)
+        self.obs_space, self.action_space = model.obs_space, model.action_space
+        self.dtype = model.in_proj.weight.dtype
+        latent = model.cfg.latent_vars * model.cfg.latent_classes
+        spec = dict(model.backbone.state_spec())
+        spec["engine.z"] = ((latent,), self.dtype)
+        self.slab = StateSlab(spec, capacity, self.device)
+        use = graphs == "on" or (graphs == "auto" and self.device.type == "cuda" and not self.sample)
+        if use and self.sample:
+            raise ValueError("CUDA graphs replay a fixed random stream; use graphs='off' with sample=True")
+        if use and self.device.type != "cuda":
+            raise ValueError(f"graphs='on' needs a CUDA device, got {self.device}")
+        self.use_graphs = use
+        self.buckets = tuple(buckets)
+        self._build_steps()
+
+    # ----- slots --------------------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return self.slab.capacity
+
+    def join(self, n: int) -> np.ndarray:
+        """Slots for `n` new agents (zero state); int64 [n]."""
+        return self.slab.join(n)
+
+    def leave(self, slots) -> None:
+        self.slab.leave(slots)
+
+    def reset(self, slots) -> None:
+        self.slab.reset(self.slab.check_slots(slots))
+
+    def fork(self, slots, n: int = 1) -> np.ndarray:
+        """Copy agents into `n` new slots each (lined up with `np.repeat(slots, n)`)."""
+        return self.slab.fork(slots, n)
+
+    def snapshot(self, slots=None) -> bytes:
+        """msgpack bytes of the states (and pending latents) of `slots`, default all owned."""
+        return self.slab.snapshot(slots)
+
+    def restore(self, data: bytes, slots=None) -> np.ndarray:
+        """Load `snapshot` bytes; see `StateSlab.restore` for `slots`."""
+        return self.slab.restore(data, slots)
+
+    def grow(self, capacity: int) -> None:
+        self.slab.grow(capacity)
+        self._build_steps()
+
+    def rng_state(self) -> np.ndarray:
+        return self.generator.get_state().numpy()
+
+    def set_rng_state(self, state: np.ndarray) -> None:
+        self.generator.set_state(torch.from_numpy(np.asarray(state, dtype=np.uint8)))
+
+    # ----- the two verbs ------------------------------------------------------------------------
+    def observe(self, slots, obs, actions, resets=None, decode: bool = False) -> EngineOutput:
+        """The agents in `slots` saw `obs` and took `actions`.
+
+        Args:
+            slots: owned, distinct slots int64 [B].
+            obs: observations o_t [B, *obs_shape].
+            actions: actions a_t [B] (discrete) or [B, *act_shape] (box).
+            resets: bool [B]; True starts a new episode (state zeroed first). Default none.
+            decode: also decode the predicted next observation.
+
+        Raises:
+            EngineInputError / SlabError: nothing changed.
+        """
+        s = self._slots(slots)
+        b = s.shape[0]
+        o = _as_numpy(obs, "obs")
+        if o.shape != (b, *self.obs_shape):
+            raise EngineInputError(f"obs have shape {o.shape}, expected {(b, *self.obs_shape)}")
+        if o.dtype.kind not in "biuf":
+            raise EngineInputError(f"obs have dtype {o.dtype}, expected a numeric dtype")
+        if o.dtype.kind == "f" and not np.isfinite(o).all():
+            raise EngineInputError("obs contain NaN or infinity")
+        a = self._actions(actions, b)
+        r = np.zeros(b, dtype=bool) if resets is None else _as_numpy(resets, "resets")
+        if r.shape != (b,) or r.dtype != np.bool_:
+            raise EngineInputError(f"resets must be bool [{b}], got {r.dtype} {r.shape}")
+        if b == 0:
+            return self._empty(decode)
+        dev = self.device
+        with torch.no_grad():
+            z, rew, cont, h = self._observe_step(
+                torch.as_tensor(s, device=dev), torch.as_tensor(r, device=dev),
+                torch.as_tensor(o, device=dev), a)
+            return self._output(z, rew, cont, h, decode)
+
+    def imagine(self, slots, actions, decode: bool = False) -> EngineOutput:
+        """The agents in `slots` take `actions` in the step they were last predicted into.
+
+        Args:
+            slots: owned, distinct slots int64 [B].
+            actions: actions [B] or [B, *act_shape].
+            decode: also decode the predicted next observation.
+        """
+        s = self._slots(slots)
+        b = s.shape[0]
+        a = self._actions(actions, b)
+        if b == 0:
+            return self._empty(decode)
+        dev = self.device
+        with torch.no_grad():
+            st = torch.as_tensor(s, device=dev)
+            z, rew, cont, h = self._imagine_step(st, torch.zeros_like(st, dtype=torch.bool), a)
+            return self._output(z, rew, cont, h, decode)
+
+    # ----- internals ----------------------------------------------------------------------------
+    def _slots(self, slots) -> np.ndarray:
+        try:
+            return self.slab.check_slots(_as_numpy(slots, "slots"))
+        except SlabError as exc:
+            raise EngineInputError(str(exc)) from exc
+
+    def _actions(self, actions, b: int) -> torch.Tensor:
+        a = _as_numpy(actions, "actions")
+        check_actions(self.action_space, a, b)
+        dt = np.int64 if self.action_space["type"] == "discrete" else np.float32
+        return torch.as_tensor(a.astype(dt, copy=False), device=self.device)
+
+    def _observe_core(self, slots, reset, obs, action):
+        pred = self.model.observe_slots(self.slab.tensors, slots, obs, action, reset,
+                                        self.sample, self.generator)
+        z = self.model.latent(pred.prior_logp, self.sample, self.generator)  # [B, V*K]
+        self.slab.tensors["engine.z"][slots] = z
+        return z, pred.reward, pred.cont, pred.h
+
+    def _imagine_core(self, slots, reset, action):
+        # `reset` is unused: real rows never reset while dreaming, and padded graph rows only
+        # touch the scratch slot.
+        z_now = self.slab.tensors["engine.z"][slots]  # [B, V*K]
+        pred = self.model.imagine_slots(self.slab.tensors, slots, z_now, action)
+        z = self.model.latent(pred.prior_logp, self.sample, self.generator)
+        self.slab.tensors["engine.z"][slots] = z
+        return z, pred.reward, pred.cont, pred.h
+
+    def _build_steps(self) -> None:
+        if not self.use_graphs:
+            self._observe_step, self._imagine_step = self._observe_core, self._imagine_core
+            return
+        from worldssm.kernels.graphs import GraphedStep
+
+        graphed_obs = GraphedStep(self._observe_core, self.buckets, self.slab.scratch_slot)
+        graphed_img = GraphedStep(self._imagine_core, self.buckets, self.slab.scratch_slot)
+        # Graph outputs are views of static buffers that the next replay overwrites: copy them.
+        self._observe_step = lambda *a: tuple(t.clone() for t in graphed_obs(*a))
+        self._imagine_step = lambda *a: tuple(t.clone() for t in graphed_img(*a))
+
+    def _output(self, z, rew, cont, h, decode: bool) -> EngineOutput:
+        obs = self.model.decode(z, h) if decode else None
+        return EngineOutput(z, rew.float(), cont.float(), obs)
+
+    def _empty(self, decode: bool) -> EngineOutput:
+        v = self.slab.spec["engine.z"][0][0]
+        e = torch.zeros(0, device=self.device)
+        obs = torch.zeros(0, *self.obs_shape, device=self.device) if decode else None
+        return EngineOutput(torch.zeros(0, v, dtype=self.dtype, device=self.device), e, e, obs)
