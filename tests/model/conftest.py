@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from worldssm.model import WorldModel, preset
-from wm_helpers import BOX_ACT, VEC_OBS
+from tests.model.wm_helpers import BOX_ACT, VEC_OBS
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import torch
 from worldssm.model import WorldModel, preset
 from worldssm.model.config import BackboneConfig, WorldModelConfig
 
-from wm_helpers import BOX_ACT, DISC_ACT, IMG_OBS, VEC_OBS, random_batch
+from tests.model.wm_helpers import BOX_ACT, DISC_ACT, IMG_OBS, VEC_OBS, random_batch
 
 
 def to_double(batch):
