@@ -269,7 +269,7 @@ def ssd_scan_triton(
     D: torch.Tensor | None = None,
     resets: torch.Tensor | None = None,
     initial_state: torch.Tensor | None = None,
-    chunk_size: int = 64,
+    chunk_size: int = 32,
     precision: str = "ieee",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The chunked SSD scan in Triton; differentiable; same results as `ssd_scan_chunked`.

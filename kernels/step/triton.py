@@ -143,6 +143,9 @@ def _alloc(*shape, dtype, device) -> torch.Tensor:
     return torch.empty(*shape, dtype=dtype, device=device)
 
 
+# Warps per program; None picks from the tile size. Set only by tuning scripts.
+NUM_WARPS: int | None = None
+
 # Per-row arrival counters, one buffer per device, kept at zero between launches. Old buffers are
 # kept alive: a CUDA graph captured with one of them must never see its memory reused.
 _COUNTERS: dict[torch.device, list[torch.Tensor]] = {}
@@ -216,7 +219,7 @@ def mamba2_step_triton(
     block_p = triton.next_power_of_2(p)
     block_n = triton.next_power_of_2(n)
     # Warps sized to the [P, N] state tile: 4 warps hold a 64 x 64 fp32 tile in 32 registers each.
-    num_warps = max(1, min(8, block_p * block_n // 1024))
+    num_warps = NUM_WARPS or max(1, min(8, block_p * block_n // 1024))
     _mamba2_step_kernel[(b * h,)](
         zxbcdt, zxbcdt.stride(0),
         conv_state, conv_state.stride(0), conv_state.stride(1),

@@ -145,6 +145,25 @@ def test_kernel_steps_equal_kernel_scan(t):
     close(ssm[slots], ssm_f, torch.float32, "ssm state")
 
 
+@pytest.mark.parametrize("with_delta", [True, False])
+def test_add_rmsnorm_matches_torch(with_delta):
+    from worldssm.kernels.step.norm import add_rmsnorm_triton
+
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(37, 24, generator=g).to(DEV, torch.bfloat16)
+    d = torch.randn(37, 24, generator=g).to(DEV, torch.bfloat16) if with_delta else None
+    w = (torch.rand(24, generator=g) + 0.5).to(DEV, torch.bfloat16)
+    s, out = add_rmsnorm_triton(x, d, w, 1e-5)
+    s_ref = x + d if with_delta else x
+    sf = s_ref.float()
+    out_ref = (sf * torch.rsqrt(sf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(torch.bfloat16) * w
+    if CUDA:
+        assert torch.equal(s, s_ref)
+    else:  # the interpreter truncates float32 -> bfloat16 instead of rounding to nearest
+        close(s.float(), s_ref.float(), torch.bfloat16, "sum")
+    close(out.float(), out_ref.float(), torch.bfloat16, "normed")
+
+
 def test_get_step_picks_the_path():
     assert get_step("reference") is mamba2_step_ref
     assert get_step("triton") is mamba2_step_triton
@@ -170,9 +189,10 @@ def test_bad_shapes_are_errors():
 def test_gpu_base_shape(dtype, ssm_dtype):
     h, p, n, k, b, s = 8, 64, 64, 4, 1024, 1500
     zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s, seed=7, dtype=dtype, ssm_dtype=ssm_dtype)
-    conv_ref, ssm_ref = conv.clone(), ssm.clone()
+    # float64 arithmetic, same storage dtypes (a bf16 slab stores the float64 result rounded)
+    conv_ref, ssm_ref = conv.double(), (ssm.double() if ssm_dtype == torch.float32 else ssm.clone())
     before = conv.clone(), ssm.clone()
-    y_ref = mamba2_step_ref(zx, conv_ref, ssm_ref, slots, reset, **kw)  # fp32 arithmetic, same storage
+    y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
     y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
     tol = torch.bfloat16 if torch.bfloat16 in (dtype, ssm_dtype) else torch.float32
     close(y.float(), y_ref.float(), tol, "y")
@@ -189,8 +209,8 @@ def test_gpu_more_rows_than_a_grid_axis_allows():
     """70,000 agents in one launch (mamba_ssm's batch-on-axis-1 grid stops at 65,535)."""
     h, p, n, k, b, s = 2, 16, 16, 4, 70_000, 70_003
     zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s, seed=8)
-    conv_ref, ssm_ref = conv.clone(), ssm.clone()
-    y_ref = mamba2_step_ref(zx, conv_ref, ssm_ref, slots, reset, **kw)
+    conv_ref, ssm_ref = conv.double(), ssm.double()
+    y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
     y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
     close(y, y_ref, torch.float32, "y")
     close(ssm, ssm_ref, torch.float32, "ssm state")

@@ -99,9 +99,10 @@ def run(out_dir=None, shapes=SHAPES, reps: int = 20, sequential: bool = True) ->
     if not check["passed"]:
         raise WorldssmError(f"correctness check failed, refusing to report: {check}")
     arms = {
-        "triton (fp32 products, chunk 64)": ssd_scan_triton,
-        "triton (fp32 products, chunk 32)": functools.partial(ssd_scan_triton, chunk_size=32),
-        "triton (tf32 products, chunk 64)": functools.partial(ssd_scan_triton, precision="tf32"),
+        "triton (fp32 products, chunk 32: default)": ssd_scan_triton,
+        "triton (fp32 products, chunk 16)": functools.partial(ssd_scan_triton, chunk_size=16),
+        "triton (tf32 products, chunk 32)": functools.partial(ssd_scan_triton, precision="tf32"),
+        "triton (tf32 products, chunk 64)": functools.partial(ssd_scan_triton, chunk_size=64, precision="tf32"),
         "reference chunked (PyTorch, chunk 64)": ssd_scan_chunked,
     }
     if sequential:
