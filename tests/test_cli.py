@@ -27,9 +27,11 @@ def test_collect_train_eval(data, tmp_path, capsys):
     assert "repeat" in out and (tmp_path / "ev" / "eval.json").is_file()
 
 
-def test_quickstart_tiny(tmp_path, capsys):
+@pytest.mark.parametrize("progress", [False, True])
+def test_quickstart_tiny(tmp_path, capsys, progress):
+    flags = [] if progress else ["--no-progress"]
     assert main(["quickstart", "--out", str(tmp_path / "qs"), "--agents", "2", "--env-steps", "250",
-                 "--preset", "DEBUG", "--steps", "4", "--no-progress"]) == 0
+                 "--preset", "DEBUG", "--steps", "4", *flags]) == 0
     out = capsys.readouterr().out
     assert "report:" in out
     head = json.loads((tmp_path / "qs" / "eval" / "headline.json").read_text())

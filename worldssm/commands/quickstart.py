@@ -34,8 +34,13 @@ def run(args) -> int:
     if data.exists():
         shutil.rmtree(data)
     print(f"[1/3] collecting {args.agents} x {args.env_steps} steps of {args.env} (random policy)")
-    summary = collect(args.env, args.agents, args.env_steps, data, seed=args.seed,
-                      progress=None if args.no_progress else True)
+    if args.no_progress:
+        summary = collect(args.env, args.agents, args.env_steps, data, seed=args.seed)
+    else:
+        from tqdm import tqdm
+
+        with tqdm(total=args.env_steps, desc="collect", unit="tick", dynamic_ncols=True) as bar:
+            summary = collect(args.env, args.agents, args.env_steps, data, seed=args.seed, progress=bar.update)
     print(f"      {summary['steps']} steps, {summary['episodes']} episodes -> {data}")
     t1 = time.perf_counter()
     print(f"[2/3] training the {args.preset} preset for {args.steps} steps")
