@@ -106,3 +106,20 @@ def test_config_validation_names_field():
         WorldModelConfig.from_dict({"nope": 1})
     cfg = preset("SMALL")
     assert WorldModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_image_model_round_trips_64x64_shapes():
+    import numpy as np
+
+    space = {"type": "box", "shape": [64, 64, 3], "dtype": "uint8", "low": np.zeros((64, 64, 3), np.uint8),
+             "high": np.full((64, 64, 3), 255, np.uint8)}
+    torch.manual_seed(0)
+    model = WorldModel(preset("DEBUG"), space, DISC_ACT)
+    batch = random_batch(space, DISC_ACT, 2, 3)
+    loss, _, _, out = model(batch)
+    assert torch.isfinite(loss)
+    with torch.no_grad():
+        state, pred = model.observe(model.initial_state(2), batch["obs"][:, 0], batch["action"][:, 0],
+                                    torch.ones(2, dtype=torch.bool))
+        img = model.decode(model.latent(pred.prior_logp), pred.h)
+    assert img.shape == (2, 64, 64, 3) and 0 <= img.min() and img.max() <= 255
