@@ -27,7 +27,7 @@ import numpy as np
 
 from worldssm.envs.api import BatchedEnv, LazyNames, check_box_actions, check_discrete_actions
 from worldssm.envs.swarm.config import SwarmConfig
-from worldssm.envs.swarm.grid import Grid
+from worldssm.envs.swarm.grid import Grid, as_complex, grid_cells
 from worldssm.envs.swarm.observe import image_obs, vector_obs
 
 # Discrete actions: stay, up, down, left, right.
@@ -68,6 +68,9 @@ class SwarmEnv(BatchedEnv):
         self._spaces = None
         self._renderer = None
         self._nearest_food = np.zeros(0, np.int64)
+        # The grid over the food active at the start of the tick (see `_food_query`).
+        self._food_grid = None
+        self._food_active = np.zeros(0, np.int64)
 
     # ---- spaces and shapes (numpy-only callers use obs_shape / obs_dtype)
 
@@ -150,7 +153,7 @@ class SwarmEnv(BatchedEnv):
         self.food_timer = np.zeros(c.n_food, np.int64)
         grid = Grid(self.pos, c.sense_radius, side)
         self.knn, _ = grid.query(self.pos, c.k_agents, c.sense_radius, np.arange(n))
-        food_idx, _ = self._food_query(self.pos, np.zeros(c.n_food, bool))
+        food_idx, _ = self._food_query(self.pos)
         obs = self._observe(self.pos, self.vel, self.energy, self.knn, self.pos, self.vel,
                             food_idx)
         self.agent_ids = self.ids
@@ -175,15 +178,26 @@ class SwarmEnv(BatchedEnv):
 
     # ---- the tick
 
-    def _food_query(self, q, eaten):
-        """k_food nearest active, uneaten food of each query, indices into food_pos."""
+    def _food_query(self, q, eaten=None):
+        """k_food nearest active, uneaten food of each query, indices into food_pos.
+
+        The grid over the active food stays in `self._food_grid` (with `self._food_active`), so
+        the newcomers of the same tick are queried in it, minus the food eaten meanwhile.
+        """
         c = self.cfg
-        active = np.nonzero((self.food_timer == 0) & ~eaten)[0]
+        free = self.food_timer == 0
+        active = np.flatnonzero(free if eaten is None else free & ~eaten)
         grid = Grid(self.food_pos[active], c.sense_radius, c.side)
+        self._food_grid, self._food_active = grid, active
         idx, d2 = grid.query(q, c.k_food, c.sense_radius)
+        return self._food_ids(idx), d2
+
+    def _food_ids(self, idx):
+        """Rows of the active-food grid [Q, k] -> indices into food_pos (-1 stays -1)."""
+        active = self._food_active
         if active.size == 0:
-            return idx, d2
-        return np.where(idx >= 0, active[np.maximum(idx, 0)], -1), d2
+            return idx
+        return np.where(idx >= 0, active[np.maximum(idx, 0)], -1)
 
     def _move(self, thrust):
         """Thrust, drag, speed limit and the three kinds of collision; returns pos, vel, hit."""
@@ -235,8 +249,9 @@ class SwarmEnv(BatchedEnv):
             return
         have = self.knn >= 0  # [A, k]
         j = np.where(have, self.knn, 0)
-        dx = pos[:, 0:1] - pos[:, 0][j]  # [A, k]
-        dy = pos[:, 1:2] - pos[:, 1][j]
+        xy = as_complex(pos)  # [A] x + iy, exact float32 components
+        delta = xy[:, None] - xy[j]  # [A, k]
+        dx, dy = delta.real, delta.imag
         d2 = dx * dx + dy * dy
         touch = have & (d2 < (2 * c.agent_radius) ** 2)
         rows = np.nonzero(touch.any(axis=1))[0]
@@ -279,8 +294,7 @@ class SwarmEnv(BatchedEnv):
         if back.any():
             self.food_pos[back] = self._free_positions(int(back.sum()))
         pos, vel, hit = self._move(thrust)
-        no_eaten = np.zeros(self.food_pos.shape[0], bool)
-        food_idx, food_d2 = self._food_query(pos, no_eaten)
+        food_idx, food_d2 = self._food_query(pos)
         got, eaten = self._eat(pos, food_idx, food_d2)
         self.food_timer[eaten] = c.food_respawn_delay
         cost = c.energy_per_tick + c.energy_per_thrust * (thrust * thrust).sum(axis=1)
@@ -335,11 +349,18 @@ class SwarmEnv(BatchedEnv):
             q_pos = np.concatenate([pos, new_pos])
             q_vel = np.concatenate([vel, new_vel])
             q_energy = np.concatenate([energy, new_energy])
-        grid = Grid(live_pos, c.sense_radius, c.side)
-        knn, _ = grid.query(q_pos, c.k_agents, c.sense_radius, exclude)  # [A + J, k]
+        # Cell ids once for the queries; the live agents are a subset of them.
+        q_cells = grid_cells(q_pos, c.sense_radius, c.side)  # [A + J]
+        live_cells = q_cells if q_pos is live_pos else np.concatenate(
+            [q_cells[:n_rows][keep], q_cells[n_rows:]])
+        grid = Grid(live_pos, c.sense_radius, c.side, cells=live_cells)
+        knn, _ = grid.query(q_pos, c.k_agents, c.sense_radius, exclude, q_cells=q_cells)
         if n_new:
-            new_food, _ = self._food_query(new_pos, eaten)
-            food_idx = np.concatenate([food_idx, new_food])
+            # This tick's food grid (active food at its start) minus what was eaten since:
+            # the same answer as a fresh grid over the food active now.
+            new_food, _ = self._food_grid.query(new_pos, c.k_food, c.sense_radius,
+                                                point_mask=~eaten[self._food_active])
+            food_idx = np.concatenate([food_idx, self._food_ids(new_food)])
         obs = self._observe(q_pos, q_vel, q_energy, knn, live_pos, live_vel, food_idx)
         self.pos, self.vel, self.energy = live_pos, live_vel, live_energy
         fd = self._query_nearest_food

@@ -1,15 +1,45 @@
 """Uniform spatial grid for k-nearest-within-radius queries, all queries at once in numpy.
 
 Cells are as wide as the query radius, so every point within the radius of a query lies in the
-3x3 block of cells around it. Points are sorted by cell; the queries' candidates from their 9
-cells form one flat list of pairs (no padding, so one crowded cell costs only its own pairs),
-pairs beyond the radius are dropped, and one sort by (query, distance, index) ranks the rest.
-`knn_reference` is the brute-force specification the tests compare against.
+3x3 block of cells around it. Points are sorted by cell, so each row of a block is one run of
+sorted points; the queries' candidates from their 3 runs form one flat list of pairs (no
+padding, so one crowded cell costs only its own pairs), pairs beyond the radius are dropped,
+and one sort by (query, distance, index) ranks the rest. `knn_reference` is the brute-force specification the tests compare against.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def grid_cells(pos: np.ndarray, cell: float, side: float) -> np.ndarray:
+    """Cell id of each position in the grid `Grid(_, cell, side)` (interior cells), int64 [Q].
+
+    Lets a caller compute the ids once and hand them to both `Grid(cells=...)` and
+    `Grid.query(q_cells=...)`.
+    """
+    n = max(1, int(np.ceil(side / cell)))
+    c = (pos * (1.0 / float(cell))).astype(np.int64)  # [Q, 2]
+    np.maximum(c, 0, out=c)
+    np.minimum(c, n - 1, out=c)
+    # +1 on both axes skips the ring of empty cells: (cy + 1) * stride + (cx + 1).
+    return c[:, 1] * (n + 2) + (c[:, 0] + (n + 3))
+
+
+def as_complex(points: np.ndarray) -> np.ndarray:
+    """float32 [P, 2] -> complex64 [P] holding x + iy (a view when points are contiguous)."""
+    pts = np.ascontiguousarray(points, dtype=np.float32)
+    return pts.view(np.complex64).reshape(pts.shape[0])
+
+
+_OFFSETS: dict[int, np.ndarray] = {}
+
+
+def _row_offsets(stride: int) -> np.ndarray:
+    """Cell id offsets of the first cell of each row of the 3x3 block, int64 [3], cached."""
+    if stride not in _OFFSETS:
+        _OFFSETS[stride] = np.array([-stride - 1, -1, stride - 1], np.int64)
+    return _OFFSETS[stride]
 
 
 class Grid:
@@ -19,35 +49,43 @@ class Grid:
         points: float32 [P, 2].
         cell: cell width (the query radius).
         side: arena side; cells cover [0, side)^2 and points outside are clamped in.
+        cells: the points' `grid_cells(points, cell, side)` when the caller has them already.
     """
 
-    def __init__(self, points: np.ndarray, cell: float, side: float):
+    def __init__(self, points: np.ndarray, cell: float, side: float,
+                 cells: np.ndarray | None = None):
         self.cell = float(cell)
+        self.side = float(side)
         self.n = max(1, int(np.ceil(side / cell)))
         self.stride = self.n + 2
-        cid = self.cell_of(points)  # [P]
+        cid = grid_cells(points, cell, side) if cells is None else cells  # [P]
         order = np.argsort(cid, kind="stable")  # [P]
         self.order = order
-        self.px = points[order, 0]  # [P] sorted by cell
-        self.py = points[order, 1]
-        self.rank_of = np.empty(points.shape[0], np.int64)  # point index -> sorted slot
-        self.rank_of[order] = np.arange(points.shape[0])
+        # Sorted by cell, x + iy as complex64: one 8-byte gather fetches both coordinates.
+        self.pxy = as_complex(points)[order]  # [P]
+        self._rank_of = None
         self.counts = np.bincount(cid, minlength=self.stride * self.stride)  # [G]
-        self.starts = np.cumsum(self.counts) - self.counts  # [G]
+        # first[c]: sorted slot where cell c starts (first[G] = P), so the points of cells
+        # c .. c + 2 of one row are the slots first[c] .. first[c + 3].
+        self.first = np.zeros(self.counts.shape[0] + 1, np.int64)  # [G + 1]
+        np.cumsum(self.counts, out=self.first[1:])
         self.max_count = int(self.counts.max()) if points.shape[0] else 0
-        st = self.stride
-        self.neighbour_offsets = np.array(
-            [dy * st + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], np.int64
-        )  # [9]
+        self.row_offsets = _row_offsets(self.stride)  # [3]
+
+    @property
+    def rank_of(self) -> np.ndarray:
+        """Point index -> slot in the cell-sorted order, int64 [P] (built on first use)."""
+        if self._rank_of is None:
+            self._rank_of = np.empty(self.order.shape[0], np.int64)
+            self._rank_of[self.order] = np.arange(self.order.shape[0])
+        return self._rank_of
 
     def cell_of(self, pos: np.ndarray) -> np.ndarray:
         """Cell id of each position (interior cells only), int64 [Q]."""
-        inv = 1.0 / self.cell
-        cx = np.clip((pos[:, 0] * inv).astype(np.int64), 0, self.n - 1) + 1
-        cy = np.clip((pos[:, 1] * inv).astype(np.int64), 0, self.n - 1) + 1
-        return cy * self.stride + cx
+        return grid_cells(pos, self.cell, self.side)
 
-    def query(self, q: np.ndarray, k: int, radius: float, exclude: np.ndarray | None = None):
+    def query(self, q: np.ndarray, k: int, radius: float, exclude: np.ndarray | None = None,
+              q_cells: np.ndarray | None = None, point_mask: np.ndarray | None = None):
         """The k nearest points within `radius` of each query, nearest first.
 
         Args:
@@ -55,6 +93,9 @@ class Grid:
             k: neighbours per query.
             radius: at most the cell width.
             exclude: int64 [Q], a point index each query must skip (itself), or -1.
+            q_cells: the queries' `grid_cells` when the caller has them already.
+            point_mask: bool [P], points to consider (the same answer as a grid of only those
+                points, in the original point indices).
 
         Returns:
             idx: int64 [Q, k] point indices, -1 where fewer than k points are in range.
@@ -65,25 +106,31 @@ class Grid:
         d2 = np.full((nq, k), np.inf, np.float32)
         if k == 0 or nq == 0 or self.max_count == 0:
             return idx, d2
-        # Candidate pairs as one flat list (no padding to the fullest cell): for every query
-        # and each of its 9 cells, the points of that cell, as slots of the cell-sorted points.
-        ncell = (self.cell_of(q)[:, None] + self.neighbour_offsets).ravel()  # [Q*9]
-        count = self.counts[ncell]  # [Q*9]
-        total = int(count.sum())
+        # Candidate pairs as one flat list (no padding to the fullest cell): for every query,
+        # the points of its 3x3 block of cells, as slots of the cell-sorted points. The three
+        # cells of a block row are consecutive ids, so each row is one run of slots.
+        qc = self.cell_of(q) if q_cells is None else q_cells
+        row = (qc[:, None] + self.row_offsets).ravel()  # [Q*3] first cell of each row
+        lo = self.first[row]  # [Q*3]
+        count = self.first[row + 3] - lo  # [Q*3]
+        ends = np.cumsum(count)  # [Q*3]
+        total = int(ends[-1])
         if total == 0:
             return idx, d2
-        ends = np.cumsum(count)  # [Q*9]
-        pair_cell = np.repeat(np.arange(ncell.shape[0]), count)  # [C]
-        slot = (self.starts[ncell] - (ends - count))[pair_cell] + np.arange(total)  # [C]
-        q_end = ends[8::9]  # [Q] pairs up to and including each query
+        # Slot of pair c = start of its run + its position within the run.
+        slot = np.repeat(lo - (ends - count), count)  # [C]
+        slot += np.arange(total)
+        q_end = ends[2::3]  # [Q] pairs up to and including each query
         qid = np.repeat(np.arange(nq), np.diff(q_end, prepend=0))  # [C], non-decreasing
-        dx = self.px[slot] - np.ascontiguousarray(q[:, 0])[qid]
-        dy = self.py[slot] - np.ascontiguousarray(q[:, 1])[qid]
+        delta = self.pxy[slot] - as_complex(q)[qid]  # [C] complex64, exact float32 dx + i dy
+        dx, dy = delta.real, delta.imag
         dist2 = dx * dx + dy * dy  # [C]
         keep = dist2 <= radius * radius
         if exclude is not None:
             own = np.where(exclude >= 0, self.rank_of[np.maximum(exclude, 0)], -1)  # [Q]
             keep &= slot != own[qid]
+        if point_mask is not None:
+            keep &= point_mask[self.order][slot]
         sel = np.flatnonzero(keep)
         if sel.shape[0] == 0:
             return idx, d2
