@@ -4,7 +4,8 @@ Cells are as wide as the query radius, so every point within the radius of a que
 3x3 block of cells around it. Points are sorted by cell, so each row of a block is one run of
 sorted points; the queries' candidates from their 3 runs form one flat list of pairs (no
 padding, so one crowded cell costs only its own pairs), pairs beyond the radius are dropped,
-and one sort by (query, distance, index) ranks the rest. `knn_reference` is the brute-force specification the tests compare against.
+and one sort by (query, distance, index) ranks the rest. `knn_reference` is the brute-force
+specification the tests compare against.
 """
 
 from __future__ import annotations

@@ -260,7 +260,9 @@ def collect(
         return collect_batched(env_id, n_agents, steps, out_dir, seed, policy, shard_steps,
                                progress, env_kwargs)
     if env_kwargs:
-        raise WorldssmError(f"env_kwargs are only supported for worldssm.envs names, not {env_id!r}")
+        raise WorldssmError(
+            f"env_kwargs are only supported for worldssm.envs names, not {env_id!r}"
+        )
     policy = "random" if policy is None else policy
     if policy not in POLICIES:
         raise WorldssmError(f"unknown policy {policy!r}; choose one of {list(POLICIES)}")
