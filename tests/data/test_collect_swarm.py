@@ -222,3 +222,16 @@ def test_cli_collects_swarm(tmp_path, capsys):
     header, _ = read_shard(sorted(tmp_path.glob("*.wsr"))[0])
     assert header["env_id"] == "swarm_v0" and header["meta"]["policy"] == "greedy"
     assert all(a.startswith("agent_") for a in header["agent_ids"])
+
+
+def test_pettingzoo_env_through_the_batched_path(tmp_path):
+    pytest.importorskip("pettingzoo")
+    summary = collect("pettingzoo/classic/rps_v2", n_agents=2, steps=30, out_dir=tmp_path,
+                      env_kwargs={"max_cycles": 10})
+    data = RolloutDataset.load(tmp_path)
+    # Episodes of 10 moves are 11 steps; ids are reused after each reset with new episode numbers.
+    assert summary["resets"] == 2
+    keys = sorted((ep["agent"], ep["episode"]) for ep in data.episodes)
+    assert keys == [(a, e) for a in ("player_0", "player_1") for e in range(3)]
+    assert all(len(ep["reward"]) == 11 and ep["is_last"][-1] for ep in data.episodes)
+    assert data.spec.observation_space == {"type": "discrete", "n": 4}

@@ -548,7 +548,8 @@ def collect_batched(env_id, n_agents, steps, out_dir, seed=0, policy=None,
         obs_space = space_to_dict(env.single_observation_space)
         act_space = space_to_dict(env.single_action_space)
         meta = {"seed": seed, "policy": policy_name, "n_agents": n_agents, "api": "batched",
-                "env_kwargs": {k: v for k, v in kwargs.items() if isinstance(v, int | float | str)},
+                "env_kwargs": {k: v if isinstance(v, int | float | str) else repr(v)
+                               for k, v in kwargs.items()},
                 "worldssm_version": importlib.metadata.version("worldssm")}
         if policy_name == "greedy":
             meta["noise"] = GREEDY_NOISE
