@@ -14,7 +14,7 @@ for part in $parts; do
     tests) timeout 240 python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tee "$OUT/pytest-kernels.log" | tail -15 ;;
     scan) timeout 200 python3 -m worldssm.bench.scan --out "$OUT" 2>&1 | tee "$OUT/bench-scan.log" | grep -v "^|---" | tail -12 ;;
     step) timeout 480 python3 -m worldssm.bench.step --out "$OUT" 2>&1 | tee "$OUT/bench-step.log" | grep -v "^|---" | tail -32 ;;
-    step-quick) timeout 240 python3 -m worldssm.bench.step --out "$OUT" --no-compile --no-world-model 2>&1 | tee "$OUT/bench-step.log" | tail -24 ;;
+    step-quick) timeout 240 python3 -m worldssm.bench.step --out "$OUT" --no-compile --no-world-model --tune 2>&1 | tee "$OUT/bench-step.log" | tail -24 ;;
   esac
 done
 cp "$OUT"/step-*.json "$OUT"/scan-*.json tests/bench/results/ 2>/dev/null

@@ -24,8 +24,10 @@ gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 
 # (rtol, atol) by the dtype that limits precision: float32 arithmetic against a float64
 # reference; bfloat16 where the SSM state is stored or the output is returned in bfloat16.
+# The gated norm divides by a head's RMS: where that is small, float32 rounding of y (a sum with
+# cancellation) is magnified, so atol is 1e-4 (seen: 9e-5 once in 2.2M elements, P=16).
 TOL = {
-    torch.float32: dict(rtol=2e-4, atol=2e-5),
+    torch.float32: dict(rtol=2e-4, atol=1e-4),
     torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
 }
 

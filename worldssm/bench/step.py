@@ -300,7 +300,7 @@ def bench_world_model(batch: int, reps: int, arms=("fused+graph", "reference+gra
     return rows
 
 
-def kernel_only(bandwidth: float, batch: int = 16384) -> list[dict]:
+def kernel_only(bandwidth: float, batch: int = 16384, variants=((None, None),)) -> list[dict]:
     """The step kernel alone (one layer, BASE shape) under a graph: achieved bandwidth by warps and state dtype."""
     from triton.testing import do_bench_cudagraph
 
@@ -323,21 +323,23 @@ def kernel_only(bandwidth: float, batch: int = 16384) -> list[dict]:
     for sdt in (torch.float32, torch.bfloat16):
         ssm = torch.randn(batch, h, p, n, generator=gen, device="cuda").to(sdt)
         nbytes = 2 * (ssm.numel() * ssm.element_size() + conv.numel() * 4) + zx.numel() * 2 + batch * h * p * 2
-        for warps in (4, 8):
-            st.NUM_WARPS = warps
+        for warps, stream in variants:
+            st.NUM_WARPS, st.STREAM_STATE = warps, stream
             try:
                 ms = do_bench_cudagraph(lambda: st.mamba2_step_triton(zx, conv, ssm, slots, reset, **kw), rep=200)
-                rows.append({"state": str(sdt).replace("torch.", ""), "num_warps": warps, "batch": batch, "us": ms * 1e3,
-                             "TBps": nbytes / (ms * 1e-3) / 1e12, "fraction_of_copy": nbytes / (ms * 1e-3) / bandwidth})
+                rows.append({"state": str(sdt).replace("torch.", ""), "num_warps": warps, "stream_state": stream,
+                             "batch": batch, "us": ms * 1e3, "TBps": nbytes / (ms * 1e-3) / 1e12,
+                             "fraction_of_copy": nbytes / (ms * 1e-3) / bandwidth})
             finally:
-                st.NUM_WARPS = None
+                st.NUM_WARPS, st.STREAM_STATE = None, None
         del ssm
     del conv
     torch.cuda.empty_cache()
     return rows
 
 
-def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True, world_model: bool = True) -> dict:
+def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True, world_model: bool = True,
+        tune: bool = False) -> dict:
     """Run the step benchmark; write `step-<device>.json` under `out_dir` (if given) and return it.
 
     Raises:
@@ -351,7 +353,8 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
     if not check["passed"]:
         raise WorldssmError(f"correctness check failed, refusing to report: {check}")
     bandwidth = copy_bandwidth()
-    kernel_rows = kernel_only(bandwidth)
+    variants = ((None, None), (2, False), (4, True), (2, True), (8, True)) if tune else ((None, None),)
+    kernel_rows = kernel_only(bandwidth, variants=variants)
     for r in kernel_rows:
         print(r, flush=True)
     arms = ("fused+graph", "fused+norms+graph", "reference", "reference+graph") + (
@@ -412,8 +415,9 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=200)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile arm")
     p.add_argument("--no-world-model", action="store_true", help="skip the whole world-model rows")
+    p.add_argument("--tune", action="store_true", help="also time step-kernel launch variants (warps, streaming)")
     a = p.parse_args(argv)
-    result = run(a.out, tuple(a.batches), a.reps, not a.no_compile, not a.no_world_model)
+    result = run(a.out, tuple(a.batches), a.reps, not a.no_compile, not a.no_world_model, a.tune)
     print(format_table(result))
     return 0
 
