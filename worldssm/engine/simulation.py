@@ -294,8 +294,9 @@ class Simulation:
         if obs.shape != (n, *self.obs_space["shape"]):
             raise TickRejected(f"start observations must have shape {(n, *self.obs_space['shape'])}")
         gids = np.empty(n, np.int64)
+        base = sum(self._dream_next)
         for i in range(n):
-            j = engine if engine is not None else (sum(self._dream_next) + i) % self.cfg.engine_actors
+            j = engine if engine is not None else (base + i) % self.cfg.engine_actors
             gids[i] = ((DREAM_OWNER + j) << OWNER_SHIFT) | self._dream_next[j]
             self._dream_next[j] += 1
         owners = owner_of(gids) - DREAM_OWNER

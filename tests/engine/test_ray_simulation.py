@@ -1,0 +1,131 @@
+"""The Simulation under Ray: security settings, compiled graph vs plain calls vs local, 2
+EngineActors on CPU, recovery from killed actors, rejected ticks. One Ray session per module."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.engine.engine_helpers import model_source
+from worldssm import codec
+from worldssm.engine.simulation import SimConfig, Simulation, start_ray
+from worldssm.engine.workers import DREAM_OWNER, OWNER_SHIFT, TickRejected
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = start_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def src():
+    return model_source("Pendulum-v1")
+
+
+def cfg(**kw):
+    base = dict(mode="mixed", agents=12, dream_fraction=1 / 3, env_actors=2, engine_actors=2,
+                snapshot_every=4, seed=3)
+    base.update(kw)
+    return SimConfig(**base)
+
+
+def snapshots(sim):
+    if sim.cfg.backend == "local":
+        raw = [a.snapshot() for a in sim.engine_actors]
+    else:
+        raw = [sim.ray.get(a.snapshot.remote()) for a in sim.engine_actors]
+    return [codec.unpackb(codec.unpackb(r)["slab"]) for r in raw]
+
+
+def test_ray_is_local_authenticated_and_without_dashboard(ray_session):
+    ray = ray_session
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert get_authentication_mode() == AuthenticationMode.TOKEN
+    node = ray._private.worker.global_worker.node
+    assert node.node_ip_address == "127.0.0.1"
+    assert all(n["NodeManagerAddress"] == "127.0.0.1" for n in ray.nodes())
+    assert not node.address_info.get("webui_url")
+
+
+def test_compiled_plain_and_local_agree_with_two_engine_actors(ray_session, src):
+    """Same seeds, same ticks: the three executors leave bit-identical engine states."""
+    states, sums = [], []
+    for kw in (dict(executor="compiled"), dict(executor="plain"), dict(backend="local")):
+        with Simulation(cfg(**kw), src) as sim:
+            results = [sim.tick() for _ in range(6)]
+            assert all(not r.recovered for r in results)
+            assert len(set((sim.live_agents() >> OWNER_SHIFT).tolist())) == 4  # 2 env + 2 dream owners
+            states.append(snapshots(sim))
+            sums.append(sim.summary()["agents_live"])
+    assert sums == [12, 12, 12]
+    for other in states[1:]:
+        for a, b in zip(states[0], other):
+            assert np.array_equal(a["slots"], b["slots"])
+            for k in a["state"]:
+                assert np.array_equal(a["state"][k], b["state"][k]), k
+
+
+@pytest.mark.parametrize("executor", ["compiled", "plain"])
+def test_killed_engine_actor_is_restored(ray_session, src, executor):
+    ray = ray_session
+    with Simulation(cfg(executor=executor), src) as sim:
+        for _ in range(6):  # snapshot at tick 4
+            sim.tick()
+        new_dreamers = sim.add_agents(2, engine=1)  # joins after the snapshot: must be replayed
+        sim.tick()
+        before = set(sim.live_agents().tolist())
+        victim = sim.engine_actors[1]
+        ray.kill(victim)
+        results = [sim.tick() for _ in range(4)]
+        assert any(r.recovered for r in results) and sim.recoveries == 1
+        assert sim.engine_actors[1] is not victim
+        s = sim.summary()
+        assert s["agents_missing"] == []
+        assert before <= set(sim.live_agents().tolist()), "no agent disappears"
+        assert set(new_dreamers.tolist()) <= set(sim.live_agents().tolist())
+        lost = {int(g): a["ticks_lost"] for g, a in s["agents"].items()}
+        on_1 = [g for g in before if g >> OWNER_SHIFT in (1, DREAM_OWNER + 1)]
+        on_0 = [g for g in before if g >> OWNER_SHIFT in (0, DREAM_OWNER)]
+        # Engine 1 went back to its tick-4 snapshot: the agents on it lost the ticks since.
+        assert all(lost[g] >= 8 - 4 for g in on_1 if g not in set(new_dreamers.tolist()))
+        assert all(lost[g] <= 1 for g in on_0)
+        assert s["ticks"] == sim.t and results[-1].agents == 14
+
+
+def test_killed_env_actor_restarts_with_agents_reset(ray_session, src):
+    ray = ray_session
+    with Simulation(cfg(mode="real", agents=8, engine_actors=1), src) as sim:
+        for _ in range(3):
+            sim.tick()
+        before = sim.live_agents().copy()
+        ray.kill(sim.env_actors[0])
+        results = [sim.tick() for _ in range(4)]
+        assert sim.recoveries == 1 and any(r.recovered for r in results)
+        s = sim.summary()
+        assert s["agents_missing"] == [] and set(before.tolist()) <= set(sim.live_agents().tolist())
+        resets = {int(g): a["resets"] for g, a in s["agents"].items()}
+        assert all(resets[g] == 1 for g in before.tolist() if g >> OWNER_SHIFT == 0)
+        assert all(resets[g] == 0 for g in before.tolist() if g >> OWNER_SHIFT == 1)
+
+
+def test_bad_tick_rejected_under_compiled_graph(ray_session, src):
+    with Simulation(cfg(agents=6, engine_actors=1), src) as sim:
+        sim.tick()
+        sim.tick()
+        before = snapshots(sim)
+        real = int(sim.live_agents()[0])
+        for bad in ({real + 10_000: np.array([0.1], np.float32)}, {real: np.array([1], np.int64)},
+                    {real: np.zeros((1, 2), np.float32)}):
+            with pytest.raises(TickRejected):
+                sim.tick(bad)
+        after = snapshots(sim)
+        for k in before[0]["state"]:
+            assert np.array_equal(before[0]["state"][k], after[0]["state"][k])
+        assert sim.t == 2
+        assert not sim.tick({real: np.array([0.1], np.float32)}).recovered

@@ -1,0 +1,115 @@
+"""The Simulation's tick logic on the local backend (same workers as under Ray, no Ray)."""
+
+import numpy as np
+import pytest
+
+from tests.engine.engine_helpers import model_source
+from worldssm import codec
+from worldssm.engine.simulation import SimConfig, Simulation
+from worldssm.engine.workers import DREAM_OWNER, OWNER_SHIFT, TickRejected
+
+
+def local(**kw):
+    env = kw.get("env", "Pendulum-v1")
+    src = model_source(env, **({"max_steps": 30} if env == "swarm_v0" else {}))
+    return Simulation(SimConfig(backend="local", **kw), src)
+
+
+def engine_state(sim):
+    return [codec.unpackb(codec.unpackb(a.snapshot())["slab"])["state"] for a in sim.engine_actors]
+
+
+def test_real_mode_every_agent_accounted_for_across_episodes():
+    sim = local(env="swarm_v0", env_kwargs={"max_steps": 30}, agents=24, env_actors=2,
+                engine_actors=2, policy="scripted")
+    results = [sim.tick() for _ in range(70)]  # > 2 episodes: every agent leaves and new ones join
+    s = sim.summary()
+    assert s["agents_missing"] == []
+    assert s["agents_seen"] > 24 * 2, "episodes ended and new agents joined"
+    left = [a for a in s["agents"].values() if a["left"] is not None]
+    assert left and all(a["reason"] == "episode ended" and a["episode_return"] is not None for a in left)
+    assert results[-1].agents == s["agents_live"] > 0
+    assert all(r.env_ms > 0 and r.model_ms > 0 for r in results)
+
+
+def test_predictions_reach_the_agents():
+    sim = local(agents=4, env_actors=1)
+    sim.tick()
+    sim.tick()
+    w = sim.env_actors[0].worker
+    info = w.envs[0].last_info
+    assert np.isfinite(info["pred_reward"]).all() and np.isfinite(info["pred_cont"]).all()
+
+
+def test_dream_agents_join_and_leave_between_ticks():
+    sim = local(mode="dream", agents=6, engine_actors=2)
+    first = sim.live_agents()
+    assert first.size == 0, "dream agents join at the first tick"
+    sim.tick()
+    live = sim.live_agents()
+    assert live.size == 6 and set(np.unique(live >> OWNER_SHIFT)) == {DREAM_OWNER, DREAM_OWNER + 1}
+    new = sim.add_agents(3, engine=1)
+    sim.remove_agents(live[:2])
+    assert sim.live_agents().size == 6, "nothing changes before the next tick"
+    sim.tick()
+    after = set(sim.live_agents().tolist())
+    assert after == (set(live.tolist()) - set(live[:2].tolist())) | set(new.tolist())
+    free = [a.worker.engine.slab.num_free for a in sim.engine_actors]
+    sim.tick()
+    assert [a.worker.engine.slab.num_free for a in sim.engine_actors] == free
+    with pytest.raises(TickRejected):
+        sim.remove_agents(live[:1])  # already gone
+
+
+def test_mixed_mode_runs_both_kinds():
+    sim = local(mode="mixed", agents=8, dream_fraction=0.25, env_actors=2, engine_actors=1)
+    for _ in range(5):
+        sim.tick()
+    owners = set((sim.live_agents() >> OWNER_SHIFT).tolist())
+    assert owners == {0, 1, DREAM_OWNER}
+    kinds = [a["kind"] for a in sim.summary()["agents"].values()]
+    assert kinds.count("dream") == 2 and kinds.count("real") == 6
+
+
+@pytest.mark.parametrize("bad", [
+    "unknown", "wrong_dtype", "wrong_shape", "dream_unknown", "nan",
+])
+def test_bad_tick_changes_nothing(bad):
+    sim = local(mode="mixed", agents=6, env_actors=1)
+    sim.tick()
+    sim.tick()
+    real = int(sim.live_agents()[0])
+    actions = {
+        "unknown": {12345: np.array([0.5], np.float32)},
+        "wrong_dtype": {real: np.array([1], np.int64)},
+        "wrong_shape": {real: np.array([0.5, 0.5], np.float32)},
+        "dream_unknown": {(DREAM_OWNER << OWNER_SHIFT) + 99: np.array([0.5], np.float32)},
+        "nan": {real: np.array([np.nan], np.float32)},
+    }[bad]
+    w = sim.env_actors[0].worker
+    obs = np.concatenate([e.obs for e in w.envs]).copy()
+    states = engine_state(sim)
+    t = sim.t
+    with pytest.raises(TickRejected):
+        sim.tick(actions)
+    assert sim.t == t
+    assert np.array_equal(np.concatenate([e.obs for e in w.envs]), obs)
+    for a, b in zip(states, engine_state(sim)):
+        for k in a:
+            assert np.array_equal(a[k], b[k]), k
+    sim.tick({real: np.array([0.5], np.float32)})  # a good override still works afterwards
+    assert sim.t == t + 1
+
+
+def test_override_reaches_the_env():
+    sim = local(agents=2, env_actors=1, policy="scripted")
+    sim.tick()
+    w = sim.env_actors[0].worker
+    g = int(sim.live_agents()[0])
+    sent = []
+    orig = w.envs[0].env.step
+    w.envs[0].env.step = lambda a: (sent.append(a.copy()), orig(a))[1]
+    sim.tick({g: np.array([1.75], np.float32)})
+    row = int(np.flatnonzero(w.envs[0].gids == g)[0])
+    assert sent[0][row, 0] == pytest.approx(1.75)
+    assert sent[0][1 - row, 0] != pytest.approx(1.75)
