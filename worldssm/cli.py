@@ -19,6 +19,7 @@ COMMANDS = {
     "collect": "worldssm.commands.collect",
     "train": "worldssm.commands.train",
     "eval": "worldssm.commands.evaluate",
+    "simulate": "worldssm.commands.simulate",
     "bench": "worldssm.commands.bench",
 }
 

@@ -154,6 +154,7 @@ class TickResult:
     model_ms: float  # slowest EngineActor's model calls
     agents: int  # live agents after the tick
     recovered: bool = False  # the tick failed and actors were restarted
+    driver_ms: float = 0.0  # the driver's own work: validating, packing controls, reading results
 
 
 class Simulation:
@@ -353,8 +354,10 @@ class Simulation:
         t0 = time.perf_counter()
         t = self.t + 1
         env_ctrl, eng_ctrl = self._controls(t, actions)  # validates before anything is sent
+        t_sent = time.perf_counter()
         try:
             outs = self._exec.run(env_ctrl, eng_ctrl)
+            t_back = time.perf_counter()
         except Exception as exc:  # noqa: BLE001 - sorted below: user error, or a dead actor
             if self._is_rejection(exc):
                 raise TickRejected(str(exc)) from exc
@@ -372,6 +375,7 @@ class Simulation:
                 self._log[j].append((t, self._pending[j]))
             self._pending[j] = {"join": [], "leave": []}
         res = self._ingest(t, outs, t0)
+        res.driver_ms = (t_sent - t0) * 1e3 + (time.perf_counter() - t_back) * 1e3
         self.history.append(res)
         return res
 

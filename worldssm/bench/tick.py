@@ -1,0 +1,158 @@
+"""Tick latency of the Ray simulation: Compiled Graph against plain actor calls, in one run.
+
+Run as `python -m worldssm.bench.tick [--out DIR] [--agents 16 256 4096] [--ticks N]`.
+Setup: swarm_v0 (vector observations, discrete actions, scripted agents) in real mode, 2
+EnvActors and 1 EngineActor on a local Ray, a DEBUG world model built from the env's spaces.
+Per tick the EnvActors and the EngineActor time their own work (`env_ms`: the slower EnvActor's
+policy + env step + packing; `engine_ms`: the EngineActor's unpacking + model + packing, of which
+`model_ms` is the model). What is left of the driver's wall time per tick is the Ray overhead
+(transport, scheduling, and the driver's own packing of controls and reading of results):
+`overhead_ms = latency_ms - env_ms - engine_ms`, reported as the median of per-tick values, and
+split into `driver_ms` (the driver's own validation, packing and reading) and the rest
+(`transport_ms`: Ray moving the messages and waking the actors).
+
+Before timing, a correctness check runs: both executors must leave bit-identical engine states
+after the same ticks; the benchmark refuses to report otherwise. Imports ray only inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ENV = "swarm_v0"
+
+
+def _source():
+    from worldssm.data.format import space_to_dict
+    from worldssm.envs import make
+
+    env = make(ENV, api="batched", n_agents=1)
+    return {"preset": "DEBUG", "obs_space": space_to_dict(env.single_observation_space),
+            "action_space": space_to_dict(env.single_action_space), "seed": 0}
+
+
+def _config(agents: int, executor: str, seed: int = 0):
+    from worldssm.engine.simulation import SimConfig
+
+    return SimConfig(env=ENV, env_kwargs={"max_steps": 100_000}, agents=agents, mode="real",
+                     env_actors=2, engine_actors=1, policy="scripted", executor=executor, seed=seed,
+                     snapshot_every=10_000, timeout_s=120.0)
+
+
+def correctness_check(source) -> None:
+    """Compiled and plain executors must give the same engine states (AssertionError if not)."""
+    import numpy as np
+
+    from worldssm import codec
+    from worldssm.engine.simulation import Simulation
+
+    states = []
+    for executor in ("compiled", "plain"):
+        with Simulation(_config(16, executor, seed=1), source) as sim:
+            for _ in range(5):
+                sim.tick()
+            raw = sim.ray.get(sim.engine_actors[0].snapshot.remote())
+            states.append(codec.unpackb(codec.unpackb(raw)["slab"]))
+    a, b = states
+    assert np.array_equal(a["slots"], b["slots"]), "executors own different slots"
+    for k in a["state"]:
+        assert np.array_equal(a["state"][k], b["state"][k]), f"executors disagree on state {k}"
+
+
+def _measure(sim, warmup: int, ticks: int) -> dict:
+    import numpy as np
+
+    for _ in range(warmup):
+        sim.tick()
+    rows = [sim.tick() for _ in range(ticks)]
+    if any(r.recovered for r in rows):
+        raise RuntimeError("an actor failed during the benchmark")
+    lat = np.array([r.latency_ms for r in rows])
+    env = np.array([r.env_ms for r in rows])
+    eng = np.array([r.engine_ms for r in rows])
+    model = np.array([r.model_ms for r in rows])
+    driver = np.array([r.driver_ms for r in rows])
+    over = lat - env - eng
+    agents = np.array([r.agents for r in rows])
+    return {
+        "ticks": ticks, "agents_mean": float(agents.mean()),
+        "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
+        "env_ms_p50": float(np.median(env)), "engine_ms_p50": float(np.median(eng)),
+        "model_ms_p50": float(np.median(model)),
+        "overhead_ms": {"p50": float(np.percentile(over, 50)), "p99": float(np.percentile(over, 99))},
+        "driver_ms_p50": float(np.median(driver)),
+        "transport_ms_p50": float(np.median(over - driver)),
+        "agent_steps_per_s": float(agents.sum() / (lat.sum() / 1e3)),
+    }
+
+
+def run(out_dir="tests/bench/results", agents=(16, 256, 4096), ticks: int = 200, warmup: int = 20) -> dict:
+    """Run the benchmark and write `tick-<time>.json` under `out_dir`; returns the result."""
+    import numpy as np
+    import torch
+
+    from worldssm.bench.env import git_sha
+    from worldssm.engine.simulation import Simulation, start_ray
+
+    ray = start_ray(num_cpus=2)
+    source = _source()
+    correctness_check(source)
+    load_before = os.getloadavg()
+    results = []
+    for n in agents:
+        n_ticks = ticks if n <= 1024 else max(20, ticks // 4)
+        row = {"agents": n}
+        for executor in ("compiled", "plain"):
+            with Simulation(_config(n, executor), source) as sim:
+                row[executor] = _measure(sim, warmup, n_ticks)
+        row["speedup_compiled_vs_plain"] = row["plain"]["latency_ms"]["p50"] / row["compiled"]["latency_ms"]["p50"]
+        results.append(row)
+        print(_line(row), flush=True)
+    result = {
+        "bench": "tick", "git_sha": git_sha(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "device": "cpu", "cpus": os.cpu_count(), "platform": platform.platform(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
+                     "numpy": np.__version__},
+        "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
+        "setup": {"env": ENV, "mode": "real", "env_actors": 2, "engine_actors": 1, "model": "DEBUG",
+                  "policy": "scripted", "torch_threads": 1, "ray": "local, 2 CPUs, token auth, loopback"},
+        "correctness": "compiled and plain executors gave bit-identical engine states",
+        "results": results,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"tick-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=1))
+    result["path"] = str(path)
+    return result
+
+
+def _line(row: dict) -> str:
+    c, p = row["compiled"], row["plain"]
+    return (f"{row['agents']:>5} agents | compiled p50 {c['latency_ms']['p50']:.2f} ms p99 {c['latency_ms']['p99']:.2f} "
+            f"(env {c['env_ms_p50']:.2f}, engine {c['engine_ms_p50']:.2f}, overhead {c['overhead_ms']['p50']:.2f} "
+            f"= driver {c['driver_ms_p50']:.2f} + transport {c['transport_ms_p50']:.2f}) | "
+            f"plain p50 {p['latency_ms']['p50']:.2f} ms p99 {p['latency_ms']['p99']:.2f} "
+            f"(overhead {p['overhead_ms']['p50']:.2f}) | x{row['speedup_compiled_vs_plain']:.2f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worldssm.bench.tick", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="tests/bench/results", help="folder for the JSON result")
+    parser.add_argument("--agents", type=int, nargs="+", default=[16, 256, 4096])
+    parser.add_argument("--ticks", type=int, default=200, help="timed ticks per config (a quarter above 1024 agents)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed ticks first")
+    args = parser.parse_args(argv)
+    result = run(args.out, tuple(args.agents), args.ticks, args.warmup)
+    print(f"wrote {result['path']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
