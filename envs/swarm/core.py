@@ -144,6 +144,7 @@ class SwarmEnv(BatchedEnv):
         m = c.n_obstacles
         self.radii = self.rng.uniform(*c.obstacle_radius, m).astype(np.float32)
         self.centres = self.rng.uniform(0.15 * side, 0.85 * side, (m, 2)).astype(np.float32)
+        self._obstacle_cells = self._obstacle_cell_map()
         self.ids = np.arange(n, dtype=np.int64)
         self.next_id = n
         self.pos = self._free_positions(n)
@@ -218,20 +219,47 @@ class SwarmEnv(BatchedEnv):
         self._separate_agents(pos, hit)
         return pos, vel, hit
 
+    def _obstacle_cell_map(self) -> np.ndarray:
+        """bool [G] over the cells of `grid_cells(_, sense_radius, side)`: cells whose square
+        comes within agent_radius of an obstacle (with a margin for float32 rounding).
+
+        Edge cells reach to infinity, as `grid_cells` clamps positions outside into them.
+        """
+        c = self.cfg
+        cs = float(c.sense_radius)
+        n = max(1, int(np.ceil(c.side / cs)))
+        lo = np.arange(n, dtype=np.float64) * cs  # [n] cell edges
+        hi = lo + cs
+        lo[0], hi[-1] = -np.inf, np.inf
+        cx = self.centres[:, 0].astype(np.float64)  # [O]
+        cy = self.centres[:, 1].astype(np.float64)
+        gx = np.maximum(np.maximum(lo[:, None] - cx, cx - hi[:, None]), 0.0)  # [n, O]
+        gy = np.maximum(np.maximum(lo[:, None] - cy, cy - hi[:, None]), 0.0)
+        reach = self.radii.astype(np.float64) + c.agent_radius + 1e-2  # [O]
+        near = (gy[:, None, :] ** 2 + gx[None, :, :] ** 2 < reach**2).any(axis=2)  # [y, x]
+        cells = np.zeros((n + 2, n + 2), bool)
+        cells[1:n + 1, 1:n + 1] = near
+        return cells.ravel()
+
     def _push_out_of_obstacles(self, pos, vel, hit):
         """Move agents inside an obstacle to its surface and drop their inward velocity."""
         c = self.cfg
         if self.centres.shape[0] == 0:
             return
-        dx = pos[:, 0:1] - self.centres[:, 0]  # [A, O]
-        dy = pos[:, 1:2] - self.centres[:, 1]
-        reach = self.radii + c.agent_radius
-        inside = dx * dx + dy * dy < reach * reach  # [A, O]
-        rows = np.nonzero(inside.any(axis=1))[0]
-        if rows.size == 0:
+        # Only agents in cells that come near an obstacle can be inside one.
+        cand = np.flatnonzero(self._obstacle_cells[grid_cells(pos, c.sense_radius, c.side)])
+        if cand.size == 0:
             return
-        inside = inside[rows]
-        dx, dy = dx[rows], dy[rows]
+        dx = pos[cand, 0:1] - self.centres[:, 0]  # [A', O]
+        dy = pos[cand, 1:2] - self.centres[:, 1]
+        reach = self.radii + c.agent_radius
+        inside = dx * dx + dy * dy < reach * reach  # [A', O]
+        sub = np.nonzero(inside.any(axis=1))[0]
+        if sub.size == 0:
+            return
+        rows = cand[sub]
+        inside = inside[sub]
+        dx, dy = dx[sub], dy[sub]
         dist = np.maximum(np.sqrt(dx * dx + dy * dy), 1e-6)
         nx, ny = dx / dist, dy / dist  # [R, O] outward normals
         depth = np.where(inside, reach - dist, 0.0)

@@ -192,3 +192,25 @@ def test_step_with_no_active_food():
     obs, *_ = env.step(np.zeros(3, np.int64))
     k = env.cfg.k_agents
     assert (obs[:, 10 + 5 * k:].reshape(3, -1, 3)[..., 2] == 0).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_obstacle_cell_map_covers_every_agent_inside_an_obstacle(seed):
+    # The push-out only tests agents in flagged cells; an agent inside an obstacle anywhere
+    # (also just inside the rim, at cell borders, or clamped in from outside) must be flagged.
+    from worldssm.envs.swarm.grid import grid_cells
+
+    env = SwarmEnv(n_agents=256, n_obstacles=12, obstacle_radius=(0.5, 9.0))
+    env.reset(seed=seed)
+    c, rng = env.cfg, np.random.default_rng(seed)
+    reach = env.radii + c.agent_radius  # [O]
+    o = rng.integers(0, len(reach), 20000)
+    angle = rng.uniform(0, 2 * np.pi, o.shape)
+    r = reach[o] * rng.choice([0.0, 0.5, 0.999999, 1.0, 1.000001], o.shape)
+    pos = (env.centres[o] + np.stack([np.cos(angle), np.sin(angle)], 1) * r[:, None])
+    pos = np.concatenate([pos, rng.uniform(-5, c.side + 5, (20000, 2))]).astype(np.float32)
+    d = pos[:, None, :] - env.centres[None]
+    inside = ((d * d).sum(axis=2) < reach**2).any(axis=1)
+    flagged = env._obstacle_cells[grid_cells(pos, c.sense_radius, c.side)]
+    assert inside.any() and not flagged.all()
+    assert not (inside & ~flagged).any()
