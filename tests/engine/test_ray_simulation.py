@@ -129,3 +129,16 @@ def test_bad_tick_rejected_under_compiled_graph(ray_session, src):
             assert np.array_equal(before[0]["state"][k], after[0]["state"][k])
         assert sim.t == 2
         assert not sim.tick({real: np.array([0.1], np.float32)}).recovered
+
+
+def test_simulate_command_on_ray_dream_mode(ray_session, pendulum_run, tmp_path):
+    import json
+
+    from worldssm.cli import main
+
+    rc = main(["simulate", "--checkpoint", str(pendulum_run), "--agents", "8", "--mode", "dream",
+               "--ticks", "15", "--engine-actors", "2", "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["ticks"] == 15 and s["agents_live"] == 8 and s["recoveries"] == 0
+    assert all(a["kind"] == "dream" for a in s["agents"].values())

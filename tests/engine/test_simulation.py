@@ -113,3 +113,25 @@ def test_override_reaches_the_env():
     row = int(np.flatnonzero(w.envs[0].gids == g)[0])
     assert sent[0][row, 0] == pytest.approx(1.75)
     assert sent[0][1 - row, 0] != pytest.approx(1.75)
+
+
+def test_simulate_command_with_a_trained_checkpoint(pendulum_run, tmp_path):
+    import json
+
+    from worldssm.cli import main
+
+    rc = main(["simulate", "--checkpoint", str(pendulum_run), "--agents", "6", "--mode", "mixed",
+               "--ticks", "12", "--out", str(tmp_path), "--backend", "local", "--no-progress"])
+    assert rc == 0
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["ticks"] == 12 and s["agents_live"] == 6 and s["agents_missing"] == []
+    assert s["config"]["env"] == "Pendulum-v1", "the env comes from the checkpoint"
+    assert s["latency_ms"]["p99"] >= s["latency_ms"]["p50"] > 0
+    assert "checkpoint" in s["model"]
+
+
+def test_simulate_command_needs_a_model(tmp_path, capsys):
+    from worldssm.cli import main
+
+    assert main(["simulate", "--agents", "2", "--ticks", "1", "--out", str(tmp_path)]) == 2
+    assert "--checkpoint" in capsys.readouterr().err

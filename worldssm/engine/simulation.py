@@ -189,11 +189,15 @@ class Simulation:
     # ----- setup --------------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.cfg
-        self.n_env_actors = cfg.env_actors if cfg.n_real > 0 else 0
-        per_env = math.ceil(cfg.n_real / max(1, self.n_env_actors * cfg.envs_per_actor)) if cfg.n_real else 0
+        # Real agents are split as evenly as possible over the EnvActors (never an empty one),
+        # then over each actor's envs (rounded up there when they do not divide).
+        self.n_env_actors = min(cfg.env_actors, cfg.n_real)
+        per_actor = [cfg.n_real // max(1, self.n_env_actors) + (e < cfg.n_real % max(1, self.n_env_actors))
+                     for e in range(self.n_env_actors)]
+        per_env = [math.ceil(n / cfg.envs_per_actor) for n in per_actor]
         self.envs_of = [[e for e in range(self.n_env_actors) if e % cfg.engine_actors == j]
                         for j in range(cfg.engine_actors)]
-        pool = math.ceil(per_env * cfg.envs_per_actor * cfg.slot_headroom) + 2
+        pool = math.ceil(max(per_env, default=0) * cfg.envs_per_actor * cfg.slot_headroom) + 2
         dream_cap = 2 * math.ceil(cfg.n_dream / cfg.engine_actors) + 16
         gpu = self._use_gpu()
         self._engine_specs = []
@@ -212,7 +216,7 @@ class Simulation:
             slots = codec.unpackb(self._call(self.engine_actors[e % cfg.engine_actors], "reserve", pool))
             self._env_specs.append({
                 "index": e, "env": cfg.env, "env_kwargs": cfg.env_kwargs, "n_envs": cfg.envs_per_actor,
-                "agents_per_env": per_env, "policy": cfg.policy, "seed": cfg.seed * 101 + e, "slots": slots,
+                "agents_per_env": per_env[e], "policy": cfg.policy, "seed": cfg.seed * 101 + e, "slots": slots,
             })
         self.env_actors = [self._new_env(e) for e in range(self.n_env_actors)]
         self._live_env = []
