@@ -336,7 +336,8 @@ class SwarmEnv(BatchedEnv):
 
     def _mask_eaten(self, food_idx, food_d2, eaten):
         """Drop food eaten this tick from the rows' food lists, keeping them nearest first."""
-        gone = (food_idx >= 0) & eaten[np.maximum(food_idx, 0)]  # [A, kf]
+        # An extra False at index -1 lets the -1 entries (no food) index it directly.
+        gone = np.append(eaten, False)[food_idx]  # [A, kf]
         rows = np.nonzero(gone.any(axis=1))[0]
         sub_gone = gone[rows]
         d2 = np.where(sub_gone, np.inf, food_d2[rows])
