@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Benchmark the fused step, the training scan, or the environments; writes JSON results."
+HELP = "benchmark the fused step, the training scan, the environments or the Ray tick; writes JSON results"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +24,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     env.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
     env.add_argument("--agents", type=int, nargs="+", default=[1, 64, 1024, 10000], help="population sizes")
     env.add_argument("--seconds", type=float, default=3.0, help="timed seconds per configuration")
+    tick = sub.add_parser("tick", help="Ray tick latency: Compiled Graph vs plain calls (worldssm.bench.tick)")
+    tick.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
+    tick.add_argument("--agents", type=int, nargs="+", default=[16, 256, 4096], help="agent counts")
+    tick.add_argument("--ticks", type=int, default=200, help="timed ticks per configuration")
+    tick.add_argument("--warmup", type=int, default=20, help="untimed ticks first")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +43,11 @@ def run(args: argparse.Namespace) -> int:
 
         result = scan.run(args.out, scan.SHAPES, args.reps, not args.no_sequential)
         print(scan.format_table(result))
+    elif args.bench == "tick":
+        from worldssm.bench import tick
+
+        result = tick.run(args.out, tuple(args.agents), args.ticks, args.warmup)
+        print(f"wrote {result['path']}")
     else:
         from worldssm.bench.env import run_env_bench
 

@@ -145,9 +145,25 @@ class Mamba2Backbone(nn.Module):
 
     def step_slots(self, slab: State, slots, x, reset):
         """Advance rows `slots` of `slab` in place. x [B, D], reset bool [B] -> y [B, D]."""
+        if resolve_impl(self.cfg.kernels, x.device.type) == "triton":
+            return self._step_slots_fused(slab, slots, x, reset)
         for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
             x = x + mixer.step_slots(norm(x), slab[f"{i}.conv"], slab[f"{i}.ssm"], slots, reset)
         return self.final_norm(x)
+
+    def _step_slots_fused(self, slab: State, slots, x, reset):
+        """The kernel path: per layer one add+RMSNorm launch, in_proj, the fused step, out_proj."""
+        from worldssm.kernels.step.norm import add_rmsnorm_triton
+        from worldssm.kernels.step.triton import mamba2_step_triton
+
+        eps = self.cfg.norm_eps
+        res, h = add_rmsnorm_triton(x, None, self.norms[0].weight, eps)
+        for i, mixer in enumerate(self.mixers):
+            zxbcdt = F.linear(h, mixer.in_proj.weight)  # [B, 2*H*P + 2N + H]
+            y = mamba2_step_triton(zxbcdt, slab[f"{i}.conv"], slab[f"{i}.ssm"], slots, reset, **mixer._kernel_args())
+            weight = self.norms[i + 1].weight if i + 1 < len(self.norms) else self.final_norm.weight
+            res, h = add_rmsnorm_triton(res, F.linear(y, mixer.out_proj.weight), weight, eps)
+        return h
 
     def step(self, state: State, x, reset):
         """Functional step: (state, x [B, D], reset [B]) -> (new state, y [B, D]); `state` is not modified."""
