@@ -195,10 +195,8 @@ class SwarmEnv(BatchedEnv):
 
     def _food_ids(self, idx):
         """Rows of the active-food grid [Q, k] -> indices into food_pos (-1 stays -1)."""
-        active = self._food_active
-        if active.size == 0:
-            return idx
-        return np.where(idx >= 0, active[np.maximum(idx, 0)], -1)
+        # A -1 appended at index -1 maps "none" to itself: one gather.
+        return np.append(self._food_active, -1)[idx]
 
     def _move(self, thrust):
         """Thrust, drag, speed limit and the three kinds of collision; returns pos, vel, hit."""
@@ -276,13 +274,13 @@ class SwarmEnv(BatchedEnv):
         if self.knn.shape[1] == 0 or pos.shape[0] < 2:
             return
         have = self.knn >= 0  # [A, k]
-        j = np.where(have, self.knn, 0)
         xy = as_complex(pos)  # [A] x + iy, exact float32 components
-        delta = xy[:, None] - xy[j]  # [A, k]
+        # A -1 (no neighbour) fetches the last agent; `have` masks those pairs out below.
+        delta = xy[:, None] - xy[self.knn]  # [A, k]
         dx, dy = delta.real, delta.imag
         d2 = dx * dx + dy * dy
         touch = have & (d2 < (2 * c.agent_radius) ** 2)
-        rows = np.nonzero(touch.any(axis=1))[0]
+        rows = touch.any(axis=1).nonzero()[0]
         if rows.size == 0:
             return
         touch, dx, dy = touch[rows], dx[rows], dy[rows]
@@ -341,7 +339,7 @@ class SwarmEnv(BatchedEnv):
         rows = np.nonzero(gone.any(axis=1))[0]
         sub_gone = gone[rows]
         d2 = np.where(sub_gone, np.inf, food_d2[rows])
-        order = np.argsort(d2, axis=1, kind="stable")
+        order = d2.argsort(axis=1, kind="stable")
         food_idx = food_idx.copy()
         food_idx[rows] = np.take_along_axis(np.where(sub_gone, -1, food_idx[rows]), order, 1)
         return food_idx

@@ -60,7 +60,7 @@ class Grid:
         self.n = max(1, int(np.ceil(side / cell)))
         self.stride = self.n + 2
         cid = grid_cells(points, cell, side) if cells is None else cells  # [P]
-        order = np.argsort(cid, kind="stable")  # [P]
+        order = cid.argsort(kind="stable")  # [P]
         self.order = order
         # Sorted by cell, x + iy as complex64: one 8-byte gather fetches both coordinates.
         self.pxy = as_complex(points)[order]  # [P]
@@ -69,7 +69,7 @@ class Grid:
         # first[c]: sorted slot where cell c starts (first[G] = P), so the points of cells
         # c .. c + 2 of one row are the slots first[c] .. first[c + 3].
         self.first = np.zeros(self.counts.shape[0] + 1, np.int64)  # [G + 1]
-        np.cumsum(self.counts, out=self.first[1:])
+        self.counts.cumsum(out=self.first[1:])
         self.max_count = int(self.counts.max()) if points.shape[0] else 0
         self.row_offsets = _row_offsets(self.stride)  # [3]
 
@@ -103,8 +103,10 @@ class Grid:
             d2: float32 [Q, k] squared distances, inf where idx is -1.
         """
         nq = q.shape[0]
-        idx = np.full((nq, k), -1, np.int64)
-        d2 = np.full((nq, k), np.inf, np.float32)
+        idx = np.empty((nq, k), np.int64)
+        idx.fill(-1)
+        d2 = np.empty((nq, k), np.float32)
+        d2.fill(np.inf)
         if k == 0 or nq == 0 or self.max_count == 0:
             return idx, d2
         # Candidate pairs as one flat list (no padding to the fullest cell): for every query,
@@ -114,15 +116,16 @@ class Grid:
         row = (qc[:, None] + self.row_offsets).ravel()  # [Q*3] first cell of each row
         lo = self.first[row]  # [Q*3]
         count = self.first[row + 3] - lo  # [Q*3]
-        ends = np.cumsum(count)  # [Q*3]
+        ends = count.cumsum()  # [Q*3]
         total = int(ends[-1])
         if total == 0:
             return idx, d2
         # Slot of pair c = start of its run + its position within the run.
-        slot = np.repeat(lo - (ends - count), count)  # [C]
+        slot = (lo - (ends - count)).repeat(count)  # [C]
         slot += np.arange(total)
-        q_end = ends[2::3]  # [Q] pairs up to and including each query
-        qid = np.repeat(np.arange(nq), np.diff(q_end, prepend=0))  # [C], non-decreasing
+        per_query = ends[2::3].copy()  # [Q] pairs up to and including each query
+        per_query[1:] -= ends[2:-3:3]  # [Q] pairs of each query
+        qid = np.arange(nq).repeat(per_query)  # [C], non-decreasing
         delta = self.pxy[slot] - as_complex(q)[qid]  # [C] complex64, exact float32 dx + i dy
         dx, dy = delta.real, delta.imag
         dist2 = dx * dx + dy * dy  # [C]
@@ -132,17 +135,17 @@ class Grid:
             keep &= slot != own[qid]
         if point_mask is not None:
             keep &= point_mask[self.order][slot]
-        sel = np.flatnonzero(keep)
+        sel = keep.nonzero()[0]
         if sel.shape[0] == 0:
             return idx, d2
         slot, qid, dist2 = slot[sel], qid[sel], dist2[sel]
         # Rank by query, then distance: dist2 / r^2 <= 1 / 1.0001, so qid + that is one
         # float64 key; its stable argsort is fast because pairs are already grouped by query.
         key = qid + dist2 * (1.0 / (radius * radius * 1.0001))
-        order = np.argsort(key, kind="stable")
+        order = key.argsort(kind="stable")
         slot, qid, dist2 = slot[order], qid[order], dist2[order]
         per_query = np.bincount(qid, minlength=nq)
-        rank = np.arange(qid.shape[0]) - (np.cumsum(per_query) - per_query)[qid]
+        rank = np.arange(qid.shape[0]) - (per_query.cumsum() - per_query)[qid]
         top = rank < k
         flat = (qid * k + rank)[top]
         idx.ravel()[flat] = self.order[slot[top]]

@@ -47,7 +47,7 @@ def nearest_obstacle(pos, centres, radii):
     dist = np.sqrt(dx * dx + dy * dy)
     gap = dist - radii  # [Q, O]
     # Flat indices of each row's nearest obstacle, instead of four take_along_axis calls.
-    o = np.argmin(gap, axis=1) + np.arange(0, nq * gap.shape[1], gap.shape[1])  # [Q]
+    o = gap.argmin(axis=1) + np.arange(0, nq * gap.shape[1], gap.shape[1])  # [Q]
     g = gap.ravel()[o]
     scale = g / np.maximum(dist.ravel()[o], 1e-6)
     vec = np.empty((nq, 2), np.float32)
