@@ -348,8 +348,9 @@ class SwarmEnv(BatchedEnv):
         """Removals, spawns, observations, and the new live state."""
         c = self.cfg
         rows_ids = self.ids
-        keep = ~terminated
-        missing = c.n_agents - int(keep.sum())
+        n_rows = rows_ids.shape[0]
+        n_keep = n_rows - int(terminated.sum())
+        missing = c.n_agents - n_keep
         budget = self.max_agent_ids - self.next_id
         n_new = 0
         if missing > 0 and budget > 0 and not truncated.any():
@@ -357,31 +358,31 @@ class SwarmEnv(BatchedEnv):
         new_ids = np.arange(self.next_id, self.next_id + n_new, dtype=np.int64)
         self.next_id += n_new
         new_pos = self._free_positions(n_new)
-        new_vel = np.zeros((n_new, 2), np.float32)
-        new_energy = np.full(n_new, c.energy_init, np.float32)
-        # The world at the end of the tick: survivors then newcomers.
-        n_rows = rows_ids.shape[0]
-        n_keep = n_rows - int(terminated.sum())
-        if n_keep == n_rows and n_new == 0:
-            live_pos, live_vel, live_energy = pos, vel, energy
+        # Queries: every row (final observations for leavers) then newcomers; the world at the
+        # end of the tick is the rows `live` of them: survivors then newcomers.
+        same = n_keep == n_rows and n_new == 0
+        if same:
             q_pos, q_vel, q_energy = pos, vel, energy
             exclude = np.arange(n_rows)
         else:
-            live_pos = np.concatenate([pos[keep], new_pos])
-            live_vel = np.concatenate([vel[keep], new_vel])
-            live_energy = np.concatenate([energy[keep], new_energy])
-            self_row = np.full(n_rows, -1, np.int64)
-            self_row[keep] = np.arange(n_keep)
-            exclude = np.concatenate([self_row, np.arange(n_keep, n_keep + n_new)])
             q_pos = np.concatenate([pos, new_pos])
-            q_vel = np.concatenate([vel, new_vel])
-            q_energy = np.concatenate([energy, new_energy])
+            q_vel = np.concatenate([vel, np.zeros((n_new, 2), np.float32)])
+            q_energy = np.concatenate([energy, np.full(n_new, c.energy_init, np.float32)])
+            live = np.concatenate([(~terminated).nonzero()[0],
+                                   np.arange(n_rows, n_rows + n_new)])  # [A' + J]
+            # Each query skips itself: its row among the live agents, -1 for leavers.
+            exclude = np.full(n_rows + n_new, -1, np.int64)
+            exclude[live] = np.arange(live.shape[0])
         # Cell ids once for the queries; the live agents are a subset of them.
         q_cells = grid_cells(q_pos, c.sense_radius, c.side)  # [A + J]
-        live_cells = q_cells if q_pos is live_pos else np.concatenate(
-            [q_cells[:n_rows][keep], q_cells[n_rows:]])
+        if same:
+            live_pos, live_vel, live_energy, live_cells = q_pos, q_vel, q_energy, q_cells
+        else:
+            live_pos, live_vel, live_energy = q_pos[live], q_vel[live], q_energy[live]
+            live_cells = q_cells[live]
         grid = Grid(live_pos, c.sense_radius, c.side, cells=live_cells)
-        knn, _ = grid.query(q_pos, c.k_agents, c.sense_radius, exclude, q_cells=q_cells)
+        knn, _ = grid.query(q_pos, c.k_agents, c.sense_radius, exclude, q_cells=q_cells,
+                            need_d2=False)
         if n_new:
             # This tick's food grid (active food at its start) minus what was eaten since:
             # the same answer as a fresh grid over the food active now.
@@ -391,12 +392,12 @@ class SwarmEnv(BatchedEnv):
         obs = self._observe(q_pos, q_vel, q_energy, knn, live_pos, live_vel, food_idx)
         self.pos, self.vel, self.energy = live_pos, live_vel, live_energy
         fd = self._query_nearest_food
-        if n_keep == n_rows and n_new == 0:
+        if same:
             self.knn, self._nearest_food = knn, fd
         else:
-            self.ids = np.concatenate([rows_ids[keep], new_ids])
-            self.knn = np.concatenate([knn[:n_rows][keep], knn[n_rows:]])
-            self._nearest_food = np.concatenate([fd[:n_rows][keep], fd[n_rows:]])
+            self.ids = np.concatenate([rows_ids, new_ids])[live]
+            self.knn = knn[live]
+            self._nearest_food = fd[live]
         if truncated.any():
             for f in ("pos", "vel"):
                 setattr(self, f, np.zeros((0, 2), np.float32))

@@ -86,7 +86,8 @@ class Grid:
         return grid_cells(pos, self.cell, self.side)
 
     def query(self, q: np.ndarray, k: int, radius: float, exclude: np.ndarray | None = None,
-              q_cells: np.ndarray | None = None, point_mask: np.ndarray | None = None):
+              q_cells: np.ndarray | None = None, point_mask: np.ndarray | None = None,
+              need_d2: bool = True):
         """The k nearest points within `radius` of each query, nearest first.
 
         Args:
@@ -97,6 +98,7 @@ class Grid:
             q_cells: the queries' `grid_cells` when the caller has them already.
             point_mask: bool [P], points to consider (the same answer as a grid of only those
                 points, in the original point indices).
+            need_d2: False skips the distances (d2 is then None).
 
         Returns:
             idx: int64 [Q, k] point indices, -1 where fewer than k points are in range.
@@ -105,8 +107,10 @@ class Grid:
         nq = q.shape[0]
         idx = np.empty((nq, k), np.int64)
         idx.fill(-1)
-        d2 = np.empty((nq, k), np.float32)
-        d2.fill(np.inf)
+        d2 = None
+        if need_d2:
+            d2 = np.empty((nq, k), np.float32)
+            d2.fill(np.inf)
         if k == 0 or nq == 0 or self.max_count == 0:
             return idx, d2
         # Candidate pairs as one flat list (no padding to the fullest cell): for every query,
@@ -143,13 +147,14 @@ class Grid:
         # float64 key; its stable argsort is fast because pairs are already grouped by query.
         key = qid + dist2 * (1.0 / (radius * radius * 1.0001))
         order = key.argsort(kind="stable")
-        slot, qid, dist2 = slot[order], qid[order], dist2[order]
+        slot, qid = slot[order], qid[order]
         per_query = np.bincount(qid, minlength=nq)
         rank = np.arange(qid.shape[0]) - (per_query.cumsum() - per_query)[qid]
         top = rank < k
         flat = (qid * k + rank)[top]
         idx.ravel()[flat] = self.order[slot[top]]
-        d2.ravel()[flat] = dist2[top]
+        if need_d2:
+            d2.ravel()[flat] = dist2[order][top]
         return idx, d2
 
 
