@@ -60,7 +60,9 @@ class Grid:
         self.n = max(1, int(np.ceil(side / cell)))
         self.stride = self.n + 2
         cid = grid_cells(points, cell, side) if cells is None else cells  # [P]
-        order = cid.argsort(kind="stable")  # [P]
+        # Cell ids fit in 16 bits up to ~60k cells, where numpy's stable sort is a radix sort.
+        key = cid.astype(np.uint16) if self.stride * self.stride <= 1 << 16 else cid
+        order = key.argsort(kind="stable")  # [P]
         self.order = order
         # Sorted by cell, x + iy as complex64: one 8-byte gather fetches both coordinates.
         self.pxy = as_complex(points)[order]  # [P]

@@ -25,3 +25,15 @@ def test_grid_clusters_and_excludes_self():
     ref_idx, _ = knn_reference(pts, pts, 4, 6.0, np.arange(200))
     np.testing.assert_array_equal(idx, ref_idx)
     assert (np.diff(d2, axis=1) >= 0).all()
+
+
+@pytest.mark.parametrize("side", [30.0, 1500.0, 1600.0])
+def test_grid_query_on_both_sides_of_the_16_bit_cell_sort(side):
+    # Up to 2^16 cells the cell ids are sorted as uint16 (a radix sort), above as int64.
+    rng = np.random.default_rng(int(side))
+    pts = np.concatenate([rng.uniform(0, side, (3000, 2)), rng.uniform(0, 20, (300, 2))])
+    pts = pts.astype(np.float32)
+    q = pts[rng.integers(0, len(pts), 400)] + rng.normal(0, 2, (400, 2)).astype(np.float32)
+    idx, _ = Grid(pts, 6.0, side).query(q, 6, 6.0)
+    ref_idx, _ = knn_reference(pts, q, 6, 6.0)
+    np.testing.assert_array_equal(idx, ref_idx)
