@@ -42,5 +42,6 @@ def test_graphed_kernel_engine_matches_reference(preset_name):
             b = ref.imagine(slots[pick], act[t][pick])
         torch.testing.assert_close(a.reward, b.reward, rtol=1e-3, atol=1e-3)
         torch.testing.assert_close(a.cont, b.cont, rtol=1e-3, atol=1e-3)
+    # Row `capacity` is the scratch slot that padded graph rows write to: not an agent's state.
     for k, v in fast.slab.tensors.items():
-        torch.testing.assert_close(v.float(), ref.slab.tensors[k].float(), rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(v[:96].float(), ref.slab.tensors[k][:96].float(), rtol=1e-3, atol=1e-3)
