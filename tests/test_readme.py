@@ -40,3 +40,10 @@ def test_python_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["predicted_obs"].shape == (1, 3)
     assert scope["model"].state_nbytes(scope["state"]) > 0
+
+
+def test_performance_tables_match_recorded_results():
+    from worldssm.bench.report import report
+
+    block = README.split("<!-- bench:begin -->\n")[1].split("<!-- bench:end -->")[0]
+    assert block.strip() == report().strip(), "README performance tables are stale: run python -m worldssm.bench.report"

@@ -1,0 +1,120 @@
+"""Markdown performance tables made from the recorded benchmark JSON in tests/bench/results/.
+
+`python -m worldssm.bench.report` prints the tables that README.md carries between its
+`<!-- bench:begin -->` and `<!-- bench:end -->` markers (a test keeps the two in sync);
+`--write README.md` updates them in place.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[2] / "tests" / "bench" / "results"
+
+
+def _load(pattern: str, results: Path) -> list[tuple[str, dict]]:
+    return [(p.name, json.loads(p.read_text())) for p in sorted(results.glob(pattern))]
+
+
+def _newest(pattern: str, results: Path):
+    files = _load(pattern, results)
+    return files[-1] if files else (None, None)
+
+
+def _fmt(v, nd=1):
+    return "—" if v is None else f"{v:,.{nd}f}"
+
+
+def step_table(name: str, d: dict) -> list[str]:
+    env = d["env"]
+    out = [f"Backbone step, {env['device']} ({name}, git {env['git_sha'][:7]}, torch {env['torch']}, "
+           f"triton {env['triton']}): BASE shape, bf16 weights, fp32 state, median / p99 of CUDA-graph replays.",
+           "", "| B | fused + graph (us) | byte bound (us) | fraction of bound | reference + graph (us) | "
+           "reference, torch.compile + graph (us) | fused vs compile | whole world model, fused (us) |",
+           "|---|---|---|---|---|---|---|---|"]
+    rows = {(r["arm"], r["batch"]): r for r in d["rows"]}
+    for b in sorted({r["batch"] for r in d["rows"]}):
+        f = rows.get(("fused+graph", b), {})
+        g = rows.get(("reference+graph", b), {})
+        c = rows.get(("reference+compile+graph", b), {})
+        w = rows.get(("world_model fused+graph", b), {})
+        out.append(f"| {b:,} | {_fmt(f.get('median_us'))} / {_fmt(f.get('p99_us'))} | {_fmt(f.get('bound_us'))} | "
+                   f"{_fmt(f.get('fraction_of_bound'), 2)} | {_fmt(g.get('median_us'))} | {_fmt(c.get('median_us'))} | "
+                   f"{_fmt(f.get('speedup_vs_compile_graph'), 2)}x | {_fmt(w.get('median_us'))} |")
+    return out
+
+
+def scan_table(name: str, d: dict) -> list[str]:
+    env = d["env"]
+    out = [f"Training scan forward + backward, {env['device']} ({name}, git {env['git_sha'][:7]}):", "",
+           "| path | B | T | median (ms) | p99 (ms) | tokens/s | vs sequential |", "|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        out.append(f"| {r['arm']} | {r['batch']} | {r['T']:,} | {_fmt(r['median_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | "
+                   f"{r['tokens_per_s'] / 1e6:.2f} M | {_fmt(r.get('speedup_vs_sequential'), 1)}x |")
+    return out
+
+
+def env_table(name: str, d: dict) -> list[str]:
+    load = ", ".join(f"{x:.2f}" for x in d.get("load_average", []))
+    out = [f"swarm_v0 env step on one CPU core ({name}, git {d['git_sha'][:7]}, load average {load}):", "",
+           "| agents | observations | median step (ms) | p99 step (ms) | agent-steps/s |", "|---|---|---|---|---|"]
+    for c in d["configs"]:
+        out.append(f"| {c['n_agents']:,} | {c['obs_mode']} {tuple(c['obs_shape'])} | {c['median_step_s'] * 1e3:.3f} | "
+                   f"{c['p99_step_s'] * 1e3:.3f} | {c['agent_steps_per_s']:,.0f} |")
+    return out
+
+
+def tick_table(name: str, d: dict) -> list[str]:
+    load = ", ".join(f"{x:.2f}" for x in d.get("load_avg_before", []))
+    out = [f"Ray tick, 2 EnvActors + 1 EngineActor, DEBUG model, {d.get('cpus')} CPUs ({name}, git "
+           f"{d['git_sha'][:7]}, load average before {load}):", "",
+           "| agents | path | p50 / p99 tick (ms) | env (ms) | engine (ms) | Ray overhead p50 (ms) | agent-steps/s |",
+           "|---|---|---|---|---|---|---|"]
+    for r in d["results"]:
+        for path in ("compiled", "plain"):
+            x = r[path]
+            out.append(f"| {r['agents']:,} | {'Compiled Graph' if path == 'compiled' else 'plain calls'} | "
+                       f"{x['latency_ms']['p50']:.2f} / {x['latency_ms']['p99']:.2f} | {x['env_ms_p50']:.2f} | "
+                       f"{x['engine_ms_p50']:.2f} | {x['overhead_ms']['p50']:.2f} | {x['agent_steps_per_s']:,.0f} |")
+    return out
+
+
+def report(results: Path = RESULTS) -> str:
+    parts: list[list[str]] = []
+    for pattern, table in (("step-nvidia-h200*.json", step_table), ("scan-nvidia-h200*.json", scan_table),
+                           ("env-*.json", env_table), ("tick-*.json", tick_table)):
+        name, d = _newest(pattern, results)
+        if d is not None:
+            parts.append(table(name, d))
+    return "\n\n".join("\n".join(p) for p in parts) + "\n"
+
+
+def write_readme(path: Path) -> None:
+    """Replace the tables between the README's bench markers with the current report."""
+    import re
+
+    text = path.read_text()
+    if "<!-- bench:begin -->" not in text:
+        raise SystemExit(f"{path} has no <!-- bench:begin --> marker")
+    new = re.sub(r"<!-- bench:begin -->\n.*?<!-- bench:end -->",
+                 lambda _: "<!-- bench:begin -->\n" + report() + "<!-- bench:end -->", text, flags=re.S)
+    path.write_text(new)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write", metavar="README", help="update this README's tables instead of printing")
+    args = parser.parse_args(argv)
+    if args.write:
+        write_readme(Path(args.write))
+    else:
+        sys.stdout.write(report())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
