@@ -38,104 +38,130 @@ def _mamba2_step_kernel(
     cb_ptr, dtb_ptr, a_ptr, d_ptr, nw_ptr,
     out_ptr, stride_out,
     eps,
-    H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
+    H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, K: tl.constexpr, HB: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, KB: tl.constexpr, STREAM: tl.constexpr,
+    SYNC: tl.constexpr,
 ):
+    # One program per (agent, group of HB heads): G = H // HB programs per agent row.
+    G: tl.constexpr = H // HB
     pid = tl.program_id(0)
-    b = pid // H
-    h = pid % H
+    b = pid // G
+    grp = pid % G
     b64 = b.to(tl.int64)
     slot = tl.load(slots_ptr + b64 * stride_slot).to(tl.int64)
     # A reset row's old state is masked out of every load, so it is never read.
     # (a [1] tensor rather than a scalar: the interpreter rejects scalar-and-tensor masks)
     keep = tl.load(reset_ptr + b64 * stride_reset + tl.zeros([1], tl.int32)) == 0
     keep2 = keep[:, None]  # [1, 1]
+    keep3 = keep[:, None, None]  # [1, 1, 1]
 
+    heads = grp * HB + tl.arange(0, HB)  # [HB] this program's heads
     offs_p = tl.arange(0, BLOCK_P)
     offs_n = tl.arange(0, BLOCK_N)
     mp = offs_p < P
     mn = offs_n < N
     HP: tl.constexpr = H * P
-    cx = h * P + offs_p  # this head's x channels
+    cx = heads[:, None] * P + offs_p[None, :]  # [HB, BLOCK_P] this program's x (and z) channels
+    mx = mp[None, :] & (heads[:, None] < H)  # [HB, BLOCK_P]
     cbb = HP + offs_n  # B channels (shared by all heads)
     ccc = HP + N + offs_n  # C channels
     zx_row = zx_ptr + b64 * stride_zx
     conv_row = conv_ptr + slot * stride_cs
 
     # ---- loads: everything this program reads, before any store -------------------------------
-    x_new = tl.load(zx_row + HP + cx, mask=mp, other=0.0).to(tl.float32)  # [P]
-    b_new = tl.load(zx_row + HP + cbb, mask=mn, other=0.0).to(tl.float32)  # [N]
-    c_new = tl.load(zx_row + HP + ccc, mask=mn, other=0.0).to(tl.float32)  # [N]
-    z = tl.load(zx_row + h * P + offs_p, mask=mp, other=0.0).to(tl.float32)  # [P]
-    dt = tl.load(zx_row + 2 * HP + 2 * N + h).to(tl.float32)
-    s_ptrs = ssm_ptr + slot * stride_ss + h * stride_sh + offs_p[:, None] * stride_sp + offs_n[None, :]
-    s_mask = mp[:, None] & mn[None, :]
+    s_ptrs = (ssm_ptr + slot * stride_ss + heads[:, None, None] * stride_sh
+              + offs_p[None, :, None] * stride_sp + offs_n[None, None, :])
+    s_mask = mp[None, :, None] & mn[None, None, :]
     # STREAM: the state is touched once per step; evict it first so L2 keeps the shared rows.
     if STREAM:
-        state = tl.load(s_ptrs, mask=s_mask & keep2, other=0.0, eviction_policy="evict_first")
+        state = tl.load(s_ptrs, mask=s_mask & keep3, other=0.0, eviction_policy="evict_first")
     else:
-        state = tl.load(s_ptrs, mask=s_mask & keep2, other=0.0)
-    state = state.to(tl.float32)  # [P, N]
+        state = tl.load(s_ptrs, mask=s_mask & keep3, other=0.0)
+    x_new = tl.load(zx_row + HP + cx, mask=mx, other=0.0).to(tl.float32)  # [HB, P]
+    z = tl.load(zx_row + cx, mask=mx, other=0.0).to(tl.float32)  # [HB, P]
+    dt = tl.load(zx_row + 2 * HP + 2 * N + heads).to(tl.float32)  # [HB]
+    b_new = tl.load(zx_row + HP + cbb, mask=mn, other=0.0).to(tl.float32)  # [N]
+    c_new = tl.load(zx_row + HP + ccc, mask=mn, other=0.0).to(tl.float32)  # [N]
 
-    # Conv windows as [KB, C] tiles: row k < K-1 is old conv row k, row K-1 the new input.
-    # `shift_*` is the conv state after this step (old rows 1..K-2, then the new input),
-    # loaded now so that no load follows a store below.
-    offs_k = tl.arange(0, KB)[:, None]
-    old_k = (offs_k < K - 1) & keep2
-    sft_k = (offs_k + 1 < K - 1) & keep2
-    win_x = tl.load(conv_row + offs_k * stride_ck + cx[None, :], mask=old_k & mp[None, :], other=0.0)
-    win_b = tl.load(conv_row + offs_k * stride_ck + cbb[None, :], mask=old_k & mn[None, :], other=0.0)
-    win_c = tl.load(conv_row + offs_k * stride_ck + ccc[None, :], mask=old_k & mn[None, :], other=0.0)
-    sft_x = tl.load(conv_row + (offs_k + 1) * stride_ck + cx[None, :], mask=sft_k & mp[None, :], other=0.0)
-    sft_b = tl.load(conv_row + (offs_k + 1) * stride_ck + cbb[None, :], mask=sft_k & mn[None, :], other=0.0)
-    sft_c = tl.load(conv_row + (offs_k + 1) * stride_ck + ccc[None, :], mask=sft_k & mn[None, :], other=0.0)
-    win_x = tl.where(offs_k == K - 1, x_new[None, :], win_x.to(tl.float32))  # [KB, P]
-    win_b = tl.where(offs_k == K - 1, b_new[None, :], win_b.to(tl.float32))  # [KB, N]
-    win_c = tl.where(offs_k == K - 1, c_new[None, :], win_c.to(tl.float32))  # [KB, N]
-    sft_x = tl.where(offs_k == K - 2, x_new[None, :], sft_x.to(tl.float32))
-    sft_b = tl.where(offs_k == K - 2, b_new[None, :], sft_b.to(tl.float32))
-    sft_c = tl.where(offs_k == K - 2, c_new[None, :], sft_c.to(tl.float32))
-    tap_k = offs_k < K
-    w_x = tl.load(cw_ptr + cx[None, :] * stride_cwc + offs_k * stride_cwk, mask=tap_k & mp[None, :], other=0.0)
-    w_b = tl.load(cw_ptr + cbb[None, :] * stride_cwc + offs_k * stride_cwk, mask=tap_k & mn[None, :], other=0.0)
-    w_c = tl.load(cw_ptr + ccc[None, :] * stride_cwc + offs_k * stride_cwk, mask=tap_k & mn[None, :], other=0.0)
-    acc_x = tl.sum(win_x * w_x.to(tl.float32), axis=0) + tl.load(cb_ptr + cx, mask=mp, other=0.0).to(tl.float32)
-    acc_b = tl.sum(win_b * w_b.to(tl.float32), axis=0) + tl.load(cb_ptr + cbb, mask=mn, other=0.0).to(tl.float32)
-    acc_c = tl.sum(win_c * w_c.to(tl.float32), axis=0) + tl.load(cb_ptr + ccc, mask=mn, other=0.0).to(tl.float32)
+    # Conv windows: row k < K-1 is old conv row k, row K-1 the new input. `sft_*` is the conv
+    # state after this step (old rows 1..K-2, then the new input), loaded now so that no load
+    # follows a store below. x channels as [KB, HB, P] tiles, B and C as [KB, N].
+    k3 = tl.arange(0, KB)[:, None, None]
+    k2 = tl.arange(0, KB)[:, None]
+    win_x = tl.load(conv_row + k3 * stride_ck + cx[None, :, :], mask=(k3 < K - 1) & keep3 & mx[None, :, :], other=0.0)
+    sft_x = tl.load(conv_row + (k3 + 1) * stride_ck + cx[None, :, :], mask=(k3 + 1 < K - 1) & keep3 & mx[None, :, :],
+                    other=0.0)
+    old_k = (k2 < K - 1) & keep2
+    sft_k = (k2 + 1 < K - 1) & keep2
+    win_b = tl.load(conv_row + k2 * stride_ck + cbb[None, :], mask=old_k & mn[None, :], other=0.0)
+    win_c = tl.load(conv_row + k2 * stride_ck + ccc[None, :], mask=old_k & mn[None, :], other=0.0)
+    sft_b = tl.load(conv_row + (k2 + 1) * stride_ck + cbb[None, :], mask=sft_k & mn[None, :], other=0.0)
+    sft_c = tl.load(conv_row + (k2 + 1) * stride_ck + ccc[None, :], mask=sft_k & mn[None, :], other=0.0)
+    w_x = tl.load(cw_ptr + cx[None, :, :] * stride_cwc + k3 * stride_cwk, mask=(k3 < K) & mx[None, :, :], other=0.0)
+    w_b = tl.load(cw_ptr + cbb[None, :] * stride_cwc + k2 * stride_cwk, mask=(k2 < K) & mn[None, :], other=0.0)
+    w_c = tl.load(cw_ptr + ccc[None, :] * stride_cwc + k2 * stride_cwk, mask=(k2 < K) & mn[None, :], other=0.0)
+    bias_x = tl.load(cb_ptr + cx, mask=mx, other=0.0).to(tl.float32)
+    bias_b = tl.load(cb_ptr + cbb, mask=mn, other=0.0).to(tl.float32)
+    bias_c = tl.load(cb_ptr + ccc, mask=mn, other=0.0).to(tl.float32)
+    dtb = tl.load(dtb_ptr + heads).to(tl.float32)
+    a_h = tl.load(a_ptr + heads).to(tl.float32)
+    d_h = tl.load(d_ptr + heads).to(tl.float32)
+    nw = tl.load(nw_ptr + cx, mask=mx, other=0.0).to(tl.float32)
+
+    win_x = tl.where(k3 == K - 1, x_new[None, :, :], win_x.to(tl.float32))  # [KB, HB, P]
+    win_b = tl.where(k2 == K - 1, b_new[None, :], win_b.to(tl.float32))  # [KB, N]
+    win_c = tl.where(k2 == K - 1, c_new[None, :], win_c.to(tl.float32))  # [KB, N]
+    sft_x = tl.where(k3 == K - 2, x_new[None, :, :], sft_x.to(tl.float32))
+    sft_b = tl.where(k2 == K - 2, b_new[None, :], sft_b.to(tl.float32))
+    sft_c = tl.where(k2 == K - 2, c_new[None, :], sft_c.to(tl.float32))
 
     # ---- maths, all fp32 ----------------------------------------------------------------------
-    xs = _silu(acc_x)  # [P]
-    bs = _silu(acc_b)  # [N]
-    cs = _silu(acc_c)  # [N]
-    dt = _softplus(dt + tl.load(dtb_ptr + h).to(tl.float32))
-    decay = tl.exp(dt * tl.load(a_ptr + h).to(tl.float32))
-    state = state * decay + (dt * xs)[:, None] * bs[None, :]  # [P, N]
-    y = tl.sum(state * cs[None, :], axis=1) + tl.load(d_ptr + h).to(tl.float32) * xs  # [P]
-    g = tl.where(mp, y * _silu(z), 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=0) / P + eps)
-    out = g * rstd * tl.load(nw_ptr + cx, mask=mp, other=0.0).to(tl.float32)
+    xs = _silu(tl.sum(win_x * w_x.to(tl.float32), axis=0) + bias_x)  # [HB, P]
+    bs = _silu(tl.sum(win_b * w_b.to(tl.float32), axis=0) + bias_b)  # [N]
+    cs = _silu(tl.sum(win_c * w_c.to(tl.float32), axis=0) + bias_c)  # [N]
+    dt = _softplus(dt + dtb)  # [HB]
+    decay = tl.exp(dt * a_h)  # [HB]
+    state = state.to(tl.float32) * decay[:, None, None] + (dt[:, None] * xs)[:, :, None] * bs[None, None, :]
+    y = tl.sum(state * cs[None, None, :], axis=2) + d_h[:, None] * xs  # [HB, P]
+    g = tl.where(mx, y * _silu(z), 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=1) / P + eps)  # [HB]
+    out = g * rstd[:, None] * nw
 
-    # Replicated 1-D layouts mean another thread of this program may still be reading a conv
+    # Replicated layouts mean another thread of this program may still be reading a conv
     # row that this thread is about to overwrite: finish all loads first.
     tl.debug_barrier()
+
+    # The B/C conv rows are read by all G programs of this agent: only the last one to finish
+    # its reads shifts them (a per-row arrival counter; it is left at 0 for the next launch).
+    # The counter is bumped before this program's own stores, so its release waits on no store.
+    if G > 1:
+        if SYNC == 1:
+            arrived = tl.atomic_add(count_ptr + b, 1, sem="acq_rel")
+        elif SYNC == 2:
+            arrived = tl.atomic_add(count_ptr + b, 1, sem="relaxed")
 
     # ---- stores -------------------------------------------------------------------------------
     if STREAM:
         tl.store(s_ptrs, state.to(ssm_ptr.dtype.element_ty), mask=s_mask, eviction_policy="evict_first")
     else:
         tl.store(s_ptrs, state.to(ssm_ptr.dtype.element_ty), mask=s_mask)
-    tl.store(out_ptr + b64 * stride_out + cx, out.to(out_ptr.dtype.element_ty), mask=mp)
-    st_k = offs_k < K - 1
-    tl.store(conv_row + offs_k * stride_ck + cx[None, :], sft_x.to(conv_ptr.dtype.element_ty), mask=st_k & mp[None, :])
+    tl.store(out_ptr + b64 * stride_out + cx, out.to(out_ptr.dtype.element_ty), mask=mx)
+    tl.store(conv_row + k3 * stride_ck + cx[None, :, :], sft_x.to(conv_ptr.dtype.element_ty),
+             mask=(k3 < K - 1) & mx[None, :, :])
 
-    # The B/C conv rows are read by all H programs of this agent: only the last one to finish
-    # its reads shifts them (a per-row arrival counter; it is left at 0 for the next launch).
-    if H == 1:
-        _store_bc_rows(conv_row, stride_ck, offs_k, cbb, ccc, mn, sft_b, sft_c, K)
-    else:
+    if G == 1:
+        _store_bc_rows(conv_row, stride_ck, k2, cbb, ccc, mn, sft_b, sft_c, K)
+    elif SYNC == 0:
         arrived = tl.atomic_add(count_ptr + b, 1, sem="acq_rel")
-        if arrived == H - 1:
-            _store_bc_rows(conv_row, stride_ck, offs_k, cbb, ccc, mn, sft_b, sft_c, K)
+        if arrived == G - 1:
+            _store_bc_rows(conv_row, stride_ck, k2, cbb, ccc, mn, sft_b, sft_c, K)
+            tl.atomic_xchg(count_ptr + b, 0, sem="relaxed")
+    elif SYNC == 3:  # timing only: no counter, so racy (the B/C shift may land before a sibling reads)
+        if grp == 0:
+            _store_bc_rows(conv_row, stride_ck, k2, cbb, ccc, mn, sft_b, sft_c, K)
+    else:
+        if arrived == G - 1:
+            _store_bc_rows(conv_row, stride_ck, k2, cbb, ccc, mn, sft_b, sft_c, K)
             tl.atomic_xchg(count_ptr + b, 0, sem="relaxed")
 
 
@@ -151,9 +177,27 @@ def _alloc(*shape, dtype, device) -> torch.Tensor:
     return torch.empty(*shape, dtype=dtype, device=device)
 
 
-# Launch knobs; None picks the default. Set only by tuning scripts (bench step's kernel rows).
+# Launch knobs; None picks the default. Set only by tuning scripts (bench step's kernel rows,
+# kernels/step/tune.py) and tests. HEADS_PER_PROGRAM must divide n_heads (a power of two).
+# SYNC_MODE orders the shared B/C conv-row shift: 1 = acq_rel counter bump before this program's
+# stores (default), 0 = after them (waits for the stores), 2 = relaxed bump before them, 3 = no
+# counter at all (racy: timing only, never for results).
 NUM_WARPS: int | None = None
 STREAM_STATE: bool | None = None
+HEADS_PER_PROGRAM: int | None = None
+SYNC_MODE: int | None = None
+LAST_KERNEL = None  # the last compiled kernel launched (registers, spills: tune.py reads them)
+
+
+def _heads_per_program(h: int, p: int, n: int, state_bytes: int) -> int:
+    """Default heads per program: the largest power of two dividing H with the tile <= MAX_TILE_BYTES."""
+    hb = 1
+    while h % (2 * hb) == 0 and 2 * hb * p * n * state_bytes <= MAX_TILE_BYTES:
+        hb *= 2
+    return hb
+
+
+MAX_TILE_BYTES = 16384
 
 # Per-row arrival counters, one buffer per device, kept at zero between launches. Old buffers are
 # kept alive: a CUDA graph captured with one of them must never see its memory reused.
@@ -227,9 +271,13 @@ def mamba2_step_triton(
     reset_u8 = reset.view(torch.uint8) if reset.dtype == torch.bool else reset
     block_p = triton.next_power_of_2(p)
     block_n = triton.next_power_of_2(n)
-    # Warps sized to the [P, N] state tile: 4 warps hold a 64 x 64 fp32 tile in 32 registers each.
-    num_warps = NUM_WARPS or max(1, min(8, block_p * block_n // 1024))
-    _mamba2_step_kernel[(b * h,)](
+    hb = HEADS_PER_PROGRAM or _heads_per_program(h, block_p, block_n, ssm_state.element_size())
+    if h % hb or hb & (hb - 1):
+        raise ValueError(f"heads per program must be a power of two dividing n_heads={h}, got {hb}")
+    # Warps sized to the [HB, P, N] fp32 tile: 32 fp32 registers per thread for the state.
+    num_warps = NUM_WARPS or max(1, min(16, hb * block_p * block_n // 1024))
+    global LAST_KERNEL
+    LAST_KERNEL = _mamba2_step_kernel[(b * (h // hb),)](
         zxbcdt, zxbcdt.stride(0),
         conv_state, conv_state.stride(0), conv_state.stride(1),
         ssm_state, ssm_state.stride(0), ssm_state.stride(1), ssm_state.stride(2),
@@ -238,9 +286,10 @@ def mamba2_step_triton(
         conv_bias, dt_bias, A, D, norm_weight,
         out, out.stride(0),
         float(eps),
-        H=h, P=p, N=n, K=k,
+        H=h, P=p, N=n, K=k, HB=hb,
         BLOCK_P=block_p, BLOCK_N=block_n, KB=triton.next_power_of_2(k),
         STREAM=bool(STREAM_STATE) if STREAM_STATE is not None else False,
+        SYNC=1 if SYNC_MODE is None else int(SYNC_MODE),
         num_warps=num_warps,
     )
     return out

@@ -79,6 +79,25 @@ def test_step_matches_reference_and_leaves_other_slots_alone(h, p, n, k):
     assert torch.equal(ssm[others], before[1][others]), "a slot outside `slots` changed"
 
 
+@pytest.mark.parametrize("hb,sync", [(1, 1), (2, 0), (2, 1), (2, 2), (4, 1)])
+def test_heads_per_program_and_counter_modes(monkeypatch, hb, sync):
+    """Several heads per program, and each race-free ordering of the shared B/C conv-row shift."""
+    import worldssm.kernels.step.triton as st
+
+    monkeypatch.setattr(st, "HEADS_PER_PROGRAM", hb)
+    monkeypatch.setattr(st, "SYNC_MODE", sync)
+    h, p, n, k, b, s = 4, 8, 5, 4, 5, 8
+    zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s, seed=12)
+    conv_ref, ssm_ref = conv.double(), ssm.double()
+    y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
+    y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
+    close(y, y_ref, torch.float32, "y")
+    close(conv, conv_ref, torch.float32, "conv state")
+    close(ssm, ssm_ref, torch.float32, "ssm state")
+    # the counters are left at zero for the next launch
+    assert int(st._counters(zx.device, b)[:b].abs().sum()) == 0
+
+
 def test_reset_zeroes_without_reading():
     zx, conv, ssm, slots, reset, kw = make(3, 5, 4, 4, 3, 5, seed=1)
     reset = torch.tensor([True, False, True], device=DEV)
@@ -186,9 +205,13 @@ def test_bad_shapes_are_errors():
 
 @pytest.mark.gpu
 @gpu
+@pytest.mark.parametrize("hb", [None, 1, 2, 8])
 @pytest.mark.parametrize("ssm_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gpu_base_shape(dtype, ssm_dtype):
+def test_gpu_base_shape(monkeypatch, dtype, ssm_dtype, hb):
+    import worldssm.kernels.step.triton as st
+
+    monkeypatch.setattr(st, "HEADS_PER_PROGRAM", hb)
     h, p, n, k, b, s = 8, 64, 64, 4, 1024, 1500
     zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s, seed=7, dtype=dtype, ssm_dtype=ssm_dtype)
     # float64 arithmetic, same storage dtypes (a bf16 slab stores the float64 result rounded)
