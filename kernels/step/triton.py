@@ -139,6 +139,8 @@ def _mamba2_step_kernel(
             arrived = tl.atomic_add(count_ptr + b, 1, sem="acq_rel")
         elif SYNC == 2:
             arrived = tl.atomic_add(count_ptr + b, 1, sem="relaxed")
+        elif SYNC == 4:
+            arrived = tl.atomic_add(count_ptr + b, 1, sem="release")
 
     # ---- stores -------------------------------------------------------------------------------
     if STREAM:
@@ -158,6 +160,11 @@ def _mamba2_step_kernel(
             tl.atomic_xchg(count_ptr + b, 0, sem="relaxed")
     elif SYNC == 3:  # timing only: no counter, so racy (the B/C shift may land before a sibling reads)
         if grp == 0:
+            _store_bc_rows(conv_row, stride_ck, k2, cbb, ccc, mn, sft_b, sft_c, K)
+    elif SYNC == 4:
+        # release bumps, then the last program acquires (an RMW chain from every sibling's release)
+        if arrived == G - 1:
+            tl.atomic_xchg(count_ptr + b, 0, sem="acquire")
             _store_bc_rows(conv_row, stride_ck, k2, cbb, ccc, mn, sft_b, sft_c, K)
     else:
         if arrived == G - 1:
@@ -186,6 +193,7 @@ NUM_WARPS: int | None = None
 STREAM_STATE: bool | None = None
 HEADS_PER_PROGRAM: int | None = None
 SYNC_MODE: int | None = None
+MAX_REGS: int | None = None  # ptxas .maxnreg per thread (occupancy)
 LAST_KERNEL = None  # the last compiled kernel launched (registers, spills: tune.py reads them)
 
 
@@ -291,5 +299,6 @@ def mamba2_step_triton(
         STREAM=bool(STREAM_STATE) if STREAM_STATE is not None else False,
         SYNC=1 if SYNC_MODE is None else int(SYNC_MODE),
         num_warps=num_warps,
+        **({"maxnreg": MAX_REGS} if MAX_REGS else {}),
     )
     return out

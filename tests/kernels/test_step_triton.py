@@ -79,7 +79,7 @@ def test_step_matches_reference_and_leaves_other_slots_alone(h, p, n, k):
     assert torch.equal(ssm[others], before[1][others]), "a slot outside `slots` changed"
 
 
-@pytest.mark.parametrize("hb,sync", [(1, 1), (2, 0), (2, 1), (2, 2), (4, 1)])
+@pytest.mark.parametrize("hb,sync", [(1, 1), (2, 0), (2, 1), (2, 2), (2, 4), (1, 4), (4, 1)])
 def test_heads_per_program_and_counter_modes(monkeypatch, hb, sync):
     """Several heads per program, and each race-free ordering of the shared B/C conv-row shift."""
     import worldssm.kernels.step.triton as st
