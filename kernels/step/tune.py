@@ -31,19 +31,32 @@ H, P, N, K = 8, 64, 64, 4
 CD = H * P + 2 * N
 F32, BF16 = torch.float32, torch.bfloat16
 
-# (state dtype, heads per program, warps, sync mode, stream, maxnreg). Round 1 (H200, 2026-11-24):
-# hb=1 w=4 best for fp32 (sync 0/1 ~1357 us, relaxed 1290, no counter 1227); more heads per
-# program or more warps were slower; bf16 best hb=4 w=4 (810 us). Round 2: registers (occupancy).
+# (state dtype, knobs of worldssm.kernels.step.triton). Round 1 (H200, 2026-11-24): hb=1 w=4
+# best for fp32 (sync 0/1 ~1357 us, relaxed 1290, no counter 1227); more heads per program or
+# more warps slower; bf16 best hb=4 w=4 (810 us). Round 2: maxnreg only spills (slower); sync 4
+# (release + acquire) = sync 1. Round 3: one program per row walking its heads (no counter).
+HEAD = dict(ROW_KERNEL_MIN_ROWS=1 << 62)
 VARIANTS = [
-    (F32, 1, 4, 1, False, None), (F32, 1, 4, 2, False, None), (F32, 1, 4, 4, False, None),
-    (F32, 1, 4, 4, False, 96), (F32, 1, 4, 4, False, 80), (F32, 1, 4, 4, False, 64),
-    (F32, 1, 4, 2, False, 80), (F32, 1, 4, 3, False, 80), (F32, 1, 4, 3, False, 64),
-    (F32, 2, 8, 4, False, 80), (F32, 1, 8, 4, False, 48),
-    (BF16, 1, 4, 4, False, None), (BF16, 1, 4, 4, False, 80), (BF16, 1, 4, 4, False, 64),
-    (BF16, 1, 4, 4, False, 48), (BF16, 2, 4, 4, False, None), (BF16, 2, 4, 4, False, 96),
-    (BF16, 2, 4, 4, False, 72), (BF16, 4, 4, 4, False, 128), (BF16, 4, 4, 4, False, 96),
-    (BF16, 4, 8, 4, False, 64),
+    (F32, dict(HEAD, HEADS_PER_PROGRAM=1, NUM_WARPS=4, SYNC_MODE=1)),
+    (F32, dict(HEAD, HEADS_PER_PROGRAM=1, NUM_WARPS=4, SYNC_MODE=3)),
+    (F32, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=1, ROW_WARPS=4)),
+    (F32, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=2, ROW_WARPS=4)),
+    (F32, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=3, ROW_WARPS=4)),
+    (F32, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=1, ROW_WARPS=8)),
+    (F32, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=2, ROW_WARPS=8)),
+    (F32, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=2, ROW_WARPS=4, STREAM_STATE=True)),
+    (BF16, dict(HEAD, HEADS_PER_PROGRAM=2, NUM_WARPS=4, SYNC_MODE=1)),
+    (BF16, dict(HEAD, HEADS_PER_PROGRAM=4, NUM_WARPS=4, SYNC_MODE=1)),
+    (BF16, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=1, ROW_WARPS=4)),
+    (BF16, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=2, ROW_WARPS=4)),
+    (BF16, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=3, ROW_WARPS=4)),
+    (BF16, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=2, ROW_WARPS=8)),
+    (BF16, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=3, ROW_WARPS=8)),
 ]
+KNOBS = ("NUM_WARPS", "STREAM_STATE", "HEADS_PER_PROGRAM", "SYNC_MODE", "MAX_REGS", "ROW_KERNEL_MIN_ROWS",
+         "ROW_PREFETCH", "ROW_WARPS")
+SHORT = dict(NUM_WARPS="w", STREAM_STATE="stream", HEADS_PER_PROGRAM="hb", SYNC_MODE="sync", MAX_REGS="maxr",
+             ROW_PREFETCH="pf", ROW_WARPS="w")
 
 
 def params(gen):
@@ -157,10 +170,10 @@ def main(argv=None):
     torch.cuda.empty_cache()
     print(f"{torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__} "
           f"copy {copy / 1e12:.2f} TB/s", flush=True)
-    batches = (16384,) if a.quick else (16384, 1024)
+    batches = (16384,) if a.quick else (16384, 1024, 256, 64)
     rows = []
     for sdt in (F32, BF16):
-        for b in batches:
+        for b in batches[:2]:
             us, bw = ssu_ceiling(b, sdt)
             rows.append(dict(name=f"appendixA-ssu {str(sdt)[6:]}", batch=b, us=us, TBps=bw / 1e12, frac=bw / copy))
     old = load_old()
@@ -171,11 +184,13 @@ def main(argv=None):
         if v is None:
             fn, sync, label = old, 0, f"old {str(sdt)[6:]}"
         else:
-            _, hb, w, sync, stream, mr = v
-            st.HEADS_PER_PROGRAM, st.NUM_WARPS, st.SYNC_MODE, st.STREAM_STATE = hb, w, sync, stream
-            st.MAX_REGS = mr
+            knobs = v[1]
+            for key, val in knobs.items():
+                setattr(st, key, val)
+            sync = knobs.get("SYNC_MODE", 1)
             fn = st.mamba2_step_triton
-            label = f"{str(sdt)[6:]} hb={hb} w={w} sync={sync} maxr={mr}{' stream' if stream else ''}"
+            kind = "row" if knobs.get("ROW_KERNEL_MIN_ROWS") == 1 else "head"
+            label = f"{str(sdt)[6:]} {kind} " + " ".join(f"{SHORT[k]}={x}" for k, x in knobs.items() if k in SHORT)
         try:
             ok, errs = check(fn, sdt, sync, seed=5)
             if v is not None and st.LAST_KERNEL is not None:
@@ -189,9 +204,10 @@ def main(argv=None):
         except Exception as exc:  # noqa: BLE001
             rows.append(dict(name=label, batch=0, us=float("nan"), TBps=0, frac=0, ok=False,
                              errs=f"{type(exc).__name__}: {exc}"[:300], regs=""))
-            print(rows[-1], flush=True)
+            print("ERROR", label, f"{type(exc).__name__}: {exc}"[:1500], flush=True)
         finally:
-            st.HEADS_PER_PROGRAM = st.NUM_WARPS = st.SYNC_MODE = st.STREAM_STATE = st.MAX_REGS = None
+            for key in KNOBS:
+                setattr(st, key, None)
         torch.cuda.empty_cache()
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "tune.json").write_text(json.dumps(dict(copy_Bps=copy, rows=rows), indent=1, default=str))
