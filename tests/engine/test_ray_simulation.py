@@ -142,3 +142,25 @@ def test_simulate_command_on_ray_dream_mode(ray_session, pendulum_run, tmp_path)
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["ticks"] == 15 and s["agents_live"] == 8 and s["recoveries"] == 0
     assert all(a["kind"] == "dream" for a in s["agents"].values())
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")
+def test_compiled_graph_pins_its_threads_and_restores_the_driver(ray_session, src):
+    """Pinning: EnvActors first, then the EngineActor, then the driver's thread while it waits;
+    the driver's own affinity is back after each tick; pin_cpus=False pins nothing."""
+    before = os.sched_getaffinity(0)
+    cores = sorted(before)
+    with Simulation(cfg(mode="real", agents=8, engine_actors=1), src) as sim:
+        assert sim._exec.cpus == [cores[k % len(cores)] for k in range(4)]
+        results = [sim.tick() for _ in range(3)]
+        assert os.sched_getaffinity(0) == before
+        assert all(len(r.hop_ms) == 3 and min(r.hop_ms) >= 0 for r in results)
+        assert all(sum(r.hop_ms) <= r.latency_ms for r in results)
+        pinned = snapshots(sim)
+    with Simulation(cfg(mode="real", agents=8, engine_actors=1, pin_cpus=False), src) as sim:
+        assert sim._exec.cpus == [] and sim._exec.driver_cpu is None
+        for _ in range(3):
+            sim.tick()
+        free = snapshots(sim)
+    for k in pinned[0]["state"]:
+        assert np.array_equal(pinned[0]["state"][k], free[0]["state"][k])

@@ -9,7 +9,12 @@ policy + env step + packing; `engine_ms`: the EngineActor's unpacking + model + 
 (transport, scheduling, and the driver's own packing of controls and reading of results):
 `overhead_ms = latency_ms - env_ms - engine_ms`, reported as the median of per-tick values, and
 split into `driver_ms` (the driver's own validation, packing and reading) and the rest
-(`transport_ms`: Ray moving the messages and waking the actors).
+(`transport_ms`: Ray moving the messages and waking the actors). `hop_ms_p50` splits the tick's
+wall time by the three hops of the graph, from timestamps taken in each process (one host, one
+monotonic clock): driver -> last EnvActor starting its step, last EnvActor done -> EngineActor
+starting (including the EnvActor's final msgpack packing of its payload), EngineActor done ->
+driver holding the result. The Compiled Graph runs with its threads pinned to cores
+(`SimConfig.pin_cpus`, see `engine.simulation._CompiledExecutor`); `pinned_cpus` records where.
 
 Before timing, a correctness check runs: both executors must leave bit-identical engine states
 after the same ticks; the benchmark refuses to report otherwise. Imports ray only inside `run`.
@@ -68,6 +73,8 @@ def correctness_check(source) -> None:
 def _measure(sim, warmup: int, ticks: int) -> dict:
     import numpy as np
 
+    cpus = list(getattr(sim._exec, "cpus", []) or [])
+
     for _ in range(warmup):
         sim.tick()
     rows = [sim.tick() for _ in range(ticks)]
@@ -79,6 +86,7 @@ def _measure(sim, warmup: int, ticks: int) -> dict:
     model = np.array([r.model_ms for r in rows])
     driver = np.array([r.driver_ms for r in rows])
     over = lat - env - eng
+    hops = np.array([r.hop_ms for r in rows])  # [ticks, 3]
     agents = np.array([r.agents for r in rows])
     return {
         "ticks": ticks, "agents_mean": float(agents.mean()),
@@ -88,7 +96,10 @@ def _measure(sim, warmup: int, ticks: int) -> dict:
         "overhead_ms": {"p50": float(np.percentile(over, 50)), "p99": float(np.percentile(over, 99))},
         "driver_ms_p50": float(np.median(driver)),
         "transport_ms_p50": float(np.median(over - driver)),
+        "hop_ms_p50": {k: float(np.median(hops[:, i])) for i, k in enumerate(
+            ("driver_to_env", "env_to_engine", "engine_to_driver"))},
         "agent_steps_per_s": float(agents.sum() / (lat.sum() / 1e3)),
+        "pinned_cpus": {"env_actors": cpus[:-2], "engine_actor": cpus[-2:-1], "driver": cpus[-1:]} if cpus else None,
     }
 
 
@@ -137,7 +148,8 @@ def _line(row: dict) -> str:
     c, p = row["compiled"], row["plain"]
     return (f"{row['agents']:>5} agents | compiled p50 {c['latency_ms']['p50']:.2f} ms p99 {c['latency_ms']['p99']:.2f} "
             f"(env {c['env_ms_p50']:.2f}, engine {c['engine_ms_p50']:.2f}, overhead {c['overhead_ms']['p50']:.2f} "
-            f"= driver {c['driver_ms_p50']:.2f} + transport {c['transport_ms_p50']:.2f}) | "
+            f"= driver {c['driver_ms_p50']:.2f} + transport {c['transport_ms_p50']:.2f}; hops "
+            f"{'/'.join(f'{v:.2f}' for v in c['hop_ms_p50'].values())}) | "
             f"plain p50 {p['latency_ms']['p50']:.2f} ms p99 {p['latency_ms']['p99']:.2f} "
             f"(overhead {p['overhead_ms']['p50']:.2f}) | x{row['speedup_compiled_vs_plain']:.2f}")
 

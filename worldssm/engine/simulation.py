@@ -34,7 +34,7 @@ import numpy as np
 
 from worldssm import codec
 from worldssm.engine.workers import (
-    DREAM_OWNER, OWNER_SHIFT, EngineShell, EnvShell, TickRejected, check_overrides, owner_of,
+    DREAM_OWNER, OWNER_SHIFT, EngineShell, EnvShell, TickRejected, check_overrides, owner_of, pin_thread,
 )
 from worldssm.errors import WorldssmError, require
 
@@ -66,6 +66,7 @@ class SimConfig:
     slot_headroom: float = 1.25  # engine slots per env agent slot (agents joining mid-step)
     actor_cpus: float = 0.0  # CPUs each actor reserves (raise on a cluster to spread actors)
     torch_threads: int = 1  # torch threads per EngineActor on CPU
+    pin_cpus: bool = True  # compiled, one-node Ray: pin the graph's threads to cores (see _CompiledExecutor)
     timeout_s: float = 60.0  # seconds to wait for one tick before treating it as failed
     max_recoveries: int = 10  # actor restarts allowed before the run gives up
 
@@ -155,6 +156,10 @@ class TickResult:
     agents: int  # live agents after the tick
     recovered: bool = False  # the tick failed and actors were restarted
     driver_ms: float = 0.0  # the driver's own work: validating, packing controls, reading results
+    # Wall time of each hop of the graph (same-host clocks; meaningless across nodes): driver ->
+    # last EnvActor starting its work, last EnvActor done -> EngineActor starting, EngineActor
+    # done -> driver holding the result (each includes Ray's serialisation, copies and wake-up).
+    hop_ms: tuple = (0.0, 0.0, 0.0)
 
 
 class Simulation:
@@ -378,7 +383,7 @@ class Simulation:
             if self._pending[j]["join"] or self._pending[j]["leave"]:
                 self._log[j].append((t, self._pending[j]))
             self._pending[j] = {"join": [], "leave": []}
-        res = self._ingest(t, outs, t0)
+        res = self._ingest(t, outs, t0, t_sent, t_back)
         res.driver_ms = (t_sent - t0) * 1e3 + (time.perf_counter() - t_back) * 1e3
         self.history.append(res)
         return res
@@ -435,27 +440,38 @@ class Simulation:
             raise TickRejected("actions must be a dict {agent id: action} or (ids, actions)")
         return ids, acts
 
-    def _ingest(self, t: int, outs: list[bytes], t0: float) -> TickResult:
+    def _ingest(self, t: int, outs: list[bytes], t0: float, t_sent: float = 0.0,
+                t_back: float = 0.0) -> TickResult:
         env_ms = eng_ms = model_ms = 0.0
+        hops = [0.0, 0.0, 0.0]
         for j, raw in enumerate(outs):
             o = codec.unpackb(raw)
             eng_ms, model_ms = max(eng_ms, o["engine_ms"]), max(model_ms, o["model_ms"])
+            env_in = env_out = None
             for e, pred, rep_raw in zip(self.envs_of[j], o["preds"], o["reports"]):
                 self._preds[e] = pred
                 rep = codec.unpackb(rep_raw)
                 env_ms = max(env_ms, rep["env_ms"])
+                if "t_in" in rep:
+                    env_in = max(env_in or rep["t_in"], rep["t_in"])
+                    env_out = max(env_out or rep["t_out"], rep["t_out"])
                 self._live_env[e] = rep["live"]
                 for g in rep["joined"].tolist():
                     self.agents[g] = AgentRecord("real", t)
                 for g, ret in zip(rep["left"].tolist(), rep["left_return"].tolist()):
                     rec = self.agents[g]
                     rec.left, rec.reason, rec.episode_return = t, "episode ended", ret
+            if "t_in" in o:
+                hops[1] = max(hops[1], (o["t_in"] - env_out) * 1e3 if env_out is not None else 0.0)
+                hops[2] = max(hops[2], (t_back - o["t_out"]) * 1e3)
+                hops[0] = max(hops[0], ((env_in if env_in is not None else o["t_in"]) - t_sent) * 1e3)
             self._live_dream[j] = o["dream"]["gids"]
             if o["snapshot"] is not None:
                 self._snap[j] = (t, o["snapshot"])
                 self._log[j] = [(k, op) for k, op in self._log[j] if k > t]
         live = int(sum(x.size for x in self._live_env) + sum(x.size for x in self._live_dream))
-        return TickResult(t, (time.perf_counter() - t0) * 1e3, env_ms, eng_ms, model_ms, live)
+        return TickResult(t, (time.perf_counter() - t0) * 1e3, env_ms, eng_ms, model_ms, live,
+                          hop_ms=tuple(hops))
 
     # ----- faults -------------------------------------------------------------------------------
     def _is_rejection(self, exc: BaseException) -> bool:
@@ -614,7 +630,17 @@ class _PlainExecutor:
 
 
 class _CompiledExecutor:
-    """The same graph as a Ray Compiled Graph: compiled once, replayed every tick."""
+    """The same graph as a Ray Compiled Graph: compiled once, replayed every tick.
+
+    CPU pinning (`SimConfig.pin_cpus`, Linux, single-node Ray): every reader of a Compiled Graph
+    busy-waits (Ray's `PlasmaObjectHeader::ReadAcquire` polls with `sched_yield`), so all the
+    graph's processes look runnable all the time and the kernel has no reason to move them apart:
+    with 2 EnvActors, 1 EngineActor and the driver on 2 cores, the two EnvActors often share a core
+    and step one after the other (measured: the driver -> last EnvActor hop went from about 0.1 ms
+    to 0.5-0.8 ms in some runs, bimodal from run to run). So each actor's graph thread pins itself
+    to a core, EnvActors first (they work in parallel), then EngineActors, then the driver's thread
+    while it waits for the tick; only those threads move, and the driver's is restored after.
+    """
 
     def __init__(self, sim: Simulation):
         from ray.dag import InputNode, MultiOutputNode
@@ -626,11 +652,36 @@ class _CompiledExecutor:
             eng_nodes = [a.tick.bind(inp[n_env + j], *[env_nodes[e] for e in sim.envs_of[j]])
                          for j, a in enumerate(sim.engine_actors)]
             dag = MultiOutputNode(eng_nodes)
+        self.cpus = self._layout(sim)
+        actors = sim.env_actors + sim.engine_actors
+        sim.ray.get([a.pin_graph_thread.remote(c) for a, c in zip(actors, self.cpus)],
+                    timeout=sim.cfg.timeout_s)
+        self.driver_cpu = self.cpus[-1] if self.cpus else None
         self.cdag = dag.experimental_compile(_submit_timeout=sim.cfg.timeout_s)
 
+    @staticmethod
+    def _layout(sim: Simulation) -> list:
+        """Cores for [EnvActors..., EngineActors..., driver], round robin over this process's
+        allowed cores; [] when not pinning (off, not Linux, or Ray has more than one node)."""
+        if not sim.cfg.pin_cpus or not hasattr(os, "sched_getaffinity"):
+            return []
+        if sum(1 for n in sim.ray.nodes() if n.get("Alive")) != 1:
+            return []
+        cores = sorted(os.sched_getaffinity(0))
+        n = len(sim.env_actors) + len(sim.engine_actors) + 1
+        return [cores[k % len(cores)] for k in range(n)]
+
     def run(self, env_ctrl, eng_ctrl):
-        refs = self.cdag.execute(*env_ctrl, *eng_ctrl)
-        return self.sim.ray.get(refs, timeout=self.sim.cfg.timeout_s)
+        if self.driver_cpu is None:
+            refs = self.cdag.execute(*env_ctrl, *eng_ctrl)
+            return self.sim.ray.get(refs, timeout=self.sim.cfg.timeout_s)
+        mask = os.sched_getaffinity(0)
+        pin_thread(self.driver_cpu)
+        try:
+            refs = self.cdag.execute(*env_ctrl, *eng_ctrl)
+            return self.sim.ray.get(refs, timeout=self.sim.cfg.timeout_s)
+        finally:
+            os.sched_setaffinity(0, mask)
 
     def teardown(self):
         if self.cdag is not None:

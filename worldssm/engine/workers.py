@@ -17,6 +17,7 @@ agents act inside the EngineWorker on their decoded observations and are imagine
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -222,6 +223,8 @@ class EnvWorker:
             "reward": np.concatenate(rewards), "done": np.concatenate(dones),
             "joined": np.concatenate(joined), "left": left, "left_return": returns.astype(np.float32),
             "env_ms": (time.perf_counter() - t0) * 1e3,
+            # perf_counter is CLOCK_MONOTONIC: comparable across processes of one host only
+            "t_in": t0, "t_out": time.perf_counter(),
         }
         return codec.packb({"slots": slots, "obs": obs, "actions": actions, "resets": resets,
                             "report": codec.packb(report)})
@@ -390,6 +393,7 @@ class EngineWorker:
             "reports": [p["report"] for p in payloads],
             "dream": {"gids": self.d_gids, "reward": d_rew, "cont": d_cont},
             "model_ms": model_ms, "engine_ms": (time.perf_counter() - t0) * 1e3, "snapshot": snap,
+            "t_in": t0, "t_out": time.perf_counter(),
         })
 
     # ----- snapshots ----------------------------------------------------------------------------
@@ -416,16 +420,51 @@ class EngineWorker:
 
 
 # --------------------------------------------------------------------------------------------
+def pin_thread(cpu: int | None) -> bool:
+    """Pin the calling thread to `cpu` (Linux; a no-op elsewhere or for None). Returns whether
+    it did. Only this thread moves: `sched_setaffinity(0, ...)` acts on the caller's thread."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return False
+    try:
+        os.sched_setaffinity(0, {int(cpu)})
+        return True
+    except OSError:
+        return False
+
+
+class _Pinning:
+    """Compiled Graph mode: the graph's thread in an actor pins itself to a core on its first
+    tick (see `Simulation` and `_CompiledExecutor` for why and which core)."""
+
+    def __init__(self):
+        self.cpu = None
+
+    def set(self, cpu: int | None) -> None:
+        self.cpu = None if cpu is None else int(cpu)
+
+    def apply(self) -> None:
+        if self.cpu is not None:
+            pin_thread(self.cpu)
+            self.cpu = None
+
+
 class EnvShell:
     """Bytes-in, bytes-out face of an EnvWorker: what `actors.EnvActor` runs under Ray."""
 
     def __init__(self, spec: bytes):
         self.worker = EnvWorker(codec.unpackb(spec))
+        self._pin = _Pinning()
 
     def ping(self) -> int:
         return self.worker.tick
 
+    def pin_graph_thread(self, cpu: int | None) -> int:
+        """The thread that runs the next `tick` (a Compiled Graph's) pins itself to `cpu`."""
+        self._pin.set(cpu)
+        return -1 if cpu is None else int(cpu)
+
     def tick(self, ctrl: bytes) -> bytes:
+        self._pin.apply()
         return self.worker.step(ctrl)
 
     def live_gids(self) -> bytes:
@@ -443,11 +482,18 @@ class EngineShell:
 
     def __init__(self, spec: bytes):
         self.worker = EngineWorker(codec.unpackb(spec))
+        self._pin = _Pinning()
 
     def ping(self) -> int:
         return self.worker.tick
 
+    def pin_graph_thread(self, cpu: int | None) -> int:
+        """See `EnvShell.pin_graph_thread`."""
+        self._pin.set(cpu)
+        return -1 if cpu is None else int(cpu)
+
     def tick(self, ctrl: bytes, *env_payloads: bytes) -> bytes:
+        self._pin.apply()
         return self.worker.step(ctrl, *env_payloads)
 
     def reserve(self, n: int) -> bytes:
