@@ -1,10 +1,12 @@
 """Fused Triton Mamba-2 layer step over slot-indexed states: one launch per layer per step.
 
 `mamba2_step_triton` has the same signature and results as `ref.mamba2_step_ref`. One program
-per (agent, head) on a flat grid (batch on axis 0, so no 65,535 cap): it shifts that head's
-conv state, runs the depthwise conv + SiLU for the head's P x-channels and for the 2N B/C
-channels, dt + bias through softplus, exp(dt*A), the fp32 state update, the C readout, the D
-skip, the z gate and the per-head gated RMSNorm. See README.md beside this file.
+per (agent, group of HB heads) on a flat grid (batch on axis 0, so no 65,535 cap): it loads
+everything it reads first (state tile first), shifts its heads' conv state, runs the depthwise
+conv + SiLU for its x-channels and for the 2N B/C channels, dt + bias through softplus,
+exp(dt*A), the fp32 state update, the C readout, the D skip, the z gate and the per-head gated
+RMSNorm. HB = 1 for a float32 state, up to 4 for bfloat16. `_mamba2_step_row_kernel` (one
+program per agent row, opt-in, measured slower) is kept for tuning. See README.md beside this file.
 """
 
 from __future__ import annotations
@@ -338,7 +340,7 @@ HEADS_PER_PROGRAM: int | None = None
 SYNC_MODE: int | None = None
 MAX_REGS: int | None = None  # ptxas .maxnreg per thread (occupancy)
 # Rows at or above which one program walks a whole agent row (`_mamba2_step_row_kernel`), and
-# its prefetch depth in state tiles; None picks the default.
+# its prefetch depth in state tiles; None: never (it measured 2-40% slower on an H200).
 ROW_KERNEL_MIN_ROWS: int | None = None
 ROW_PREFETCH: int | None = None
 ROW_WARPS: int | None = None
@@ -346,14 +348,19 @@ LAST_KERNEL = None  # the last compiled kernel launched (registers, spills: tune
 
 
 def _heads_per_program(h: int, p: int, n: int, state_bytes: int) -> int:
-    """Default heads per program: the largest power of two dividing H with the tile <= MAX_TILE_BYTES."""
+    """Default heads per program (measured on an H200, kernels/step/tune-h200-round*.json).
+
+    float32 state: 1 (2 or 4 heads need more registers per program than they save: 1455 and
+    1394 us against 1360 at B=16384). 16-bit state: the largest power of two dividing H, up to 4
+    heads and 16384 state elements (810 us against 878 for 1 head).
+    """
+    if state_bytes >= 4:
+        return 1
     hb = 1
-    while h % (2 * hb) == 0 and 2 * hb * p * n * state_bytes <= MAX_TILE_BYTES:
+    while h % (2 * hb) == 0 and 2 * hb <= 4 and 2 * hb * p * n <= 16384:
         hb *= 2
     return hb
 
-
-MAX_TILE_BYTES = 16384
 
 # Per-row arrival counters, one buffer per device, kept at zero between launches. Old buffers are
 # kept alive: a CUDA graph captured with one of them must never see its memory reused.
@@ -449,8 +456,8 @@ def mamba2_step_triton(
     hb = HEADS_PER_PROGRAM or _heads_per_program(h, block_p, block_n, ssm_state.element_size())
     if h % hb or hb & (hb - 1):
         raise ValueError(f"heads per program must be a power of two dividing n_heads={h}, got {hb}")
-    # Warps sized to the [HB, P, N] fp32 tile: 32 fp32 registers per thread for the state.
-    num_warps = NUM_WARPS or max(1, min(16, hb * block_p * block_n // 1024))
+    # 4 warps for a 64 x 64 head tile whatever HB (8 or 16 were slower: fewer programs resident).
+    num_warps = NUM_WARPS or max(1, min(4, block_p * block_n // 1024))
     LAST_KERNEL = _mamba2_step_kernel[(b * (h // hb),)](
         zxbcdt, zxbcdt.stride(0),
         conv_state, conv_state.stride(0), conv_state.stride(1),
