@@ -1,7 +1,10 @@
 """Step-kernel tuning on a GPU: check each launch variant against the reference, then time it alone.
 
-Usage (repository root, CUDA machine): python3 -m kernels.step.tune [--out DIR] [--quick]
-or: python3 kernels/step/tune.py. Variants are (state dtype, heads per program, warps, counter
+Usage (repository root, CUDA machine, after `pip install -e .`):
+python3 -m worldssm.kernels.step.tune [--out DIR] [--quick] (not `python3 kernels/step/tune.py`:
+the script's folder would shadow the triton package). An "old" row is timed when
+kernels/step/_old_triton.py exists (e.g. `git show a577860:kernels/step/triton.py > ...`, the
+kernel before this tuning; not committed). Variants are (state dtype, heads per program, warps, counter
 mode, streaming state). Timing: CUDA-graph replay medians (triton.testing.do_bench_cudagraph)
 at B=16384 and B=1024, slots a random permutation of B+1, no resets. GB/s counts the bytes the
 kernel must move (state and conv state read + written, zxbcdt read, y written), as bench step's
