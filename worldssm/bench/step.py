@@ -205,24 +205,37 @@ def bench_batch(bb, batch: int, bandwidth: float, arms: tuple[str, ...], reps: i
         step = bb.step_slots
         if arm == "reference+compile+graph":
             step = torch.compile(bb.step_slots, dynamic=False)
+        if arm.startswith("plain"):
+            # The baseline users would write: dense batch, no slots (see worldssm.bench.plain_step).
+            from worldssm.bench.plain_step import PlainMamba2Step
+
+            plain = PlainMamba2Step(bb)
+            dense = plain.initial_state(batch, "cuda", torch.bfloat16)
+            for conv, ssm in dense:
+                conv.normal_(0, 0.5, generator=gen)
+                ssm.normal_(0, 0.5, generator=gen)
+            fn = torch.compile(plain.step, dynamic=False) if "compile" in arm else plain.step
+            call = lambda: fn(dense, x)  # noqa: E731
+        else:
+            call = lambda: step(slab, slots, x, reset)  # noqa: E731
         row = {"arm": arm, "batch": batch, **bound}
         try:
             with torch.no_grad():
                 if arm != "reference":
-                    graph, _ = capture(lambda: step(slab, slots, x, reset))
-                    row["gpu_ops_per_step"] = count_kernels(lambda: step(slab, slots, x, reset))
+                    graph, _ = capture(call)
+                    row["gpu_ops_per_step"] = count_kernels(call)
                     if arm.startswith("fused") and profile:
-                        row["kernels"] = profile_kernels(lambda: step(slab, slots, x, reset))
+                        row["kernels"] = profile_kernels(call)
                     row.update(time_calls(graph.replay, reps))
                     del graph
                 else:
-                    row.update(time_calls(lambda: step(slab, slots, x, reset), max(5, reps // 4)))
+                    row.update(time_calls(call, max(5, reps // 4)))
         except Exception as exc:  # noqa: BLE001 - one arm failing (e.g. compile) is recorded, not fatal
             row["error"] = f"{type(exc).__name__}: {exc}"[:500]
         if "median_us" in row:
             row["fraction_of_bound"] = row["bound_us"] / row["median_us"]
         rows.append(row)
-        if arm == "reference+compile+graph":
+        if "compile" in arm:
             torch._dynamo.reset()
         torch.cuda.empty_cache()
     del slab
@@ -326,8 +339,8 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
     kernel_rows = kernel_only(bandwidth, variants=variants)
     for r in kernel_rows:
         print(r, flush=True)
-    arms = ("fused+graph", "reference", "reference+graph") + (
-        ("reference+compile+graph",) if compile_arm else ())
+    arms = ("fused+graph", "reference", "reference+graph", "plain+graph") + (
+        ("reference+compile+graph", "plain+compile+graph") if compile_arm else ())
     rows = []
     for b in batches:
         rows += bench_batch(bb, b, bandwidth, arms, reps if b < 4096 else max(20, reps // 8))
@@ -340,6 +353,10 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
                         and "median_us" in x), None)
             if ref is not None:
                 r["speedup_vs_compile_graph"] = ref["median_us"] / r["median_us"]
+            plain = next((x for x in rows if x["batch"] == r["batch"] and x["arm"] == "plain+compile+graph"
+                          and "median_us" in x), None)
+            if plain is not None:
+                r["speedup_vs_plain_compile_graph"] = plain["median_us"] / r["median_us"]
     result = {
         "benchmark": "step", "env": env_info(), "correctness": check, "copy_bandwidth_Bps": bandwidth,
         "shape": {"preset": "BASE", "d_model": 256, "n_layers": 4, "H": 8, "P": 64, "N": 64, "K": 4,
