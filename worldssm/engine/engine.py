@@ -107,6 +107,12 @@ class Engine:
         if use and self.device.type != "cuda":
             raise ValueError(f"graphs='on' needs a CUDA device, got {self.device}")
         self.use_graphs = use
+        # The eager path runs under inference_mode (no version counters or autograd bookkeeping
+        # on any op: same arithmetic, less dispatch per op; the slab's own tensors are ordinary
+        # tensors written in place, which inference_mode allows). Outputs are then inference
+        # tensors: read them, clone them to use them in autograd. The CUDA-graph path keeps
+        # no_grad (its static buffers are captured and refilled across calls).
+        self._no_grad = torch.no_grad if use else torch.inference_mode
         self.buckets = tuple(buckets)
         self._build_steps()
 
@@ -177,7 +183,7 @@ class Engine:
         if b == 0:
             return self._empty(decode)
         dev = self.device
-        with torch.no_grad():
+        with self._no_grad():
             z, rew, cont, h = self._observe_step(
                 torch.as_tensor(s, device=dev), torch.as_tensor(r, device=dev),
                 torch.as_tensor(o, device=dev), a)
@@ -197,7 +203,7 @@ class Engine:
         if b == 0:
             return self._empty(decode)
         dev = self.device
-        with torch.no_grad():
+        with self._no_grad():
             st = torch.as_tensor(s, device=dev)
             z, rew, cont, h = self._imagine_step(st, torch.zeros_like(st, dtype=torch.bool), a)
             return self._output(z, rew, cont, h, decode)

@@ -31,7 +31,13 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight.to(x.dtype)
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        w = self.weight
+        if y.dtype != x.dtype:  # (.to to the same dtype is a no-op: skipped, nothing changes)
+            y = y.to(x.dtype)
+        if w.dtype != x.dtype:
+            w = w.to(x.dtype)
+        return y * w
 
 
 def _step_fn(impl: str):
@@ -101,9 +107,9 @@ class Mamba2Mixer(nn.Module):
     def step_slots(self, u, conv_slab, ssm_slab, slots, reset):
         """u [B, D]; advances slab rows `slots` in place; returns y [B, D]."""
         impl = resolve_impl(self.cfg.kernels, u.device.type)
-        zxbcdt = self.in_proj(u)  # [B, 2*H*P + 2N + H]
+        zxbcdt = F.linear(u, self.in_proj.weight)  # = self.in_proj(u) [B, 2*H*P + 2N + H]
         y = _step_fn(impl)(zxbcdt, conv_slab, ssm_slab, slots, reset, **self._kernel_args())
-        return self.out_proj(y)
+        return F.linear(y, self.out_proj.weight)  # = self.out_proj(y)
 
 
 class Mamba2Backbone(nn.Module):
@@ -148,8 +154,8 @@ class Mamba2Backbone(nn.Module):
         if resolve_impl(self.cfg.kernels, x.device.type) == "triton":
             return self._step_slots_fused(slab, slots, x, reset)
         for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
-            x = x + mixer.step_slots(norm(x), slab[f"{i}.conv"], slab[f"{i}.ssm"], slots, reset)
-        return self.final_norm(x)
+            x = x + mixer.step_slots(norm.forward(x), slab[f"{i}.conv"], slab[f"{i}.ssm"], slots, reset)
+        return self.final_norm.forward(x)
 
     def _step_slots_fused(self, slab: State, slots, x, reset):
         """The kernel path: per layer one add+RMSNorm launch, in_proj, the fused step, out_proj."""

@@ -47,6 +47,20 @@ def categorical_kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     return (logp.exp() * (logp - logq)).sum((-1, -2))
 
 
+def _onehot(idx: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
+    """F.one_hot(idx, k).to(dtype) for indices known to lie in [0, k), without one_hot's range
+    check (a min/max pass) and the int64 intermediate: the same exact 0/1 values."""
+    return torch.zeros((*idx.shape, k), dtype=dtype, device=idx.device).scatter_(-1, idx.unsqueeze(-1), 1)
+
+
+def run_mlp(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """`seq(x)` for an `mlp`, calling each layer's forward directly (no module-call dispatch, so
+    no hooks): the same ops in the same order, so the same result, with less Python per call."""
+    for m in seq:
+        x = m.forward(x)
+    return x
+
+
 def sample_onehot(logp: torch.Tensor, sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     """One-hot latents from log-probs [..., V, K] with straight-through gradients -> [..., V*K].
 
@@ -58,7 +72,7 @@ def sample_onehot(logp: torch.Tensor, sample: bool, generator: torch.Generator |
         idx = torch.multinomial(flat, 1, generator=generator).view(logp.shape[:-1])
     else:
         idx = logp.detach().argmax(-1)
-    onehot = F.one_hot(idx, k).to(logp.dtype)
+    onehot = _onehot(idx, k, logp.dtype)
     probs = logp.exp()
     st = onehot + probs - probs.detach()
     return st.reshape(*logp.shape[:-2], -1)
@@ -72,7 +86,9 @@ class TwoHot(nn.Module):
         self.register_buffer("bins", torch.linspace(-value_range, value_range, bins), persistent=False)
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
-        return symexp((torch.softmax(upcast(logits), -1) * self.bins.to(upcast(logits).dtype)).sum(-1))
+        x = upcast(logits)
+        bins = self.bins if self.bins.dtype == x.dtype else self.bins.to(x.dtype)
+        return symexp((torch.softmax(x, -1) * bins).sum(-1))
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cross-entropy against the two-hot encoding of symlog(target); [...] -> [...]."""
@@ -161,7 +177,7 @@ class ActionEncoder(nn.Module):
     def features(self, action: torch.Tensor) -> torch.Tensor:
         dtype = self.proj.weight.dtype
         if self.discrete:
-            return F.one_hot(action.long().clamp(0, self.n - 1), self.n).to(dtype)
+            return _onehot(action.long().clamp(0, self.n - 1), self.n, dtype)
         a = action.to(dtype).flatten(start_dim=action.dim() - self.act_ndim) if self.act_ndim else action.to(dtype)[..., None]
         scaled = 2 * (a - self.low) / (self.high - self.low) - 1
         return torch.where(self.bounded, scaled.clamp(-1, 1), symlog(a)).to(dtype)

@@ -28,6 +28,7 @@ from worldssm.model.nets import (
     TwoHot,
     categorical_kl,
     mlp,
+    run_mlp,
     sample_onehot,
     symexp,
     symlog,
@@ -96,11 +97,11 @@ class WorldModel(nn.Module):
             feats = self.encoder(obs)
         else:
             x = obs.to(self.in_proj.weight.dtype).flatten(obs.dim() - len(self.obs_shape))
-            feats = self.encoder(symlog(x))
+            feats = run_mlp(self.encoder, symlog(x))
         return unimix_logits(feats.view(*feats.shape[:-1], self.cfg.latent_vars, -1), self.cfg.unimix)
 
     def prior(self, h: torch.Tensor) -> torch.Tensor:
-        logits = self.prior_head(h)
+        logits = run_mlp(self.prior_head, h)
         return unimix_logits(logits.view(*logits.shape[:-1], self.cfg.latent_vars, -1), self.cfg.unimix)
 
     def decode(self, z: torch.Tensor, h_prev: torch.Tensor) -> torch.Tensor:
@@ -111,19 +112,24 @@ class WorldModel(nn.Module):
             h_prev: the backbone output of the previous step [..., D] (the one whose prior drew z;
                 zeros at an episode's first step), as in DreamerV3's (deter, stoch) features.
         """
-        out = self.decoder(torch.cat([z, h_prev.to(z.dtype)], -1))
+        if self.obs_kind == "image":
+            out = self.decoder(torch.cat([z, h_prev.to(z.dtype)], -1))
+        else:
+            out = run_mlp(self.decoder, torch.cat([z, h_prev.to(z.dtype)], -1))
         if self.obs_kind == "image":
             return ((out.float() + 0.5) * 255.0).clamp(0, 255)
         return symexp(out.float()).view(*z.shape[:-1], *self.obs_shape)
 
     def _inputs(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.in_proj(torch.cat([z, self.action_encoder(action).to(z.dtype)], -1))
+        enc = self.action_encoder
+        a = F.linear(enc.features(action), enc.proj.weight, enc.proj.bias)  # = enc(action)
+        return F.linear(torch.cat([z, a.to(z.dtype)], -1), self.in_proj.weight, self.in_proj.bias)
 
     def _heads(self, h: torch.Tensor) -> Prediction:
         return Prediction(
             prior_logp=self.prior(h),
-            reward=self.twohot.mean(self.reward_head(h)),
-            cont=torch.sigmoid(upcast(self.cont_head(h).squeeze(-1))),
+            reward=self.twohot.mean(run_mlp(self.reward_head, h)),
+            cont=torch.sigmoid(upcast(run_mlp(self.cont_head, h).squeeze(-1))),
             h=h,
         )
 
