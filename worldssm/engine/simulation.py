@@ -39,6 +39,7 @@ from worldssm.engine.workers import (
 from worldssm.errors import WorldssmError, require
 
 MODES = ("real", "dream", "mixed")
+_NO_GIDS = np.zeros(0, np.int64)
 EXECUTORS = ("compiled", "plain")
 BACKENDS = ("ray", "local")
 
@@ -393,7 +394,7 @@ class Simulation:
         ids, acts = self._split_overrides(actions)
         owners = owner_of(ids)
         env_ctrl, eng_ctrl = [], []
-        for o in np.unique(owners):
+        for o in (np.unique(owners) if ids.size else ()):
             rows = owners == o
             if 0 <= o < self.n_env_actors:
                 live, where = self._live_env[o], f"EnvActor {o}"
@@ -405,17 +406,26 @@ class Simulation:
             else:
                 raise TickRejected(f"agent {int(ids[np.argmax(rows)])} is not a live agent")
             check_overrides(ids[rows], acts[rows], live, self.action_space, where)
+        # Overrides travel only to actors that have some (workers read a missing "ids" as none).
         for e in range(self.n_env_actors):
-            rows = owners == e
-            env_ctrl.append(codec.packb({"tick": t, "ids": ids[rows], "actions": acts[rows],
-                                         "pred": self._preds[e]}))
+            c = {"tick": t, "pred": self._preds[e]}
+            if ids.size:
+                rows = owners == e
+                if rows.any():
+                    c["ids"], c["actions"] = ids[rows], acts[rows]
+            env_ctrl.append(codec.packb(c))
         for j in range(cfg.engine_actors):
-            rows = owners == DREAM_OWNER + j
             p = self._pending[j]
-            eng_ctrl.append(codec.packb({
-                "tick": t, "snapshot": t % cfg.snapshot_every == 0, "ids": ids[rows], "actions": acts[rows],
-                "join": p["join"], "leave": np.concatenate(p["leave"]) if p["leave"] else None,
-            }))
+            c = {"tick": t, "snapshot": t % cfg.snapshot_every == 0}
+            if ids.size:
+                rows = owners == DREAM_OWNER + j
+                if rows.any():
+                    c["ids"], c["actions"] = ids[rows], acts[rows]
+            if p["join"]:
+                c["join"] = p["join"]
+            if p["leave"]:
+                c["leave"] = np.concatenate(p["leave"])
+            eng_ctrl.append(codec.packb(c))
         return env_ctrl, eng_ctrl
 
     def _split_overrides(self, actions):
@@ -456,16 +466,18 @@ class Simulation:
                     env_in = max(env_in or rep["t_in"], rep["t_in"])
                     env_out = max(env_out or rep["t_out"], rep["t_out"])
                 self._live_env[e] = rep["live"]
-                for g in rep["joined"].tolist():
-                    self.agents[g] = AgentRecord("real", t)
-                for g, ret in zip(rep["left"].tolist(), rep["left_return"].tolist()):
-                    rec = self.agents[g]
-                    rec.left, rec.reason, rec.episode_return = t, "episode ended", ret
+                if rep["joined"] is not None:
+                    for g in rep["joined"].tolist():
+                        self.agents[g] = AgentRecord("real", t)
+                if rep["left"] is not None:
+                    for g, ret in zip(rep["left"].tolist(), rep["left_return"].tolist()):
+                        rec = self.agents[g]
+                        rec.left, rec.reason, rec.episode_return = t, "episode ended", ret
             if "t_in" in o:
                 hops[1] = max(hops[1], (o["t_in"] - env_out) * 1e3 if env_out is not None else 0.0)
                 hops[2] = max(hops[2], (t_back - o["t_out"]) * 1e3)
                 hops[0] = max(hops[0], ((env_in if env_in is not None else o["t_in"]) - t_sent) * 1e3)
-            self._live_dream[j] = o["dream"]["gids"]
+            self._live_dream[j] = o["dream"]["gids"] if o["dream"] is not None else _NO_GIDS
             if o["snapshot"] is not None:
                 self._snap[j] = (t, o["snapshot"])
                 self._log[j] = [(k, op) for k, op in self._log[j] if k > t]

@@ -183,20 +183,27 @@ class EnvWorker:
         obs = np.concatenate([e.obs for e in self.envs])
         resets = np.concatenate([e.first for e in self.envs])
         actions = np.concatenate(acts)
-        acted = np.concatenate([e.gids for e in self.envs])
-        rewards, dones, pred_index, joined = [], [], [], []
+        pred_index, joined = [], []
         offset = 0
         for e, a in zip(self.envs, acts):
             n = e.gids.size
             obs2, rew, term, trunc, info = e.env.step(a)
             ended = np.asarray(term) | np.asarray(trunc)
             e.ret += rew
-            rewards.append(rew.astype(np.float32))
-            dones.append(ended)
+            new_ids = info.get("spawned_ids", ())
+            j = len(new_ids)
+            if j == 0 and not ended.any():  # the common tick: the same agents in the same rows
+                e.first = np.zeros(n, bool)
+                e.obs = obs2
+                pred_index.append(offset + np.arange(n, dtype=np.int64))
+                offset += n
+                if e.env.num_agents == 0:
+                    self._reset_env(e)
+                    joined.append(e.gids)
+                    pred_index[-1] = np.full(e.gids.size, -1)
+                continue
             self._leave(e, ended)
             keep = ~ended
-            new_ids = info.get("spawned_ids", np.zeros(0, np.int64))
-            j = len(new_ids)
             new_gids, new_slots = self._mint(j), self._take_slots(j)
             e.gids = np.concatenate([e.gids[keep], new_gids])
             e.slots = np.concatenate([e.slots[keep], new_slots])
@@ -218,10 +225,13 @@ class EnvWorker:
         left = np.concatenate(self._pending_left) if self._pending_left else np.zeros(0, np.int64)
         returns = np.concatenate(self._pending_returns) if self._pending_returns else np.zeros(0)
         self._pending_left, self._pending_returns = [], []
+        joined = np.concatenate(joined) if joined else np.zeros(0, np.int64)
+        # The coordinator reads live, joined, left and left_return; empty ones travel as None
+        # (most ticks nobody joins or leaves), so a quiet tick's report holds one array.
         report = {
-            "index": self.index, "tick": tick, "live": self.live_gids(), "acted": acted,
-            "reward": np.concatenate(rewards), "done": np.concatenate(dones),
-            "joined": np.concatenate(joined), "left": left, "left_return": returns.astype(np.float32),
+            "index": self.index, "tick": tick, "live": self.live_gids(),
+            "joined": joined if joined.size else None, "left": left if left.size else None,
+            "left_return": returns.astype(np.float32) if left.size else None,
             "env_ms": (time.perf_counter() - t0) * 1e3,
             # perf_counter is CLOCK_MONOTONIC: comparable across processes of one host only
             "t_in": t0, "t_out": time.perf_counter(),
@@ -258,10 +268,10 @@ class EnvWorker:
         rew, cont = np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32)
         if blob is None or n == 0:
             return rew, cont
-        p = codec.unpackb(blob)
+        p = codec.unpackb(blob)  # float32 [2, n]: reward, cont
         have = self._pred_index >= 0
-        rew[have] = p["reward"][self._pred_index[have]]
-        cont[have] = p["cont"][self._pred_index[have]]
+        rew[have] = p[0][self._pred_index[have]]
+        cont[have] = p[1][self._pred_index[have]]
         return rew, cont
 
 
@@ -384,14 +394,14 @@ class EngineWorker:
         preds, off = [], 0
         for p in payloads:
             n = p["slots"].size
-            preds.append(codec.packb({"reward": rew[off:off + n], "cont": cont[off:off + n]}))
+            preds.append(codec.packb(np.stack([rew[off:off + n], cont[off:off + n]]).astype(np.float32, copy=False)))
             off += n
         self.tick = tick
         snap = self.snapshot() if c.get("snapshot") else None
         return codec.packb({
             "index": self.index, "tick": tick, "preds": preds,
             "reports": [p["report"] for p in payloads],
-            "dream": {"gids": self.d_gids, "reward": d_rew, "cont": d_cont},
+            "dream": {"gids": self.d_gids, "reward": d_rew, "cont": d_cont} if self.d_gids.size else None,
             "model_ms": model_ms, "engine_ms": (time.perf_counter() - t0) * 1e3, "snapshot": snap,
             "t_in": t0, "t_out": time.perf_counter(),
         })
