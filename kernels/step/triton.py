@@ -5,8 +5,8 @@ per (agent, group of HB heads) on a flat grid (batch on axis 0, so no 65,535 cap
 everything it reads first (state tile first), shifts its heads' conv state, runs the depthwise
 conv + SiLU for its x-channels and for the 2N B/C channels, dt + bias through softplus,
 exp(dt*A), the fp32 state update, the C readout, the D skip, the z gate and the per-head gated
-RMSNorm. HB = 1 for a float32 state, up to 4 for bfloat16. `_mamba2_step_row_kernel` (one
-program per agent row, opt-in, measured slower) is kept for tuning. See README.md beside this file.
+RMSNorm. HB = 1 for a float32 state, up to 4 for bfloat16. See README.md beside this file
+(it also records the variants measured and dropped, e.g. one program per agent row).
 """
 
 from __future__ import annotations
@@ -175,149 +175,6 @@ def _mamba2_step_kernel(
 
 
 @triton.jit
-def _load_tile(s_base, h, stride_sh, s_off, mask, STREAM: tl.constexpr):
-    if STREAM:
-        return tl.load(s_base + h * stride_sh + s_off, mask=mask, other=0.0, eviction_policy="evict_first")
-    else:
-        return tl.load(s_base + h * stride_sh + s_off, mask=mask, other=0.0)
-
-
-@triton.jit
-def _mamba2_step_row_kernel(
-    zx_ptr, stride_zx,
-    conv_ptr, stride_cs, stride_ck,
-    ssm_ptr, stride_ss, stride_sh, stride_sp,
-    slots_ptr, stride_slot, reset_ptr, stride_reset,
-    cw_ptr, stride_cwc, stride_cwk,
-    cb_ptr, dtb_ptr, a_ptr, d_ptr, nw_ptr,
-    out_ptr, stride_out,
-    eps,
-    H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
-    BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, KB: tl.constexpr,
-    PF: tl.constexpr, STREAM: tl.constexpr,
-):
-    # One program per agent row: it owns the row's whole conv state (no counter, no fence), does
-    # the conv for all channels once, then walks the H state tiles with PF tiles loaded ahead.
-    b = tl.program_id(0)
-    b64 = b.to(tl.int64)
-    slot = tl.load(slots_ptr + b64 * stride_slot).to(tl.int64)
-    keep = tl.load(reset_ptr + b64 * stride_reset + tl.zeros([1], tl.int32)) == 0
-    keep2 = keep[:, None]
-    keep3 = keep[:, None, None]
-
-    offs_h = tl.arange(0, BLOCK_H)
-    offs_p = tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
-    mh = offs_h < H
-    mp = offs_p < P
-    mn = offs_n < N
-    HP: tl.constexpr = H * P
-    s_base = ssm_ptr + slot * stride_ss
-    s_off = offs_p[:, None] * stride_sp + offs_n[None, :]  # [P, N]
-    s_mask = mp[:, None] & mn[None, :]
-
-    # ---- the first PF (1..3) state tiles go out first: they are what the program waits on -------
-    t0 = _load_tile(s_base, 0, stride_sh, s_off, s_mask & keep2, STREAM)
-    if PF >= 2 and H > 1:
-        t1 = _load_tile(s_base, 1, stride_sh, s_off, s_mask & keep2, STREAM)
-    if PF >= 3 and H > 2:
-        t2 = _load_tile(s_base, 2, stride_sh, s_off, s_mask & keep2, STREAM)
-
-    cx = offs_h[:, None] * P + offs_p[None, :]  # [H, P] x (and z) channels of every head
-    mx = mh[:, None] & mp[None, :]
-    cbb = HP + offs_n
-    ccc = HP + N + offs_n
-    zx_row = zx_ptr + b64 * stride_zx
-    conv_row = conv_ptr + slot * stride_cs
-    x_new = tl.load(zx_row + HP + cx, mask=mx, other=0.0).to(tl.float32)  # [H, P]
-    z_all = tl.load(zx_row + cx, mask=mx, other=0.0).to(tl.float32)  # [H, P]
-    dt_all = tl.load(zx_row + 2 * HP + 2 * N + offs_h, mask=mh, other=0.0).to(tl.float32)  # [H]
-    b_new = tl.load(zx_row + HP + cbb, mask=mn, other=0.0).to(tl.float32)
-    c_new = tl.load(zx_row + HP + ccc, mask=mn, other=0.0).to(tl.float32)
-    k3 = tl.arange(0, KB)[:, None, None]
-    k2 = tl.arange(0, KB)[:, None]
-    win_x = tl.load(conv_row + k3 * stride_ck + cx[None, :, :], mask=(k3 < K - 1) & keep3 & mx[None, :, :], other=0.0)
-    sft_x = tl.load(conv_row + (k3 + 1) * stride_ck + cx[None, :, :], mask=(k3 + 1 < K - 1) & keep3 & mx[None, :, :],
-                    other=0.0)
-    old_k = (k2 < K - 1) & keep2
-    sft_k = (k2 + 1 < K - 1) & keep2
-    win_b = tl.load(conv_row + k2 * stride_ck + cbb[None, :], mask=old_k & mn[None, :], other=0.0)
-    win_c = tl.load(conv_row + k2 * stride_ck + ccc[None, :], mask=old_k & mn[None, :], other=0.0)
-    sft_b = tl.load(conv_row + (k2 + 1) * stride_ck + cbb[None, :], mask=sft_k & mn[None, :], other=0.0)
-    sft_c = tl.load(conv_row + (k2 + 1) * stride_ck + ccc[None, :], mask=sft_k & mn[None, :], other=0.0)
-    w_x = tl.load(cw_ptr + cx[None, :, :] * stride_cwc + k3 * stride_cwk, mask=(k3 < K) & mx[None, :, :], other=0.0)
-    w_b = tl.load(cw_ptr + cbb[None, :] * stride_cwc + k2 * stride_cwk, mask=(k2 < K) & mn[None, :], other=0.0)
-    w_c = tl.load(cw_ptr + ccc[None, :] * stride_cwc + k2 * stride_cwk, mask=(k2 < K) & mn[None, :], other=0.0)
-    bias_x = tl.load(cb_ptr + cx, mask=mx, other=0.0).to(tl.float32)
-    bias_b = tl.load(cb_ptr + cbb, mask=mn, other=0.0).to(tl.float32)
-    bias_c = tl.load(cb_ptr + ccc, mask=mn, other=0.0).to(tl.float32)
-    dtb = tl.load(dtb_ptr + offs_h, mask=mh, other=0.0).to(tl.float32)
-    a_h = tl.load(a_ptr + offs_h, mask=mh, other=0.0).to(tl.float32)
-    d_all = tl.load(d_ptr + offs_h, mask=mh, other=0.0).to(tl.float32)
-    nw_all = tl.load(nw_ptr + cx, mask=mx, other=0.0).to(tl.float32)
-
-    win_x = tl.where(k3 == K - 1, x_new[None, :, :], win_x.to(tl.float32))
-    win_b = tl.where(k2 == K - 1, b_new[None, :], win_b.to(tl.float32))
-    win_c = tl.where(k2 == K - 1, c_new[None, :], win_c.to(tl.float32))
-    sft_x = tl.where(k3 == K - 2, x_new[None, :, :], sft_x.to(tl.float32))
-    sft_b = tl.where(k2 == K - 2, b_new[None, :], sft_b.to(tl.float32))
-    sft_c = tl.where(k2 == K - 2, c_new[None, :], sft_c.to(tl.float32))
-    xs_all = _silu(tl.sum(win_x * w_x.to(tl.float32), axis=0) + bias_x)  # [H, P]
-    bs = _silu(tl.sum(win_b * w_b.to(tl.float32), axis=0) + bias_b)  # [N]
-    cs = _silu(tl.sum(win_c * w_c.to(tl.float32), axis=0) + bias_c)  # [N]
-    dt_all = _softplus(dt_all + dtb)
-    decay_all = tl.exp(dt_all * a_h)
-    gate_all = _silu(z_all)
-
-    # All conv reads are done (replicated layouts: another thread may still hold a row this
-    # thread overwrites), then this row's conv state is shifted: nobody else reads it.
-    tl.debug_barrier()
-    st_k = k2 < K - 1
-    tl.store(conv_row + k3 * stride_ck + cx[None, :, :], sft_x.to(conv_ptr.dtype.element_ty),
-             mask=(k3 < K - 1) & mx[None, :, :])
-    tl.store(conv_row + k2 * stride_ck + cbb[None, :], sft_b.to(conv_ptr.dtype.element_ty), mask=st_k & mn[None, :])
-    tl.store(conv_row + k2 * stride_ck + ccc[None, :], sft_c.to(conv_ptr.dtype.element_ty), mask=st_k & mn[None, :])
-
-    # ---- the heads, one [P, N] tile each; tile h + PF is loaded before tile h is used ---------
-    out_row = out_ptr + b64 * stride_out
-    for h in tl.static_range(H):
-        # rotate the ring t0 <- t1 <- t2 and load tile h + PF into its end, before tile h is used
-        cur = t0.to(tl.float32)
-        if PF == 1:
-            if h + 1 < H:
-                t0 = _load_tile(s_base, h + 1, stride_sh, s_off, s_mask & keep2, STREAM)
-        elif PF == 2:
-            if h + 1 < H:
-                t0 = t1
-            if h + 2 < H:
-                t1 = _load_tile(s_base, h + 2, stride_sh, s_off, s_mask & keep2, STREAM)
-        else:
-            if h + 1 < H:
-                t0 = t1
-            if h + 2 < H:
-                t1 = t2
-            if h + 3 < H:
-                t2 = _load_tile(s_base, h + 3, stride_sh, s_off, s_mask & keep2, STREAM)
-        sel = offs_h == h
-        xs = tl.sum(tl.where(sel[:, None], xs_all, 0.0), axis=0)  # [P]
-        gate = tl.sum(tl.where(sel[:, None], gate_all, 0.0), axis=0)
-        nw = tl.sum(tl.where(sel[:, None], nw_all, 0.0), axis=0)
-        dt = tl.sum(tl.where(sel, dt_all, 0.0), axis=0)
-        decay = tl.sum(tl.where(sel, decay_all, 0.0), axis=0)
-        dd = tl.sum(tl.where(sel, d_all, 0.0), axis=0)
-        state = cur * decay + (dt * xs)[:, None] * bs[None, :]
-        if STREAM:
-            tl.store(s_base + h * stride_sh + s_off, state.to(ssm_ptr.dtype.element_ty), mask=s_mask,
-                     eviction_policy="evict_first")
-        else:
-            tl.store(s_base + h * stride_sh + s_off, state.to(ssm_ptr.dtype.element_ty), mask=s_mask)
-        y = tl.sum(state * cs[None, :], axis=1) + dd * xs
-        g = tl.where(mp, y * gate, 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=0) / P + eps)
-        tl.store(out_row + h * P + offs_p, (g * rstd * nw).to(out_ptr.dtype.element_ty), mask=mp)
-
-
-@triton.jit
 def _store_bc_rows(conv_row, stride_ck, offs_k, cbb, ccc, mn, sft_b, sft_c, K: tl.constexpr):
     st_k = offs_k < K - 1
     tl.store(conv_row + offs_k * stride_ck + cbb[None, :], sft_b.to(conv_row.dtype.element_ty), mask=st_k & mn[None, :])
@@ -339,11 +196,6 @@ STREAM_STATE: bool | None = None
 HEADS_PER_PROGRAM: int | None = None
 SYNC_MODE: int | None = None
 MAX_REGS: int | None = None  # ptxas .maxnreg per thread (occupancy)
-# Rows at or above which one program walks a whole agent row (`_mamba2_step_row_kernel`), and
-# its prefetch depth in state tiles; None: never (it measured 2-40% slower on an H200).
-ROW_KERNEL_MIN_ROWS: int | None = None
-ROW_PREFETCH: int | None = None
-ROW_WARPS: int | None = None
 LAST_KERNEL = None  # the last compiled kernel launched (registers, spills: tune.py reads them)
 
 
@@ -436,23 +288,6 @@ def mamba2_step_triton(
     block_p = triton.next_power_of_2(p)
     block_n = triton.next_power_of_2(n)
     stream = bool(STREAM_STATE) if STREAM_STATE is not None else False
-    if b >= (ROW_KERNEL_MIN_ROWS if ROW_KERNEL_MIN_ROWS is not None else 1 << 62):
-        LAST_KERNEL = _mamba2_step_row_kernel[(b,)](
-            zxbcdt, zxbcdt.stride(0),
-            conv_state, conv_state.stride(0), conv_state.stride(1),
-            ssm_state, ssm_state.stride(0), ssm_state.stride(1), ssm_state.stride(2),
-            slots, slots.stride(0), reset_u8, reset_u8.stride(0),
-            conv_weight, conv_weight.stride(0), conv_weight.stride(1),
-            conv_bias, dt_bias, A, D, norm_weight,
-            out, out.stride(0),
-            float(eps),
-            H=h, P=p, N=n, K=k, BLOCK_H=triton.next_power_of_2(h),
-            BLOCK_P=block_p, BLOCK_N=block_n, KB=triton.next_power_of_2(k),
-            PF=ROW_PREFETCH or 1, STREAM=stream,
-            num_warps=ROW_WARPS or max(1, min(8, block_p * block_n // 1024)),
-            **({"maxnreg": MAX_REGS} if MAX_REGS else {}),
-        )
-        return out
     hb = HEADS_PER_PROGRAM or _heads_per_program(h, block_p, block_n, ssm_state.element_size())
     if h % hb or hb & (hb - 1):
         raise ValueError(f"heads per program must be a power of two dividing n_heads={h}, got {hb}")

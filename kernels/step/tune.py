@@ -37,29 +37,16 @@ F32, BF16 = torch.float32, torch.bfloat16
 # (state dtype, knobs of worldssm.kernels.step.triton). Round 1 (H200, 2026-11-24): hb=1 w=4
 # best for fp32 (sync 0/1 ~1357 us, relaxed 1290, no counter 1227); more heads per program or
 # more warps slower; bf16 best hb=4 w=4 (810 us). Round 2: maxnreg only spills (slower); sync 4
-# (release + acquire) = sync 1. Round 3: one program per row walking its heads (no counter).
-HEAD = dict(ROW_KERNEL_MIN_ROWS=1 << 62)
+# (release + acquire) = sync 1. Round 3: one program per row walking its heads (no counter) was
+# slower (2% at B=16384, 2x at B=64) and has been removed from the kernel; see README.md.
 VARIANTS = [
-    (F32, dict(HEAD, HEADS_PER_PROGRAM=1, NUM_WARPS=4, SYNC_MODE=1)),
-    (F32, dict(HEAD, HEADS_PER_PROGRAM=1, NUM_WARPS=4, SYNC_MODE=3)),
-    (F32, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=1, ROW_WARPS=4)),
-    (F32, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=2, ROW_WARPS=4)),
-    (F32, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=3, ROW_WARPS=4)),
-    (F32, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=1, ROW_WARPS=8)),
-    (F32, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=2, ROW_WARPS=8)),
-    (F32, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=2, ROW_WARPS=4, STREAM_STATE=True)),
-    (BF16, dict(HEAD, HEADS_PER_PROGRAM=2, NUM_WARPS=4, SYNC_MODE=1)),
-    (BF16, dict(HEAD, HEADS_PER_PROGRAM=4, NUM_WARPS=4, SYNC_MODE=1)),
-    (BF16, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=1, ROW_WARPS=4)),
-    (BF16, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=2, ROW_WARPS=4)),
-    (BF16, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=3, ROW_WARPS=4)),
-    (BF16, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=2, ROW_WARPS=8)),
-    (BF16, dict(ROW_KERNEL_MIN_ROWS=1, ROW_PREFETCH=3, ROW_WARPS=8)),
+    (F32, dict(HEADS_PER_PROGRAM=1, NUM_WARPS=4, SYNC_MODE=1)),
+    (F32, dict(HEADS_PER_PROGRAM=1, NUM_WARPS=4, SYNC_MODE=3)),
+    (BF16, dict(HEADS_PER_PROGRAM=2, NUM_WARPS=4, SYNC_MODE=1)),
+    (BF16, dict(HEADS_PER_PROGRAM=4, NUM_WARPS=4, SYNC_MODE=1)),
 ]
-KNOBS = ("NUM_WARPS", "STREAM_STATE", "HEADS_PER_PROGRAM", "SYNC_MODE", "MAX_REGS", "ROW_KERNEL_MIN_ROWS",
-         "ROW_PREFETCH", "ROW_WARPS")
-SHORT = dict(NUM_WARPS="w", STREAM_STATE="stream", HEADS_PER_PROGRAM="hb", SYNC_MODE="sync", MAX_REGS="maxr",
-             ROW_PREFETCH="pf", ROW_WARPS="w")
+KNOBS = ("NUM_WARPS", "STREAM_STATE", "HEADS_PER_PROGRAM", "SYNC_MODE", "MAX_REGS")
+SHORT = dict(NUM_WARPS="w", STREAM_STATE="stream", HEADS_PER_PROGRAM="hb", SYNC_MODE="sync", MAX_REGS="maxr")
 
 
 def params(gen):
@@ -192,8 +179,7 @@ def main(argv=None):
                 setattr(st, key, val)
             sync = knobs.get("SYNC_MODE", 1)
             fn = st.mamba2_step_triton
-            kind = "row" if knobs.get("ROW_KERNEL_MIN_ROWS") == 1 else "head"
-            label = f"{str(sdt)[6:]} {kind} " + " ".join(f"{SHORT[k]}={x}" for k, x in knobs.items() if k in SHORT)
+            label = f"{str(sdt)[6:]} head " + " ".join(f"{SHORT[k]}={x}" for k, x in knobs.items() if k in SHORT)
         try:
             ok, errs = check(fn, sdt, sync, seed=5)
             if v is not None and st.LAST_KERNEL is not None:

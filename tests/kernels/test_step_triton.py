@@ -98,29 +98,6 @@ def test_heads_per_program_and_counter_modes(monkeypatch, hb, sync):
     assert int(st._counters(zx.device, b)[:b].abs().sum()) == 0
 
 
-@pytest.mark.parametrize("h,p,n,k,pf", [(3, 5, 4, 4, 1), (4, 8, 5, 3, 2), (1, 8, 3, 2, 1), (2, 4, 4, 4, 3)])
-def test_row_kernel_matches_reference(monkeypatch, h, p, n, k, pf):
-    """One program per agent row walking its heads (the large-batch path), with resets."""
-    import worldssm.kernels.step.triton as st
-
-    monkeypatch.setattr(st, "ROW_KERNEL_MIN_ROWS", 1)
-    monkeypatch.setattr(st, "ROW_PREFETCH", pf)
-    b, s = 5, 8
-    zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s, seed=13)
-    conv[slots[reset]] = float("nan")
-    ssm[slots[reset]] = float("nan")
-    conv_ref, ssm_ref = conv.double(), ssm.double()
-    before = conv.clone(), ssm.clone()
-    y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
-    y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
-    close(y, y_ref, torch.float32, "y")
-    close(conv[slots], conv_ref[slots], torch.float32, "conv state")
-    close(ssm[slots], ssm_ref[slots], torch.float32, "ssm state")
-    others = torch.ones(s, dtype=torch.bool, device=DEV)
-    others[slots] = False
-    assert torch.equal(conv[others], before[0][others]) and torch.equal(ssm[others], before[1][others])
-
-
 def test_reset_zeroes_without_reading():
     zx, conv, ssm, slots, reset, kw = make(3, 5, 4, 4, 3, 5, seed=1)
     reset = torch.tensor([True, False, True], device=DEV)
