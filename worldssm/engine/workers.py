@@ -442,39 +442,37 @@ def pin_thread(cpu: int | None) -> bool:
         return False
 
 
-class _Pinning:
-    """Compiled Graph mode: the graph's thread in an actor pins itself to a core on its first
-    tick (see `Simulation` and `_CompiledExecutor` for why and which core)."""
+class _Shell:
+    """What both actor shells share: liveness, and Compiled Graph thread pinning (the graph's
+    thread pins itself to a core on its next tick; see `Simulation` and `_CompiledExecutor` for
+    why and which core)."""
 
-    def __init__(self):
-        self.cpu = None
-
-    def set(self, cpu: int | None) -> None:
-        self.cpu = None if cpu is None else int(cpu)
-
-    def apply(self) -> None:
-        if self.cpu is not None:
-            pin_thread(self.cpu)
-            self.cpu = None
-
-
-class EnvShell:
-    """Bytes-in, bytes-out face of an EnvWorker: what `actors.EnvActor` runs under Ray."""
-
-    def __init__(self, spec: bytes):
-        self.worker = EnvWorker(codec.unpackb(spec))
-        self._pin = _Pinning()
+    def __init__(self, worker):
+        self.worker = worker
+        self._pin_cpu: int | None = None
 
     def ping(self) -> int:
         return self.worker.tick
 
     def pin_graph_thread(self, cpu: int | None) -> int:
         """The thread that runs the next `tick` (a Compiled Graph's) pins itself to `cpu`."""
-        self._pin.set(cpu)
+        self._pin_cpu = None if cpu is None else int(cpu)
         return -1 if cpu is None else int(cpu)
 
+    def _apply_pin(self) -> None:
+        if self._pin_cpu is not None:
+            pin_thread(self._pin_cpu)
+            self._pin_cpu = None
+
+
+class EnvShell(_Shell):
+    """Bytes-in, bytes-out face of an EnvWorker: what `actors.EnvActor` runs under Ray."""
+
+    def __init__(self, spec: bytes):
+        super().__init__(EnvWorker(codec.unpackb(spec)))
+
     def tick(self, ctrl: bytes) -> bytes:
-        self._pin.apply()
+        self._apply_pin()
         return self.worker.step(ctrl)
 
     def live_gids(self) -> bytes:
@@ -487,23 +485,14 @@ class EnvShell:
         return self.worker.engine_restored(snapshot_tick)
 
 
-class EngineShell:
+class EngineShell(_Shell):
     """Bytes-in, bytes-out face of an EngineWorker: what `actors.EngineActor` runs under Ray."""
 
     def __init__(self, spec: bytes):
-        self.worker = EngineWorker(codec.unpackb(spec))
-        self._pin = _Pinning()
-
-    def ping(self) -> int:
-        return self.worker.tick
-
-    def pin_graph_thread(self, cpu: int | None) -> int:
-        """See `EnvShell.pin_graph_thread`."""
-        self._pin.set(cpu)
-        return -1 if cpu is None else int(cpu)
+        super().__init__(EngineWorker(codec.unpackb(spec)))
 
     def tick(self, ctrl: bytes, *env_payloads: bytes) -> bytes:
-        self._pin.apply()
+        self._apply_pin()
         return self.worker.step(ctrl, *env_payloads)
 
     def reserve(self, n: int) -> bytes:
