@@ -28,7 +28,8 @@ FORMAT_VERSION = 1
 KEEP = 2
 
 
-def _jsonable(obj):
+def to_jsonable(obj):
+    """Configs and sidecars to plain JSON: numpy arrays become {"__ndarray__": list, "dtype": str}."""
     if isinstance(obj, np.ndarray):
         return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
     if isinstance(obj, (np.integer,)):
@@ -36,19 +37,20 @@ def _jsonable(obj):
     if isinstance(obj, (np.floating,)):
         return float(obj)
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [to_jsonable(v) for v in obj]
     return obj
 
 
-def _from_jsonable(obj):
+def from_jsonable(obj):
+    """Inverse of `to_jsonable`."""
     if isinstance(obj, dict):
         if "__ndarray__" in obj:
             return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
-        return {k: _from_jsonable(v) for k, v in obj.items()}
+        return {k: from_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_from_jsonable(v) for v in obj]
+        return [from_jsonable(v) for v in obj]
     return obj
 
 
@@ -113,7 +115,7 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer, sidec
             tensors["__rng__.torch"] = torch.get_rng_state()
             save_file(tensors, str(tmp / "optimizer.safetensors"))
         doc = {"format_version": FORMAT_VERSION, "step": int(step), "optimizer": meta, **sidecar}
-        (tmp / "checkpoint.json").write_text(json.dumps(_jsonable(doc), indent=1))
+        (tmp / "checkpoint.json").write_text(json.dumps(to_jsonable(doc), indent=1))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -156,7 +158,7 @@ def load_checkpoint(path, with_optimizer: bool = False):
 
     ckpt = resolve_checkpoint(path)
     try:
-        sidecar = _from_jsonable(json.loads((ckpt / "checkpoint.json").read_text()))
+        sidecar = from_jsonable(json.loads((ckpt / "checkpoint.json").read_text()))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{ckpt / 'checkpoint.json'}: unreadable sidecar ({exc})") from exc
     if sidecar.get("format_version") != FORMAT_VERSION:

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from worldssm.errors import CheckpointError, WorldssmError
-from worldssm.train.checkpoint import atomic_write_text, load_checkpoint, optimizer_state_dict, save_checkpoint
+from worldssm.train.checkpoint import (
+    atomic_write_text,
+    load_checkpoint,
+    optimizer_state_dict,
+    save_checkpoint,
+    to_jsonable,
+)
 from worldssm.train.config import TrainConfig
 
 
@@ -169,9 +175,7 @@ class Trainer:
 
         doc = {"worldssm": __version__, "model_config": self.model_cfg.to_dict(),
                "train_config": self.cfg.to_dict(), "data": self.data, "device": str(self.device)}
-        from worldssm.train.checkpoint import _jsonable
-
-        atomic_write_text(self.run_dir / "config.json", json.dumps(_jsonable(doc), indent=1))
+        atomic_write_text(self.run_dir / "config.json", json.dumps(to_jsonable(doc), indent=1))
 
     def _open_metrics(self):
         path = self.run_dir / "metrics.jsonl"
