@@ -48,6 +48,8 @@ _CODE_TO_DTYPE: dict[int, np.dtype] = {
 _LE_STR_TO_CODE: dict[str, int] = {dt.str: code for code, dt in _CODE_TO_DTYPE.items()}
 _HEAD = struct.Struct("<BB")
 _MAX_DIM = 2**32 - 1
+_HEADS = [struct.Struct(f"<BB{n}I") for n in range(MAX_NDIM + 1)]  # header + dims, per ndim
+_DIMS = [struct.Struct(f"<{n}I") for n in range(MAX_NDIM + 1)]
 
 
 class CodecError(ValueError):
@@ -80,14 +82,16 @@ def encode_array(arr: np.ndarray) -> bytes:
     Returns:
         The payload bytes (without the msgpack ext framing).
     """
-    code = dtype_code(arr.dtype)
+    code = _LE_STR_TO_CODE.get(arr.dtype.str)  # the common case: a little-endian allowed dtype
+    if code is None:
+        code = dtype_code(arr.dtype)
     if arr.ndim > MAX_NDIM:
         raise CodecError(f"array has {arr.ndim} dims; at most {MAX_NDIM} are supported")
     if any(d > _MAX_DIM for d in arr.shape):
         raise CodecError(f"array shape {arr.shape} has a dim that does not fit in u32")
     # np.asarray keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d).
     le = np.asarray(arr, dtype=_CODE_TO_DTYPE[code], order="C")
-    head = _HEAD.pack(code, le.ndim) + struct.pack(f"<{le.ndim}I", *le.shape)
+    head = _HEADS[le.ndim].pack(code, le.ndim, *le.shape)
     # One copy: join reads the array's buffer directly.
     return b"".join((head, le.reshape(-1).view(np.uint8).data))
 
@@ -115,7 +119,7 @@ def decode_array(payload: bytes) -> np.ndarray:
     dims_end = _HEAD.size + 4 * ndim
     if len(payload) < dims_end:
         raise CodecError(f"array payload is {len(payload)} bytes, too short for {ndim} dims")
-    shape = struct.unpack_from(f"<{ndim}I", payload, _HEAD.size)
+    shape = _DIMS[ndim].unpack_from(payload, _HEAD.size)
     count = 1
     for d in shape:
         count *= d

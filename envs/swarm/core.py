@@ -244,18 +244,23 @@ class SwarmEnv(BatchedEnv):
         c = self.cfg
         if self.centres.shape[0] == 0:
             return
-        # Only agents in cells that come near an obstacle can be inside one.
-        cand = np.flatnonzero(self._obstacle_cells[grid_cells(pos, c.sense_radius, c.side)])
-        if cand.size == 0:
-            return
-        dx = pos[cand, 0:1] - self.centres[:, 0]  # [A', O]
-        dy = pos[cand, 1:2] - self.centres[:, 1]
+        if pos.shape[0] * self.centres.shape[0] <= 512:  # few pairs: test them all
+            cand = None
+            dx = pos[:, 0:1] - self.centres[:, 0]  # [A, O]
+            dy = pos[:, 1:2] - self.centres[:, 1]
+        else:
+            # Only agents in cells that come near an obstacle can be inside one.
+            cand = np.flatnonzero(self._obstacle_cells[grid_cells(pos, c.sense_radius, c.side)])
+            if cand.size == 0:
+                return
+            dx = pos[cand, 0:1] - self.centres[:, 0]  # [A', O]
+            dy = pos[cand, 1:2] - self.centres[:, 1]
         reach = self.radii + c.agent_radius
         inside = dx * dx + dy * dy < reach * reach  # [A', O]
         sub = np.nonzero(inside.any(axis=1))[0]
         if sub.size == 0:
             return
-        rows = cand[sub]
+        rows = sub if cand is None else cand[sub]
         inside = inside[sub]
         dx, dy = dx[sub], dy[sub]
         dist = np.maximum(np.sqrt(dx * dx + dy * dy), 1e-6)

@@ -4,8 +4,9 @@ Cells are as wide as the query radius, so every point within the radius of a que
 3x3 block of cells around it. Points are sorted by cell, so each row of a block is one run of
 sorted points; the queries' candidates from their 3 runs form one flat list of pairs (no
 padding, so one crowded cell costs only its own pairs), pairs beyond the radius are dropped,
-and one sort by (query, distance, index) ranks the rest. `knn_reference` is the brute-force
-specification the tests compare against.
+and one sort by (query, distance, index) ranks the rest. Up to `DENSE_MAX_POINTS` points a
+query compares against all of them instead (fewer numpy calls than bucketing). `knn_reference`
+is the brute-force specification the tests compare against.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class Grid:
         self.side = float(side)
         self.n = max(1, int(np.ceil(side / cell)))
         self.stride = self.n + 2
+        self.points = points
+        # Few points: queries compare against all of them (`_query_dense`), no buckets needed.
+        self.dense = points.shape[0] <= DENSE_MAX_POINTS
+        if self.dense:
+            return
         cid = grid_cells(points, cell, side) if cells is None else cells  # [P]
         # Cell ids fit in 16 bits up to ~60k cells, where numpy's stable sort is a radix sort.
         key = cid.astype(np.uint16) if self.stride * self.stride <= 1 << 16 else cid
@@ -106,6 +112,8 @@ class Grid:
             idx: int64 [Q, k] point indices, -1 where fewer than k points are in range.
             d2: float32 [Q, k] squared distances, inf where idx is -1.
         """
+        if self.dense:
+            return self._query_dense(q, k, radius, exclude, point_mask, need_d2)
         nq = q.shape[0]
         idx = np.empty((nq, k), np.int64)
         idx.fill(-1)
@@ -158,6 +166,33 @@ class Grid:
         if need_d2:
             d2.ravel()[flat] = dist2[order][top]
         return idx, d2
+
+
+    def _query_dense(self, q, k, radius, exclude, point_mask, need_d2):
+        """`query` against every point: a [Q, P] distance table, ranked per row by distance then
+        point index (`knn_reference`'s order), for the few points where buckets cost more."""
+        nq, npts = q.shape[0], self.points.shape[0]
+        if k == 0 or nq == 0 or npts == 0:
+            idx = np.full((nq, k), -1, np.int64)
+            return idx, (np.full((nq, k), np.inf, np.float32) if need_d2 else None)
+        delta = as_complex(self.points)[None, :] - as_complex(q)[:, None]  # [Q, P], as in `query`
+        dist2 = delta.real * delta.real + delta.imag * delta.imag
+        key = np.where(dist2 <= radius * radius, dist2, np.float32(np.inf))
+        if exclude is not None:
+            rows = np.flatnonzero(exclude >= 0)
+            key[rows, exclude[rows]] = np.inf
+        if point_mask is not None:
+            key[:, ~point_mask] = np.inf
+        order = key.argsort(axis=1, kind="stable")[:, :k]  # [Q, min(k, P)]
+        near = np.take_along_axis(key, order, 1)
+        idx = np.where(near < np.inf, order, -1)
+        if order.shape[1] < k:  # fewer points than k
+            idx = np.concatenate([idx, np.full((nq, k - order.shape[1]), -1, np.int64)], 1)
+            near = np.concatenate([near, np.full((nq, k - order.shape[1]), np.inf, np.float32)], 1)
+        return idx, (near if need_d2 else None)
+
+
+DENSE_MAX_POINTS = 32  # at most this many points: `Grid.query` compares against all of them
 
 
 def knn_reference(points, q, k, radius, exclude=None):

@@ -12,7 +12,9 @@ step ("engine.z"), so the two verbs chain without the caller carrying anything:
 Both take any subset of slots in any order, validate every input before touching state (a
 rejected call changes nothing), and run one batched model step. On CUDA (with `graphs`
 enabled) the step is replayed from one CUDA graph per batch bucket (`worldssm.kernels.graphs`);
-on CPU the model's reference path runs eagerly.
+on CPU the step runs in numpy (`worldssm.engine.numpy_step`, about 2x faster than PyTorch's
+eager ops at simulation batch sizes) where it can, else the model's reference path eagerly;
+`Engine.impl` says which.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from worldssm.engine import numpy_step
 from worldssm.engine.state import SlabError, StateSlab
 from worldssm.errors import WorldssmError
 
 DEFAULT_BUCKETS = (1, 8, 64, 512, 4096, 16384)
+IMPLS = ("auto", "numpy", "torch")
 
 
 class EngineInputError(WorldssmError, ValueError):
@@ -83,12 +87,16 @@ class Engine:
         seed: seed of the engine's own generator (used when `sample`).
         graphs: "auto" (CUDA graphs on CUDA when not sampling), "on" or "off".
         buckets: batch sizes to capture graphs for.
+        impl: "auto" (numpy on CPU when `numpy_step.supports` the model, else torch), "numpy"
+            (an error where it cannot run) or "torch".
     """
 
     def __init__(self, model, capacity: int, device=None, sample: bool = False, seed: int = 0,
-                 graphs: str = "auto", buckets=DEFAULT_BUCKETS):
+                 graphs: str = "auto", buckets=DEFAULT_BUCKETS, impl: str = "auto"):
         if graphs not in ("auto", "on", "off"):
             raise ValueError(f"graphs must be 'auto', 'on' or 'off', got {graphs!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         self.sample = bool(sample)
@@ -107,6 +115,10 @@ class Engine:
         if use and self.device.type != "cuda":
             raise ValueError(f"graphs='on' needs a CUDA device, got {self.device}")
         self.use_graphs = use
+        why_not = numpy_step.supports(self.model, self.sample, self.device)
+        if impl == "numpy" and why_not is not None:
+            raise ValueError(f"impl='numpy' cannot run this engine: {why_not}")
+        self.impl = "numpy" if impl == "numpy" or (impl == "auto" and why_not is None) else "torch"
         # The eager path runs under inference_mode (no version counters or autograd bookkeeping
         # on any op: same arithmetic, less dispatch per op; the slab's own tensors are ordinary
         # tensors written in place, which inference_mode allows). Outputs are then inference
@@ -182,11 +194,13 @@ class Engine:
             raise EngineInputError(f"resets must be bool [{b}], got {r.dtype} {r.shape}")
         if b == 0:
             return self._empty(decode)
+        if self._numpy is not None:
+            return self._numpy_output(self._numpy.observe(s, r, o, a), decode)
         dev = self.device
         with self._no_grad():
             z, rew, cont, h = self._observe_step(
                 torch.as_tensor(s, device=dev), torch.as_tensor(r, device=dev),
-                torch.as_tensor(o, device=dev), a)
+                torch.as_tensor(o, device=dev), torch.as_tensor(a, device=dev))
             return self._output(z, rew, cont, h, decode)
 
     def imagine(self, slots, actions, decode: bool = False) -> EngineOutput:
@@ -202,10 +216,13 @@ class Engine:
         a = self._actions(actions, b)
         if b == 0:
             return self._empty(decode)
+        if self._numpy is not None:
+            return self._numpy_output(self._numpy.imagine(s, a), decode)
         dev = self.device
         with self._no_grad():
             st = torch.as_tensor(s, device=dev)
-            z, rew, cont, h = self._imagine_step(st, torch.zeros_like(st, dtype=torch.bool), a)
+            z, rew, cont, h = self._imagine_step(st, torch.zeros_like(st, dtype=torch.bool),
+                                                 torch.as_tensor(a, device=dev))
             return self._output(z, rew, cont, h, decode)
 
     # ----- internals ----------------------------------------------------------------------------
@@ -215,11 +232,11 @@ class Engine:
         except SlabError as exc:
             raise EngineInputError(str(exc)) from exc
 
-    def _actions(self, actions, b: int) -> torch.Tensor:
+    def _actions(self, actions, b: int) -> np.ndarray:
         a = _as_numpy(actions, "actions")
         check_actions(self.action_space, a, b)
         dt = np.int64 if self.action_space["type"] == "discrete" else np.float32
-        return torch.as_tensor(a.astype(dt, copy=False), device=self.device)
+        return a.astype(dt, copy=False)
 
     def _observe_core(self, slots, reset, obs, action):
         pred = self.model.observe_slots(self.slab.tensors, slots, obs, action, reset,
@@ -238,6 +255,7 @@ class Engine:
         return z, pred.reward, pred.cont, pred.h
 
     def _build_steps(self) -> None:
+        self._numpy = numpy_step.NumpyStep(self.model, self.slab.tensors) if self.impl == "numpy" else None
         if not self.use_graphs:
             self._observe_step, self._imagine_step = self._observe_core, self._imagine_core
             return
@@ -252,6 +270,11 @@ class Engine:
     def _output(self, z, rew, cont, h, decode: bool) -> EngineOutput:
         obs = self.model.decode(z, h) if decode else None
         return EngineOutput(z, rew.float(), cont.float(), obs)
+
+    def _numpy_output(self, out, decode: bool) -> EngineOutput:
+        z, rew, cont, h = out
+        obs = torch.from_numpy(self._numpy.decode(z, h)) if decode else None
+        return EngineOutput(torch.from_numpy(z), torch.from_numpy(rew), torch.from_numpy(cont), obs)
 
     def _empty(self, decode: bool) -> EngineOutput:
         v = self.slab.spec["engine.z"][0][0]

@@ -9,10 +9,12 @@ Agents have global ids (gids, int64): `owner << 32 | n`, where the owner is the 
 for env agents and `DREAM_OWNER + j` for agents dreaming on EngineWorker j.
 
 One tick, real agents: each EnvWorker lets its agents act on their current observations o_t
-(overrides from the caller replace some actions), sends (slots, o_t, a_t, reset) to its
-EngineWorker, and steps its envs; the EngineWorker observes all of them in one batched call and
-returns its predictions, which the coordinator hands back to the EnvWorker next tick. Dream
-agents act inside the EngineWorker on their decoded observations and are imagined in one call.
+(overrides from the caller replace some actions) and sends (slots, o_t, a_t, reset) to its
+EngineWorker (`act`); then it steps its envs (`advance`) while the EngineWorker observes all of
+them in one batched call and returns its predictions, which the coordinator hands back to the
+EnvWorker next tick. The env step and the engine's observe do not depend on each other, so they
+run at the same time. Dream agents act inside the EngineWorker on their decoded observations
+and are imagined in one call.
 """
 
 from __future__ import annotations
@@ -123,6 +125,8 @@ class EnvWorker:
             pol = make_policy(spec["policy"], self.action_space, env, seed=self.seed * 1000 + i)
             self.envs.append(_EnvSlot(env, pol))
         self._pred_index = np.zeros(0, np.int64)
+        self._acts: list[np.ndarray] | None = None  # act's actions, until advance steps them
+        self._act_times = (0.0, 0.0)
         self._pending_left: list[np.ndarray] = []
         self._pending_returns: list[np.ndarray] = []
         for i, e in enumerate(self.envs):
@@ -172,17 +176,35 @@ class EnvWorker:
         return n
 
     # ----- the tick -----------------------------------------------------------------------------
-    def step(self, ctrl: bytes) -> bytes:
-        """One tick (see the module docstring); returns the payload for the EngineWorker."""
+    def act(self, ctrl: bytes) -> bytes:
+        """First half of a tick: the agents act on o_t; returns the payload for the EngineWorker
+        (slots, o_t, a_t, resets). The envs step afterwards, in `advance`, while the engine
+        observes: the two do not depend on each other."""
         t0 = time.perf_counter()
         c = codec.unpackb(ctrl)
         tick = int(c["tick"])
-        acts = self._actions(c, tick)  # validates everything before any env steps
+        acts = self._actions(c, tick)  # validates everything before any state changes
         self.tick = tick
-        slots = np.concatenate([e.slots for e in self.envs])
-        obs = np.concatenate([e.obs for e in self.envs])
-        resets = np.concatenate([e.first for e in self.envs])
-        actions = np.concatenate(acts)
+        self._acts = acts
+        payload = codec.packb({
+            "slots": np.concatenate([e.slots for e in self.envs]),
+            "obs": np.concatenate([e.obs for e in self.envs]),
+            "actions": np.concatenate(acts),
+            "resets": np.concatenate([e.first for e in self.envs]),
+        })
+        t1 = time.perf_counter()
+        self._act_times = (t0, t1)
+        return payload
+
+    def advance(self) -> bytes:
+        """Second half of a tick: step the envs with the actions of `act`; returns the report for
+        the coordinator (live, joined and left agents, timings). Its shell takes act's payload as
+        an ordering dependency: a Compiled Graph or a plain call skips it when `act` raised."""
+        t0 = time.perf_counter()
+        acts, self._acts = self._acts, None
+        if acts is None:
+            raise WorldssmError(f"EnvWorker {self.index}: advance() without a successful act() first")
+        tick = self.tick
         pred_index, joined = [], []
         offset = 0
         for e, a in zip(self.envs, acts):
@@ -226,18 +248,17 @@ class EnvWorker:
         returns = np.concatenate(self._pending_returns) if self._pending_returns else np.zeros(0)
         self._pending_left, self._pending_returns = [], []
         joined = np.concatenate(joined) if joined else np.zeros(0, np.int64)
+        a0, a1 = self._act_times
         # The coordinator reads live, joined, left and left_return; empty ones travel as None
         # (most ticks nobody joins or leaves), so a quiet tick's report holds one array.
-        report = {
+        # perf_counter is CLOCK_MONOTONIC: the timestamps compare across processes of one host only.
+        return codec.packb({
             "index": self.index, "tick": tick, "live": self.live_gids(),
             "joined": joined if joined.size else None, "left": left if left.size else None,
             "left_return": returns.astype(np.float32) if left.size else None,
-            "env_ms": (time.perf_counter() - t0) * 1e3,
-            # perf_counter is CLOCK_MONOTONIC: comparable across processes of one host only
-            "t_in": t0, "t_out": time.perf_counter(),
-        }
-        return codec.packb({"slots": slots, "obs": obs, "actions": actions, "resets": resets,
-                            "report": codec.packb(report)})
+            "act_ms": (a1 - a0) * 1e3, "advance_ms": (time.perf_counter() - t0) * 1e3,
+            "t_act": [a0, a1], "t_in": t0, "t_out": time.perf_counter(),
+        })
 
     def _actions(self, c: dict, tick: int) -> list[np.ndarray]:
         ids, over = c.get("ids"), c.get("actions")
@@ -281,7 +302,7 @@ class EngineWorker:
 
     Args:
         spec: {"index", "model" (see `load_model`), "capacity", "device", "sample", "seed",
-            "decode", "policy", "torch_threads"}.
+            "decode", "policy", "torch_threads", "impl" (see `Engine`)}.
     """
 
     def __init__(self, spec: dict):
@@ -295,7 +316,8 @@ class EngineWorker:
             torch.set_num_threads(threads)
         device = spec.get("device", "cpu")
         self.engine = Engine(load_model(spec["model"]), int(spec["capacity"]), device=device,
-                             sample=bool(spec.get("sample", False)), seed=int(spec.get("seed", 0)))
+                             sample=bool(spec.get("sample", False)), seed=int(spec.get("seed", 0)),
+                             impl=spec.get("impl", "auto"))
         self.seed = int(spec.get("seed", 0))
         self.decode = bool(spec.get("decode", True))
         self.policy = make_policy(spec.get("policy", "random"), self.engine.action_space,
@@ -400,7 +422,6 @@ class EngineWorker:
         snap = self.snapshot() if c.get("snapshot") else None
         return codec.packb({
             "index": self.index, "tick": tick, "preds": preds,
-            "reports": [p["report"] for p in payloads],
             "dream": {"gids": self.d_gids, "reward": d_rew, "cont": d_cont} if self.d_gids.size else None,
             "model_ms": model_ms, "engine_ms": (time.perf_counter() - t0) * 1e3, "snapshot": snap,
             "t_in": t0, "t_out": time.perf_counter(),
@@ -455,7 +476,7 @@ class _Shell:
         return self.worker.tick
 
     def pin_graph_thread(self, cpu: int | None) -> int:
-        """The thread that runs the next `tick` (a Compiled Graph's) pins itself to `cpu`."""
+        """The thread that runs the next tick (a Compiled Graph's) pins itself to `cpu`."""
         self._pin_cpu = None if cpu is None else int(cpu)
         return -1 if cpu is None else int(cpu)
 
@@ -471,9 +492,13 @@ class EnvShell(_Shell):
     def __init__(self, spec: bytes):
         super().__init__(EnvWorker(codec.unpackb(spec)))
 
-    def tick(self, ctrl: bytes) -> bytes:
+    def act(self, ctrl: bytes) -> bytes:
         self._apply_pin()
-        return self.worker.step(ctrl)
+        return self.worker.act(ctrl)
+
+    def advance(self, *acted: bytes) -> bytes:
+        """`acted`: the payloads of this EnvActor's act and of those it waits for (ordering only)."""
+        return self.worker.advance()
 
     def live_gids(self) -> bytes:
         return codec.packb(self.worker.live_gids())

@@ -1,0 +1,279 @@
+"""The engine's CPU inference path for small batches: the world model's step in numpy.
+
+On CPU at the batch sizes of a simulation tick (tens of agents) the model's step is bound by
+per-op dispatch, not arithmetic: the DEBUG model's observe is ~160 PyTorch ops at 1-3 us each.
+numpy's ops on small arrays cost a third of that, so the same step runs about 2x faster here
+(measured in `tests/bench/results/tick-*.json` through `worldssm bench tick`).
+
+`NumpyStep` mirrors `WorldModel.observe_slots` / `imagine_slots` / `decode` with the mode latent
+(no sampling) for vector observations and the Mamba-2 backbone with float32 weights and states:
+the same formulas, float32 throughout. Results agree with the PyTorch path to float32 rounding,
+not bit for bit: the matrix products are BLAS's, not ATen's, and two products are regrouped
+(a discrete action's share of the input projection is a table lookup; the prior, reward and
+continue heads run as one stack). It keeps numpy copies of the weights and rebuilds them when
+any parameter's version counter moved (an optimizer step or `load_state_dict` in place), and
+it writes the engine's slab in place. What it cannot run, `supports` says, and the engine then
+runs the PyTorch path: `Engine.impl` records which one runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+F32 = np.float32
+
+
+def supports(model, sample: bool, device: torch.device) -> str | None:
+    """None when `NumpyStep` can run this model, else the reason it cannot."""
+    if device.type != "cpu":
+        return f"the engine is on {device}"
+    if sample:
+        return "latents are sampled (the numpy path takes the mode)"
+    if model.obs_kind != "vector":
+        return f"{model.obs_kind} observations"
+    if model.cfg.backbone.kind != "mamba2":
+        return f"the {model.cfg.backbone.kind} backbone"
+    if model.cfg.backbone.state_dtype != "float32":
+        return f"{model.cfg.backbone.state_dtype} states"
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        return "weights are not float32"
+    return None
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A float32 numpy copy of a parameter, C-contiguous."""
+    return np.ascontiguousarray(t.detach().numpy(), dtype=F32)
+
+
+def _symlog(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def _symexp(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.expm1(np.abs(x))
+
+
+def _silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+def _layer_norm_silu(y: np.ndarray, g: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    """silu(LayerNorm(y)) over the last dim, in place on `y`."""
+    y -= y.sum(-1, keepdims=True) * F32(1.0 / y.shape[-1])
+    var = np.einsum("...i,...i->...", y, y)[..., None] * F32(1.0 / y.shape[-1])
+    y *= 1.0 / np.sqrt(var + F32(eps))
+    y *= g
+    y += beta
+    return _silu(y)
+
+
+class _MLP:
+    """An `nets.mlp`: (Linear -> LayerNorm -> SiLU) x L, then Linear."""
+
+    def __init__(self, seq):
+        mods = list(seq)
+        self.blocks = [(_np(mods[i].weight).T.copy(), _np(mods[i].bias), _np(mods[i + 1].weight),
+                        _np(mods[i + 1].bias), float(mods[i + 1].eps)) for i in range(0, len(mods) - 1, 3)]
+        self.out = (_np(mods[-1].weight).T.copy(), _np(mods[-1].bias))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        for w, b, g, beta, eps in self.blocks:
+            y = x @ w
+            y += b
+            x = _layer_norm_silu(y, g, beta, eps)
+        w, b = self.out
+        y = x @ w
+        y += b
+        return y
+
+
+class _Heads:
+    """Several `nets.mlp`s of one shape reading the same input, run as one stack: each layer is
+    one batched product over the heads ([M, B, in] @ [M, in, out]); the output layers are padded
+    to the widest one. Returns each head's output [B, out_m]."""
+
+    def __init__(self, seqs):
+        mlps = [_MLP(s) for s in seqs]
+        self.blocks = []
+        for layer in zip(*(m.blocks for m in mlps)):
+            w = np.stack([blk[0] for blk in layer])  # [M, in, w]
+            b, g, beta = (np.stack([blk[i] for blk in layer])[:, None] for i in (1, 2, 3))  # [M, 1, w]
+            self.blocks.append((w, b, g, beta, layer[0][4]))
+        self.sizes = [m.out[0].shape[1] for m in mlps]
+        width = max(self.sizes)
+        self.w_out = np.zeros((len(mlps), mlps[0].out[0].shape[0], width), F32)
+        self.b_out = np.zeros((len(mlps), 1, width), F32)
+        for i, m in enumerate(mlps):
+            self.w_out[i, :, :self.sizes[i]] = m.out[0]
+            self.b_out[i, 0, :self.sizes[i]] = m.out[1]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        for i, (w, b, g, beta, eps) in enumerate(self.blocks):
+            y = (x @ w) if i else np.matmul(x[None], w)  # [M, B, w]
+            y += b
+            x = _layer_norm_silu(y, g, beta, eps)
+        y = x @ self.w_out
+        y += self.b_out
+        return [y[i, :, :n] for i, n in enumerate(self.sizes)]
+
+
+class NumpyStep:
+    """The world model's one-step inference in numpy (see the module docstring).
+
+    Args:
+        model: a `WorldModel` on CPU for which `supports(...)` is None.
+        slab: the engine's slab tensors (name -> CPU tensor); read and written in place.
+    """
+
+    def __init__(self, model, slab: dict):
+        cfg = model.cfg
+        bc = cfg.backbone
+        self.model, self.slab = model, slab
+        self.v, self.k, self.unimix = cfg.latent_vars, cfg.latent_classes, float(cfg.unimix)
+        self.h, self.p, self.n = bc.n_heads, bc.head_dim, bc.d_state
+        self.eps = float(bc.norm_eps)
+        self.obs_shape = tuple(model.obs_shape)
+        self.eye_k = np.eye(self.k, dtype=F32)
+        self._params = list(model.parameters())
+        self._version = None
+        self._sync()
+
+    def _sync(self) -> None:
+        """(Re)build the numpy weights when any parameter changed in place since the last build
+        (an optimizer step, `load_state_dict`): each tensor's version counter says so."""
+        version = tuple(p._version for p in self._params)
+        if version == self._version:
+            return
+        model = self.model
+        self.encoder, self.decoder = _MLP(model.encoder), _MLP(model.decoder)
+        self.heads = _Heads([model.prior_head, model.reward_head, model.cont_head])
+        enc = model.action_encoder
+        self.discrete = enc.discrete
+        in_w, in_b = _np(model.in_proj.weight).T, _np(model.in_proj.bias)
+        vk = self.v * self.k
+        self.in_w_z = in_w[:vk].copy()  # the latent's share of the input projection
+        act_w, act_b = _np(enc.proj.weight).T, _np(enc.proj.bias)
+        if self.discrete:
+            # in_proj([z, proj(onehot(a))]) = z @ W_z + table[a]: one row per action.
+            self.act_table = (act_w + act_b) @ in_w[vk:] + in_b  # [n, D]
+        else:
+            self.act_low, self.act_high = _np(enc.low), _np(enc.high)
+            self.act_bounded = enc.bounded.numpy().copy()
+            self.act_w, self.act_b, self.in_w_a, self.in_b = act_w, act_b, in_w[vk:].copy(), in_b
+        bb = model.backbone
+        self.norms = [_np(m.weight) for m in bb.norms]
+        self.final_norm = _np(bb.final_norm.weight)
+        self.mixers = [(
+            _np(m.in_proj.weight).T.copy(), _np(m.conv_weight).T.copy(), _np(m.conv_bias), _np(m.dt_bias),
+            -np.exp(_np(m.A_log)), _np(m.D)[:, None], _np(m.norm_weight).reshape(self.h, self.p),
+            _np(m.out_proj.weight).T.copy(),
+        ) for m in bb.mixers]
+        self.bins = _np(model.twohot.bins)
+        self._version = version
+
+    # ----- pieces (each mirrors the WorldModel method of the same name) --------------------------
+    def _unimix(self, logits: np.ndarray) -> np.ndarray:
+        """`nets.unimix_logits` over [B, V*K] -> log-probs [B, V, K]."""
+        x = logits.reshape(logits.shape[0], self.v, self.k)
+        x = x - x.max(-1, keepdims=True)
+        e = np.exp(x)
+        if self.unimix <= 0:
+            return x - np.log(e.sum(-1, keepdims=True))
+        p = e * (F32(1.0 - self.unimix) / e.sum(-1, keepdims=True))
+        p += F32(self.unimix / self.k)
+        return np.log(p)
+
+    def _mode(self, logp: np.ndarray) -> np.ndarray:
+        """One-hot of each variable's most likely class [B, V*K] (`nets.sample_onehot`, mode)."""
+        return self.eye_k[logp.argmax(-1)].reshape(logp.shape[0], -1)
+
+    def _rms(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        ms = np.einsum("ij,ij->i", x, x)[:, None] * F32(1.0 / x.shape[1])
+        return x * (1.0 / np.sqrt(ms + F32(self.eps))) * w
+
+    def _inputs(self, z: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """in_proj([z, action_encoder(a)]) [B, D]."""
+        u = z @ self.in_w_z
+        if self.discrete:
+            u += self.act_table[np.clip(action, 0, self.act_table.shape[0] - 1)]
+            return u
+        a = action.astype(F32, copy=False).reshape(action.shape[0], -1)
+        scaled = np.clip(2 * (a - self.act_low) / (self.act_high - self.act_low) - 1, -1, 1)
+        feats = np.where(self.act_bounded, scaled, _symlog(a)).astype(F32, copy=False)
+        e = feats @ self.act_w
+        e += self.act_b
+        u += e @ self.in_w_a
+        u += self.in_b
+        return u
+
+    def _layer(self, i: int, u: np.ndarray, slots: np.ndarray, reset: np.ndarray | None) -> np.ndarray:
+        """One mixer step (`kernels.step.ref.mamba2_step_ref` between the projections)."""
+        in_w, conv_wt, conv_b, dt_bias, a, d, norm_w, out_w = self.mixers[i]
+        h, p, n = self.h, self.p, self.n
+        hp = h * p
+        conv_slab, ssm_slab = self.slab[f"{i}.conv"].numpy(), self.slab[f"{i}.ssm"].numpy()
+        zx = u @ in_w  # [B, 2*H*P + 2N + H]
+        old = conv_slab[slots]  # [B, K-1, Cd]
+        if reset is not None:
+            old[reset] = 0.0  # a reset row's state is never read
+        window = np.concatenate([old, zx[:, None, hp:2 * hp + 2 * n]], 1)  # [B, K, Cd]
+        conv_slab[slots] = window[:, 1:]
+        xbc = np.einsum("bkc,kc->bc", window, conv_wt)
+        xbc += conv_b
+        xbc = _silu(xbc)
+        b = u.shape[0]
+        x = xbc[:, :hp].reshape(b, h, p)
+        bm, cm = xbc[:, hp:hp + n], xbc[:, hp + n:]
+        dt = np.logaddexp(F32(0.0), zx[:, 2 * hp + 2 * n:] + dt_bias)  # softplus [B, H]
+        decay = np.exp(dt * a)  # [B, H]
+        state = ssm_slab[slots]  # [B, H, P, N]
+        if reset is not None:
+            state[reset] = 0.0
+        state *= decay[:, :, None, None]
+        state += (dt[:, :, None] * x)[..., None] * bm[:, None, None, :]
+        ssm_slab[slots] = state
+        y = np.einsum("bhpn,bn->bhp", state, cm)
+        y += d * x
+        g = y * _silu(zx[:, :hp].reshape(b, h, p))
+        ms = np.einsum("bhp,bhp->bh", g, g)[..., None] * F32(1.0 / p)
+        g *= norm_w / np.sqrt(ms + F32(self.eps))
+        return g.reshape(b, hp) @ out_w
+
+    def _backbone(self, x: np.ndarray, slots: np.ndarray, reset: np.ndarray | None) -> np.ndarray:
+        for i, w in enumerate(self.norms):
+            x = x + self._layer(i, self._rms(x, w), slots, reset)
+        return self._rms(x, self.final_norm)
+
+    def _heads(self, h: np.ndarray):
+        prior, logits, cont = self.heads(h)
+        z = self._mode(self._unimix(prior))
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        reward = _symexp((e @ self.bins) / e.sum(-1))
+        cont = 1.0 / (1.0 + np.exp(-cont[:, 0]))
+        return z, reward.astype(F32, copy=False), cont.astype(F32, copy=False), h
+
+    # ----- the engine's verbs -------------------------------------------------------------------
+    def observe(self, slots: np.ndarray, reset: np.ndarray, obs: np.ndarray, action: np.ndarray):
+        """-> (z_{t+1} [B, V*K], reward [B], cont [B], h [B, D]); writes the slab rows `slots`
+        (backbone states and "engine.z")."""
+        self._sync()
+        x = obs.astype(F32, copy=False).reshape(obs.shape[0], -1)
+        z = self._mode(self._unimix(self.encoder(_symlog(x))))
+        out = self._heads(self._backbone(self._inputs(z, action), slots, reset if reset.any() else None))
+        self.slab["engine.z"].numpy()[slots] = out[0]
+        return out
+
+    def imagine(self, slots: np.ndarray, action: np.ndarray):
+        """Step with the stored latent "engine.z" and `action`; outputs as `observe`."""
+        self._sync()
+        z_slab = self.slab["engine.z"].numpy()
+        out = self._heads(self._backbone(self._inputs(z_slab[slots], action), slots, None))
+        z_slab[slots] = out[0]
+        return out
+
+    def decode(self, z: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """`WorldModel.decode` for vector observations: [B, *obs_shape]."""
+        self._sync()
+        out = self.decoder(np.concatenate([z, h], 1))
+        return _symexp(out).reshape(z.shape[0], *self.obs_shape)
