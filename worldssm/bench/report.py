@@ -74,14 +74,18 @@ def tick_table(name: str, d: dict) -> list[str]:
     load = ", ".join(f"{x:.2f}" for x in d.get("load_avg_before", []))
     out = [f"Ray tick, 2 EnvActors + 1 EngineActor, DEBUG model, {d.get('cpus')} CPUs ({name}, git "
            f"{d['git_sha'][:7]}, load average before {load}):", "",
-           "| agents | path | p50 / p99 tick (ms) | env (ms) | engine (ms) | Ray overhead p50 (ms) | agent-steps/s |",
-           "|---|---|---|---|---|---|---|"]
+           "| agents | path | p50 / p99 tick (ms) | env (ms) | engine (ms) | work on the longest chain (ms) "
+           "| Ray overhead p50 (ms) | agent-steps/s | speedup |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in d["results"]:
         for path in ("compiled", "plain"):
             x = r[path]
+            work = f"{x['work_ms_p50']:.2f}" if "work_ms_p50" in x else "-"
+            speed = f"{r['speedup_compiled_vs_plain']:.2f}x" if path == "compiled" else ""
             out.append(f"| {r['agents']:,} | {'Compiled Graph' if path == 'compiled' else 'plain calls'} | "
                        f"{x['latency_ms']['p50']:.2f} / {x['latency_ms']['p99']:.2f} | {x['env_ms_p50']:.2f} | "
-                       f"{x['engine_ms_p50']:.2f} | {x['overhead_ms']['p50']:.2f} | {x['agent_steps_per_s']:,.0f} |")
+                       f"{x['engine_ms_p50']:.2f} | {work} | {x['overhead_ms']['p50']:.2f} | "
+                       f"{x['agent_steps_per_s']:,.0f} | {speed} |")
     return out
 
 

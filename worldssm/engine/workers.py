@@ -381,7 +381,7 @@ class EngineWorker:
             live = self.d_gids[~np.isin(self.d_gids, leave)] if leave is not None else self.d_gids
             check_overrides(ids, over, live, self.engine.action_space, f"EngineWorker {self.index}")
         self.apply_membership(joins, leave)
-        d_act = np.asarray(self.policy.act(self.d_obs, self.d_gids, tick))
+        d_act = np.asarray(self.policy.act(self.d_obs, self.d_gids, tick)) if self.d_gids.size else None
         if ids is not None and len(ids):
             order = {int(g): i for i, g in enumerate(ids)}
             rows = np.flatnonzero(np.isin(self.d_gids, ids))
@@ -401,7 +401,7 @@ class EngineWorker:
         d_cont = np.empty(self.d_gids.size, np.float32)
         # Dream agents that just joined observe their start observation; the others imagine.
         for rows, verb in ((np.flatnonzero(fresh), "observe"), (np.flatnonzero(~fresh), "imagine")):
-            if rows.size == 0:
+            if rows.size == 0 or d_act is None:
                 continue
             if verb == "observe":
                 o = self.engine.observe(self.d_slots[rows], self.d_obs[rows], d_act[rows],
