@@ -86,6 +86,12 @@ def tick_table(name: str, d: dict) -> list[str]:
                        f"{x['latency_ms']['p50']:.2f} / {x['latency_ms']['p99']:.2f} | {x['env_ms_p50']:.2f} | "
                        f"{x['engine_ms_p50']:.2f} | {work} | {x['overhead_ms']['p50']:.2f} | "
                        f"{x['agent_steps_per_s']:,.0f} | {speed} |")
+    if d.get("engine_observe_ms"):
+        out += ["", "The engine's step on one CPU thread (same file): median `Engine.observe` time.", "",
+                "| agents | numpy step (ms) | PyTorch step (ms) | speedup |", "|---|---|---|---|"]
+        for r in d["engine_observe_ms"]:
+            out.append(f"| {r['agents']:,} | {r['numpy_ms']:.3f} | {r['torch_ms']:.3f} | "
+                       f"{r['torch_ms'] / r['numpy_ms']:.2f}x |")
     return out
 
 
