@@ -1,16 +1,17 @@
-"""The engine's CPU inference path for small batches: the world model's step in numpy.
+"""The engine's CPU inference path: the world model's step in numpy.
 
 On CPU at the batch sizes of a simulation tick (tens of agents) the model's step is bound by
-per-op dispatch, not arithmetic: the DEBUG model's observe is ~160 PyTorch ops at 1-3 us each.
-numpy's ops on small arrays cost a third of that, so the same step runs about 2x faster here
-(measured in `tests/bench/results/tick-*.json` through `worldssm bench tick`).
+per-op dispatch, not arithmetic: the DEBUG model's observe is ~160 PyTorch ops at 1-3 us each,
+and numpy's ops on small arrays cost a third to a half of that. `worldssm bench tick` times both
+steps side by side (`engine_observe_ms` in `tests/bench/results/tick-*.json`).
 
 `NumpyStep` mirrors `WorldModel.observe_slots` / `imagine_slots` / `decode` with the mode latent
 (no sampling) for vector observations and the Mamba-2 backbone with float32 weights and states:
 the same formulas, float32 throughout. Results agree with the PyTorch path to float32 rounding,
 not bit for bit: the matrix products are BLAS's, not ATen's, and two products are regrouped
 (a discrete action's share of the input projection is a table lookup; the prior, reward and
-continue heads run as one stack). It keeps numpy copies of the weights and rebuilds them when
+continue heads run as one stack); and the mode latent is the argmax of the logits, which is the
+argmax of their unimix log-probs up to rounding ties. It keeps numpy copies of the weights and rebuilds them when
 any parameter's version counter moved (an optimizer step or `load_state_dict` in place), and
 it writes the engine's slab in place. What it cannot run, `supports` says, and the engine then
 runs the PyTorch path: `Engine.impl` records which one runs.
@@ -55,7 +56,9 @@ def _symexp(x: np.ndarray) -> np.ndarray:
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
-    return x / (1.0 + np.exp(-x))
+    t = np.exp(-x)
+    t += 1.0
+    return x / t
 
 
 def _layer_norm_silu(y: np.ndarray, g: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
@@ -130,7 +133,7 @@ class NumpyStep:
         cfg = model.cfg
         bc = cfg.backbone
         self.model, self.slab = model, slab
-        self.v, self.k, self.unimix = cfg.latent_vars, cfg.latent_classes, float(cfg.unimix)
+        self.v, self.k = cfg.latent_vars, cfg.latent_classes
         self.h, self.p, self.n = bc.n_heads, bc.head_dim, bc.d_state
         self.eps = float(bc.norm_eps)
         self.obs_shape = tuple(model.obs_shape)
@@ -173,24 +176,22 @@ class NumpyStep:
         self._version = version
 
     # ----- pieces (each mirrors the WorldModel method of the same name) --------------------------
-    def _unimix(self, logits: np.ndarray) -> np.ndarray:
-        """`nets.unimix_logits` over [B, V*K] -> log-probs [B, V, K]."""
-        x = logits.reshape(logits.shape[0], self.v, self.k)
-        x = x - x.max(-1, keepdims=True)
-        e = np.exp(x)
-        if self.unimix <= 0:
-            return x - np.log(e.sum(-1, keepdims=True))
-        p = e * (F32(1.0 - self.unimix) / e.sum(-1, keepdims=True))
-        p += F32(self.unimix / self.k)
-        return np.log(p)
-
-    def _mode(self, logp: np.ndarray) -> np.ndarray:
-        """One-hot of each variable's most likely class [B, V*K] (`nets.sample_onehot`, mode)."""
-        return self.eye_k[logp.argmax(-1)].reshape(logp.shape[0], -1)
+    def _mode(self, logits: np.ndarray) -> np.ndarray:
+        """One-hot of each variable's most likely class [B, V*K] from logits [B, V*K]: the mode
+        of `nets.unimix_logits(logits)` (mixing in a uniform share and taking logs keep the
+        order of the classes), as `nets.sample_onehot` takes it without sampling."""
+        b = logits.shape[0]
+        return self.eye_k[logits.reshape(b, self.v, self.k).argmax(-1)].reshape(b, -1)
 
     def _rms(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        ms = np.einsum("ij,ij->i", x, x)[:, None] * F32(1.0 / x.shape[1])
-        return x * (1.0 / np.sqrt(ms + F32(self.eps))) * w
+        """`mamba2.RMSNorm`: x / sqrt(mean(x^2) + eps) * w."""
+        ms = np.einsum("ij,ij->i", x, x)
+        ms *= F32(1.0 / x.shape[1])
+        ms += F32(self.eps)
+        np.sqrt(ms, out=ms)
+        y = x / ms[:, None]
+        y *= w
+        return y
 
     def _inputs(self, z: np.ndarray, action: np.ndarray) -> np.ndarray:
         """in_proj([z, action_encoder(a)]) [B, D]."""
@@ -211,9 +212,9 @@ class NumpyStep:
         """One mixer step (`kernels.step.ref.mamba2_step_ref` between the projections)."""
         in_w, conv_wt, conv_b, dt_bias, a, d, norm_w, out_w = self.mixers[i]
         h, p, n = self.h, self.p, self.n
-        hp = h * p
+        hp, b = h * p, u.shape[0]
         conv_slab, ssm_slab = self.slab[f"{i}.conv"].numpy(), self.slab[f"{i}.ssm"].numpy()
-        zx = u @ in_w  # [B, 2*H*P + 2N + H]
+        zx = u @ in_w  # [B, 2*H*P + 2N + H]: z, x, B, C, dt
         old = conv_slab[slots]  # [B, K-1, Cd]
         if reset is not None:
             old[reset] = 0.0  # a reset row's state is never read
@@ -222,23 +223,31 @@ class NumpyStep:
         xbc = np.einsum("bkc,kc->bc", window, conv_wt)
         xbc += conv_b
         xbc = _silu(xbc)
-        b = u.shape[0]
         x = xbc[:, :hp].reshape(b, h, p)
         bm, cm = xbc[:, hp:hp + n], xbc[:, hp + n:]
-        dt = np.logaddexp(F32(0.0), zx[:, 2 * hp + 2 * n:] + dt_bias)  # softplus [B, H]
+        dt = zx[:, 2 * hp + 2 * n:] + dt_bias
+        # softplus with torch's threshold: log1p(exp(x)), and x itself above 20 (where
+        # log1p(exp(20)) < x; the minimum keeps exp finite)
+        dt = np.maximum(np.log1p(np.exp(np.minimum(dt, F32(20.0)))), dt)  # [B, H]
         decay = np.exp(dt * a)  # [B, H]
         state = ssm_slab[slots]  # [B, H, P, N]
         if reset is not None:
             state[reset] = 0.0
         state *= decay[:, :, None, None]
-        state += (dt[:, :, None] * x)[..., None] * bm[:, None, None, :]
+        dtx = dt[:, :, None] * x  # [B, H, P]
+        state += dtx[..., None] * bm[:, None, None, :]
         ssm_slab[slots] = state
-        y = np.einsum("bhpn,bn->bhp", state, cm)
+        y = (state.reshape(b, hp, n) @ cm[:, :, None]).reshape(b, h, p)  # C readout
         y += d * x
-        g = y * _silu(zx[:, :hp].reshape(b, h, p))
-        ms = np.einsum("bhp,bhp->bh", g, g)[..., None] * F32(1.0 / p)
-        g *= norm_w / np.sqrt(ms + F32(self.eps))
-        return g.reshape(b, hp) @ out_w
+        zg = zx[:, :hp].reshape(b, h, p)
+        y *= _silu(zg)  # the z gate
+        ms = np.einsum("bhp,bhp->bh", y, y)  # per-head RMSNorm
+        ms *= F32(1.0 / p)
+        ms += F32(self.eps)
+        np.sqrt(ms, out=ms)
+        y /= ms[..., None]
+        y *= norm_w
+        return y.reshape(b, hp) @ out_w
 
     def _backbone(self, x: np.ndarray, slots: np.ndarray, reset: np.ndarray | None) -> np.ndarray:
         for i, w in enumerate(self.norms):
@@ -247,7 +256,7 @@ class NumpyStep:
 
     def _heads(self, h: np.ndarray):
         prior, logits, cont = self.heads(h)
-        z = self._mode(self._unimix(prior))
+        z = self._mode(prior)
         e = np.exp(logits - logits.max(-1, keepdims=True))
         reward = _symexp((e @ self.bins) / e.sum(-1))
         cont = 1.0 / (1.0 + np.exp(-cont[:, 0]))
@@ -259,7 +268,7 @@ class NumpyStep:
         (backbone states and "engine.z")."""
         self._sync()
         x = obs.astype(F32, copy=False).reshape(obs.shape[0], -1)
-        z = self._mode(self._unimix(self.encoder(_symlog(x))))
+        z = self._mode(self.encoder(_symlog(x)))
         out = self._heads(self._backbone(self._inputs(z, action), slots, reset if reset.any() else None))
         self.slab["engine.z"].numpy()[slots] = out[0]
         return out
