@@ -183,13 +183,16 @@ class Grid:
             key[rows, exclude[rows]] = np.inf
         if point_mask is not None:
             key[:, ~point_mask] = np.inf
-        order = key.argsort(axis=1, kind="stable")[:, :k]  # [Q, min(k, P)]
-        near = np.take_along_axis(key, order, 1)
-        idx = np.where(near < np.inf, order, -1)
-        if order.shape[1] < k:  # fewer points than k
-            idx = np.concatenate([idx, np.full((nq, k - order.shape[1]), -1, np.int64)], 1)
-            near = np.concatenate([near, np.full((nq, k - order.shape[1]), np.inf, np.float32)], 1)
-        return idx, (near if need_d2 else None)
+        m = min(k, npts)
+        order = key.argsort(axis=1, kind="stable")[:, :m]  # [Q, m]
+        near = key[np.arange(nq)[:, None], order]
+        idx = np.full((nq, k), -1, np.int64)
+        idx[:, :m] = np.where(near < np.inf, order, -1)
+        if not need_d2:
+            return idx, None
+        d2 = np.full((nq, k), np.inf, np.float32)
+        d2[:, :m] = near
+        return idx, d2
 
 
 DENSE_MAX_POINTS = 32  # at most this many points: `Grid.query` compares against all of them

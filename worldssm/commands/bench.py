@@ -29,6 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tick.add_argument("--agents", type=int, nargs="+", default=[16, 256, 4096], help="agent counts")
     tick.add_argument("--ticks", type=int, default=200, help="timed ticks per configuration")
     tick.add_argument("--warmup", type=int, default=20, help="untimed ticks first")
+    tick.add_argument("--rounds", type=int, default=3, help="rounds per configuration on fresh actors (median reported)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.bench == "tick":
         from worldssm.bench import tick
 
-        result = tick.run(args.out, tuple(args.agents), args.ticks, args.warmup)
+        result = tick.run(args.out, tuple(args.agents), args.ticks, args.warmup, args.rounds)
         print(f"wrote {result['path']}")
     else:
         from worldssm.bench.env import run_env_bench
