@@ -496,6 +496,13 @@ class EnvShell(_Shell):
         self._apply_pin()
         return self.worker.act(ctrl)
 
+    def step(self, ctrl: bytes) -> tuple[bytes, bytes]:
+        """`act` then `advance` in one call: (payload for the EngineWorker, report). The plain
+        executor's form: one call per EnvActor and tick (each Ray call costs more than the env
+        step that overlapping would hide)."""
+        payload = self.worker.act(ctrl)
+        return payload, self.worker.advance()
+
     def advance(self, *acted: bytes) -> bytes:
         """`acted`: the payloads of this EnvActor's act and of those it waits for (ordering only)."""
         return self.worker.advance()
