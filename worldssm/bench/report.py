@@ -86,6 +86,12 @@ def tick_table(name: str, d: dict) -> list[str]:
                        f"{x['latency_ms']['p50']:.2f} / {x['latency_ms']['p99']:.2f} | {x['env_ms_p50']:.2f} | "
                        f"{x['engine_ms_p50']:.2f} | {work} | {x['overhead_ms']['p50']:.2f} | "
                        f"{x['agent_steps_per_s']:,.0f} | {speed} |")
+    rounds = [r for r in d["results"] if "p50_ms_rounds" in r["compiled"]]
+    if rounds:
+        out += ["", f"Each row is the median of {len(rounds[0]['compiled']['p50_ms_rounds'])} rounds on fresh "
+                "actors; p50 (ms) by round, Compiled Graph / plain calls: " + "; ".join(
+                    f"{r['agents']:,} agents " + ", ".join(f"{x:.2f}" for x in r["compiled"]["p50_ms_rounds"])
+                    + " / " + ", ".join(f"{x:.2f}" for x in r["plain"]["p50_ms_rounds"]) for r in rounds) + "."]
     if d.get("engine_observe_ms"):
         out += ["", "The engine's step on one CPU thread (same file): median `Engine.observe` time.", "",
                 "| agents | numpy step (ms) | PyTorch step (ms) | speedup |", "|---|---|---|---|"]

@@ -108,8 +108,10 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, **kwargs)
     local clusters by default, we do not rely on that), and Ray writes a token to
     `~/.ray/auth_token` (or uses `RAY_AUTH_TOKEN` / `RAY_AUTH_TOKEN_PATH`). Ray binds its ports to
     the node IP it resolves; on Linux it resolves "127.0.0.1" to the machine's outward address
-    unless `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, which we set for local starts. Joining an
-    existing cluster (`address`) needs that cluster's token; how it is bound is its own business.
+    unless `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, which we set for local starts and for joining a
+    cluster at a loopback address ("127.0.0.1:PORT", "localhost:PORT"; otherwise the join would
+    dial the outward address, where a loopback cluster does not listen). Joining an existing
+    cluster (`address`) needs that cluster's token; how it is bound is its own business.
 
     Raises:
         WorldssmError: RAY_AUTH_MODE is set to something other than "token", or the started
@@ -120,7 +122,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, **kwargs)
         raise WorldssmError(f"RAY_AUTH_MODE={mode!r}: worldssm runs Ray only with token authentication")
     os.environ["RAY_AUTH_MODE"] = "token"
     local = address is None
-    if local:
+    loopback = local or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
+    if loopback:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         if "ray" in sys.modules:  # constants were read at import: set the flag they hold too
             from ray._private import ray_constants
@@ -136,6 +139,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, **kwargs)
         if ip != "127.0.0.1":
             ray.shutdown()
             raise WorldssmError(f"Ray bound to {ip}, not 127.0.0.1; refusing to run")
+    elif loopback:
+        ray.init(address=address, _node_ip_address="127.0.0.1", **kwargs)
     else:
         ray.init(address=address, **kwargs)
     return ray
