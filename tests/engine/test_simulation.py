@@ -128,6 +128,20 @@ def test_simulate_command_with_a_trained_checkpoint(pendulum_run, tmp_path):
     assert s["config"]["env"] == "Pendulum-v1", "the env comes from the checkpoint"
     assert s["latency_ms"]["p99"] >= s["latency_ms"]["p50"] > 0
     assert "checkpoint" in s["model"]
+    assert s["engine"] == "numpy on cpu"  # which step ran is on record
+
+
+def test_simulate_command_engine_impl_torch(pendulum_run, tmp_path, capsys):
+    import json
+
+    from worldssm.cli import main
+
+    rc = main(["simulate", "--checkpoint", str(pendulum_run), "--agents", "4", "--mode", "real",
+               "--ticks", "5", "--out", str(tmp_path), "--backend", "local", "--no-progress",
+               "--engine-impl", "torch"])
+    assert rc == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["engine"] == "torch on cpu"
+    assert "engine step: torch on cpu" in capsys.readouterr().out
 
 
 def test_simulate_command_needs_a_model(tmp_path, capsys):

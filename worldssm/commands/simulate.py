@@ -21,6 +21,8 @@ def configure(parser) -> None:
     parser.add_argument("--env-actors", type=int, default=d.env_actors, help="EnvActors")
     parser.add_argument("--envs-per-actor", type=int, default=d.envs_per_actor, help="batched envs per EnvActor")
     parser.add_argument("--engine-actors", type=int, default=d.engine_actors, help="EngineActors (shards)")
+    parser.add_argument("--engine-impl", choices=("auto", "numpy", "torch"), default=d.engine_impl,
+                        help="the engine's step on CPU: auto (numpy where it can run), numpy, torch")
     parser.add_argument("--executor", default=d.executor, choices=["compiled", "plain"],
                         help="Ray Compiled Graph or plain actor calls")
     parser.add_argument("--backend", default=d.backend, choices=["ray", "local"], help="Ray, or in-process")
@@ -64,6 +66,7 @@ def run(args) -> int:
 
     from worldssm.engine.simulation import SimConfig, Simulation
     from worldssm.errors import WorldssmError
+    from worldssm.train.checkpoint import atomic_write_text
 
     source, ckpt_env = _model_source(args)
     env = args.env or ckpt_env
@@ -73,7 +76,7 @@ def run(args) -> int:
         env=env, agents=args.agents, mode=args.mode, dream_fraction=args.dream_fraction,
         env_actors=args.env_actors, envs_per_actor=args.envs_per_actor, engine_actors=args.engine_actors,
         policy=args.policy, seed=args.seed, snapshot_every=args.snapshot_every, executor=args.executor,
-        backend=args.backend, device=args.device, sample=args.sample,
+        backend=args.backend, device=args.device, sample=args.sample, engine_impl=args.engine_impl,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,10 +104,10 @@ def run(args) -> int:
             if bar is not None:
                 bar.close()
     summary["model"] = {k: v for k, v in source.items() if k in ("checkpoint", "preset")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     lat = summary["latency_ms"]
     print(f"{summary['ticks']} ticks, {summary['agents_live']} agents live: {summary['ticks_per_s']:.1f} ticks/s, "
           f"{summary['agent_steps_per_s']:.0f} agent-steps/s, tick p50 {lat['p50']:.2f} ms p99 {lat['p99']:.2f} ms, "
-          f"{summary['recoveries']} recoveries")
+          f"{summary['recoveries']} recoveries, engine step: {summary['engine']}")
     print(f"summary: {out / 'summary.json'}")
     return 0

@@ -234,6 +234,7 @@ class Simulation:
             }))
         self.engine_actors = [self._new_engine(j) for j in range(cfg.engine_actors)]
         spaces = codec.unpackb(self._call(self.engine_actors[0], "spaces"))
+        self.engine_impl = f"{spaces['impl']} on {spaces['device']}"  # e.g. "numpy on cpu"
         self.obs_space, self.action_space = spaces["obs"], spaces["action"]
         self._env_specs = []
         for e in range(self.n_env_actors):
@@ -614,6 +615,7 @@ class Simulation:
             "model_ms_p50": float(np.median([r.model_ms for r in ok])) if ok else 0.0,
             "ticks_per_s": len(ok) / seconds if seconds > 0 else 0.0,
             "agent_steps_per_s": total / seconds if seconds > 0 else 0.0,
+            "engine": self.engine_impl,
             "agents_live": len(live), "agents_seen": len(self.agents),
             "agents_missing": missing,
             "ticks_lost_total": int(sum(r.ticks_lost for r in self.agents.values())),

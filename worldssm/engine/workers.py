@@ -336,7 +336,9 @@ class EngineWorker:
         return self.engine.join(n)
 
     def spaces(self) -> bytes:
-        return codec.packb({"obs": self.engine.obs_space, "action": self.engine.action_space})
+        """The model's spaces, and which step the engine runs (`Engine.impl`) on which device."""
+        return codec.packb({"obs": self.engine.obs_space, "action": self.engine.action_space,
+                            "impl": self.engine.impl, "device": str(self.engine.device)})
 
     # ----- membership of dream agents -----------------------------------------------------------
     def _check_membership(self, joins, leave) -> None:
