@@ -96,3 +96,23 @@ def test_which_models_the_numpy_step_runs():
     assert "cuda" in supports(model, False, torch.device("cuda"))
     with pytest.raises(ValueError, match="impl must be one of"):
         Engine(model, 4, impl="fast")
+
+
+def test_numpy_step_with_matrix_observations_and_unbounded_actions():
+    obs_space = {"type": "box", "shape": [2, 3], "dtype": "float32",
+                 "low": np.full((2, 3), -np.inf, np.float32), "high": np.full((2, 3), np.inf, np.float32)}
+    act_space = {"type": "box", "shape": [2], "dtype": "float32",  # one bounded dim, one not
+                 "low": np.array([-1.0, -np.inf], np.float32), "high": np.array([1.0, np.inf], np.float32)}
+    torch.manual_seed(1)
+    model = WorldModel(preset("DEBUG"), obs_space, act_space).eval()
+    ref, fast = _pair(model)
+    s_ref, s_fast = ref.join(5), fast.join(5)
+    rng = np.random.default_rng(0)
+    for t in range(4):
+        obs = (rng.standard_normal((5, 2, 3)) * 3).astype(np.float32)
+        act = (rng.standard_normal((5, 2)) * 4).astype(np.float32)  # outside the bounded dim's range too
+        got = fast.observe(s_fast, obs, act, np.full(5, t == 0), decode=True)
+        want = ref.observe(s_ref, obs, act, np.full(5, t == 0), decode=True)
+        assert got.obs.shape == (5, 2, 3)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, **TOL)
