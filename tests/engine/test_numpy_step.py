@@ -116,3 +116,20 @@ def test_numpy_step_with_matrix_observations_and_unbounded_actions():
         assert got.obs.shape == (5, 2, 3)
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, **TOL)
+
+
+def test_numpy_step_writes_the_grown_slab():
+    model = debug_model()
+    fast, ref = Engine(model, 4, impl="numpy"), Engine(model, 4, impl="torch")
+    obs, act = obs_actions(3, 3)
+    s_fast, s_ref = fast.join(3), ref.join(3)
+    fast.observe(s_fast, obs[0], act[0], np.ones(3, bool))
+    ref.observe(s_ref, obs[0], act[0], np.ones(3, bool))
+    fast.grow(10)  # new slab tensors: the numpy step must follow them
+    more = fast.join(5)
+    assert fast.capacity == 10 and more.size == 5
+    got = fast.observe(s_fast, obs[1], act[1])
+    want = ref.observe(s_ref, obs[1], act[1])
+    torch.testing.assert_close(got.reward, want.reward, **TOL)
+    for k in ref.slab.tensors:
+        torch.testing.assert_close(fast.slab.tensors[k][s_fast], ref.slab.tensors[k][s_ref], **TOL)
