@@ -149,3 +149,24 @@ def test_simulate_command_needs_a_model(tmp_path, capsys):
 
     assert main(["simulate", "--agents", "2", "--ticks", "1", "--out", str(tmp_path)]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_dream_agents_beyond_an_engines_room_are_rejected_before_anything_moves():
+    sim = local(mode="mixed", agents=4, dream_fraction=0.5, env_actors=1, engine_actors=1)
+    sim.tick()
+    room = sim._dream_cap
+    live = sim.live_agents().size
+    before = [w.worker.envs[0].obs.copy() for w in sim.env_actors], engine_state(sim)
+    with pytest.raises(TickRejected, match=f"room for {room} dream agents; 2 are live or queued"):
+        sim.add_agents(room - 1)  # 2 live + room - 1 > room
+    with pytest.raises(TickRejected, match="not an EngineActor index"):
+        sim.add_agents(1, engine=3)
+    assert sim.live_agents().size == live and not sim._pending[0]["join"], "nothing was queued"
+    assert all(np.array_equal(w.worker.envs[0].obs, o) for w, o in zip(sim.env_actors, before[0]))
+    for k, v in engine_state(sim)[0].items():
+        assert np.array_equal(v, before[1][0][k]), k
+    sim.add_agents(room - 2)  # exactly full: accepted, and the next tick runs
+    assert sim.tick().agents == live + room - 2
+    sim.remove_agents(sim._live_dream[0][:3])
+    sim.add_agents(3)  # leaving agents make room in the same tick
+    assert sim.tick().agents == live + room - 2

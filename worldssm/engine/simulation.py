@@ -222,6 +222,7 @@ class Simulation:
                         for j in range(cfg.engine_actors)]
         pool = math.ceil(max(per_env, default=0) * cfg.envs_per_actor * cfg.slot_headroom) + 2
         dream_cap = 2 * math.ceil(cfg.n_dream / cfg.engine_actors) + 16
+        self._dream_cap = dream_cap  # slots each EngineActor keeps for dream agents
         gpu = self._use_gpu()
         self._engine_specs = []
         for j in range(cfg.engine_actors):
@@ -323,10 +324,21 @@ class Simulation:
         obs = np.asarray(obs)
         if obs.shape != (n, *self.obs_space["shape"]):
             raise TickRejected(f"start observations must have shape {(n, *self.obs_space['shape'])}")
-        gids = np.empty(n, np.int64)
+        if engine is not None and not 0 <= engine < self.cfg.engine_actors:
+            raise TickRejected(f"engine {engine} is not an EngineActor index (0..{self.cfg.engine_actors - 1})")
         base = sum(self._dream_next)
-        for i in range(n):
-            j = engine if engine is not None else (base + i) % self.cfg.engine_actors
+        where = [engine if engine is not None else (base + i) % self.cfg.engine_actors for i in range(n)]
+        # Room is checked here, before anything is queued: an EngineActor that found itself full
+        # would reject the tick after the EnvActors had already stepped.
+        for j in sorted(set(where)):
+            p = self._pending[j]
+            queued = sum(len(x["gids"]) for x in p["join"]) - sum(len(x) for x in p["leave"])
+            have = self._live_dream[j].size + queued
+            if have + where.count(j) > self._dream_cap:
+                raise TickRejected(f"EngineActor {j} has room for {self._dream_cap} dream agents; {have} are "
+                                   f"live or queued, {where.count(j)} more cannot join")
+        gids = np.empty(n, np.int64)
+        for i, j in enumerate(where):
             gids[i] = ((DREAM_OWNER + j) << OWNER_SHIFT) | self._dream_next[j]
             self._dream_next[j] += 1
         owners = owner_of(gids) - DREAM_OWNER

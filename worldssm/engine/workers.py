@@ -350,9 +350,10 @@ class EngineWorker:
             if np.isin(gids, self.d_gids).any():
                 raise TickRejected(f"EngineWorker {self.index}: a joining agent id is taken")
         need = sum(len(j["gids"]) for j in joins)
-        if need > self.engine.slab.num_free:
+        freed = int(np.isin(self.d_gids, leave).sum()) if leave is not None and len(leave) else 0
+        if need > self.engine.slab.num_free + freed:  # leaves are applied before joins
             raise TickRejected(f"EngineWorker {self.index}: {need} agents cannot join, "
-                               f"{self.engine.slab.num_free} slots free")
+                               f"{self.engine.slab.num_free} slots free and {freed} leaving")
         if leave is not None and len(leave) and not np.isin(leave, self.d_gids).all():
             raise TickRejected(f"EngineWorker {self.index}: leaving agents are not dreaming here")
 
