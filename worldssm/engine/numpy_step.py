@@ -47,6 +47,11 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().numpy(), dtype=F32)
 
 
+def _np_t(t: torch.Tensor) -> np.ndarray:
+    """A matrix parameter transposed ([out, in] -> [in, out], what `x @ w` wants), C-contiguous."""
+    return np.ascontiguousarray(_np(t).T)
+
+
 def _symlog(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
@@ -76,9 +81,9 @@ class _MLP:
 
     def __init__(self, seq):
         mods = list(seq)
-        self.blocks = [(_np(mods[i].weight).T.copy(), _np(mods[i].bias), _np(mods[i + 1].weight),
+        self.blocks = [(_np_t(mods[i].weight), _np(mods[i].bias), _np(mods[i + 1].weight),
                         _np(mods[i + 1].bias), float(mods[i + 1].eps)) for i in range(0, len(mods) - 1, 3)]
-        self.out = (_np(mods[-1].weight).T.copy(), _np(mods[-1].bias))
+        self.out = (_np_t(mods[-1].weight), _np(mods[-1].bias))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         for w, b, g, beta, eps in self.blocks:
@@ -153,24 +158,24 @@ class NumpyStep:
         self.heads = _Heads([model.prior_head, model.reward_head, model.cont_head])
         enc = model.action_encoder
         self.discrete = enc.discrete
-        in_w, in_b = _np(model.in_proj.weight).T, _np(model.in_proj.bias)
+        in_w, in_b = _np_t(model.in_proj.weight), _np(model.in_proj.bias)
         vk = self.v * self.k
-        self.in_w_z = in_w[:vk].copy()  # the latent's share of the input projection
-        act_w, act_b = _np(enc.proj.weight).T, _np(enc.proj.bias)
+        self.in_w_z = in_w[:vk]  # the latent's share of the input projection
+        act_w, act_b = _np_t(enc.proj.weight), _np(enc.proj.bias)
         if self.discrete:
             # in_proj([z, proj(onehot(a))]) = z @ W_z + table[a]: one row per action.
             self.act_table = (act_w + act_b) @ in_w[vk:] + in_b  # [n, D]
         else:
             self.act_low, self.act_high = _np(enc.low), _np(enc.high)
             self.act_bounded = enc.bounded.numpy().copy()
-            self.act_w, self.act_b, self.in_w_a, self.in_b = act_w, act_b, in_w[vk:].copy(), in_b
+            self.act_w, self.act_b, self.in_w_a, self.in_b = act_w, act_b, in_w[vk:], in_b
         bb = model.backbone
         self.norms = [_np(m.weight) for m in bb.norms]
         self.final_norm = _np(bb.final_norm.weight)
         self.mixers = [(
-            _np(m.in_proj.weight).T.copy(), _np(m.conv_weight).T.copy(), _np(m.conv_bias), _np(m.dt_bias),
+            _np_t(m.in_proj.weight), _np_t(m.conv_weight), _np(m.conv_bias), _np(m.dt_bias),
             -np.exp(_np(m.A_log)), _np(m.D)[:, None], _np(m.norm_weight).reshape(self.h, self.p),
-            _np(m.out_proj.weight).T.copy(),
+            _np_t(m.out_proj.weight),
         ) for m in bb.mixers]
         self.bins = _np(model.twohot.bins)
         self._version = version
@@ -184,12 +189,13 @@ class NumpyStep:
         return self.eye_k[logits.reshape(b, self.v, self.k).argmax(-1)].reshape(b, -1)
 
     def _rms(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """`mamba2.RMSNorm`: x / sqrt(mean(x^2) + eps) * w."""
-        ms = np.einsum("ij,ij->i", x, x)
-        ms *= F32(1.0 / x.shape[1])
+        """x / sqrt(mean(x^2) + eps) * w over the last dim: `mamba2.RMSNorm`, and per head the
+        gated norm of `kernels.step.ref.gated_rmsnorm_ref` (x [B, H, P], w [H, P])."""
+        ms = np.einsum("...i,...i->...", x, x)
+        ms *= F32(1.0 / x.shape[-1])
         ms += F32(self.eps)
         np.sqrt(ms, out=ms)
-        y = x / ms[:, None]
+        y = x / ms[..., None]
         y *= w
         return y
 
@@ -239,15 +245,8 @@ class NumpyStep:
         ssm_slab[slots] = state
         y = (state.reshape(b, hp, n) @ cm[:, :, None]).reshape(b, h, p)  # C readout
         y += d * x
-        zg = zx[:, :hp].reshape(b, h, p)
-        y *= _silu(zg)  # the z gate
-        ms = np.einsum("bhp,bhp->bh", y, y)  # per-head RMSNorm
-        ms *= F32(1.0 / p)
-        ms += F32(self.eps)
-        np.sqrt(ms, out=ms)
-        y /= ms[..., None]
-        y *= norm_w
-        return y.reshape(b, hp) @ out_w
+        y *= _silu(zx[:, :hp].reshape(b, h, p))  # the z gate
+        return self._rms(y, norm_w).reshape(b, hp) @ out_w
 
     def _backbone(self, x: np.ndarray, slots: np.ndarray, reset: np.ndarray | None) -> np.ndarray:
         for i, w in enumerate(self.norms):
