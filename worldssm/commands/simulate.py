@@ -6,6 +6,7 @@ HELP = "run a multi-agent simulation (real | dream | mixed) on Ray actors; live 
 
 
 def configure(parser) -> None:
+    from worldssm.engine.engine import IMPLS
     from worldssm.engine.simulation import SimConfig
 
     d = SimConfig()
@@ -21,7 +22,7 @@ def configure(parser) -> None:
     parser.add_argument("--env-actors", type=int, default=d.env_actors, help="EnvActors")
     parser.add_argument("--envs-per-actor", type=int, default=d.envs_per_actor, help="batched envs per EnvActor")
     parser.add_argument("--engine-actors", type=int, default=d.engine_actors, help="EngineActors (shards)")
-    parser.add_argument("--engine-impl", choices=("auto", "numpy", "torch"), default=d.engine_impl,
+    parser.add_argument("--engine-impl", choices=IMPLS, default=d.engine_impl,
                         help="the engine's step on CPU: auto (numpy where it can run), numpy, torch")
     parser.add_argument("--executor", default=d.executor, choices=["compiled", "plain"],
                         help="Ray Compiled Graph or plain actor calls")

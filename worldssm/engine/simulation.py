@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from worldssm import codec
+from worldssm.engine.engine import IMPLS
 from worldssm.engine.workers import (
     DREAM_OWNER, OWNER_SHIFT, EngineShell, EnvShell, TickRejected, check_overrides, owner_of, pin_thread,
 )
@@ -79,8 +80,8 @@ class SimConfig:
             raise ValueError(f"SimConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.executor not in EXECUTORS:
             raise ValueError(f"SimConfig.executor must be one of {EXECUTORS}, got {self.executor!r}")
-        if self.engine_impl not in ("auto", "numpy", "torch"):
-            raise ValueError(f"SimConfig.engine_impl must be 'auto', 'numpy' or 'torch', got {self.engine_impl!r}")
+        if self.engine_impl not in IMPLS:
+            raise ValueError(f"SimConfig.engine_impl must be one of {IMPLS}, got {self.engine_impl!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"SimConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
         for name in ("agents", "env_actors", "envs_per_actor", "engine_actors", "snapshot_every"):
@@ -498,7 +499,7 @@ class Simulation:
         for rep in reps:
             hops[0] = max(hops[0], (rep["t_act"][0] - t_sent) * 1e3)
         eng_done = []  # per EngineActor: the work on its path (the slowest act feeding it, then its step)
-        first = getattr(self._exec, "env_step_first", False)  # the payload leaves after the env step
+        first = self._exec.env_step_first  # the payload leaves after the env step
         for j, raw in enumerate(outs):
             o = codec.unpackb(raw)
             eng_ms, model_ms = max(eng_ms, o["engine_ms"]), max(model_ms, o["model_ms"])
@@ -516,7 +517,7 @@ class Simulation:
                 self._log[j] = [(k, op) for k, op in self._log[j] if k > t]
         # The longest chain of actor work through the graph as built: an env step starts after
         # its own act and whatever the executor made it wait for (see _CompiledExecutor).
-        deps = getattr(self._exec, "adv_deps", None) or [((), ())] * len(reps)
+        deps = self._exec.adv_deps or [((), ())] * len(reps)
         work_ms = max(eng_done, default=0.0)
         for e, rep in enumerate(reps):
             start = max([rep["act_ms"]] + [reps[o]["act_ms"] for o in deps[e][0]] + [eng_done[j] for j in deps[e][1]])
@@ -654,13 +655,26 @@ class Simulation:
 
 
 # --------------------------------------------------------------------------------------------
-class _LocalExecutor:
-    """The same workers in this process, one after another."""
+class _Executor:
+    """How a tick's graph runs. `_ingest` reads two facts of the graph as built to find its
+    longest chain of work: whether an EnvActor's payload leaves only after its env step
+    (`env_step_first`), and what each env step waits for besides its own act (`adv_deps`: per
+    EnvActor, (EnvActors whose act, EngineActors whose step); None: nothing)."""
 
-    env_step_first = True
+    env_step_first = False
+    adv_deps: list | None = None
 
     def __init__(self, sim: Simulation):
         self.sim = sim
+
+    def teardown(self):
+        pass
+
+
+class _LocalExecutor(_Executor):
+    """The same workers in this process, one after another."""
+
+    env_step_first = True
 
     def run(self, env_ctrl, eng_ctrl):
         s = self.sim
@@ -669,11 +683,8 @@ class _LocalExecutor:
                 for j, (a, c) in enumerate(zip(s.engine_actors, eng_ctrl))]
         return outs, [r for _, r in steps]
 
-    def teardown(self):
-        pass
 
-
-class _PlainExecutor:
+class _PlainExecutor(_Executor):
     """Ordinary actor calls; env results flow to the engines as object refs, one wait per tick.
 
     Each EnvActor gets one call per tick (`step`: act, then its env step, returning the engine's
@@ -683,9 +694,6 @@ class _PlainExecutor:
 
     env_step_first = True  # an EnvActor's payload leaves after its env step
 
-    def __init__(self, sim: Simulation):
-        self.sim = sim
-
     def run(self, env_ctrl, eng_ctrl):
         s = self.sim
         steps = [a.step.options(num_returns=2).remote(c) for a, c in zip(s.env_actors, env_ctrl)]
@@ -694,11 +702,8 @@ class _PlainExecutor:
         got = s.ray.get(outs + [r for _, r in steps], timeout=s.cfg.timeout_s)
         return got[:len(outs)], got[len(outs):]
 
-    def teardown(self):
-        pass
 
-
-class _CompiledExecutor:
+class _CompiledExecutor(_Executor):
     """The same graph as a Ray Compiled Graph: compiled once, replayed every tick.
 
     CPU pinning (`SimConfig.pin_cpus`, Linux, single-node Ray): every reader of a Compiled Graph
@@ -720,7 +725,7 @@ class _CompiledExecutor:
     def __init__(self, sim: Simulation):
         from ray.dag import InputNode, MultiOutputNode
 
-        self.sim = sim
+        super().__init__(sim)
         n_env = len(sim.env_actors)
         self.n_eng = len(sim.engine_actors)
         self.cpus = self._layout(sim)
@@ -734,7 +739,7 @@ class _CompiledExecutor:
             # envs once every EnvActor on its core has acted, and after the EngineActors on its
             # core have observed (see the class docstring).
             adv_nodes = []
-            self.adv_deps = []  # per EnvActor: (EnvActors whose act, EngineActors whose step it waits for)
+            self.adv_deps = []
             for e, a in enumerate(sim.env_actors):
                 c = env_cpus[e]
                 envs = [o for o in range(n_env) if o != e and c is not None and env_cpus[o] == c]
