@@ -12,9 +12,9 @@ step ("engine.z"), so the two verbs chain without the caller carrying anything:
 Both take any subset of slots in any order, validate every input before touching state (a
 rejected call changes nothing), and run one batched model step. On CUDA (with `graphs`
 enabled) the step is replayed from one CUDA graph per batch bucket (`worldssm.kernels.graphs`);
-on CPU the step runs in numpy (`worldssm.engine.numpy_step`, about 2x faster than PyTorch's
-eager ops at simulation batch sizes) where it can, else the model's reference path eagerly;
-`Engine.impl` says which.
+on CPU the step runs in numpy (`worldssm.engine.numpy_step`, faster than PyTorch's eager ops
+at simulation batch sizes: `worldssm bench tick` times both) where it can, else the model's
+reference path eagerly; `Engine.impl` says which.
 """
 
 from __future__ import annotations

@@ -404,7 +404,7 @@ class EngineWorker:
         d_cont = np.empty(self.d_gids.size, np.float32)
         # Dream agents that just joined observe their start observation; the others imagine.
         for rows, verb in ((np.flatnonzero(fresh), "observe"), (np.flatnonzero(~fresh), "imagine")):
-            if rows.size == 0 or d_act is None:
+            if rows.size == 0:
                 continue
             if verb == "observe":
                 o = self.engine.observe(self.d_slots[rows], self.d_obs[rows], d_act[rows],
