@@ -16,10 +16,14 @@ import pytest
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
 
+# The host imports ray before worldssm, as users do: start_ray must still start it with tokens.
 HOST = textwrap.dedent("""
     import sys
+    import ray
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
     from worldssm.engine.simulation import start_ray
     ray = start_ray(num_cpus=2)
+    assert is_token_auth_enabled()
     print("ADDRESS", ray.get_runtime_context().gcs_address, flush=True)
     sys.stdin.read()  # hold the cluster until the test closes stdin
     ray.shutdown()
@@ -46,7 +50,7 @@ def test_simulation_runs_on_an_existing_cluster_by_address():
         line = ""
         while not line.startswith("ADDRESS "):
             line = host.stdout.readline()
-            assert line, "the host process exited before printing its cluster address"
+            assert line, "the host process exited before printing its cluster address (see its stderr)"
         address = line.split()[1]
         assert address.startswith("127.0.0.1:"), address
         # Joining at a loopback address used to dial the machine's outward address and hang.

@@ -114,6 +114,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, **kwargs)
     dial the outward address, where a loopback cluster does not listen). Joining an existing
     cluster (`address`) needs that cluster's token; how it is bound is its own business.
 
+    Works whether or not the caller imported `ray` first.
+
     Raises:
         WorldssmError: RAY_AUTH_MODE is set to something other than "token", or the started
             Ray is not on loopback.
@@ -122,6 +124,13 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, **kwargs)
     if mode is not None and mode.lower() != "token":
         raise WorldssmError(f"RAY_AUTH_MODE={mode!r}: worldssm runs Ray only with token authentication")
     os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray" in sys.modules:
+        # Imported before us, Ray cached its config with the mode it saw then: without a
+        # refresh the driver would talk without a token to the cluster it starts with one
+        # (ray.init fails with InvalidAuthToken). Ray refreshes it the same way itself.
+        from ray._raylet import Config
+
+        Config.initialize("")
     local = address is None
     loopback = local or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
     if loopback:
