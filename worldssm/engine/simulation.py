@@ -7,7 +7,9 @@ its agents. Dream agents are spread over the EngineActors round robin.
 One tick is one Ray round trip on the critical path: the driver hands each actor its control
 message (overrides, joins and leaves queued since the last tick); each EnvActor's agents act and
 their (o_t, a_t) go straight to its EngineActor, which observes them while the EnvActor steps its
-envs; the driver waits once for the EngineActors' predictions and the EnvActors' reports.
+envs (an EnvActor pinned to an EngineActor's core steps first, as that core runs both anyway; see
+`_CompiledExecutor`); the driver waits once for the EngineActors' predictions and the EnvActors'
+reports.
 `executor="compiled"` runs that graph as a Ray Compiled Graph (compiled once, rebuilt after a
 fault); `executor="plain"` submits ordinary actor calls with object refs between them (the
 explicit alternative; there each EnvActor acts and steps in one call, as a plain call costs more
@@ -507,18 +509,19 @@ class Simulation:
         hops = [0.0, 0.0, 0.0]
         for rep in reps:
             hops[0] = max(hops[0], (rep["t_act"][0] - t_sent) * 1e3)
-        eng_done = []  # per EngineActor: the work on its path (the slowest act feeding it, then its step)
-        first = self._exec.env_step_first  # the payload leaves after the env step
+        eng_done = []  # per EngineActor: the work on its path (the slowest payload feeding it, then its step)
+        first = self._exec.env_step_first  # per EnvActor: its payload leaves after its env step
+        sent = [r["t_out"] if first[e] else r["t_act"][1] for e, r in enumerate(reps)]
         for j, raw in enumerate(outs):
             o = codec.unpackb(raw)
             eng_ms, model_ms = max(eng_ms, o["engine_ms"]), max(model_ms, o["model_ms"])
-            mine = [reps[e] for e in self.envs_of[j]]
-            for e, pred in zip(self.envs_of[j], o["preds"]):
+            mine = self.envs_of[j]
+            for e, pred in zip(mine, o["preds"]):
                 self._preds[e] = pred
-            before = [r["act_ms"] + (r["advance_ms"] if first else 0.0) for r in mine]
+            before = [reps[e]["act_ms"] + (reps[e]["advance_ms"] if first[e] else 0.0) for e in mine]
             eng_done.append(max(before, default=0.0) + o["engine_ms"])
             if mine:
-                hops[1] = max(hops[1], (o["t_in"] - max(r["t_act"][1] for r in mine)) * 1e3)
+                hops[1] = max(hops[1], (o["t_in"] - max(sent[e] for e in mine)) * 1e3)
             hops[2] = max(hops[2], (t_back - o["t_out"]) * 1e3)
             self._live_dream[j] = o["dream"]["gids"] if o["dream"] is not None else _NO_GIDS
             if o["snapshot"] is not None:
@@ -666,15 +669,16 @@ class Simulation:
 # --------------------------------------------------------------------------------------------
 class _Executor:
     """How a tick's graph runs. `_ingest` reads two facts of the graph as built to find its
-    longest chain of work: whether an EnvActor's payload leaves only after its env step
-    (`env_step_first`), and what each env step waits for besides its own act (`adv_deps`: per
-    EnvActor, (EnvActors whose act, EngineActors whose step); None: nothing)."""
+    longest chain of work: per EnvActor, whether its payload leaves only after its env step
+    (`env_step_first`), and what its env step waits for besides its own act (`adv_deps`:
+    (EnvActors whose act, EngineActors whose step); None: nothing)."""
 
-    env_step_first = False
-    adv_deps: list | None = None
+    steps_first = False  # every EnvActor acts and steps its envs before the engine's payload leaves
 
     def __init__(self, sim: Simulation):
         self.sim = sim
+        self.env_step_first: list[bool] = [self.steps_first] * len(sim.env_actors)
+        self.adv_deps: list | None = None
 
     def teardown(self):
         pass
@@ -683,7 +687,7 @@ class _Executor:
 class _LocalExecutor(_Executor):
     """The same workers in this process, one after another."""
 
-    env_step_first = True
+    steps_first = True
 
     def run(self, env_ctrl, eng_ctrl):
         s = self.sim
@@ -701,7 +705,7 @@ class _PlainExecutor(_Executor):
     than the overlap would save (measured at 16 agents on 2 cores: 2.35 ms per tick against
     2.71 ms with the split)."""
 
-    env_step_first = True  # an EnvActor's payload leaves after its env step
+    steps_first = True
 
     def run(self, env_ctrl, eng_ctrl):
         s = self.sim
@@ -724,11 +728,18 @@ class _CompiledExecutor(_Executor):
     to a core (see `_layout`), and the driver's thread while it waits for the tick; only those
     threads move, and the driver's is restored after. A waiting reader yields its core only when
     it is the one running, so a process that has work can wait a whole time slice behind another
-    one that has work too. So on a shared core the work that others wait for goes first: an
-    EnvActor steps its envs only after every EnvActor on its core has acted and every EngineActor
-    on its core has observed (the engine needs all the actions; the env step is needed only by
-    the driver). Measured at 16 agents on 2 cores: with both EnvActors' env steps free to run
-    right after their act, 1.8 ms per tick; ordered, 1.1-1.2 ms.
+    one that has work too. So the graph fixes the order of the work on a shared core:
+
+    - An EnvActor on an EngineActor's core acts and steps its envs in one task (`step`) before
+      the engine observes. The core does both anyway; this way the engine's result goes straight
+      to the driver, one Ray hop fewer on the tick's longest chain than stepping the envs after
+      the engine (measured at 16 agents on 2 cores: 1.13-1.21 ms per tick against 1.16-1.21 ms,
+      and the hop gone from the overhead).
+    - Elsewhere an EnvActor acts (`act`), its payload goes to the engine, and it steps its envs
+      (`advance`) while the engine observes, once every EnvActor on its core has acted (the
+      engine needs all the actions; the env step is needed only by the driver). Measured at 16
+      agents on 2 cores with both env steps free to run right after their act: 1.8 ms per tick;
+      ordered, 1.1-1.2 ms.
     """
 
     def __init__(self, sim: Simulation):
@@ -739,24 +750,29 @@ class _CompiledExecutor(_Executor):
         self.n_eng = len(sim.engine_actors)
         self.cpus = self._layout(sim)
         env_cpus = self.cpus[:n_env] if self.cpus else [None] * n_env
-        eng_cpus = self.cpus[n_env:n_env + self.n_eng] if self.cpus else [None] * self.n_eng
+        eng_cpus = set(self.cpus[n_env:n_env + self.n_eng]) if self.cpus else set()
+        self.env_step_first = [c is not None and c in eng_cpus for c in env_cpus]
         with InputNode() as inp:
-            act_nodes = [a.act.bind(inp[e]) for e, a in enumerate(sim.env_actors)]
-            eng_nodes = [a.tick.bind(inp[n_env + j], *[act_nodes[e] for e in sim.envs_of[j]])
+            payloads, reports = [], []
+            for e, a in enumerate(sim.env_actors):
+                if self.env_step_first[e]:
+                    pay, rep = a.step.options(num_returns=2).bind(inp[e])
+                else:
+                    pay, rep = a.act.bind(inp[e]), None
+                payloads.append(pay)
+                reports.append(rep)
+            eng_nodes = [a.tick.bind(inp[n_env + j], *[payloads[e] for e in sim.envs_of[j]])
                          for j, a in enumerate(sim.engine_actors)]
-            # On a shared core the work that others wait for goes first: an EnvActor steps its
-            # envs once every EnvActor on its core has acted, and after the EngineActors on its
-            # core have observed (see the class docstring).
-            adv_nodes = []
+            # The other env steps wait for the acts of the EnvActors on their core.
             self.adv_deps = []
             for e, a in enumerate(sim.env_actors):
                 c = env_cpus[e]
-                envs = [o for o in range(n_env) if o != e and c is not None and env_cpus[o] == c]
-                engines = [j for j in range(self.n_eng) if c is not None and eng_cpus[j] == c]
-                self.adv_deps.append((envs, engines))
-                adv_nodes.append(a.advance.bind(act_nodes[e], *[act_nodes[o] for o in envs],
-                                                *[eng_nodes[j] for j in engines]))
-            dag = MultiOutputNode(eng_nodes + adv_nodes)
+                envs = [] if self.env_step_first[e] or c is None else \
+                    [o for o in range(n_env) if o != e and env_cpus[o] == c]
+                self.adv_deps.append((envs, []))
+                if reports[e] is None:
+                    reports[e] = a.advance.bind(payloads[e], *[payloads[o] for o in envs])
+            dag = MultiOutputNode(eng_nodes + reports)
         actors = sim.env_actors + sim.engine_actors
         sim.ray.get([a.pin_graph_thread.remote(c) for a, c in zip(actors, self.cpus)],
                     timeout=sim.cfg.timeout_s)
@@ -769,9 +785,10 @@ class _CompiledExecutor(_Executor):
         Linux, or Ray has more than one node). EngineActors take the first of this process's
         allowed cores and EnvActors the next ones, round robin over all of them; the driver
         takes a spare core, else the last one. On 2 cores with 1 EngineActor and 2 EnvActors:
-        engine and EnvActor 1 on core 0 (its env step after the engine's observe), EnvActor 0
-        and the driver on core 1. (Measured there: 1.06-1.18 ms per tick; both EnvActors on
-        core 1 with the engine and the driver on core 0, 1.10-1.21 ms.)"""
+        engine and EnvActor 1 on core 0 (EnvActor 1 acts and steps its envs before the engine
+        observes), EnvActor 0 and the driver on core 1. (Measured there, with EnvActor 1's env
+        step after the engine: 1.11-1.20 ms per tick; both EnvActors on core 1 with the engine
+        and the driver on core 0, 1.18-1.26 ms; the same with the driver on core 1, 1.41-1.54 ms.)"""
         if not sim.cfg.pin_cpus or not hasattr(os, "sched_getaffinity"):
             return []
         if sum(1 for n in sim.ray.nodes() if n.get("Alive")) != 1:

@@ -13,7 +13,7 @@ One tick, real agents: each EnvWorker lets its agents act on their current obser
 EngineWorker (`act`); then it steps its envs (`advance`) while the EngineWorker observes all of
 them in one batched call and returns its predictions, which the coordinator hands back to the
 EnvWorker next tick. The env step and the engine's observe do not depend on each other, so they
-run at the same time. Dream agents act inside the EngineWorker on their decoded observations
+can run at the same time (`step` does both halves in one call, for callers that run them in turn). Dream agents act inside the EngineWorker on their decoded observations
 and are imagined in one call.
 """
 
@@ -502,7 +502,9 @@ class EnvShell(_Shell):
     def step(self, ctrl: bytes) -> tuple[bytes, bytes]:
         """`act` then `advance` in one call: (payload for the EngineWorker, report). The plain
         executor's form: one call per EnvActor and tick (each Ray call costs more than the env
-        step that overlapping would hide)."""
+        step that overlapping would hide), and a Compiled Graph's for an EnvActor that shares its
+        core with an EngineActor."""
+        self._apply_pin()
         payload = self.worker.act(ctrl)
         return payload, self.worker.advance()
 
