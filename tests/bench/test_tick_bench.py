@@ -1,11 +1,11 @@
 """The tick benchmark's engine comparison and its README table (the Ray part runs in bench only)."""
 
 from worldssm.bench.report import tick_table
-from worldssm.bench.tick import _source, engine_impls
+from worldssm.bench.tick import _source, engine_impls_one_thread
 
 
 def test_engine_impls_times_both_steps_and_the_table_shows_them():
-    rows = engine_impls(_source(), (3, 20), reps=5)
+    rows = engine_impls_one_thread(_source(), (3, 20))  # in a one-thread subprocess
     assert [r["agents"] for r in rows] == [3, 20]
     assert all(r["numpy_ms"] > 0 and r["torch_ms"] > 0 for r in rows)
     doc = {"cpus": 2, "git_sha": "0" * 40, "load_avg_before": [0.1, 0.2, 0.3], "results": [],

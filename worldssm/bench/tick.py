@@ -74,7 +74,7 @@ def correctness_check(source) -> None:
 
 def engine_impls(source, agents, reps: int = 200) -> list[dict]:
     """Median time of one `Engine.observe` of `n` agents with the numpy and the PyTorch step
-    (one thread, this process), checked to agree first."""
+    (this process), checked to agree first. `engine_impls_one_thread` runs it on one thread."""
     import numpy as np
     import torch
 
@@ -95,7 +95,7 @@ def engine_impls(source, agents, reps: int = 200) -> list[dict]:
             slots = eng.join(n)
             outs[impl] = eng.observe(slots, obs, act, resets).reward
             times = []
-            for _ in range(max(5, reps * 16 // max(n, 16))):
+            for _ in range(max(30, reps * 16 // max(n, 16))):
                 t0 = time.perf_counter()
                 eng.observe(slots, obs, act)
                 times.append(time.perf_counter() - t0)
@@ -103,6 +103,25 @@ def engine_impls(source, agents, reps: int = 200) -> list[dict]:
         torch.testing.assert_close(outs["numpy"], outs["torch"], rtol=1e-4, atol=1e-5)
         rows.append(row)
     return rows
+
+
+def engine_impls_one_thread(source, agents) -> list[dict]:
+    """`engine_impls` in a fresh process with one BLAS and one PyTorch thread, as the
+    EngineActors run (Ray sets OMP_NUM_THREADS=1 in its workers). numpy's BLAS reads its thread
+    count when it loads, so this process cannot change its own; with 2 BLAS threads on 2 busy
+    cores one run measured the numpy step at 256 agents at 7.9 ms instead of 0.64 ms."""
+    import subprocess
+
+    from worldssm import codec
+    from worldssm.bench.env import THREAD_VARS
+
+    code = ("import json, sys; from worldssm import codec; from worldssm.bench.tick import engine_impls; "
+            "a = codec.unpackb(sys.stdin.buffer.read()); print(json.dumps(engine_impls(a['source'], a['agents'])))")
+    run = subprocess.run([sys.executable, "-c", code], input=codec.packb({"source": source, "agents": list(agents)}),
+                         capture_output=True, env={**os.environ, **{v: "1" for v in THREAD_VARS}}, timeout=600)
+    if run.returncode != 0:
+        raise RuntimeError(f"the engine step comparison failed:\n{run.stderr.decode(errors='replace')[-3000:]}")
+    return json.loads(run.stdout.decode().strip().splitlines()[-1])
 
 
 def _measure(sim, warmup: int, ticks: int) -> dict:
@@ -154,10 +173,10 @@ def run(out_dir="tests/bench/results", agents=(16, 256, 4096), ticks: int = 200,
     from worldssm.bench.env import git_sha
     from worldssm.engine.simulation import Simulation, start_ray
 
-    ray = start_ray(num_cpus=2)
     source = _source()
+    impls = engine_impls_one_thread(source, agents)  # before Ray's processes share the cores
+    ray = start_ray(num_cpus=2)
     correctness_check(source)
-    impls = engine_impls(source, agents)
     load_before = os.getloadavg()
     results = []
     for n in agents:
@@ -182,7 +201,8 @@ def run(out_dir="tests/bench/results", agents=(16, 256, 4096), ticks: int = 200,
         "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
         "setup": {"env": ENV, "mode": "real", "env_actors": 2, "engine_actors": 1, "model": "DEBUG",
                   "policy": "scripted", "torch_threads": 1, "engine_impl": _config(16, "compiled").engine_impl,
-                  "ray": "local, 2 CPUs, token auth, loopback"},
+                  "ray": "local, 2 CPUs, token auth, loopback",
+                  "engine_observe": "a fresh process before Ray starts, one BLAS and one PyTorch thread"},
         "correctness": "compiled and plain executors gave bit-identical engine states; the numpy and "
                        "PyTorch engine steps agree to rtol 1e-4",
         "results": results,
