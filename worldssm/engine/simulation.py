@@ -126,13 +126,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, **kwargs)
     if mode is not None and mode.lower() != "token":
         raise WorldssmError(f"RAY_AUTH_MODE={mode!r}: worldssm runs Ray only with token authentication")
     os.environ["RAY_AUTH_MODE"] = "token"
-    if "ray" in sys.modules:
-        # Imported before us, Ray cached its config with the mode it saw then: without a
-        # refresh the driver would talk without a token to the cluster it starts with one
-        # (ray.init fails with InvalidAuthToken). Ray refreshes it the same way itself.
-        from ray._raylet import Config
-
-        Config.initialize("")
+    imported_before = "ray" in sys.modules
     local = address is None
     loopback = local or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
     if loopback:
@@ -144,6 +138,13 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, **kwargs)
     ray = require("ray", "ray[default]>=2.52")
     if ray.is_initialized():
         return ray
+    if imported_before:
+        # Ray cached its config with the auth mode it saw at import: without a refresh this
+        # driver would talk without a token to the cluster it starts with one (ray.init fails
+        # with InvalidAuthToken). Ray refreshes its config the same way when it turns tokens on.
+        from ray._raylet import Config
+
+        Config.initialize("")
     if local:
         ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  log_to_driver=kwargs.pop("log_to_driver", False), **kwargs)
