@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from worldssm.atomic import atomic_write_text
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMEXPR_NUM_THREADS")
 
@@ -162,7 +164,7 @@ def run_env_bench(out_dir, agents=(1, 64, 1024, 10000), obs_modes=("vector", "im
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"env-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     result["path"] = str(path)
     return result
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldssm.atomic import atomic_write_text
 from worldssm.errors import WorldssmError
 
 BATCHES = (1, 64, 1024, 16384)
@@ -374,7 +375,7 @@ def write(result: dict, out_dir) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     slug = "".join(c if c.isalnum() else "-" for c in result["env"]["device"].lower()).strip("-")
     path = out / f"{result['benchmark']}-{slug}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
     return path
 
 

@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from worldssm.atomic import atomic_write_text
+
 ENV = "swarm_v0"
 
 
@@ -211,7 +213,7 @@ def run(out_dir="tests/bench/results", agents=(16, 256, 4096), ticks: int = 200,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"tick-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=1))
+    atomic_write_text(path, json.dumps(result, indent=1))
     result["path"] = str(path)
     return result
 

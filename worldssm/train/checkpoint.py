@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldssm.atomic import atomic_write_text  # noqa: F401 - re-exported for the callers here
 from worldssm.errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -54,19 +55,6 @@ def from_jsonable(obj):
     return obj
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
