@@ -151,8 +151,8 @@ def test_simulate_command_on_ray_dream_mode(ray_session, pendulum_run, tmp_path)
 def test_compiled_graph_pins_its_threads_and_restores_the_driver(ray_session, src):
     """Pinning: the EngineActor on the first core, the EnvActors round robin after it, the
     driver's thread on a spare core or the last one while it waits; an env step that shares a
-    core with the engine goes before it, as one task with its act; the driver's own affinity is back after each tick;
-    pin_cpus=False pins nothing."""
+    core with the engine goes before it, as one task with its act; the driver's own affinity is
+    back after each tick; pin_cpus=False pins nothing."""
     before = os.sched_getaffinity(0)
     cores = sorted(before)
     n = len(cores)
@@ -160,7 +160,7 @@ def test_compiled_graph_pins_its_threads_and_restores_the_driver(ray_session, sr
         assert sim._exec.cpus == [cores[1 % n], cores[2 % n], cores[0], cores[3] if n > 3 else cores[-1]]
         if n == 2:  # this machine: EnvActor 1 shares the engine's core and steps before it
             assert sim._exec.env_step_first == [False, True]
-            assert sim._exec.adv_deps == [([], []), ([], [])]
+            assert sim._exec.adv_deps == [[], []]
         results = [sim.tick() for _ in range(3)]
         assert os.sched_getaffinity(0) == before
         assert all(len(r.hop_ms) == 3 and min(r.hop_ms) >= 0 for r in results)

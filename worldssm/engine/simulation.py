@@ -185,9 +185,10 @@ class TickResult:
     # done -> driver holding the result (each includes Ray's serialisation, copies and wake-up).
     hop_ms: tuple = (0.0, 0.0, 0.0)
     act_ms: float = 0.0  # slowest EnvActor's act (policies, packing the engine's payload)
-    # The actors' work on the tick's longest chain through the graph as built: EnvActors act,
-    # then each EngineActor steps after the acts feeding it, and each env step follows its act
-    # and whatever the executor made it wait for (acts and engine steps on its core). Work off
+    # The actors' work on the tick's longest chain through the graph as built: EnvActors act
+    # (and step their envs first, where the executor says so), then each EngineActor steps after
+    # the payloads feeding it, and each other env step follows its act and the acts the executor
+    # made it wait for (those of the EnvActors on its core). Work off
     # that chain runs at the same time, so latency - work_ms is what the tick spent on anything
     # but the actors' own work: Ray's transport, the driver, and waiting for a core.
     work_ms: float = 0.0
@@ -529,11 +530,11 @@ class Simulation:
                 self._snap[j] = (t, o["snapshot"])
                 self._log[j] = [(k, op) for k, op in self._log[j] if k > t]
         # The longest chain of actor work through the graph as built: an env step starts after
-        # its own act and whatever the executor made it wait for (see _CompiledExecutor).
-        deps = self._exec.adv_deps or [((), ())] * len(reps)
+        # its own act and the acts the executor made it wait for (see _CompiledExecutor).
+        deps = self._exec.adv_deps or [()] * len(reps)
         work_ms = max(eng_done, default=0.0)
         for e, rep in enumerate(reps):
-            start = max([rep["act_ms"]] + [reps[o]["act_ms"] for o in deps[e][0]] + [eng_done[j] for j in deps[e][1]])
+            start = max([rep["act_ms"]] + [reps[o]["act_ms"] for o in deps[e]])
             work_ms = max(work_ms, start + rep["advance_ms"])
         live = int(sum(x.size for x in self._live_env) + sum(x.size for x in self._live_dream))
         return TickResult(
@@ -671,8 +672,8 @@ class Simulation:
 class _Executor:
     """How a tick's graph runs. `_ingest` reads two facts of the graph as built to find its
     longest chain of work: per EnvActor, whether its payload leaves only after its env step
-    (`env_step_first`), and what its env step waits for besides its own act (`adv_deps`:
-    (EnvActors whose act, EngineActors whose step); None: nothing)."""
+    (`env_step_first`), and the other EnvActors whose act its env step waits for (`adv_deps`;
+    None: none)."""
 
     steps_first = False  # every EnvActor acts and steps its envs before the engine's payload leaves
 
@@ -770,7 +771,7 @@ class _CompiledExecutor(_Executor):
                 c = env_cpus[e]
                 envs = [] if self.env_step_first[e] or c is None else \
                     [o for o in range(n_env) if o != e and env_cpus[o] == c]
-                self.adv_deps.append((envs, []))
+                self.adv_deps.append(envs)
                 if reports[e] is None:
                     reports[e] = a.advance.bind(payloads[e], *[payloads[o] for o in envs])
             dag = MultiOutputNode(eng_nodes + reports)

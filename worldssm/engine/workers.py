@@ -13,8 +13,9 @@ One tick, real agents: each EnvWorker lets its agents act on their current obser
 EngineWorker (`act`); then it steps its envs (`advance`) while the EngineWorker observes all of
 them in one batched call and returns its predictions, which the coordinator hands back to the
 EnvWorker next tick. The env step and the engine's observe do not depend on each other, so they
-can run at the same time (`step` does both halves in one call, for callers that run them in turn). Dream agents act inside the EngineWorker on their decoded observations
-and are imagined in one call.
+can run at the same time (`step` does both halves in one call, for callers that run them in
+turn). Dream agents act inside the EngineWorker on their decoded observations and are imagined
+in one call.
 """
 
 from __future__ import annotations
