@@ -16,7 +16,7 @@ reading) and the rest (`transport_ms`). `hop_ms_p50` splits the tick's wall time
 the graph, from timestamps taken in each process (one host, one monotonic clock): driver -> last
 EnvActor starting to act, last act done -> EngineActor starting, EngineActor done -> driver
 holding the result. The Compiled Graph runs with its threads pinned to cores
-(`SimConfig.pin_cpus`, see `engine.simulation._CompiledExecutor`); `pinned_cpus` records where.
+(`SimConfig.pin_cpus`, see `engine.executors.CompiledExecutor`); `pinned_cpus` records where.
 
 Before timing, a correctness check runs: both executors must leave bit-identical engine states
 after the same ticks; the benchmark refuses to report otherwise. Imports ray only inside `run`.

@@ -469,8 +469,8 @@ def pin_thread(cpu: int | None) -> bool:
 
 class _Shell:
     """What both actor shells share: liveness, and Compiled Graph thread pinning (the graph's
-    thread pins itself to a core on its next tick; see `Simulation` and `_CompiledExecutor` for
-    why and which core)."""
+    thread pins itself to a core on its next tick; see `executors.CompiledExecutor` for why and
+    which core)."""
 
     def __init__(self, worker):
         self.worker = worker
