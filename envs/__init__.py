@@ -7,8 +7,8 @@ Gymnasium views (`worldssm/Swarm-v0`) when gymnasium is installed; the numpy cor
 """
 
 from worldssm.envs.api import BatchedEnv
-from worldssm.envs.registry import make, names, register
-from worldssm.envs.swarm import GreedyFoodSeeker, RandomPolicy, SwarmConfig, SwarmEnv
+from worldssm.envs.registry import kind_of, make, names, register
+from worldssm.envs.swarm import SwarmConfig, SwarmEnv
 
 GYM_IDS = ("worldssm/Swarm-v0",)
 
@@ -32,5 +32,4 @@ def _register_gymnasium_ids() -> None:
 
 _register_gymnasium_ids()
 
-__all__ = ["GYM_IDS", "BatchedEnv", "GreedyFoodSeeker", "RandomPolicy", "SwarmConfig",
-           "SwarmEnv", "make", "names", "register"]
+__all__ = ["GYM_IDS", "BatchedEnv", "SwarmConfig", "SwarmEnv", "kind_of", "make", "names", "register"]

@@ -6,7 +6,12 @@ A name is resolved in this order:
 2. `pettingzoo/<family>/<env>` (e.g. `pettingzoo/classic/rps_v2`): the PettingZoo module's
    `parallel_env(**kwargs)`; `api="parallel"` returns it as is, `api="batched"` wraps it in
    `BatchedFromParallel`;
-3. any id in Gymnasium's registry (e.g. `CartPole-v1`): `GymAgents(id, n_agents=..., autoreset=...)`.
+3. any id in Gymnasium's registry (e.g. `CartPole-v1`): `GymAgents(id, n_agents=..., autoreset=...)`,
+   N copies as N agents; by default a copy whose episode ends restarts as a new agent, so the
+   population goes on as swarm_v0's does (`autoreset="off"`: N one-episode agents).
+
+`n_agents` is accepted by every name: the agents at reset for built-ins and Gymnasium ids; a
+PettingZoo env fixes its own agents, so there it must equal the env's number (or be None).
 """
 
 from __future__ import annotations
@@ -58,6 +63,20 @@ def names(include_gymnasium: bool = False) -> list[str]:
     return out
 
 
+KINDS = ("builtin", "pettingzoo", "gymnasium")
+
+
+def kind_of(name: str) -> str:
+    """Which kind of env `make` would build for `name`: "builtin" (registered here),
+    "pettingzoo" (its own fixed agents) or "gymnasium" (N copies as N agents). Does not check
+    that a Gymnasium id exists (`make` does)."""
+    if name in _BUILTIN:
+        return "builtin"
+    if name.startswith(PETTINGZOO_PREFIX):
+        return "pettingzoo"
+    return "gymnasium"
+
+
 def _pettingzoo_parallel(name: str, kwargs: dict):
     require("pettingzoo", "pettingzoo>=1.24")
     path = name[len(PETTINGZOO_PREFIX):].split("/")
@@ -77,26 +96,39 @@ def _pettingzoo_parallel(name: str, kwargs: dict):
     return module.parallel_env(**kwargs)
 
 
-def make(name: str, api: str = "parallel", **kwargs):
+def make(name: str, api: str = "parallel", n_agents: int | None = None, **kwargs):
     """Create an env by name with the PettingZoo Parallel API or the batched array API.
 
     Args:
         name: see the module docstring (`names()` lists the known ones).
         api: "parallel" (PettingZoo ParallelEnv) or "batched" (`worldssm.envs.api.BatchedEnv`).
+        n_agents: agents at reset; None: the env's default (1 copy of a Gymnasium env).
         **kwargs: passed to the env (SwarmConfig fields and render_mode for swarm_v0;
-            n_agents, autoreset, max_agent_ids, render_mode and env kwargs for Gymnasium ids;
+            autoreset, max_agent_ids, render_mode and env kwargs for Gymnasium ids;
             parallel_env kwargs for PettingZoo).
 
     Raises:
-        ValueError: unknown name or api.
+        ValueError: unknown name or api, an n_agents the env cannot have, or kwargs it rejects.
         MissingDependencyError: pettingzoo (or an env's own dependency) is not installed.
     """
     if api not in APIS:
         raise ValueError(f"api must be one of {APIS}, got {api!r}")
+    if n_agents is not None and (isinstance(n_agents, bool) or not isinstance(n_agents, int) or n_agents < 1):
+        raise ValueError(f"n_agents must be a positive int or None, got {n_agents!r}")
     if name in _BUILTIN:
-        batched = _BUILTIN[name](**kwargs)
+        if n_agents is not None:
+            kwargs["n_agents"] = n_agents
+        try:
+            batched = _BUILTIN[name](**kwargs)
+        except TypeError as exc:
+            raise ValueError(f"{name!r} does not take these arguments: {exc}") from exc
     elif name.startswith(PETTINGZOO_PREFIX):
         par = _pettingzoo_parallel(name, kwargs)
+        fixed = len(par.possible_agents)
+        if n_agents is not None and n_agents != fixed:
+            par.close()
+            raise ValueError(f"{name!r} fixes its own agents ({fixed} of them); n_agents={n_agents} "
+                             "cannot be honoured (leave it out)")
         if api == "parallel":
             return par
         from worldssm.envs.adapters.pettingzoo_batched import BatchedFromParallel
@@ -110,7 +142,7 @@ def make(name: str, api: str = "parallel", **kwargs):
             )
         from worldssm.envs.adapters.gym_agents import GymAgents
 
-        batched = GymAgents(name, **kwargs)
+        batched = GymAgents(name, n_agents=1 if n_agents is None else n_agents, **kwargs)
     if api == "batched":
         return batched
     from worldssm.envs.parallel import ParallelFromBatched

@@ -23,7 +23,7 @@ def test_mapped_packages_come_from_their_folders():
 def test_model_kernels_and_bench_import_only_their_dependencies():
     code = (
         "import sys, worldssm.model, worldssm.kernels, worldssm.kernels.step.ref, worldssm.codec, "
-        "worldssm.train.checkpoint\n"
+        "worldssm.checkpoint, worldssm.spaces\n"
         "heavy = {'gymnasium', 'ray', 'pygame', 'matplotlib', 'pettingzoo'}  # (torch itself may import tqdm)\n"
         "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
     )

@@ -51,3 +51,8 @@ def require(module: str, install: str):
             f"{module} is required here but could not be imported ({exc}); "
             f"install it with: pip install '{install}'"
         ) from exc
+
+
+class TickRejected(WorldssmError, ValueError):
+    """A Simulation call's inputs are invalid (an unknown agent, a bad action or start
+    observation); nothing was sent and no env or engine state changed."""

@@ -3,12 +3,13 @@
 Each agent owns one copy of the env (a Python loop over copies is unavoidable here: Gymnasium
 envs step one at a time). Autoreset is explicit, chosen at construction:
 
-- `autoreset="off"` (default): an agent whose env ends leaves for good; the episode is over
-  when every agent has left. `metadata["autoreset_mode"] == "Disabled"`.
-- `autoreset="new_agent"`: in the step an env ends, the agent leaves with its final observation
-  and the env is reset at once; its new episode joins as a new agent with a fresh id (in
-  `info["spawned_ids"]`, first observation in `info["spawned_obs"]`), while ids remain
-  (`max_agent_ids`, default 100 * n_agents). `metadata["autoreset_mode"] == "NewAgent"`.
+- `autoreset="new_agent"` (default): in the step an env ends, the agent leaves with its final
+  observation and the env is reset at once; its new episode joins as a new agent with a fresh id
+  (in `info["spawned_ids"]`, first observation in `info["spawned_obs"]`), while ids remain
+  (`max_agent_ids`, default 100 * n_agents); the population goes on as swarm_v0's does.
+  `metadata["autoreset_mode"] == "NewAgent"`.
+- `autoreset="off"`: an agent whose env ends leaves for good; the episode is over when every
+  agent has left. `metadata["autoreset_mode"] == "Disabled"`.
 
 Seeding: `reset(seed=s)` resets copy i with seed s + i; restarts use the copy's own stream.
 """
@@ -29,13 +30,13 @@ class GymAgents(BatchedEnv):
     Args:
         env_id: a registered Gymnasium id, e.g. "CartPole-v1".
         n_agents: number of copies.
-        autoreset: "off" or "new_agent" (see the module docstring).
+        autoreset: "new_agent" or "off" (see the module docstring).
         max_agent_ids: ids per episode; None: n_agents (off) or 100 * n_agents (new_agent).
         render_mode: passed to copy 0 only; `render()` shows copy 0.
         **env_kwargs: passed to `gymnasium.make`.
     """
 
-    def __init__(self, env_id: str, n_agents: int = 4, autoreset: str = "off",
+    def __init__(self, env_id: str, n_agents: int = 1, autoreset: str = "new_agent",
                  max_agent_ids: int | None = None, render_mode: str | None = None,
                  **env_kwargs):
         gym = require("gymnasium", "gymnasium>=1.0")
@@ -44,8 +45,9 @@ class GymAgents(BatchedEnv):
         if autoreset not in AUTORESET:
             raise ValueError(f"autoreset must be one of {sorted(AUTORESET)}, got {autoreset!r}")
         self.env_id = env_id
-        self.envs = [gym.make(env_id, render_mode=render_mode if i == 0 else None, **env_kwargs)
-                     for i in range(n_agents)]
+        # render_mode goes to copy 0 only, and only when set (not every env takes the argument).
+        self.envs = [gym.make(env_id, **({"render_mode": render_mode} if render_mode and i == 0 else {}),
+                              **env_kwargs) for i in range(n_agents)]
         self.n_copies = n_agents
         self.autoreset = autoreset
         default_ids = n_agents if autoreset == "off" else 100 * n_agents

@@ -11,7 +11,9 @@ import gymnasium as gym
 import numpy as np
 
 from worldssm.envs.swarm.core import SwarmEnv
-from worldssm.envs.swarm.policies import POLICIES
+from worldssm.envs.swarm.steer import food_seeking_actions, random_actions
+
+OTHERS = ("greedy", "random")
 
 
 class SwarmGymEnv(gym.Env):
@@ -28,8 +30,10 @@ class SwarmGymEnv(gym.Env):
 
     def __init__(self, render_mode: str | None = None, others: str = "greedy",
                  noise: float = 0.2, **swarm):
-        if others not in POLICIES:
-            raise ValueError(f"others must be one of {sorted(POLICIES)}, got {others!r}")
+        if others not in OTHERS:
+            raise ValueError(f"others must be one of {OTHERS}, got {others!r}")
+        if not 0.0 <= noise <= 1.0:
+            raise ValueError(f"noise must be in [0, 1], got {noise}")
         swarm.setdefault("n_agents", 16)
         swarm["highlight_agent"] = 0
         self.swarm = SwarmEnv(render_mode=render_mode, **swarm)
@@ -38,18 +42,13 @@ class SwarmGymEnv(gym.Env):
         self.action_space = self.swarm.single_action_space
         self._others_kind = others
         self._noise = noise
-        self._others = None
+        self._rng = None
         self._ego = 0
-
-    def _policy_seed(self) -> int:
-        return int(self.np_random.integers(2**63))
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         obs, info = self.swarm.reset(seed=int(self.np_random.integers(2**63)))
-        kind = POLICIES[self._others_kind]
-        kwargs = {"noise": self._noise} if self._others_kind == "greedy" else {}
-        self._others = kind(self.swarm, seed=self._policy_seed(), **kwargs)
+        self._rng = np.random.default_rng(int(self.np_random.integers(2**63)))
         self._ego = int(info["agent_ids"][0])
         return obs[0], {"agent_id": self._ego, "n_agents": self.swarm.num_agents}
 
@@ -71,7 +70,10 @@ class SwarmGymEnv(gym.Env):
             if not np.isfinite(a).all():
                 raise ValueError(f"{name}: action {a} contains NaN or infinity")
         # Validated before the other agents' policy draws, so a bad action changes nothing.
-        actions = self._others.act()
+        if self._others_kind == "greedy":
+            actions = food_seeking_actions(self.swarm, self._rng, self._noise)
+        else:
+            actions = random_actions(self.swarm, self._rng)
         actions[row] = a
         obs, reward, terminated, truncated, info = self.swarm.step(actions)
         out_info = {"agent_id": self._ego, "n_agents": self.swarm.num_agents}

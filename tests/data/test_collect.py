@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from worldssm.commands import collect as collect_cmd
-from worldssm.data import EpisodeRecorder, RolloutDataset, collect, read_shard
+from worldssm.data import RolloutDataset, collect, read_shard
 from worldssm.errors import WorldssmError
 
-from ._helpers import IMAGE_MAX_STEPS, box_space, register_image_env
+from ._helpers import IMAGE_MAX_STEPS, register_image_env
 
 
 @pytest.fixture(scope="module")
@@ -19,20 +19,22 @@ def pendulum(tmp_path_factory):
 
 
 def test_pendulum_episodes_and_flags(pendulum):
+    """Two copies, 450 ticks: each copy plays two full episodes of 200 actions and a cut third;
+    a copy whose episode ends restarts as a new agent (ids 0, 1; then 2, 3; then 4, 5)."""
     summary, ds = pendulum
-    by_key = {(e["agent"], e["episode"]): e for e in ds.episodes}
-    assert sorted(by_key) == [(a, i) for a in ("agent_0", "agent_1") for i in range(3)]
-    for agent in ("agent_0", "agent_1"):
-        for i in (0, 1):
-            ep = by_key[(agent, i)]
-            assert len(ep["reward"]) == 201
-            assert np.flatnonzero(ep["is_first"]).tolist() == [0]
-            assert np.flatnonzero(ep["is_last"]).tolist() == [200]
-            # Pendulum only truncates (TimeLimit at 200).
-            assert not ep["is_terminal"].any()
-            assert ep["reward"][0] == 0 and (ep["reward"][1:] < 0).all()
-            np.testing.assert_array_equal(ep["action"][-1], [0.0])
-        tail = by_key[(agent, 2)]
+    by_agent = {e["agent"]: e for e in ds.episodes}
+    assert sorted(by_agent) == [f"agent_{i}" for i in range(6)]
+    assert all(e["episode"] == 0 for e in ds.episodes), "every id is one episode"
+    for i in range(4):
+        ep = by_agent[f"agent_{i}"]
+        assert len(ep["reward"]) == 201
+        assert np.flatnonzero(ep["is_first"]).tolist() == [0]
+        assert np.flatnonzero(ep["is_last"]).tolist() == [200]
+        assert not ep["is_terminal"].any(), "Pendulum only truncates (TimeLimit at 200)"
+        assert ep["reward"][0] == 0 and (ep["reward"][1:] < 0).all()
+        np.testing.assert_array_equal(ep["action"][-1], [0.0])
+    for i in (4, 5):
+        tail = by_agent[f"agent_{i}"]
         assert len(tail["reward"]) == 50 and tail["is_first"][0] and not tail["is_last"].any()
     assert ds.episodes[0]["obs"].dtype == np.float32 and ds.episodes[0]["action"].shape == (201, 1)
     assert summary["steps"] == ds.num_steps == 2 * (201 + 201 + 50)
@@ -40,14 +42,16 @@ def test_pendulum_episodes_and_flags(pendulum):
 
 
 def test_pendulum_replays_in_a_fresh_env(pendulum):
+    """Copy i starts with seed 5 + i and restarts from its own stream: agents i, i + 2 are its
+    first two episodes, and replaying their actions in a fresh env gives the same data."""
     _, ds = pendulum
-    by_key = {(e["agent"], e["episode"]): e for e in ds.episodes}
-    for i, agent in enumerate(("agent_0", "agent_1")):
+    by_agent = {e["agent"]: e for e in ds.episodes}
+    for copy in (0, 1):
         env = gymnasium.make("Pendulum-v1")
-        first_obs, _ = env.reset(seed=5 + i)
-        for episode in (0, 1):
-            ep = by_key[(agent, episode)]
-            if episode == 1:
+        first_obs, _ = env.reset(seed=5 + copy)
+        for k, agent in enumerate((f"agent_{copy}", f"agent_{copy + 2}")):
+            ep = by_agent[agent]
+            if k == 1:
                 first_obs, _ = env.reset()
             np.testing.assert_array_equal(ep["obs"][0], first_obs)
             for t in range(200):
@@ -63,7 +67,7 @@ def test_pendulum_shards_roll_over_and_are_complete(pendulum):
     for path in summary["shards"]:
         header, records = read_shard(path)
         assert header["meta"]["seed"] == 5 and header["meta"]["n_agents"] == 2
-        assert header["meta"]["policy"] == "random" and "worldssm_version" in header["meta"]
+        assert header["meta"]["agent"] == "random" and "worldssm_version" in header["meta"]
         sizes.append(sum(len(r["reward"]) for r in records))
     assert len(sizes) >= 3
     assert all(300 <= s < 300 + 4 for s in sizes[:-1]) and sum(sizes) == summary["steps"]
@@ -123,32 +127,13 @@ def test_rejections(tmp_path):
     with pytest.raises(WorldssmError, match="only Box and Discrete"):
         collect("WorldssmTestWeird-v0", 1, 5, tmp_path / "weird")
     assert list((tmp_path / "weird").iterdir()) == []
-    with pytest.raises(WorldssmError, match="unknown policy"):
-        collect("Pendulum-v1", 1, 5, tmp_path / "p", policy="greedy")
+    with pytest.raises(WorldssmError, match="greedy agent reads a swarm_v0"):
+        collect("Pendulum-v1", 1, 5, tmp_path / "p", agent="greedy")
     with pytest.raises(WorldssmError, match="cannot make environment"):
         collect("NoSuchEnv-v9", 1, 5, tmp_path / "n")
     collect("Pendulum-v1", 1, 5, tmp_path / "twice")
     with pytest.raises(WorldssmError, match="already holds"):
         collect("Pendulum-v1", 1, 5, tmp_path / "twice")
-
-
-def test_recorder_rejects_broken_episode_order():
-    records = []
-    rec = EpisodeRecorder(
-        ["x", "y"], box_space([2]), {"type": "discrete", "n": 2}, records.append, chunk_steps=2
-    )
-    obs, act, zero = np.zeros((2, 2)), np.zeros(2, int), np.zeros(2)
-    no, yes = np.zeros(2, bool), np.ones(2, bool)
-    with pytest.raises(ValueError, match="no is_first"):
-        rec.add([0, 1], obs, act, zero, no, no, no)
-    rec.add([0, 1], obs, act, zero, yes, no, no)
-    with pytest.raises(ValueError, match="while an episode is open"):
-        rec.add([0], obs[:1], act[:1], zero[:1], yes[:1], no[:1], no[:1])
-    rec.add([0, 1], obs, act, zero, no, no, no)
-    # chunk_steps=2: both agents' segments were flushed as records of 2 steps.
-    assert [(r["agent"], len(r["reward"])) for r in records] == [("x", 2), ("y", 2)]
-    with pytest.raises(ValueError, match="obs has shape"):
-        rec.add([0, 1], np.zeros((2, 3)), act, zero, no, no, no)
 
 
 def test_cli_run_on_image_env(tmp_path, capsys):

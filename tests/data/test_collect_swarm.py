@@ -10,7 +10,7 @@ import torch
 import worldssm.envs as envs
 from worldssm.commands import collect as collect_cmd
 from worldssm.data import RolloutDataset, collect, read_shard
-from worldssm.data.collect import BatchedEpisodeRecorder
+from worldssm.data.collect import EpisodeRecorder
 from worldssm.envs.swarm import SwarmEnv
 from worldssm.errors import WorldssmError
 
@@ -137,7 +137,7 @@ def test_headers_list_the_agents_of_their_shard(harsh_run):
         header, records = read_shard(path)
         agents = {r["agent"] for r in records}
         assert set(header["agent_ids"]) == agents
-        assert header["meta"]["policy"] == "greedy"
+        assert header["meta"]["agent"] == "greedy"
         seen |= agents
     # ids are reused after resets, yet (agent, episode) keys never collide
     assert len(seen) < summary["episodes"]
@@ -169,8 +169,8 @@ def test_collect_is_deterministic_under_a_seed(tmp_path):
             np.testing.assert_array_equal(x[field], y[field])
 
 
-def test_random_policy_and_continuous_actions(tmp_path):
-    summary = collect("swarm_v0", n_agents=4, steps=10, out_dir=tmp_path, policy="random",
+def test_random_agent_and_continuous_actions(tmp_path):
+    summary = collect("swarm_v0", n_agents=4, steps=10, out_dir=tmp_path, agent="random",
                       env_kwargs={"action_mode": "continuous"})
     data = RolloutDataset.load(tmp_path)
     assert data.spec.action_space["type"] == "box"
@@ -180,19 +180,19 @@ def test_random_policy_and_continuous_actions(tmp_path):
 
 def test_rejections(tmp_path):
     with pytest.raises(WorldssmError, match="greedy"):
-        collect("CartPole-v1", n_agents=1, steps=1, out_dir=tmp_path / "a", policy="greedy")
-    with pytest.raises(WorldssmError, match="unknown policy"):
-        collect("swarm_v0", n_agents=2, steps=1, out_dir=tmp_path / "b", policy="clever")
+        collect("CartPole-v1", n_agents=1, steps=1, out_dir=tmp_path / "a", agent="greedy")
+    with pytest.raises(WorldssmError, match="unknown agent"):
+        collect("swarm_v0", n_agents=2, steps=1, out_dir=tmp_path / "b", agent="clever")
     with pytest.raises(WorldssmError, match="cannot make"):
         collect("swarm_v0", n_agents=2, steps=1, out_dir=tmp_path / "c",
                 env_kwargs={"no_such_field": 1})
 
 
-def test_batched_recorder_rejects_broken_episode_order():
+def test_recorder_rejects_broken_episode_order():
     space = {"type": "discrete", "n": 2}
     obs_space = {"type": "box", "shape": [1], "dtype": "float32",
                  "low": np.zeros(1, np.float32), "high": np.ones(1, np.float32)}
-    rec = BatchedEpisodeRecorder(obs_space, space, lambda i: f"agent_{i}")
+    rec = EpisodeRecorder(obs_space, space, lambda i: f"agent_{i}")
     one = np.ones(1, bool)
     args = (np.zeros((1, 1), np.float32), np.zeros(1, np.int64), np.zeros(1, np.float32))
     with pytest.raises(ValueError, match="agent_4.*outside an episode"):
@@ -214,19 +214,19 @@ def test_batched_recorder_rejects_broken_episode_order():
 
 def test_cli_collects_swarm(tmp_path, capsys):
     args = argparse.Namespace(env="swarm_v0", agents=6, steps=25, out=str(tmp_path), seed=0,
-                              policy=None, shard_steps=60)
+                              agent=None, shard_steps=60)
     assert collect_cmd.run(args) == 0
     assert "from 6 agents" in capsys.readouterr().out
     data = RolloutDataset.load(tmp_path)
     assert data.num_steps == 6 * 25
     header, _ = read_shard(sorted(tmp_path.glob("*.wsr"))[0])
-    assert header["env_id"] == "swarm_v0" and header["meta"]["policy"] == "greedy"
+    assert header["env_id"] == "swarm_v0" and header["meta"]["agent"] == "greedy"
     assert all(a.startswith("agent_") for a in header["agent_ids"])
 
 
 def test_pettingzoo_env_through_the_batched_path(tmp_path):
     pytest.importorskip("pettingzoo")
-    summary = collect("pettingzoo/classic/rps_v2", n_agents=2, steps=30, out_dir=tmp_path,
+    summary = collect("pettingzoo/classic/rps_v2", n_agents=None, steps=30, out_dir=tmp_path,
                       env_kwargs={"max_cycles": 10})
     data = RolloutDataset.load(tmp_path)
     # Episodes of 10 moves are 11 steps; ids are reused after each reset with new episode numbers.
@@ -235,3 +235,5 @@ def test_pettingzoo_env_through_the_batched_path(tmp_path):
     assert keys == [(a, e) for a in ("player_0", "player_1") for e in range(3)]
     assert all(len(ep["reward"]) == 11 and ep["is_last"][-1] for ep in data.episodes)
     assert data.spec.observation_space == {"type": "discrete", "n": 4}
+    with pytest.raises(WorldssmError, match="fixes its own agents"):
+        collect("pettingzoo/classic/rps_v2", n_agents=5, steps=3, out_dir=tmp_path / "five")

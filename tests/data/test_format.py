@@ -2,14 +2,13 @@ import numpy as np
 import pytest
 
 from worldssm import codec
+from worldssm.spaces import space_from_dict, space_to_dict
 from worldssm.data.format import (
     MAGIC,
     ShardWriter,
     encode_record,
     make_header,
     read_shard,
-    space_from_dict,
-    space_to_dict,
 )
 from worldssm.errors import DataError, WorldssmError
 

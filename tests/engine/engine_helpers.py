@@ -30,16 +30,3 @@ def obs_actions(b, t, seed=0, act_space=BOX_ACT):
     else:
         act = rng.uniform(-2, 2, (t, b, 1)).astype(np.float32)
     return obs, act
-
-
-def model_source(env="Pendulum-v1", **kwargs):
-    """A DEBUG model description whose spaces match `env` (EngineActors build it from this)."""
-    from worldssm.data.format import space_to_dict
-    from worldssm.envs import make
-
-    e = make(env, api="batched", n_agents=1, **kwargs)
-    try:
-        return {"preset": "DEBUG", "obs_space": space_to_dict(e.single_observation_space),
-                "action_space": space_to_dict(e.single_action_space), "seed": 0}
-    finally:
-        e.close()

@@ -126,9 +126,9 @@ def test_gym_view_bad_actions():
     env = gym.make("worldssm/Swarm-v0").unwrapped
     env.reset(seed=0)
     before = snapshot(env.swarm)
-    rng_before = env._others.rng.bit_generator.state
+    rng_before = env._rng.bit_generator.state
     for bad, match in ((9, "out of range"), (1.5, "not an integer"), (np.array([1, 2]), "not an integer")):
         with pytest.raises(ValueError, match=f"agent_0: .*{match}"):
             env.step(bad)
     assert_same(before, snapshot(env.swarm))
-    assert env._others.rng.bit_generator.state == rng_before
+    assert env._rng.bit_generator.state == rng_before

@@ -7,8 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 from worldssm.errors import CheckpointError
-from worldssm.train import TrainConfig, Trainer, TrainingDiverged, load_model
-from worldssm.train.checkpoint import resolve_checkpoint
+from worldssm.model import load_model
+from worldssm.train import TrainConfig, Trainer, TrainingDiverged
+from worldssm.checkpoint import resolve_checkpoint
 
 CFG = TrainConfig(preset="DEBUG", steps=12, batch_size=4, seq_len=16, log_every=4, checkpoint_every=5, warmup=3)
 

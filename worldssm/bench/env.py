@@ -1,7 +1,7 @@
 """Environment throughput: agent-steps/s of swarm_v0 on one CPU core.
 
 Run as `python -m worldssm.bench.env [--out DIR] [--agents 1 64 1024 10000] [--seconds S]`.
-The env step alone is timed (actions come from the greedy scripted policy, drawn outside the
+The env step alone is timed (actions come from swarm_v0's food-seeking rule, drawn outside the
 timed region); agent-steps counts the rows each step returned. Before timing, a correctness
 check runs (the grid neighbour search against brute force, and the batched join/leave
 invariant); the benchmark refuses to report when it fails. Imports only numpy and the swarm
@@ -75,19 +75,19 @@ def measure(n_agents: int, obs_mode: str, seconds: float, warmup: int = 20) -> d
     import numpy as np
 
     from worldssm.envs.swarm.core import SwarmEnv
-    from worldssm.envs.swarm.policies import GreedyFoodSeeker
+    from worldssm.envs.swarm.steer import food_seeking_actions
 
     # A long episode so the measurement sees steady-state deaths and spawns, not resets.
     env = SwarmEnv(n_agents=n_agents, obs_mode=obs_mode, max_steps=10**9)
     obs, _ = env.reset(seed=0)
-    policy = GreedyFoodSeeker(env, seed=0)
+    rng = np.random.default_rng(0)
     times, rows = [], []
     deadline = None
     step = 0
     while True:
         if env.num_agents == 0:
             env.reset()
-        actions = policy.act()
+        actions = food_seeking_actions(env, rng, noise=0.1)
         t0 = time.perf_counter()
         out = env.step(actions)
         dt = time.perf_counter() - t0

@@ -1,13 +1,13 @@
 """Tick latency of the Ray simulation: Compiled Graph against plain actor calls, in one run.
 
 Run as `python -m worldssm.bench.tick [--out DIR] [--agents 16 256 4096] [--ticks N] [--rounds R]`.
-Setup: swarm_v0 (vector observations, discrete actions, scripted agents) in real mode, 2
+Setup: swarm_v0 (vector observations, discrete actions, greedy agents) in real mode, 2
 EnvActors and 1 EngineActor on a local Ray, a DEBUG world model built from the env's spaces.
 Per tick the EnvActors and the EngineActor time their own work: `act_ms` (the slower EnvActor's
 policies and packing of the engine's payload), `env_ms` (the slower EnvActor's act plus env
 step), `engine_ms` (the EngineActor's unpacking + model + packing, of which `model_ms` is the
 model). The env step and the engine's observe can run at the same time (see
-`worldssm.engine.simulation`), so the actors' work on the tick is counted along its longest
+`worldssm.sim.simulation`), so the actors' work on the tick is counted along its longest
 chain of dependencies as the graph was built (`TickResult.work_ms`). What is left of the driver's wall time per tick is
 the Ray overhead (transport, scheduling, waiting for a core, and the driver's own packing of
 controls and reading of results): `overhead_ms = latency_ms - work_ms`, reported as the median
@@ -16,7 +16,7 @@ reading) and the rest (`transport_ms`). `hop_ms_p50` splits the tick's wall time
 the graph, from timestamps taken in each process (one host, one monotonic clock): driver -> last
 EnvActor starting to act, last act done -> EngineActor starting, EngineActor done -> driver
 holding the result. The Compiled Graph runs with its threads pinned to cores
-(`SimConfig.pin_cpus`, see `engine.executors.CompiledExecutor`); `pinned_cpus` records where.
+(`SimConfig.pin_cpus`, see `sim.executors.CompiledExecutor`); `pinned_cpus` records where.
 
 Before timing, a correctness check runs: both executors must leave bit-identical engine states
 after the same ticks; the benchmark refuses to report otherwise. Imports ray only inside `run`.
@@ -38,19 +38,20 @@ ENV = "swarm_v0"
 
 
 def _source():
-    from worldssm.data.format import space_to_dict
     from worldssm.envs import make
+    from worldssm.model import ModelSource
+    from worldssm.spaces import space_to_dict
 
     env = make(ENV, api="batched", n_agents=1)
-    return {"preset": "DEBUG", "obs_space": space_to_dict(env.single_observation_space),
-            "action_space": space_to_dict(env.single_action_space), "seed": 0}
+    return ModelSource.of_preset("DEBUG", space_to_dict(env.single_observation_space),
+                                 space_to_dict(env.single_action_space), seed=0)
 
 
-def _config(agents: int, executor: str, seed: int = 0):
-    from worldssm.engine.simulation import SimConfig
+def _config(source, agents: int, executor: str, seed: int = 0):
+    from worldssm.sim import SimConfig
 
-    return SimConfig(env=ENV, env_kwargs={"max_steps": 100_000}, agents=agents, mode="real",
-                     env_actors=2, engine_actors=1, policy="scripted", executor=executor, seed=seed,
+    return SimConfig(model=source, env=ENV, env_kwargs={"max_steps": 100_000}, agents=agents, mode="real",
+                     env_actors=2, engine_actors=1, agent="greedy", executor=executor, seed=seed,
                      snapshot_every=10_000, timeout_s=120.0)
 
 
@@ -59,15 +60,16 @@ def correctness_check(source) -> None:
     import numpy as np
 
     from worldssm import codec
-    from worldssm.engine.simulation import Simulation
+    from worldssm.sim import Simulation
+    from worldssm.sim.messages import EngineSnapshot
 
     states = []
     for executor in ("compiled", "plain"):
-        with Simulation(_config(16, executor, seed=1), source) as sim:
+        with Simulation(_config(source, 16, executor, seed=1)) as sim:
             for _ in range(5):
                 sim.tick()
             raw = sim.ray.get(sim.engine_actors[0].snapshot.remote())
-            states.append(codec.unpackb(codec.unpackb(raw)["slab"]))
+            states.append(codec.unpackb(EngineSnapshot.from_bytes(raw).slab))
     a, b = states
     assert np.array_equal(a["slots"], b["slots"]), "executors own different slots"
     for k in a["state"]:
@@ -81,16 +83,18 @@ def engine_impls(source, agents, reps: int = 200) -> list[dict]:
     import torch
 
     from worldssm.engine import Engine
-    from worldssm.engine.workers import load_model
+    from worldssm.model import ModelSource
 
     torch.set_num_threads(1)
-    model = load_model(source)
+    if isinstance(source, dict):
+        source = ModelSource.from_dict(source)
+    model = source.load()
     rows = []
     for n in agents:
         rng = np.random.default_rng(n)
         engines = {impl: Engine(model, n, impl=impl) for impl in ("numpy", "torch")}
         obs = rng.standard_normal((n, *model.obs_shape)).astype(np.float32)
-        act = rng.integers(0, int(source["action_space"]["n"]), n)
+        act = rng.integers(0, int(source.action_space["n"]), n)
         resets = np.ones(n, bool)
         row, outs = {"agents": n}, {}
         for impl, eng in engines.items():
@@ -119,7 +123,7 @@ def engine_impls_one_thread(source, agents) -> list[dict]:
 
     code = ("import json, sys; from worldssm import codec; from worldssm.bench.tick import engine_impls; "
             "a = codec.unpackb(sys.stdin.buffer.read()); print(json.dumps(engine_impls(a['source'], a['agents'])))")
-    run = subprocess.run([sys.executable, "-c", code], input=codec.packb({"source": source, "agents": list(agents)}),
+    run = subprocess.run([sys.executable, "-c", code], input=codec.packb({"source": source.to_dict(), "agents": list(agents)}),
                          capture_output=True, env={**os.environ, **{v: "1" for v in THREAD_VARS}}, timeout=600)
     if run.returncode != 0:
         raise RuntimeError(f"the engine step comparison failed:\n{run.stderr.decode(errors='replace')[-3000:]}")
@@ -173,7 +177,7 @@ def run(out_dir="tests/bench/results", agents=(16, 256, 4096), ticks: int = 200,
     import torch
 
     from worldssm.bench.env import git_sha
-    from worldssm.engine.simulation import Simulation, start_ray
+    from worldssm.sim import Simulation, start_ray
 
     source = _source()
     impls = engine_impls_one_thread(source, agents)  # before Ray's processes share the cores
@@ -187,7 +191,7 @@ def run(out_dir="tests/bench/results", agents=(16, 256, 4096), ticks: int = 200,
         runs = {"compiled": [], "plain": []}
         for _ in range(rounds):
             for executor in ("compiled", "plain"):
-                with Simulation(_config(n, executor), source) as sim:
+                with Simulation(_config(source, n, executor)) as sim:
                     runs[executor].append(_measure(sim, warmup, n_ticks))
         for executor, ms in runs.items():
             ms = sorted(ms, key=lambda m: m["latency_ms"]["p50"])
@@ -202,7 +206,7 @@ def run(out_dir="tests/bench/results", agents=(16, 256, 4096), ticks: int = 200,
                      "numpy": np.__version__},
         "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
         "setup": {"env": ENV, "mode": "real", "env_actors": 2, "engine_actors": 1, "model": "DEBUG",
-                  "policy": "scripted", "torch_threads": 1, "engine_impl": _config(16, "compiled").engine_impl,
+                  "agent": "greedy", "torch_threads": 1, "engine_impl": _config(source, 16, "compiled").engine_impl,
                   "ray": "local, 2 CPUs, token auth, loopback",
                   "engine_observe": "a fresh process before Ray starts, one BLAS and one PyTorch thread"},
         "correctness": "compiled and plain executors gave bit-identical engine states; the numpy and "

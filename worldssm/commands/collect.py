@@ -1,13 +1,14 @@
 """`worldssm collect`: record rollouts of an env into rollout shards.
 
-`--env swarm_v0` (or any name of `worldssm.envs.names()`, or `pettingzoo/<family>/<env>`) is
-collected through the batched multi-agent API, agents joining and leaving; a Gymnasium id runs
-N copies as N agents.
+Every env name (swarm_v0, `pettingzoo/<family>/<env>`, any Gymnasium id) is collected through the
+batched multi-agent API, agents joining and leaving; a Gymnasium id runs N copies as N agents.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from worldssm.agents.registry import AGENTS
 
 HELP = "Collect rollouts of swarm_v0, a PettingZoo env or a Gymnasium id into .wsr shards."
 
@@ -29,8 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--agents",
         type=_positive_int,
-        default=1,
-        help="agents (env copies for Gymnasium ids; agents at reset for swarm_v0)",
+        default=None,
+        help="agents at reset (env copies for Gymnasium ids); default: the env's own (1 copy)",
     )
     parser.add_argument(
         "--steps",
@@ -46,10 +47,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="base seed (Gymnasium ids: agent i uses seed + i; batched envs: env and policy)",
     )
     parser.add_argument(
-        "--policy",
-        choices=["greedy", "random"],
+        "--agent",
+        choices=AGENTS,
         default=None,
-        help="acting policy; default greedy (food seeker with noise) for swarm_v0, else random",
+        help="how the agents act (worldssm.agents); default greedy for swarm_v0, else random",
     )
     parser.add_argument(
         "--shard-steps",
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             steps=args.steps,
             out_dir=args.out,
             seed=args.seed,
-            policy=args.policy,
+            agent=args.agent,
             shard_steps=args.shard_steps,
             progress=bar.update,
         )

@@ -25,7 +25,7 @@ def run(args) -> int:
 
     from worldssm.data import collect
     from worldssm.train import TrainConfig, Trainer
-    from worldssm.train.checkpoint import atomic_write_text
+    from worldssm.atomic import atomic_write_text
     from worldssm.train.evaluate import evaluate, summary_table
 
     out = Path(args.out)

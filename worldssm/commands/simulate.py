@@ -6,8 +6,9 @@ HELP = "run a multi-agent simulation (real | dream | mixed) on Ray actors; live 
 
 
 def configure(parser) -> None:
-    from worldssm.engine.engine import IMPLS
-    from worldssm.engine.simulation import SimConfig
+    from worldssm.agents.registry import AGENTS, ENV_FREE
+    from worldssm.engine.engine import ENGINE_IMPLS
+    from worldssm.sim import SimConfig
 
     d = SimConfig()
     parser.add_argument("--checkpoint", help="run directory (or checkpoint dir) of a trained model")
@@ -18,11 +19,12 @@ def configure(parser) -> None:
     parser.add_argument("--dream-fraction", type=float, default=d.dream_fraction, help="dream share in mixed mode")
     parser.add_argument("--ticks", type=int, default=100, help="ticks to run")
     parser.add_argument("--out", required=True, help="directory for summary.json")
-    parser.add_argument("--policy", default=d.policy, choices=["random", "scripted"], help="how agents act")
+    parser.add_argument("--agent", default=d.agent, choices=AGENTS, help="how real agents act")
+    parser.add_argument("--dream-agent", default=None, choices=ENV_FREE, help="how dream agents act (default: --agent)")
     parser.add_argument("--env-actors", type=int, default=d.env_actors, help="EnvActors")
     parser.add_argument("--envs-per-actor", type=int, default=d.envs_per_actor, help="batched envs per EnvActor")
     parser.add_argument("--engine-actors", type=int, default=d.engine_actors, help="EngineActors (shards)")
-    parser.add_argument("--engine-impl", choices=IMPLS, default=d.engine_impl,
+    parser.add_argument("--engine-impl", choices=ENGINE_IMPLS, default=d.engine_impl,
                         help="the engine's step on CPU: auto (numpy where it can run), numpy, torch")
     parser.add_argument("--executor", default=d.executor, choices=["compiled", "plain"],
                         help="Ray Compiled Graph or plain actor calls")
@@ -41,20 +43,23 @@ def _model_source(args):
     if args.checkpoint and args.preset:
         raise WorldssmError("give --checkpoint or --preset, not both")
     if args.checkpoint:
-        from worldssm.train.checkpoint import load_checkpoint, resolve_checkpoint
+        from worldssm.checkpoint import load_checkpoint, resolve_checkpoint
+        from worldssm.model import ModelSource
 
         sidecar = load_checkpoint(args.checkpoint)[0]
-        return {"checkpoint": str(resolve_checkpoint(args.checkpoint).resolve())}, sidecar["data"].get("env_id")
+        src = ModelSource.of_checkpoint(resolve_checkpoint(args.checkpoint).resolve())
+        return src, sidecar["data"].get("env_id")
     if not args.preset:
         raise WorldssmError("--checkpoint RUN is required (or --preset NAME for an untrained model)")
     if not args.env:
         raise WorldssmError("--preset needs --env to know the spaces")
-    from worldssm.data.format import space_to_dict
     from worldssm.envs import make
+    from worldssm.model import ModelSource
+    from worldssm.spaces import space_to_dict
 
-    env = make(args.env, api="batched", n_agents=1)
-    src = {"preset": args.preset, "obs_space": space_to_dict(env.single_observation_space),
-           "action_space": space_to_dict(env.single_action_space), "seed": args.seed}
+    env = make(args.env, api="batched")
+    src = ModelSource.of_preset(args.preset, space_to_dict(env.single_observation_space),
+                                space_to_dict(env.single_action_space), seed=args.seed)
     env.close()
     return src, args.env
 
@@ -65,18 +70,18 @@ def run(args) -> int:
 
     import numpy as np
 
-    from worldssm.engine.simulation import SimConfig, Simulation
+    from worldssm.sim import SimConfig, Simulation
     from worldssm.errors import WorldssmError
-    from worldssm.train.checkpoint import atomic_write_text
+    from worldssm.atomic import atomic_write_text
 
     source, ckpt_env = _model_source(args)
     env = args.env or ckpt_env
     if not env:
         raise WorldssmError("the checkpoint names no env; pass --env")
     cfg = SimConfig(
-        env=env, agents=args.agents, mode=args.mode, dream_fraction=args.dream_fraction,
+        model=source, env=env, agents=args.agents, mode=args.mode, dream_fraction=args.dream_fraction,
         env_actors=args.env_actors, envs_per_actor=args.envs_per_actor, engine_actors=args.engine_actors,
-        policy=args.policy, seed=args.seed, snapshot_every=args.snapshot_every, executor=args.executor,
+        agent=args.agent, dream_agent=args.dream_agent, seed=args.seed, snapshot_every=args.snapshot_every, executor=args.executor,
         backend=args.backend, device=args.device, sample=args.sample, engine_impl=args.engine_impl,
     )
     out = Path(args.out)
@@ -98,13 +103,13 @@ def run(args) -> int:
                 bar.set_postfix(agents=res.agents, p50=f"{np.percentile(lat, 50):.2f}ms",
                                 p99=f"{np.percentile(lat, 99):.2f}ms")
 
-    with Simulation(cfg, source, address=args.address) as sim:
+    with Simulation(cfg, address=args.address) as sim:
         try:
             summary = sim.run(args.ticks, on_tick)
         finally:
             if bar is not None:
                 bar.close()
-    summary["model"] = {k: v for k, v in source.items() if k in ("checkpoint", "preset")}
+    summary["model"] = {"checkpoint": source.checkpoint} if source.checkpoint else {"preset": source.preset}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     lat = summary["latency_ms"]
     print(f"{summary['ticks']} ticks, {summary['agents_live']} agents live: {summary['ticks_per_s']:.1f} ticks/s, "

@@ -10,8 +10,6 @@ from worldssm.data.format import (
     iter_shard,
     make_header,
     read_shard,
-    space_from_dict,
-    space_to_dict,
 )
 from worldssm.data.sampler import SequenceSampler
 
@@ -28,6 +26,4 @@ __all__ = [
     "iter_shard",
     "make_header",
     "read_shard",
-    "space_from_dict",
-    "space_to_dict",
 ]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from worldssm.data.format import MAGIC, SHARD_SUFFIX, STEP_FIELDS, iter_shard, spaces_differ
+from worldssm.data.format import MAGIC, SHARD_SUFFIX, STEP_FIELDS, iter_shard
+from worldssm.spaces import spaces_differ
 from worldssm.errors import DataError, WorldssmError
 
 

@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from worldssm import codec
-from worldssm.errors import DataError, WorldssmError
+from worldssm.errors import DataError
+from worldssm.spaces import check_space_dict, space_step_layout
 
 MAGIC = b"WSSMROLL"
 FORMAT_VERSION = 1
@@ -57,94 +58,6 @@ HEADER_FIELDS = (
     "meta",
 )
 STEPS_FIELDS = ("kind", "agent", "episode") + STEP_FIELDS
-_BOX_FIELDS = ("type", "shape", "dtype", "low", "high")
-_DISCRETE_FIELDS = ("type", "n")
-
-
-def space_to_dict(space) -> dict:
-    """Describe a gymnasium Box or Discrete space as a SPACE dict.
-
-    Raises:
-        WorldssmError: any other space type, or a Discrete with a nonzero start.
-    """
-    import gymnasium
-
-    if isinstance(space, gymnasium.spaces.Box):
-        codec.dtype_code(space.dtype)  # raises for dtypes the codec cannot store
-        return {
-            "type": "box",
-            "shape": list(space.shape),
-            "dtype": np.dtype(space.dtype).name,
-            "low": np.asarray(space.low, dtype=space.dtype),
-            "high": np.asarray(space.high, dtype=space.dtype),
-        }
-    if isinstance(space, gymnasium.spaces.Discrete):
-        if int(space.start) != 0:
-            raise WorldssmError(f"Discrete spaces with start={space.start} are not supported")
-        return {"type": "discrete", "n": int(space.n)}
-    raise WorldssmError(
-        f"unsupported space {space!r}: worldssm rollouts support only Box and Discrete spaces"
-    )
-
-
-def space_from_dict(d: dict):
-    """Rebuild the gymnasium space described by a SPACE dict (see `space_to_dict`)."""
-    import gymnasium
-
-    check_space_dict(d)
-    if d["type"] == "box":
-        return gymnasium.spaces.Box(
-            low=d["low"], high=d["high"], shape=tuple(d["shape"]), dtype=np.dtype(d["dtype"])
-        )
-    return gymnasium.spaces.Discrete(int(d["n"]))
-
-
-def check_space_dict(d: Any) -> None:
-    """Raise ValueError unless `d` is a well-formed SPACE dict."""
-    if not isinstance(d, dict) or d.get("type") not in ("box", "discrete"):
-        raise ValueError(f"space must be a dict with type 'box' or 'discrete', got {d!r}")
-    fields = _BOX_FIELDS if d["type"] == "box" else _DISCRETE_FIELDS
-    if set(d) != set(fields):
-        raise ValueError(f"{d['type']} space must have exactly the fields {list(fields)}")
-    if d["type"] == "discrete":
-        if not isinstance(d["n"], int) or d["n"] < 1:
-            raise ValueError(f"discrete space needs a positive int n, got {d['n']!r}")
-        return
-    shape = d["shape"]
-    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise ValueError(f"box shape must be a list of non-negative ints, got {shape!r}")
-    try:
-        codec.dtype_code(d["dtype"])
-    except (codec.CodecError, TypeError) as exc:
-        raise ValueError(f"box dtype: {exc}") from exc
-    for bound in ("low", "high"):
-        arr = d[bound]
-        if not isinstance(arr, np.ndarray) or list(arr.shape) != shape:
-            raise ValueError(f"box {bound} must be an array of shape {shape}")
-        if arr.dtype != np.dtype(d["dtype"]):
-            raise ValueError(f"box {bound} has dtype {arr.dtype}, expected {d['dtype']}")
-
-
-def space_step_layout(d: dict) -> tuple[tuple[int, ...], np.dtype]:
-    """Per-step (shape, dtype) of a space's values: Box -> its own, Discrete -> ((), int64)."""
-    if d["type"] == "box":
-        return tuple(d["shape"]), np.dtype(d["dtype"])
-    return (), np.dtype(np.int64)
-
-
-def spaces_differ(a: dict, b: dict) -> str | None:
-    """Name the first field in which two SPACE dicts differ, or None if they are equal."""
-    if a["type"] != b["type"]:
-        return "type"
-    for key in _BOX_FIELDS if a["type"] == "box" else _DISCRETE_FIELDS:
-        x, y = a[key], b[key]
-        if isinstance(x, np.ndarray):
-            same = x.shape == y.shape and np.array_equal(x, y, equal_nan=x.dtype.kind == "f")
-        else:
-            same = x == y
-        if not same:
-            return key
-    return None
 
 
 def make_header(

@@ -1,10 +1,10 @@
-"""The engine: agents' states in a slab, stepped by a world model; Ray actors and the Simulation.
+"""The engine: agents' states in a slab, stepped by a world model on one device.
 
-`StateSlab` and `Engine` need only torch; `Simulation`, `SimConfig` and `start_ray` live in
-`worldssm.engine.simulation` (Ray is imported only there and in `worldssm.engine.actors`).
+`StateSlab` and `Engine` need only torch and numpy (no Ray, no envs, no data or training code);
+the Simulation that drives engines from Ray actors is `worldssm.sim`.
 """
 
-from worldssm.engine.engine import Engine, EngineInputError, EngineOutput
+from worldssm.engine.engine import ENGINE_IMPLS, Engine, EngineInputError, EngineOutput
 from worldssm.engine.state import SlabError, StateSlab
 
-__all__ = ["Engine", "EngineInputError", "EngineOutput", "SlabError", "StateSlab"]
+__all__ = ["ENGINE_IMPLS", "Engine", "EngineInputError", "EngineOutput", "SlabError", "StateSlab"]

@@ -27,9 +27,10 @@ import torch
 from worldssm.engine import numpy_step
 from worldssm.engine.state import SlabError, StateSlab
 from worldssm.errors import WorldssmError
+from worldssm.spaces import SpaceError, check_batch, first_nonfinite_row
 
 DEFAULT_BUCKETS = (1, 8, 64, 512, 4096, 16384)
-IMPLS = ("auto", "numpy", "torch")
+ENGINE_IMPLS = ("auto", "numpy", "torch")
 
 
 class EngineInputError(WorldssmError, ValueError):
@@ -43,29 +44,6 @@ class EngineOutput(NamedTuple):
     reward: torch.Tensor  # predicted reward on arriving there [B]
     cont: torch.Tensor  # probability the episode continues there [B]
     obs: torch.Tensor | None  # decoded next observation [B, *obs_shape], when asked for
-
-
-def check_actions(space: dict, actions: np.ndarray, batch: int) -> None:
-    """Raise EngineInputError unless `actions` [B, ...] fits `space` (a SPACE dict)."""
-    if space["type"] == "discrete":
-        if actions.shape != (batch,):
-            raise EngineInputError(f"actions have shape {actions.shape}, expected ({batch},): one "
-                                   "discrete action per agent")
-        if actions.dtype == np.bool_ or not np.issubdtype(actions.dtype, np.integer):
-            raise EngineInputError(f"actions have dtype {actions.dtype}, expected an integer dtype")
-        bad = (actions < 0) | (actions >= int(space["n"]))
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise EngineInputError(f"row {row}: action {actions[row]} outside [0, {space['n']})")
-        return
-    shape = (batch, *space["shape"])
-    if actions.shape != shape:
-        raise EngineInputError(f"actions have shape {actions.shape}, expected {shape}")
-    if not np.issubdtype(actions.dtype, np.floating):
-        raise EngineInputError(f"actions have dtype {actions.dtype}, expected a floating dtype")
-    finite = np.isfinite(actions).reshape(batch, -1).all(1)
-    if not finite.all():
-        raise EngineInputError(f"row {int(np.argmin(finite))}: action contains NaN or infinity")
 
 
 def _as_numpy(x, what: str) -> np.ndarray:
@@ -95,8 +73,8 @@ class Engine:
                  graphs: str = "auto", buckets=DEFAULT_BUCKETS, impl: str = "auto"):
         if graphs not in ("auto", "on", "off"):
             raise ValueError(f"graphs must be 'auto', 'on' or 'off', got {graphs!r}")
-        if impl not in IMPLS:
-            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        if impl not in ENGINE_IMPLS:
+            raise ValueError(f"impl must be one of {ENGINE_IMPLS}, got {impl!r}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         self.sample = bool(sample)
@@ -186,8 +164,9 @@ class Engine:
             raise EngineInputError(f"obs have shape {o.shape}, expected {(b, *self.obs_shape)}")
         if o.dtype.kind not in "biuf":
             raise EngineInputError(f"obs have dtype {o.dtype}, expected a numeric dtype")
-        if o.dtype.kind == "f" and not np.isfinite(o).all():
-            raise EngineInputError("obs contain NaN or infinity")
+        bad = first_nonfinite_row(o)
+        if bad is not None:
+            raise EngineInputError(f"obs: row {bad} contains NaN or infinity (in float32)")
         a = self._actions(actions, b)
         r = np.zeros(b, dtype=bool) if resets is None else _as_numpy(resets, "resets")
         if r.shape != (b,) or r.dtype != np.bool_:
@@ -234,7 +213,10 @@ class Engine:
 
     def _actions(self, actions, b: int) -> np.ndarray:
         a = _as_numpy(actions, "actions")
-        check_actions(self.action_space, a, b)
+        try:
+            check_batch(self.action_space, a, b)
+        except SpaceError as exc:
+            raise EngineInputError(str(exc)) from exc
         dt = np.int64 if self.action_space["type"] == "discrete" else np.float32
         return a.astype(dt, copy=False)
 

@@ -1,7 +1,6 @@
-"""Training: the loop, checkpoints, and open-loop evaluation."""
+"""Training: the loop and open-loop evaluation (checkpoint files: `worldssm.checkpoint`)."""
 
-from worldssm.train.checkpoint import load_checkpoint, load_model, save_checkpoint
 from worldssm.train.config import TrainConfig
 from worldssm.train.trainer import Trainer, TrainingDiverged, train
 
-__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "train", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "train"]

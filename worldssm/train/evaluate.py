@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldssm.train.checkpoint import atomic_write_text, load_model
+from worldssm.atomic import atomic_write_text
+from worldssm.model import load_model
 
 HORIZONS = (1, 2, 4, 8, 16, 32, 64)
 

@@ -1,7 +1,7 @@
 """The training loop: AdamW, clipping, bf16 autocast on CUDA, checkpoints, exact resume.
 
 A run directory holds `config.json` (the resolved configs), `metrics.jsonl` (one JSON object per
-log line) and `checkpoints/` (see worldssm.train.checkpoint). Training is deterministic on CPU for
+log line) and `checkpoints/` (see worldssm.checkpoint). Training is deterministic on CPU for
 a seed: resuming from a checkpoint gives the same weights as an uninterrupted run.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from worldssm.errors import CheckpointError, WorldssmError
-from worldssm.train.checkpoint import (
+from worldssm.checkpoint import (
     atomic_write_text,
     load_checkpoint,
     optimizer_state_dict,
@@ -60,7 +60,7 @@ def data_description(spec, dataset, train, val) -> dict:
 
 def check_spaces(ckpt_data: dict, spec, where) -> None:
     """Raise CheckpointError naming the first field where the checkpoint's spaces differ from the data's."""
-    from worldssm.data.format import spaces_differ
+    from worldssm.spaces import spaces_differ
 
     for name in ("observation_space", "action_space"):
         field = spaces_differ(ckpt_data[name], getattr(spec, name))

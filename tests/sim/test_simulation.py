@@ -3,25 +3,25 @@
 import numpy as np
 import pytest
 
-from tests.engine.engine_helpers import model_source
-from worldssm import codec
-from worldssm.engine.simulation import SimConfig, Simulation
-from worldssm.engine.workers import DREAM_OWNER, OWNER_SHIFT, TickRejected
+from tests.sim.sim_helpers import model_source, slab_states
+from worldssm.errors import TickRejected
+from worldssm.sim import SimConfig, Simulation
+from worldssm.sim.ids import DREAM_OWNER, OWNER_SHIFT
 
 
 def local(**kw):
     env = kw.get("env", "Pendulum-v1")
     src = model_source(env, **({"max_steps": 30} if env == "swarm_v0" else {}))
-    return Simulation(SimConfig(backend="local", **kw), src)
+    return Simulation(SimConfig(model=src, backend="local", **kw))
 
 
 def engine_state(sim):
-    return [codec.unpackb(codec.unpackb(a.snapshot())["slab"])["state"] for a in sim.engine_actors]
+    return [s["state"] for s in slab_states([a.snapshot() for a in sim.engine_actors])]
 
 
 def test_real_mode_every_agent_accounted_for_across_episodes():
     sim = local(env="swarm_v0", env_kwargs={"max_steps": 30}, agents=24, env_actors=2,
-                engine_actors=2, policy="scripted")
+                engine_actors=2, agent="greedy")
     results = [sim.tick() for _ in range(70)]  # > 2 episodes: every agent leaves and new ones join
     s = sim.summary()
     assert s["agents_missing"] == []
@@ -32,13 +32,33 @@ def test_real_mode_every_agent_accounted_for_across_episodes():
     assert all(r.env_ms > 0 and r.model_ms > 0 for r in results)
 
 
+class _Recorder:
+    """Wraps an agent and keeps the AgentInfo of every call."""
+
+    def __init__(self, agent):
+        self.agent, self.infos = agent, []
+
+    def act(self, obs, info):
+        self.infos.append(info)
+        return self.agent.act(obs, info)
+
+
 def test_predictions_reach_the_agents():
+    """What the engine predicted at tick t for an agent is what that agent's info holds at t+1."""
     sim = local(agents=4, env_actors=1)
+    batch = sim.env_actors[0].worker.batches[0]
+    batch.agent = rec = _Recorder(batch.agent)
     sim.tick()
+    first = rec.infos[-1]
+    assert np.isnan(first.pred_reward).all(), "nothing is predicted before the first observe"
+    assert first.first.all() and first.tick == 1
+    sent = sim._preds[0].copy()  # the engine's [reward, cont] rows for the agents of tick 1
     sim.tick()
-    w = sim.env_actors[0].worker
-    info = w.envs[0].last_info
-    assert np.isfinite(info["pred_reward"]).all() and np.isfinite(info["pred_cont"]).all()
+    info = rec.infos[-1]
+    assert info.tick == 2 and not info.first.any()
+    np.testing.assert_array_equal(info.pred_reward, sent[0])
+    np.testing.assert_array_equal(info.pred_cont, sent[1])
+    assert np.isfinite(info.pred_cont).all() and ((info.pred_cont > 0) & (info.pred_cont < 1)).all()
 
 
 def test_dream_agents_join_and_leave_between_ticks():
@@ -87,13 +107,13 @@ def test_bad_tick_changes_nothing(bad):
         "nan": {real: np.array([np.nan], np.float32)},
     }[bad]
     w = sim.env_actors[0].worker
-    obs = np.concatenate([e.obs for e in w.envs]).copy()
+    obs = np.concatenate([b.obs for b in w.batches]).copy()
     states = engine_state(sim)
     t = sim.t
     with pytest.raises(TickRejected):
         sim.tick(actions)
     assert sim.t == t
-    assert np.array_equal(np.concatenate([e.obs for e in w.envs]), obs)
+    assert np.array_equal(np.concatenate([b.obs for b in w.batches]), obs)
     for a, b in zip(states, engine_state(sim)):
         for k in a:
             assert np.array_equal(a[k], b[k]), k
@@ -102,15 +122,15 @@ def test_bad_tick_changes_nothing(bad):
 
 
 def test_override_reaches_the_env():
-    sim = local(agents=2, env_actors=1, policy="scripted")
+    sim = local(agents=2, env_actors=1, agent="pattern")
     sim.tick()
     w = sim.env_actors[0].worker
     g = int(sim.live_agents()[0])
     sent = []
-    orig = w.envs[0].env.step
-    w.envs[0].env.step = lambda a: (sent.append(a.copy()), orig(a))[1]
+    orig = w.batches[0].env.step
+    w.batches[0].env.step = lambda a: (sent.append(a.copy()), orig(a))[1]
     sim.tick({g: np.array([1.75], np.float32)})
-    row = int(np.flatnonzero(w.envs[0].gids == g)[0])
+    row = int(np.flatnonzero(w.batches[0].ids == g)[0])
     assert sent[0][row, 0] == pytest.approx(1.75)
     assert sent[0][1 - row, 0] != pytest.approx(1.75)
 
@@ -154,19 +174,19 @@ def test_simulate_command_needs_a_model(tmp_path, capsys):
 def test_dream_agents_beyond_an_engines_room_are_rejected_before_anything_moves():
     sim = local(mode="mixed", agents=4, dream_fraction=0.5, env_actors=1, engine_actors=1)
     sim.tick()
-    room = sim._dream_cap
+    room = sim.topo.dream_room
     live = sim.live_agents().size
-    before = [w.worker.envs[0].obs.copy() for w in sim.env_actors], engine_state(sim)
+    before = [w.worker.batches[0].obs.copy() for w in sim.env_actors], engine_state(sim)
     with pytest.raises(TickRejected, match=f"room for {room} dream agents; 2 are live or queued"):
         sim.add_agents(room - 1)  # 2 live + room - 1 > room
     with pytest.raises(TickRejected, match="not an EngineActor index"):
         sim.add_agents(1, engine=3)
-    assert sim.live_agents().size == live and not sim._pending[0]["join"], "nothing was queued"
-    assert all(np.array_equal(w.worker.envs[0].obs, o) for w, o in zip(sim.env_actors, before[0]))
+    assert sim.live_agents().size == live and not sim.roster.queued(0)[0], "nothing was queued"
+    assert all(np.array_equal(w.worker.batches[0].obs, o) for w, o in zip(sim.env_actors, before[0]))
     for k, v in engine_state(sim)[0].items():
         assert np.array_equal(v, before[1][0][k]), k
     sim.add_agents(room - 2)  # exactly full: accepted, and the next tick runs
     assert sim.tick().agents == live + room - 2
-    sim.remove_agents(sim._live_dream[0][:3])
+    sim.remove_agents(sim.roster.live_dream[0][:3])
     sim.add_agents(3)  # leaving agents make room in the same tick
     assert sim.tick().agents == live + room - 2

@@ -21,7 +21,7 @@ HOST = textwrap.dedent("""
     import sys
     import ray
     from ray._private.authentication.authentication_utils import is_token_auth_enabled
-    from worldssm.engine.simulation import start_ray
+    from worldssm.sim import start_ray
     ray = start_ray(num_cpus=2)
     assert is_token_auth_enabled()
     print("ADDRESS", ray.get_runtime_context().gcs_address, flush=True)
@@ -31,11 +31,12 @@ HOST = textwrap.dedent("""
 
 CLIENT = textwrap.dedent("""
     import json, sys
-    from tests.engine.engine_helpers import model_source
-    from worldssm.engine.simulation import SimConfig, Simulation
+    from tests.sim.sim_helpers import model_source
+    from worldssm.sim import SimConfig, Simulation
     address = sys.argv[1]
-    cfg = SimConfig(mode="mixed", agents=9, dream_fraction=1 / 3, env_actors=2, engine_actors=2, seed=5)
-    with Simulation(cfg, model_source("Pendulum-v1"), address=address) as sim:
+    cfg = SimConfig(model=model_source("Pendulum-v1"), mode="mixed", agents=9, dream_fraction=1 / 3,
+                    env_actors=2, engine_actors=2, seed=5)
+    with Simulation(cfg, address=address) as sim:
         joined = sim.ray.get_runtime_context().gcs_address
         summary = sim.run(6)
     print(json.dumps({"joined": joined, "ticks": summary["ticks"], "missing": summary["agents_missing"],

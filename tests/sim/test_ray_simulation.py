@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from tests.engine.engine_helpers import model_source
-from worldssm import codec
-from worldssm.engine.simulation import SimConfig, Simulation, start_ray
-from worldssm.engine.workers import DREAM_OWNER, OWNER_SHIFT, TickRejected
+from tests.sim.sim_helpers import model_source, slab_states
+from worldssm.errors import TickRejected
+from worldssm.sim import SimConfig, Simulation, start_ray
+from worldssm.sim.ids import DREAM_OWNER, OWNER_SHIFT
 
 pytestmark = pytest.mark.ray
 
@@ -26,8 +26,8 @@ def src():
     return model_source("Pendulum-v1")
 
 
-def cfg(**kw):
-    base = dict(mode="mixed", agents=12, dream_fraction=1 / 3, env_actors=2, engine_actors=2,
+def cfg(src, **kw):
+    base = dict(model=src, mode="mixed", agents=12, dream_fraction=1 / 3, env_actors=2, engine_actors=2,
                 snapshot_every=4, seed=3)
     base.update(kw)
     return SimConfig(**base)
@@ -38,7 +38,7 @@ def snapshots(sim):
         raw = [a.snapshot() for a in sim.engine_actors]
     else:
         raw = [sim.ray.get(a.snapshot.remote()) for a in sim.engine_actors]
-    return [codec.unpackb(codec.unpackb(r)["slab"]) for r in raw]
+    return slab_states(raw)
 
 
 def test_ray_is_local_authenticated_and_without_dashboard(ray_session):
@@ -57,7 +57,7 @@ def test_compiled_plain_and_local_agree_with_two_engine_actors(ray_session, src)
     """Same seeds, same ticks: the three executors leave bit-identical engine states."""
     states, sums = [], []
     for kw in (dict(executor="compiled"), dict(executor="plain"), dict(backend="local")):
-        with Simulation(cfg(**kw), src) as sim:
+        with Simulation(cfg(src, **kw)) as sim:
             results = [sim.tick() for _ in range(6)]
             assert all(not r.recovered for r in results)
             assert len(set((sim.live_agents() >> OWNER_SHIFT).tolist())) == 4  # 2 env + 2 dream owners
@@ -74,7 +74,7 @@ def test_compiled_plain_and_local_agree_with_two_engine_actors(ray_session, src)
 @pytest.mark.parametrize("executor", ["compiled", "plain"])
 def test_killed_engine_actor_is_restored(ray_session, src, executor):
     ray = ray_session
-    with Simulation(cfg(executor=executor), src) as sim:
+    with Simulation(cfg(src, executor=executor)) as sim:
         for _ in range(6):  # snapshot at tick 4
             sim.tick()
         new_dreamers = sim.add_agents(2, engine=1)  # joins after the snapshot: must be replayed
@@ -103,7 +103,7 @@ def test_killed_env_actor_restarts_with_agents_reset(ray_session, src, victim):
     """On 2 cores EnvActor 1 shares the engine's core and runs act and env step as one graph
     task, EnvActor 0 as two: either one dies and comes back."""
     ray = ray_session
-    with Simulation(cfg(mode="real", agents=8, engine_actors=1), src) as sim:
+    with Simulation(cfg(src, mode="real", agents=8, engine_actors=1)) as sim:
         for _ in range(3):
             sim.tick()
         before = sim.live_agents().copy()
@@ -118,7 +118,7 @@ def test_killed_env_actor_restarts_with_agents_reset(ray_session, src, victim):
 
 
 def test_bad_tick_rejected_under_compiled_graph(ray_session, src):
-    with Simulation(cfg(agents=6, engine_actors=1), src) as sim:
+    with Simulation(cfg(src, agents=6, engine_actors=1)) as sim:
         sim.tick()
         sim.tick()
         before = snapshots(sim)
@@ -156,11 +156,11 @@ def test_compiled_graph_pins_its_threads_and_restores_the_driver(ray_session, sr
     before = os.sched_getaffinity(0)
     cores = sorted(before)
     n = len(cores)
-    with Simulation(cfg(mode="real", agents=8, engine_actors=1), src) as sim:
+    with Simulation(cfg(src, mode="real", agents=8, engine_actors=1)) as sim:
         assert sim._exec.cpus == [cores[1 % n], cores[2 % n], cores[0], cores[3] if n > 3 else cores[-1]]
         if n == 2:  # this machine: EnvActor 1 shares the engine's core and steps before it
-            assert sim._exec.env_step_first == [False, True]
-            assert sim._exec.adv_deps == [[], []]
+            assert sim._exec.graph.env_step_first == (False, True)
+            assert sim._exec.graph.step_waits_for == ((), ())
         results = [sim.tick() for _ in range(3)]
         assert os.sched_getaffinity(0) == before
         assert all(len(r.hop_ms) == 3 and min(r.hop_ms) >= 0 for r in results)
@@ -168,7 +168,7 @@ def test_compiled_graph_pins_its_threads_and_restores_the_driver(ray_session, sr
         # the work chain happened in sequence inside the tick: it cannot exceed its latency
         assert all(0 < r.act_ms <= r.env_ms and r.engine_ms < r.work_ms <= r.latency_ms for r in results)
         pinned = snapshots(sim)
-    with Simulation(cfg(mode="real", agents=8, engine_actors=1, pin_cpus=False), src) as sim:
+    with Simulation(cfg(src, mode="real", agents=8, engine_actors=1, pin_cpus=False)) as sim:
         assert sim._exec.cpus == [] and sim._exec.driver_cpu is None
         for _ in range(3):
             sim.tick()

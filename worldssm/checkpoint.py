@@ -1,4 +1,5 @@
-"""Checkpoints: safetensors weights and optimizer tensors plus a JSON sidecar; atomic; no pickle.
+"""Checkpoints on disk: safetensors weights and optimizer tensors plus a JSON sidecar; atomic;
+no pickle. (Building a model from one is `worldssm.model.load_model`.)
 
 Layout of a run directory:
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldssm.atomic import atomic_write_text  # noqa: F401 - re-exported for the callers here
+from worldssm.atomic import atomic_write_text
 from worldssm.errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -53,9 +54,6 @@ def from_jsonable(obj):
     if isinstance(obj, list):
         return [from_jsonable(v) for v in obj]
     return obj
-
-
-
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimizer state_dict into tensors (for safetensors) and JSON-able scalars."""
@@ -159,30 +157,3 @@ def load_checkpoint(path, with_optimizer: bool = False):
     except (OSError, SafetensorError) as exc:
         raise CheckpointError(f"{ckpt}: cannot read tensors ({exc})") from exc
     return sidecar, weights, optim, ckpt
-
-
-def load_model(path, device: str | torch.device = "cpu", kernels: str | None = None):
-    """Load a trained world model for inference.
-
-    Args:
-        path: a run directory or a checkpoint directory.
-        device: where to put the model.
-        kernels: override the backbone's kernel choice ("auto", "reference", "triton").
-
-    Returns:
-        (WorldModel in eval mode, sidecar dict with "model_config", "data", "step", ...).
-    """
-    import dataclasses
-
-    from worldssm.model import WorldModel, WorldModelConfig
-
-    sidecar, weights, _, ckpt = load_checkpoint(path)
-    cfg = WorldModelConfig.from_dict(sidecar["model_config"])
-    if kernels is not None:
-        cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, kernels=kernels))
-    data = sidecar["data"]
-    model = WorldModel(cfg, data["observation_space"], data["action_space"])
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{ckpt}: weights do not match the config (missing {missing}, unexpected {unexpected})")
-    return model.to(device).eval(), sidecar

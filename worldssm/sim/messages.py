@@ -1,0 +1,372 @@
+"""Typed messages between the Simulation's driver and its actors.
+
+Every message is a frozen dataclass that travels as msgpack bytes (`worldssm.codec`: arrays in
+the project's ext type, never pickle). `to_bytes` encodes; `from_bytes` decodes and validates
+every field once, on the receiving side, against the message's schema (type, array dtype and
+rank, optional fields), raising `MessageError` that names the message and the field. A
+receiver reads attributes, never `.get()` with a hidden default.
+
+Per tick: the driver sends each EnvActor an `EnvControl` and each EngineActor an
+`EngineControl`; an EnvActor sends its EngineActor an `EnvPayload` (o_t, a_t of its agents) and
+the driver an `EnvReport`; an EngineActor answers the driver with an `EngineResult`. Setup and
+recovery use `EnvActorSetup`, `EngineActorSetup`, `ActorSpaces`, `EngineSnapshot` and
+`MembershipLog`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from worldssm import codec
+from worldssm.errors import WorldssmError
+from worldssm.model.loading import ModelSource
+from worldssm.spaces import SpaceError, check_space_dict
+
+_NO_IDS = np.zeros(0, np.int64)
+
+
+class MessageError(WorldssmError, ValueError):
+    """Bytes that are not a valid message of the kind expected."""
+
+
+# ----- field checks ---------------------------------------------------------------------------
+class _Check:
+    """Validates (and where needed converts) one decoded field value; raises MessageError."""
+
+    def __call__(self, value: Any, where: str) -> Any:
+        raise NotImplementedError
+
+    def encode(self, value: Any) -> Any:
+        return value
+
+
+class _Scalar(_Check):
+    def __init__(self, *types: type):
+        self.types = types
+
+    def __call__(self, value, where):
+        if isinstance(value, bool) and bool not in self.types:
+            raise MessageError(f"{where}: expected {self.types[0].__name__}, got bool")
+        if not isinstance(value, self.types):
+            raise MessageError(f"{where}: expected {self.types[0].__name__}, got {type(value).__name__}")
+        return value
+
+
+class _Array(_Check):
+    def __init__(self, dtype: str | None = None, ndim: int | None = None, kind: str | None = None):
+        self.dtype = None if dtype is None else np.dtype(dtype)
+        self.ndim, self.kind = ndim, kind
+
+    def __call__(self, value, where):
+        if not isinstance(value, np.ndarray):
+            raise MessageError(f"{where}: expected an array, got {type(value).__name__}")
+        if self.dtype is not None and value.dtype != self.dtype:
+            raise MessageError(f"{where}: expected dtype {self.dtype}, got {value.dtype}")
+        if self.kind is not None and value.dtype.kind not in self.kind:
+            raise MessageError(f"{where}: dtype {value.dtype} is not of kind {self.kind!r}")
+        if self.ndim is not None and value.ndim != self.ndim:
+            raise MessageError(f"{where}: expected {self.ndim} dims, got shape {value.shape}")
+        return value
+
+
+class _Optional(_Check):
+    def __init__(self, inner: _Check):
+        self.inner = inner
+
+    def __call__(self, value, where):
+        return None if value is None else self.inner(value, where)
+
+    def encode(self, value):
+        return None if value is None else self.inner.encode(value)
+
+
+class _ListOf(_Check):
+    def __init__(self, inner: _Check):
+        self.inner = inner
+
+    def __call__(self, value, where):
+        if not isinstance(value, list):
+            raise MessageError(f"{where}: expected a list, got {type(value).__name__}")
+        return [self.inner(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+    def encode(self, value):
+        return [self.inner.encode(v) for v in value]
+
+
+class _Nested(_Check):
+    def __init__(self, cls: type[Message]):
+        self.cls = cls
+
+    def __call__(self, value, where):
+        return self.cls.from_obj(value, where)
+
+    def encode(self, value):
+        return value.to_obj()
+
+
+class _Space(_Check):
+    def __call__(self, value, where):
+        try:
+            check_space_dict(value)
+        except SpaceError as exc:
+            raise MessageError(f"{where}: {exc}") from exc
+        return value
+
+
+class _Model(_Check):
+    def __call__(self, value, where):
+        try:
+            return ModelSource.from_dict(value)
+        except (TypeError, ValueError) as exc:
+            raise MessageError(f"{where}: {exc}") from exc
+
+    def encode(self, value):
+        return value.to_dict()
+
+
+class _Dict(_Check):
+    def __call__(self, value, where):
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise MessageError(f"{where}: expected a map with string keys")
+        return value
+
+
+INT, FLOAT, BOOL, STR, BYTES = _Scalar(int), _Scalar(float, int), _Scalar(bool), _Scalar(str), _Scalar(bytes)
+IDS = _Array("int64", 1)  # agent ids or slots [n]
+FLAGS = _Array("bool", 1)  # one flag per row [n]
+F32 = _Array("float32")
+NUMERIC = _Array(kind="biuf")  # observations, actions: validated against spaces by their users
+SPACE, MODEL, DICT = _Space(), _Model(), _Dict()
+
+
+def opt(check: _Check) -> _Check:
+    return _Optional(check)
+
+
+def list_of(check: _Check) -> _Check:
+    return _ListOf(check)
+
+
+def nested(cls: type[Message]) -> _Check:
+    return _Nested(cls)
+
+
+# ----- the base and the decorator -------------------------------------------------------------
+class Message:
+    """Base of every message; see the module docstring."""
+
+    KIND: ClassVar[str]
+    SCHEMA: ClassVar[dict[str, _Check]]
+
+    def to_obj(self) -> dict:
+        obj = {"kind": self.KIND}
+        for name, check in self.SCHEMA.items():
+            obj[name] = check.encode(getattr(self, name))
+        return obj
+
+    def to_bytes(self) -> bytes:
+        return codec.packb(self.to_obj())
+
+    @classmethod
+    def from_obj(cls, obj: Any, where: str | None = None):
+        where = where or cls.__name__
+        if not isinstance(obj, dict) or obj.get("kind") != cls.KIND:
+            got = obj.get("kind") if isinstance(obj, dict) else type(obj).__name__
+            raise MessageError(f"{where}: expected a {cls.KIND!r} message, got {got!r}")
+        if len(obj) != len(cls.SCHEMA) + 1 or not all(name in obj for name in cls.SCHEMA):
+            missing = sorted(set(cls.SCHEMA) - set(obj))
+            extra = sorted(set(obj) - set(cls.SCHEMA) - {"kind"})
+            raise MessageError(f"{where}: fields missing {missing}, unknown {extra}")
+        return cls(**{name: check(obj[name], f"{where}.{name}") for name, check in cls.SCHEMA.items()})
+
+    @classmethod
+    def from_bytes(cls, data: bytes):
+        if not isinstance(data, bytes):
+            raise MessageError(f"{cls.__name__}: expected bytes, got {type(data).__name__}")
+        try:
+            obj = codec.unpackb(data)
+        except codec.CodecError as exc:
+            raise MessageError(f"{cls.__name__}: {exc}") from exc
+        return cls.from_obj(obj)
+
+
+def message(kind: str, **schema: _Check):
+    """Make the decorated class a frozen dataclass message of `kind` with a check per field."""
+
+    def wrap(cls):
+        cls = dataclass(frozen=True)(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        if names != list(schema):
+            raise TypeError(f"{cls.__name__}: schema {list(schema)} does not match fields {names}")
+        cls.KIND, cls.SCHEMA = kind, dict(schema)
+        return cls
+
+    return wrap
+
+
+# ----- setup and recovery ---------------------------------------------------------------------
+@message("env_setup", index=INT, env=STR, env_kwargs=DICT, n_envs=INT, agents_per_env=INT, agent=STR,
+         seed=INT, slots=IDS, first_number=INT, reuse_ids=IDS)
+class EnvActorSetup(Message):
+    """How to build an EnvActor's worker."""
+
+    index: int  # this EnvActor's index (the owner in its agents' ids)
+    env: str  # env name for worldssm.envs.make
+    env_kwargs: dict  # extra env kwargs
+    n_envs: int  # batched envs in this actor
+    agents_per_env: int  # agents at reset per env
+    agent: str  # agent name (worldssm.agents)
+    seed: int  # seed of the envs and agents
+    slots: np.ndarray  # int64 [S] the engine slots this actor's agents may use
+    first_number: int = 0  # first per-owner number to mint (after a restart: past every id used)
+    reuse_ids: np.ndarray = field(default_factory=lambda: _NO_IDS)  # ids for the first agents (restart)
+
+
+@message("engine_setup", index=INT, model=MODEL, capacity=INT, device=STR, sample=BOOL, seed=INT,
+         decode=BOOL, agent=opt(STR), torch_threads=INT, impl=STR)
+class EngineActorSetup(Message):
+    """How to build an EngineActor's worker."""
+
+    index: int  # this EngineActor's index
+    model: ModelSource  # where the world model comes from
+    capacity: int  # slab slots
+    device: str  # torch device
+    sample: bool  # draw latents instead of taking the mode
+    seed: int  # engine and agent seed
+    decode: bool  # decode dream agents' observations
+    agent: str | None  # how dream agents act (None: no dream agent may join)
+    torch_threads: int  # torch CPU threads
+    impl: str  # the engine's step (worldssm.engine.ENGINE_IMPLS)
+
+
+@message("spaces", obs=SPACE, action=SPACE, impl=opt(STR), device=opt(STR))
+class ActorSpaces(Message):
+    """An actor's observation and action spaces (and, from an EngineActor, which step runs)."""
+
+    obs: dict  # SPACE dict
+    action: dict  # SPACE dict
+    impl: str | None = None  # Engine.impl
+    device: str | None = None  # the engine's device
+
+
+@message("dream_join", ids=IDS, obs=NUMERIC)
+class DreamJoin(Message):
+    """Dream agents joining at one EngineActor, with their start observations."""
+
+    ids: np.ndarray  # int64 [n]
+    obs: np.ndarray  # float32 [n, *obs_shape]
+
+
+@message("membership", tick=INT, joins=list_of(nested(DreamJoin)), leave=IDS)
+class Membership(Message):
+    """One tick's dream joins and leaves at one EngineActor (leaves apply first)."""
+
+    tick: int
+    joins: list
+    leave: np.ndarray  # int64 [k]
+
+    @property
+    def empty(self) -> bool:
+        return not self.joins and self.leave.size == 0
+
+
+@message("membership_log", ops=list_of(nested(Membership)))
+class MembershipLog(Message):
+    """Membership changes to replay on a restored EngineActor, oldest first."""
+
+    ops: list
+
+
+@message("engine_snapshot", tick=INT, slab=BYTES, rng=_Array("uint8", 1), dream_ids=IDS,
+         dream_slots=IDS, dream_obs=NUMERIC, dream_fresh=FLAGS, dream_reward=F32, dream_cont=F32)
+class EngineSnapshot(Message):
+    """Everything an EngineActor needs to resume at `tick`."""
+
+    tick: int
+    slab: bytes  # StateSlab.snapshot bytes
+    rng: np.ndarray  # the engine generator's state
+    dream_ids: np.ndarray  # int64 [D]
+    dream_slots: np.ndarray  # int64 [D]
+    dream_obs: np.ndarray  # float32 [D, *obs_shape] the dream agents' current observations
+    dream_fresh: np.ndarray  # bool [D] joined, start observation not observed yet
+    dream_reward: np.ndarray  # float32 [D] the model's last reward prediction per dream agent
+    dream_cont: np.ndarray  # float32 [D] and continue probability
+
+
+# ----- the tick -------------------------------------------------------------------------------
+@message("env_control", tick=INT, pred=opt(F32), ids=IDS, actions=opt(NUMERIC))
+class EnvControl(Message):
+    """Driver -> EnvActor, each tick."""
+
+    tick: int
+    pred: np.ndarray | None  # float32 [2, R]: the engine's reward and continue predictions for
+    # the rows of this actor's last report (None: none yet)
+    ids: np.ndarray = field(default_factory=lambda: _NO_IDS)  # int64 [k] agents whose action is given
+    actions: np.ndarray | None = None  # [k, ...] their actions
+
+
+@message("engine_control", tick=INT, snapshot=BOOL, ids=IDS, actions=opt(NUMERIC),
+         joins=list_of(nested(DreamJoin)), leave=IDS)
+class EngineControl(Message):
+    """Driver -> EngineActor, each tick."""
+
+    tick: int
+    snapshot: bool  # return a snapshot after this tick
+    ids: np.ndarray = field(default_factory=lambda: _NO_IDS)  # int64 [k] dream agents whose action is given
+    actions: np.ndarray | None = None  # [k, ...]
+    joins: list = field(default_factory=list)  # DreamJoin, applied after the leaves
+    leave: np.ndarray = field(default_factory=lambda: _NO_IDS)  # int64 dream agents leaving
+
+
+@message("env_payload", slots=IDS, obs=NUMERIC, actions=NUMERIC, resets=FLAGS)
+class EnvPayload(Message):
+    """EnvActor -> its EngineActor: what its agents saw and did this tick."""
+
+    slots: np.ndarray  # int64 [n] engine slots
+    obs: np.ndarray  # [n, *obs_shape] o_t
+    actions: np.ndarray  # [n, ...] a_t
+    resets: np.ndarray  # bool [n] first step of an episode
+
+
+@message("env_report", index=INT, tick=INT, live=IDS, joined=opt(IDS), left=opt(IDS),
+         left_return=opt(F32), act_ms=FLOAT, step_ms=FLOAT, t_act=list_of(FLOAT), t_step=FLOAT,
+         t_out=FLOAT)
+class EnvReport(Message):
+    """EnvActor -> driver after its envs stepped. Empty joined / left travel as None (most ticks
+    nobody joins or leaves). Timestamps are `time.perf_counter` (CLOCK_MONOTONIC): comparable
+    across the processes of one host only."""
+
+    index: int
+    tick: int
+    live: np.ndarray  # int64 [A] live agents after the step, in row order
+    joined: np.ndarray | None  # int64 agents that joined this tick
+    left: np.ndarray | None  # int64 agents that left this tick
+    left_return: np.ndarray | None  # float32 their episode returns
+    act_ms: float  # the agents' act (and payload packing)
+    step_ms: float  # the env step
+    t_act: list  # [start, end] of act
+    t_step: float  # start of the env step
+    t_out: float  # when the report was packed
+
+
+@message("engine_result", index=INT, tick=INT, preds=list_of(F32), dream_ids=opt(IDS),
+         dream_reward=opt(F32), dream_cont=opt(F32), model_ms=FLOAT, engine_ms=FLOAT,
+         snapshot=opt(nested(EngineSnapshot)), t_in=FLOAT, t_out=FLOAT)
+class EngineResult(Message):
+    """EngineActor -> driver after it observed and imagined."""
+
+    index: int
+    tick: int
+    preds: list  # per EnvActor feeding it: float32 [2, n] reward and continue predictions
+    dream_ids: np.ndarray | None  # int64 [D] live dream agents (None: none)
+    dream_reward: np.ndarray | None  # float32 [D]
+    dream_cont: np.ndarray | None  # float32 [D]
+    model_ms: float  # time in model calls
+    engine_ms: float  # the whole tick inside the actor
+    snapshot: EngineSnapshot | None  # when the control asked for one
+    t_in: float
+    t_out: float

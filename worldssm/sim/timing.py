@@ -1,0 +1,63 @@
+"""Where a tick's time went: `TickResult`, and the maths that reads it off the actors' reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worldssm.sim.executors import GraphFacts
+from worldssm.sim.messages import EngineResult, EnvReport
+from worldssm.sim.topology import Topology
+
+
+@dataclass
+class TickResult:
+    """One tick as the driver saw it."""
+
+    tick: int
+    latency_ms: float  # driver wall time of the round trip (plus bookkeeping)
+    env_ms: float  # slowest EnvActor's own work this tick (act + env step)
+    engine_ms: float  # slowest EngineActor's own work this tick
+    model_ms: float  # slowest EngineActor's model calls
+    agents: int  # live agents after the tick
+    recovered: bool = False  # the tick failed and actors were restarted
+    driver_ms: float = 0.0  # the driver's own work: validating, packing controls, reading results
+    # Wall time of each hop of the graph (same-host clocks; meaningless across nodes): driver ->
+    # last EnvActor starting to act, last EnvActor's payload out -> EngineActor starting,
+    # EngineActor done -> driver holding the result (each includes Ray's serialisation, copies
+    # and wake-up).
+    hop_ms: tuple = (0.0, 0.0, 0.0)
+    act_ms: float = 0.0  # slowest EnvActor's act (agents, packing the engine's payload)
+    # The actors' work on the tick's longest chain through the graph as built (see `work_chain`);
+    # latency - work_ms is what the tick spent on anything but the actors' own work: Ray's
+    # transport, the driver, and waiting for a core.
+    work_ms: float = 0.0
+
+
+def work_chain(topo: Topology, graph: GraphFacts, reports: list[EnvReport], results: list[EngineResult]) -> float:
+    """The actors' work (ms) on the tick's longest chain: EnvActors act (and step their envs
+    first, where the graph says so), then each EngineActor ticks after the payloads feeding it;
+    every other env step follows its act and the acts the graph made it wait for."""
+    done = []
+    for j, res in enumerate(results):
+        before = [reports[e].act_ms + (reports[e].step_ms if graph.env_step_first[e] else 0.0)
+                  for e in topo.envs_of[j]]
+        done.append(max(before, default=0.0) + res.engine_ms)
+    work = max(done, default=0.0)
+    for e, rep in enumerate(reports):
+        start = max([rep.act_ms] + [reports[o].act_ms for o in graph.step_waits_for[e]])
+        work = max(work, start + rep.step_ms)
+    return work
+
+
+def hops(topo: Topology, graph: GraphFacts, reports: list[EnvReport], results: list[EngineResult],
+         t_sent: float, t_back: float) -> tuple[float, float, float]:
+    """The three hops of `TickResult.hop_ms`, each the slowest of its kind (ms)."""
+    first = max(((r.t_act[0] - t_sent) * 1e3 for r in reports), default=0.0)
+    sent = [r.t_out if graph.env_step_first[e] else r.t_act[1] for e, r in enumerate(reports)]
+    second = third = 0.0
+    for j, res in enumerate(results):
+        mine = topo.envs_of[j]
+        if mine:
+            second = max(second, (res.t_in - max(sent[e] for e in mine)) * 1e3)
+        third = max(third, (t_back - res.t_out) * 1e3)
+    return first, second, third

@@ -1,0 +1,50 @@
+"""Who is where: how a SimConfig's agents spread over EnvActors and EngineActors.
+
+A `Topology` is computed once from the config and never changes (a restarted actor takes its
+predecessor's place). The executors and the timing maths read it; nobody reaches back into the
+Simulation for these facts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from worldssm.sim.config import SimConfig
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The actor layout of one Simulation.
+
+    EnvActor e feeds EngineActor `e % n_engine`, which owns a pool of `pool` slots for each of
+    its EnvActors plus `dream_room` slots for dream agents.
+    """
+
+    n_env: int  # EnvActors (0 in dream mode)
+    n_engine: int  # EngineActors
+    agents_per_env: tuple  # per EnvActor: agents at reset in each of its batched envs
+    envs_of: tuple  # per EngineActor: the EnvActors feeding it
+    pool: int  # engine slots reserved per EnvActor (agents joining mid-step need headroom)
+    dream_room: int  # dream agents each EngineActor can hold
+
+    @classmethod
+    def build(cls, cfg: SimConfig) -> Topology:
+        """Real agents split as evenly as possible over the EnvActors (never an empty one), then
+        over each actor's envs (rounded up where they do not divide)."""
+        n_env = min(cfg.env_actors, cfg.n_real)
+        per_actor = [cfg.n_real // max(1, n_env) + (e < cfg.n_real % max(1, n_env)) for e in range(n_env)]
+        per_env = tuple(math.ceil(n / cfg.envs_per_actor) for n in per_actor)
+        envs_of = tuple(tuple(e for e in range(n_env) if e % cfg.engine_actors == j)
+                        for j in range(cfg.engine_actors))
+        pool = math.ceil(max(per_env, default=0) * cfg.envs_per_actor * cfg.slot_headroom) + 2
+        dream_room = 2 * math.ceil(cfg.n_dream / cfg.engine_actors) + 16
+        return cls(n_env, cfg.engine_actors, per_env, envs_of, pool, dream_room)
+
+    def engine_of(self, env_actor: int) -> int:
+        """The EngineActor an EnvActor feeds."""
+        return env_actor % self.n_engine
+
+    def capacity(self, engine: int) -> int:
+        """Slab slots EngineActor `engine` needs."""
+        return self.pool * len(self.envs_of[engine]) + self.dream_room
