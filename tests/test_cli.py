@@ -1,6 +1,8 @@
 """Every CLI subcommand runs end to end with tiny settings; bad input exits non-zero with a message."""
 
+import dataclasses
 import json
+import re
 
 import pytest
 
@@ -60,3 +62,76 @@ def test_every_subcommand_has_help(capsys):
             main([name, "--help"])
         assert exc.value.code == 0
         assert "usage: worldssm " + name in capsys.readouterr().out
+
+
+def config_flags(command):
+    """(flag, help line) for every config field `command` offers as a flag."""
+    from worldssm.commands.flags import field_help
+    from worldssm.commands.quickstart import TRAIN_FLAGS, QuickstartConfig
+    from worldssm.train.config import TrainConfig
+    from worldssm.train.evaluate import EvalConfig
+
+    groups = {"train": [(TrainConfig, None)], "eval": [(EvalConfig, None)],
+              "quickstart": [(QuickstartConfig, None), (TrainConfig, TRAIN_FLAGS)]}[command]
+    return [("--" + f.name.replace("_", "-"), field_help(cls)[f.name])
+            for cls, only in groups for f in dataclasses.fields(cls) if only is None or f.name in only]
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "quickstart"])
+def test_help_lists_every_config_field_with_its_help_line(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping: help lines stay whole
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, help_line in config_flags(command):
+        # The option, its metavar or --no- twin, then its help line.
+        assert re.search(re.escape(flag) + r"(, --no-\S+| \S+)? " + re.escape(help_line), text), flag
+
+
+REQUIRED = {"train": ["--data", "{tmp}/none", "--out", "{tmp}/out"],
+            "eval": ["--checkpoint", "{tmp}/none", "--data", "{tmp}/none", "--out", "{tmp}/out"],
+            "quickstart": ["--out", "{tmp}/out"]}
+BAD_VALUES = [
+    ("train", ["--steps", "0"], "TrainConfig.steps must be >= 1, got 0"),
+    ("train", ["--preset", "FOO"], "argument --preset: invalid choice: 'FOO'"),
+    ("train", ["--lr", "nan"], "TrainConfig.lr must be finite and > 0, got nan"),
+    ("train", ["--lr", "-1"], "TrainConfig.lr must be finite and > 0, got -1.0"),
+    ("train", ["--lr", "inf"], "TrainConfig.lr must be finite and > 0, got inf"),
+    ("train", ["--grad-clip", "nan"], "TrainConfig.grad_clip must be finite and > 0, got nan"),
+    ("train", ["--weight-decay", "nan"], "TrainConfig.weight_decay must be finite and >= 0, got nan"),
+    ("train", ["--val-fraction", "1.0"], "TrainConfig.val_fraction must be in [0, 1), got 1.0"),
+    ("train", ["--val-fraction", "nan"], "TrainConfig.val_fraction must be in [0, 1), got nan"),
+    ("train", ["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    ("train", ["--seed", "-5"], "TrainConfig.seed must be in [0, 2**63), got -5"),
+    ("train", ["--seed", str(2**63)], f"TrainConfig.seed must be in [0, 2**63), got {2**63}"),
+    ("train", ["--warmup", "-1"], "TrainConfig.warmup must be >= 0, got -1"),
+    ("eval", ["--context", "0"], "EvalConfig.context must be >= 1, got 0"),
+    ("eval", ["--max-windows", "0"], "EvalConfig.max_windows must be >= 1, got 0"),
+    ("eval", ["--stride", "0"], "EvalConfig.stride must be >= 1, got 0"),
+    ("eval", ["--seed", "-5"], "EvalConfig.seed must be in [0, 2**63), got -5"),
+    ("eval", ["--split", "test"], "argument --split: invalid choice: 'test'"),
+    ("eval", ["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    ("quickstart", ["--steps", "0"], "TrainConfig.steps must be >= 1, got 0"),
+    ("quickstart", ["--preset", "FOO"], "argument --preset: invalid choice: 'FOO'"),
+    ("quickstart", ["--seed", "-5"], "QuickstartConfig.seed must be in [0, 2**63), got -5"),
+    ("quickstart", ["--agents", "0"], "QuickstartConfig.agents must be >= 1, got 0"),
+    ("quickstart", ["--env-steps", "0"], "QuickstartConfig.env_steps must be >= 1, got 0"),
+    ("quickstart", ["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+]
+
+
+@pytest.mark.parametrize("command, flags, message", BAD_VALUES, ids=[f"{c} {' '.join(f)}" for c, f, _ in BAD_VALUES])
+def test_bad_values_exit_2_with_one_error_line(command, flags, message, tmp_path, capsys):
+    argv = [command, *(a.format(tmp=tmp_path) for a in REQUIRED[command]), *flags]
+    try:
+        code, from_argparse = main(argv), False
+    except SystemExit as exc:  # argparse's own errors (type, choices) exit through SystemExit
+        code, from_argparse = exc.code, True
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[-1] == f"worldssm {command}: error: {message}" or (
+        from_argparse and lines[-1].startswith(f"worldssm {command}: error: {message}"))
+    if not from_argparse:
+        assert len(lines) == 1  # our errors are one line; argparse's come after its usage lines
+    assert not (tmp_path / "out").exists()  # rejected before any work started

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from worldssm.train import TrainConfig, Trainer
-from worldssm.train.evaluate import HORIZONS, evaluate, open_loop
+from worldssm.train.evaluate import HORIZONS, EvalConfig, evaluate, open_loop
 
 
 def ramp_episode(n, start):
@@ -55,8 +55,9 @@ def test_oracle_scores_zero_and_naive_predictors_are_exact():
 def test_evaluate_writes_json_and_plot(pendulum_data, tmp_path):
     cfg = TrainConfig(preset="DEBUG", steps=3, batch_size=2, seq_len=16, log_every=3, checkpoint_every=3)
     Trainer(pendulum_data, tmp_path / "run", cfg).run(progress=False)
-    res = evaluate(tmp_path / "run", pendulum_data, tmp_path / "eval", context=8)
+    res = evaluate(tmp_path / "run", pendulum_data, tmp_path / "eval", EvalConfig(context=8))
     saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert saved["eval_config"]["context"] == 8 and saved["eval_config"]["split"] == "val"
     assert saved["horizons"] == list(HORIZONS) and saved["checkpoint_step"] == 3
     assert len(saved["obs_nmse"]["model"]) == len(HORIZONS)
     assert np.isfinite([v for v in res["obs_nmse"]["model"] if v is not None]).all()

@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 HELP = "collect Pendulum-v1 rollouts, train a SMALL Mamba-2 world model on the CPU, evaluate it"
+
+# TrainConfig's own flags that quickstart offers (with a longer default run), so none is restated.
+TRAIN_FLAGS = ("preset", "steps", "device")
+TRAIN_DEFAULTS = {"steps": 3000}
+
+
+@dataclass(frozen=True)
+class QuickstartConfig:
+    """What the quickstart collects (the training knobs are TrainConfig's)."""
+
+    env: str = "Pendulum-v1"  # Gymnasium env id to learn
+    agents: int = 8  # env copies collected side by side
+    env_steps: int = 2500  # steps collected per agent
+    seed: int = 0  # seed of collection, training and evaluation
+
+    def __post_init__(self):
+        # Imported here so that importing the command module for the CLI stays light.
+        from worldssm.train.config import check_seed
+
+        for name in ("agents", "env_steps"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"QuickstartConfig.{name} must be >= 1, got {getattr(self, name)}")
+        check_seed("QuickstartConfig", self.seed)
 
 
 def configure(parser) -> None:
+    import dataclasses
+
+    from worldssm.commands.flags import add_config_flags
+    from worldssm.train.config import TrainConfig
+
     parser.add_argument("--out", default="runs/quickstart", help="directory for data, run and report")
-    parser.add_argument("--env", default="Pendulum-v1", help="Gymnasium env id to learn")
-    parser.add_argument("--agents", type=int, default=8, help="env copies collected side by side")
-    parser.add_argument("--env-steps", type=int, default=2500, help="steps collected per agent")
-    parser.add_argument("--preset", default="SMALL", help="model preset")
-    parser.add_argument("--steps", type=int, default=3000, help="training steps")
-    parser.add_argument("--seed", type=int, default=0, help="seed of collection, training and evaluation")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_flags(parser, QuickstartConfig)
+    others = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in TRAIN_FLAGS]
+    add_config_flags(parser, TrainConfig, exclude=others, defaults=TRAIN_DEFAULTS)
 
 
 def run(args) -> int:
@@ -23,49 +49,51 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
+    from worldssm.commands.flags import config_from_args
     from worldssm.data import collect
     from worldssm.train import TrainConfig, Trainer
     from worldssm.atomic import atomic_write_text
-    from worldssm.train.evaluate import evaluate, summary_table
+    from worldssm.train.evaluate import EvalConfig, evaluate, summary_table
 
+    qs = config_from_args(QuickstartConfig, args)
+    cfg = config_from_args(TrainConfig, args, seed=qs.seed, log_every=max(1, args.steps // 20),
+                           checkpoint_every=max(1, args.steps // 4))
     out = Path(args.out)
     data, run_dir, eval_dir = out / "data", out / "run", out / "eval"
     t0 = time.perf_counter()
     if data.exists():
         shutil.rmtree(data)
-    print(f"[1/3] collecting {args.agents} x {args.env_steps} steps of {args.env} (random policy)")
+    print(f"[1/3] collecting {qs.agents} x {qs.env_steps} steps of {qs.env} (random policy)")
     if args.no_progress:
-        summary = collect(args.env, args.agents, args.env_steps, data, seed=args.seed)
+        summary = collect(qs.env, qs.agents, qs.env_steps, data, seed=qs.seed)
     else:
         from tqdm import tqdm
 
-        with tqdm(total=args.env_steps, desc="collect", unit="tick", dynamic_ncols=True) as bar:
-            summary = collect(args.env, args.agents, args.env_steps, data, seed=args.seed, progress=bar.update)
+        with tqdm(total=qs.env_steps, desc="collect", unit="tick", dynamic_ncols=True) as bar:
+            summary = collect(qs.env, qs.agents, qs.env_steps, data, seed=qs.seed, progress=bar.update)
     print(f"      {summary['steps']} steps, {summary['episodes']} episodes -> {data}")
     t1 = time.perf_counter()
-    print(f"[2/3] training the {args.preset} preset for {args.steps} steps")
+    print(f"[2/3] training the {cfg.preset} preset for {cfg.steps} steps")
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    cfg = TrainConfig(preset=args.preset, steps=args.steps, seed=args.seed, device=args.device,
-                      log_every=max(1, args.steps // 20), checkpoint_every=max(1, args.steps // 4))
     trainer = Trainer(data, run_dir, cfg)
     trainer.run(progress=not args.no_progress)
     t2 = time.perf_counter()
     print(f"[3/3] open-loop evaluation on held-out episodes -> {eval_dir}")
-    result = evaluate(run_dir, data, eval_dir, seed=args.seed)
+    result = evaluate(run_dir, data, eval_dir, EvalConfig(seed=qs.seed))
     t3 = time.perf_counter()
     m, rep, mean = (result["obs_nmse"][k] for k in ("model", "repeat_last", "mean"))
     beats = all(a is None or (a < b and a < c) for a, b, c in zip(m, rep, mean))
     headline = {
-        "env": args.env, "seed": args.seed, "preset": args.preset, "train_steps": args.steps,
+        "env": qs.env, "seed": qs.seed, "preset": cfg.preset, "train_steps": cfg.steps,
         "h1_model": m[0], "h1_repeat_last": rep[0], "h1_ratio_repeat_over_model": rep[0] / m[0],
         "beats_both_naive_at_every_horizon": beats,
         "seconds": {"collect": t1 - t0, "train": t2 - t1, "eval": t3 - t2, "total": t3 - t0},
     }
     table = summary_table(result)
     report = (
-        f"# worldssm quickstart report\n\n{args.env}, {summary['episodes']} episodes, preset {args.preset}, "
-        f"{args.steps} training steps, seed {args.seed}.\n\nNormalised open-loop observation MSE "
+        f"# worldssm quickstart report\n\n{qs.env}, {summary['episodes']} episodes, preset {cfg.preset}, "
+        f"{cfg.steps} training steps, seed {qs.seed}.\n\nNormalised open-loop observation MSE "
         f"(context {result['context']}, held-out episodes, {result['windows']} windows):\n\n```\n{table}\n```\n\n"
         f"Horizon 1: model {m[0]:.4g} vs repeat-last {rep[0]:.4g} ({rep[0] / m[0]:.1f}x lower). "
         f"Lower than both naive predictors at every horizon: {beats}.\n\n"

@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from typing import ClassVar
+
+from worldssm.model.config import PRESETS
+
+DEVICES = ("auto", "cpu", "cuda")
+PRESET_NAMES = tuple(PRESETS)
+SEED_END = 2**63
+
+
+def check_seed(owner: str, seed: int) -> None:
+    """Raise ValueError unless `seed` is in [0, 2**63): numpy rejects negative seeds, torch large ones.
+
+    Args:
+        owner: the config class name, for the message.
+        seed: the value to check.
+    """
+    if not 0 <= seed < SEED_END:
+        raise ValueError(f"{owner}.seed must be in [0, 2**63), got {seed}")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train a world model on a rollout dataset."""
 
-    preset: str = "SMALL"  # model preset: DEBUG, SMALL or BASE
+    # The flags' choices and __post_init__ check the same constants (worldssm.commands.flags).
+    CHOICES: ClassVar[dict[str, tuple]] = {"preset": PRESET_NAMES, "device": DEVICES}
+
+    preset: str = "SMALL"  # model preset (worldssm.model.PRESETS): DEBUG is tiny, SMALL fits a CPU, BASE a GPU
     steps: int = 2000  # optimiser steps in total (a resumed run continues up to this)
     batch_size: int = 16  # sequences per batch
     seq_len: int = 64  # steps per sequence
@@ -22,20 +44,31 @@ class TrainConfig:
     val_fraction: float = 0.1  # fraction of episodes held out for validation and eval
     log_every: int = 50  # steps between metric lines (and validation losses)
     checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
-    device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
+    device: str = "auto"  # where to train; auto: cuda if torch sees one, else cpu
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
 
     def __post_init__(self):
+        # Every check is written so that NaN fails it (NaN compares False with everything).
         for name in ("steps", "batch_size", "seq_len", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
+            if not getattr(self, name) >= 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "threads"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.lr <= 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
+        for name in ("lr", "grad_clip"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"TrainConfig.{name} must be finite and > 0, got {getattr(self, name)}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"TrainConfig.weight_decay must be finite and >= 0, got {self.weight_decay}")
+        check_seed("TrainConfig", self.seed)
+        # worldssm.model.preset() looks names up case-insensitively; so does this check.
+        if self.preset.upper() not in PRESET_NAMES:
+            raise ValueError(f"TrainConfig.preset must be one of {PRESET_NAMES}, got {self.preset!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"TrainConfig.device must be one of {DEVICES}, got {self.device!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -10,16 +10,48 @@ the mean observation, with the reward's absolute error and the termination F1 pe
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from worldssm.atomic import atomic_write_text
 from worldssm.model import load_model
+from worldssm.train.config import DEVICES, check_seed
 
 HORIZONS = (1, 2, 4, 8, 16, 32, 64)
+SPLITS = ("val", "all")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How to evaluate a checkpoint's open-loop predictions."""
+
+    # The flags' choices and __post_init__ check the same constants (worldssm.commands.flags).
+    CHOICES: ClassVar[dict[str, tuple]] = {"split": SPLITS, "device": DEVICES}
+
+    context: int = 16  # observed steps before imagining
+    split: str = "val"  # val: the training run's held-out episodes of the data; all: every episode
+    sample: bool = False  # sample imagined latents instead of taking the mode
+    max_windows: int = 512  # cap on evaluation windows (a random subset beyond it)
+    seed: int = 0  # seed of the window choice and the latent draws
+    device: str = "cpu"  # where to run the model; auto: cuda if torch sees one, else cpu
+    stride: int = 8  # steps between the starts of consecutive windows in an episode
+
+    def __post_init__(self):
+        # Written so that NaN fails every check.
+        for name in ("context", "max_windows", "stride"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"EvalConfig.{name} must be >= 1, got {getattr(self, name)}")
+        check_seed("EvalConfig", self.seed)
+        if self.split not in SPLITS:
+            raise ValueError(f"EvalConfig.split must be one of {SPLITS}, got {self.split!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"EvalConfig.device must be one of {DEVICES}, got {self.device!r}")
 
 
 def make_windows(episodes, context: int, horizon: int, stride: int, max_windows: int, seed: int):
@@ -143,36 +175,38 @@ def plot(result: dict, path: Path, title: str) -> None:
     tmp.replace(path)
 
 
-def evaluate(checkpoint, data, out_dir, context: int = 16, split: str = "val", sample: bool = False,
-             stride: int = 8, max_windows: int = 512, seed: int = 0, device: str = "cpu") -> dict:
+def evaluate(checkpoint, data, out_dir, cfg: EvalConfig = EvalConfig()) -> dict:
     """Evaluate a checkpoint on rollout data; writes eval.json and openloop.png into out_dir.
 
     Args:
-        split: "val" re-derives the training run's held-out episodes from `data` (the same data
-            the model was trained on); "all" uses every episode (for data collected separately).
+        checkpoint: a run directory or a checkpoint directory.
+        data: the rollout shards to evaluate on; with `cfg.split == "val"` the same data the
+            model was trained on, whose held-out episodes are re-derived from the run's config.
+        out_dir: where eval.json (the result, with `cfg` under "eval_config") and openloop.png go.
+        cfg: the evaluation knobs.
     """
     from worldssm.data import RolloutDataset
-    from worldssm.train.trainer import check_spaces
+    from worldssm.train.trainer import check_spaces, pick_device
 
+    device = pick_device(cfg.device)
     model, sidecar = load_model(checkpoint, device=device)
     dataset = RolloutDataset.load(data)
     check_spaces(sidecar["data"], dataset.spec, checkpoint)
-    if split == "val":
+    if cfg.split == "val":
         tc = sidecar["train_config"]
         _, episodes = dataset.split(tc["val_fraction"], tc["seed"])
         episodes = episodes.episodes
-    elif split == "all":
-        episodes = dataset.episodes
     else:
-        raise ValueError(f"split must be 'val' or 'all', got {split!r}")
-    result = open_loop(model, episodes, context=context, stride=stride, max_windows=max_windows, seed=seed,
-                       sample=sample, device=device)
-    result.update({"checkpoint_step": sidecar["step"], "env_id": dataset.spec.env_id, "split": split,
-                   "episodes": len(episodes), "sample": sample, "seed": seed})
+        episodes = dataset.episodes
+    result = open_loop(model, episodes, context=cfg.context, stride=cfg.stride, max_windows=cfg.max_windows,
+                       seed=cfg.seed, sample=cfg.sample, device=device)
+    result.update({"checkpoint_step": sidecar["step"], "env_id": dataset.spec.env_id, "split": cfg.split,
+                   "episodes": len(episodes), "sample": cfg.sample, "seed": cfg.seed,
+                   "eval_config": dataclasses.asdict(cfg)})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "eval.json", json.dumps(result, indent=1))
-    plot(result, out / "openloop.png", f"{dataset.spec.env_id}: open-loop error (context {context})")
+    plot(result, out / "openloop.png", f"{dataset.spec.env_id}: open-loop error (context {cfg.context})")
     return result
 
 

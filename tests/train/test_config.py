@@ -1,0 +1,50 @@
+"""The configs the CLI builds reject every bad number, NaN included, with a ValueError naming the field."""
+
+import dataclasses
+import math
+import typing
+
+import pytest
+
+from worldssm.commands.quickstart import QuickstartConfig
+from worldssm.model import PRESETS
+from worldssm.train.config import DEVICES, TrainConfig
+from worldssm.train.evaluate import EvalConfig
+
+CONFIGS = [TrainConfig, EvalConfig, QuickstartConfig]
+
+
+def numeric_fields(cls):
+    hints = typing.get_type_hints(cls)
+    return [f.name for f in dataclasses.fields(cls) if hints[f.name] in (int, float)]
+
+
+@pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
+def test_every_numeric_field_rejects_nan(cls):
+    for name in numeric_fields(cls):
+        with pytest.raises(ValueError, match=rf"^{cls.__name__}\.{name} must .*, got nan$"):
+            cls(**{name: math.nan})
+
+
+@pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
+def test_seeds_are_in_0_to_2_pow_63(cls):
+    assert cls(seed=0).seed == 0 and cls(seed=2**63 - 1).seed == 2**63 - 1
+    for bad in (-1, 2**63):
+        with pytest.raises(ValueError, match=rf"^{cls.__name__}\.seed must be in \[0, 2\*\*63\)"):
+            cls(seed=bad)
+
+
+@pytest.mark.parametrize("field, value", [("lr", math.inf), ("grad_clip", 0.0), ("weight_decay", -1e-3),
+                                          ("weight_decay", math.inf), ("threads", -1), ("batch_size", 0)])
+def test_train_config_rejects(field, value):
+    with pytest.raises(ValueError, match=rf"^TrainConfig\.{field} must"):
+        TrainConfig(**{field: value})
+
+
+def test_train_config_choices_are_the_presets_and_devices():
+    assert TrainConfig.CHOICES == {"preset": tuple(PRESETS), "device": DEVICES}
+    assert EvalConfig.CHOICES["device"] is DEVICES
+    with pytest.raises(ValueError, match=r"TrainConfig.preset must be one of \('DEBUG', 'SMALL', 'BASE'\), got 'FOO'"):
+        TrainConfig(preset="FOO")
+    # worldssm.model.preset() is case-insensitive, and runs saved with a lower-case name still load.
+    assert TrainConfig.from_dict(TrainConfig(preset="debug").to_dict()).preset == "debug"
