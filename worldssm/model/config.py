@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from worldssm.kernels import IMPLS
+from worldssm.kernels import KERNEL_IMPLS
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class BackboneConfig:
             raise ValueError(f"BackboneConfig.d_conv must be >= 2, got {self.d_conv}")
         if self.state_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"BackboneConfig.state_dtype must be float32 or bfloat16, got {self.state_dtype!r}")
-        if self.kernels not in IMPLS:
-            raise ValueError(f"BackboneConfig.kernels must be one of {IMPLS}, got {self.kernels!r}")
+        if self.kernels not in KERNEL_IMPLS:
+            raise ValueError(f"BackboneConfig.kernels must be one of {KERNEL_IMPLS}, got {self.kernels!r}")
 
     @property
     def d_inner(self) -> int:
