@@ -8,7 +8,7 @@ is an error, never a silent fallback.
 
 from __future__ import annotations
 
-IMPLS = ("auto", "reference", "triton")
+KERNEL_IMPLS = ("auto", "reference", "triton")
 
 
 def resolve_impl(impl: str, device_type: str) -> str:
@@ -28,8 +28,8 @@ def resolve_impl(impl: str, device_type: str) -> str:
     """
     import os
 
-    if impl not in IMPLS:
-        raise ValueError(f"kernel impl must be one of {IMPLS}, got {impl!r}")
+    if impl not in KERNEL_IMPLS:
+        raise ValueError(f"kernel impl must be one of {KERNEL_IMPLS}, got {impl!r}")
     if impl == "auto":
         impl = "triton" if device_type == "cuda" else "reference"
     if impl == "triton":

@@ -10,8 +10,10 @@ def get_scan(impl: str):
         impl: "reference" or "triton" (resolve "auto" first with `worldssm.kernels.resolve_impl`).
 
     Returns:
-        A function `(x, dt, A, B, C, D, resets, initial_state) -> (y, final_state)`; the reference
-        is `ssd_scan_chunked` with its default chunk size, the Triton one is autograd-capable.
+        A function `(x, dt, A, B, C, D, resets, initial_state, chunk_size=...) -> (y, final_state)`:
+        the reference is `ssd_scan_chunked`, the Triton one `ssd_scan_triton` (autograd-capable;
+        chunk_size a power of two >= 16). Their default chunk sizes differ (64 and 32): callers
+        that want a given chunk pass it, as `mamba2_sequence_ref` does.
 
     Raises:
         worldssm.errors.MissingDependencyError: "triton" asked for and Triton cannot be imported.

@@ -101,7 +101,7 @@ def mamba2_sequence_ref(
     head_dim: int,
     d_state: int,
     eps: float = 1e-5,
-    chunk_size: int = 64,
+    chunk_size: int = 32,
     scan=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The same layer middle over a whole sequence: conv, chunked scan, gated norm.
@@ -112,7 +112,10 @@ def mamba2_sequence_ref(
         zxbcdt: [B, T, 2*H*P + 2*N + H].
         conv_state: [B, K-1, H*P + 2N] or None; ssm_state: [B, H, P, N] or None (zeros).
         resets: bool [B, T] or None.
-        scan: the scan function to use (defaults to `ssd_scan_chunked`; the Triton scan plugs in here).
+        chunk_size: steps per chunk of the scan, passed to whichever scan runs (the Triton scan
+            needs a power of two >= 16).
+        scan: the scan function, e.g. `worldssm.kernels.scan.get_scan(impl)`; None is
+            `ssd_scan_chunked`. Called with the `chunk_size` keyword.
         Other arguments as in `mamba2_step_ref`.
 
     Returns:
@@ -127,11 +130,7 @@ def mamba2_sequence_ref(
     xbc, conv_final = causal_conv_ref(xbc, conv_weight.to(xbc.dtype), conv_bias, conv_state, resets)
     x, Bm, Cm = torch.split(xbc, [h * p, n, n], dim=-1)
     dt = F.softplus(dt.float() + dt_bias.float()) if dt.dtype != torch.float64 else F.softplus(dt + dt_bias)
-    if scan is None:
-        y, ssm_final = ssd_scan_chunked(
-            x.reshape(b, t, h, p), dt, A, Bm, Cm, D, resets, ssm_state, chunk_size=chunk_size
-        )
-    else:
-        y, ssm_final = scan(x.reshape(b, t, h, p), dt, A, Bm, Cm, D, resets, ssm_state)
+    scan = ssd_scan_chunked if scan is None else scan
+    y, ssm_final = scan(x.reshape(b, t, h, p), dt, A, Bm, Cm, D, resets, ssm_state, chunk_size=chunk_size)
     y = gated_rmsnorm_ref(y, z.reshape(b, t, h, p), norm_weight.view(h, p).to(y.dtype), eps)
     return y.reshape(b, t, h * p), conv_final, ssm_final

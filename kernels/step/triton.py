@@ -42,7 +42,6 @@ def _mamba2_step_kernel(
     eps,
     H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, K: tl.constexpr, HB: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, KB: tl.constexpr, STREAM: tl.constexpr,
-    SYNC: tl.constexpr,
 ):
     # One program per (agent, group of HB heads): G = H // HB programs per agent row.
     G: tl.constexpr = H // HB
@@ -137,12 +136,7 @@ def _mamba2_step_kernel(
     # its reads shifts them (a per-row arrival counter; it is left at 0 for the next launch).
     # The counter is bumped before this program's own stores, so its release waits on no store.
     if G > 1:
-        if SYNC == 1:
-            arrived = tl.atomic_add(count_ptr + b, 1, sem="acq_rel")
-        elif SYNC == 2:
-            arrived = tl.atomic_add(count_ptr + b, 1, sem="relaxed")
-        elif SYNC == 4:
-            arrived = tl.atomic_add(count_ptr + b, 1, sem="release")
+        arrived = tl.atomic_add(count_ptr + b, 1, sem="acq_rel")
 
     # ---- stores -------------------------------------------------------------------------------
     if STREAM:
@@ -155,23 +149,9 @@ def _mamba2_step_kernel(
 
     if G == 1:
         _store_bc_rows(conv_row, stride_ck, k2, cbb, ccc, mn, sft_b, sft_c, K)
-    elif SYNC == 0:
-        arrived = tl.atomic_add(count_ptr + b, 1, sem="acq_rel")
-        if arrived == G - 1:
-            _store_bc_rows(conv_row, stride_ck, k2, cbb, ccc, mn, sft_b, sft_c, K)
-            tl.atomic_xchg(count_ptr + b, 0, sem="relaxed")
-    elif SYNC == 3:  # timing only: no counter, so racy (the B/C shift may land before a sibling reads)
-        if grp == 0:
-            _store_bc_rows(conv_row, stride_ck, k2, cbb, ccc, mn, sft_b, sft_c, K)
-    elif SYNC == 4:
-        # release bumps, then the last program acquires (an RMW chain from every sibling's release)
-        if arrived == G - 1:
-            tl.atomic_xchg(count_ptr + b, 0, sem="acquire")
-            _store_bc_rows(conv_row, stride_ck, k2, cbb, ccc, mn, sft_b, sft_c, K)
-    else:
-        if arrived == G - 1:
-            _store_bc_rows(conv_row, stride_ck, k2, cbb, ccc, mn, sft_b, sft_c, K)
-            tl.atomic_xchg(count_ptr + b, 0, sem="relaxed")
+    elif arrived == G - 1:
+        _store_bc_rows(conv_row, stride_ck, k2, cbb, ccc, mn, sft_b, sft_c, K)
+        tl.atomic_xchg(count_ptr + b, 0, sem="relaxed")
 
 
 @triton.jit
@@ -186,21 +166,8 @@ def _alloc(*shape, dtype, device) -> torch.Tensor:
     return torch.empty(*shape, dtype=dtype, device=device)
 
 
-# Launch knobs; None picks the default. Set only by tuning scripts (bench step's kernel rows,
-# kernels/step/tune.py) and tests. HEADS_PER_PROGRAM must divide n_heads (a power of two).
-# SYNC_MODE orders the shared B/C conv-row shift: 1 = acq_rel counter bump before this program's
-# stores (default), 0 = after them (waits for the stores), 2 = relaxed bump before them, 3 = no
-# counter at all (racy: timing only, never for results).
-NUM_WARPS: int | None = None
-STREAM_STATE: bool | None = None
-HEADS_PER_PROGRAM: int | None = None
-SYNC_MODE: int | None = None
-MAX_REGS: int | None = None  # ptxas .maxnreg per thread (occupancy)
-LAST_KERNEL = None  # the last compiled kernel launched (registers, spills: tune.py reads them)
-
-
 def _heads_per_program(h: int, p: int, n: int, state_bytes: int) -> int:
-    """Default heads per program (measured on an H200, kernels/step/tune-h200-round*.json).
+    """Default heads per program (measured on an H200, tests/bench/results/step-tune-h200-round*.json).
 
     float32 state: 1 (2 or 4 heads need more registers per program than they save: 1455 and
     1394 us against 1360 at B=16384). 16-bit state: the largest power of two dividing H, up to 4
@@ -246,6 +213,56 @@ def _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, h, p, n):
             raise ValueError(f"{name} is on {t.device}, zxbcdt on {zxbcdt.device}")
 
 
+def _launch(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, conv_bias, dt_bias, A, D, norm_weight,
+            h: int, p: int, n: int, eps: float, *, heads_per_program: int | None = None,
+            num_warps: int | None = None, stream_state: bool = False, max_regs: int | None = None):
+    """Allocate y and launch the kernel on arguments `mamba2_step_triton` has validated.
+
+    The keyword arguments are the launch variants tests/bench/tune_step.py compares; their
+    defaults are the production launch (results in tests/bench/results/step-tune-h200-round*.json).
+
+    Args:
+        heads_per_program: HB, a power of two dividing H; None picks `_heads_per_program`.
+        num_warps: warps per program; None: 4 for a 64 x 64 head tile, fewer for smaller tiles.
+        stream_state: load and store the state tile evict-first (an H200 at HB=1: faster at
+            B=1024, 82.5 against 89.4 us; slower at B=16384, 1420 against 1360 us).
+        max_regs: ptxas registers per thread (`maxnreg`); None leaves it to the compiler.
+
+    Returns:
+        (y [B, H*P] in zxbcdt's dtype, the compiled kernel launched or None where nothing was:
+        its `n_regs` and `n_spills` are what tune_step.py reports).
+    """
+    b = zxbcdt.shape[0]
+    k = conv_weight.shape[1]
+    out = _alloc(b, h * p, dtype=zxbcdt.dtype, device=zxbcdt.device)
+    if b == 0:
+        return out, None
+    reset_u8 = reset.view(torch.uint8) if reset.dtype == torch.bool else reset
+    block_p = triton.next_power_of_2(p)
+    block_n = triton.next_power_of_2(n)
+    hb = heads_per_program or _heads_per_program(h, block_p, block_n, ssm_state.element_size())
+    if h % hb or hb & (hb - 1):
+        raise ValueError(f"heads per program must be a power of two dividing n_heads={h}, got {hb}")
+    # 4 warps for a 64 x 64 head tile whatever HB (8 or 16 were slower: fewer programs resident).
+    num_warps = num_warps or max(1, min(4, block_p * block_n // 1024))
+    kernel = _mamba2_step_kernel[(b * (h // hb),)](
+        zxbcdt, zxbcdt.stride(0),
+        conv_state, conv_state.stride(0), conv_state.stride(1),
+        ssm_state, ssm_state.stride(0), ssm_state.stride(1), ssm_state.stride(2),
+        slots, slots.stride(0), reset_u8, reset_u8.stride(0), _counters(zxbcdt.device, b),
+        conv_weight, conv_weight.stride(0), conv_weight.stride(1),
+        conv_bias, dt_bias, A, D, norm_weight,
+        out, out.stride(0),
+        float(eps),
+        H=h, P=p, N=n, K=k, HB=hb,
+        BLOCK_P=block_p, BLOCK_N=block_n, KB=triton.next_power_of_2(k),
+        STREAM=bool(stream_state),
+        num_warps=num_warps,
+        **({"maxnreg": max_regs} if max_regs else {}),
+    )
+    return out, kernel
+
+
 def mamba2_step_triton(
     zxbcdt: torch.Tensor,
     conv_state: torch.Tensor,
@@ -272,41 +289,12 @@ def mamba2_step_triton(
     Returns:
         y [B, H*P] in zxbcdt's dtype, ready for the out-projection.
     """
-    global LAST_KERNEL
     h, p, n = int(n_heads), int(head_dim), int(d_state)
     _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, h, p, n)
     for name, t, size in (("conv_bias", conv_bias, h * p + 2 * n), ("dt_bias", dt_bias, h), ("A", A, h),
                           ("D", D, h), ("norm_weight", norm_weight, h * p)):
         if t.shape != (size,) or t.stride(0) != 1:
             raise ValueError(f"{name} must be a contiguous [{size}], got {tuple(t.shape)}")
-    b = zxbcdt.shape[0]
-    k = conv_weight.shape[1]
-    out = _alloc(b, h * p, dtype=zxbcdt.dtype, device=zxbcdt.device)
-    if b == 0:
-        return out
-    reset_u8 = reset.view(torch.uint8) if reset.dtype == torch.bool else reset
-    block_p = triton.next_power_of_2(p)
-    block_n = triton.next_power_of_2(n)
-    stream = bool(STREAM_STATE) if STREAM_STATE is not None else False
-    hb = HEADS_PER_PROGRAM or _heads_per_program(h, block_p, block_n, ssm_state.element_size())
-    if h % hb or hb & (hb - 1):
-        raise ValueError(f"heads per program must be a power of two dividing n_heads={h}, got {hb}")
-    # 4 warps for a 64 x 64 head tile whatever HB (8 or 16 were slower: fewer programs resident).
-    num_warps = NUM_WARPS or max(1, min(4, block_p * block_n // 1024))
-    LAST_KERNEL = _mamba2_step_kernel[(b * (h // hb),)](
-        zxbcdt, zxbcdt.stride(0),
-        conv_state, conv_state.stride(0), conv_state.stride(1),
-        ssm_state, ssm_state.stride(0), ssm_state.stride(1), ssm_state.stride(2),
-        slots, slots.stride(0), reset_u8, reset_u8.stride(0), _counters(zxbcdt.device, b),
-        conv_weight, conv_weight.stride(0), conv_weight.stride(1),
-        conv_bias, dt_bias, A, D, norm_weight,
-        out, out.stride(0),
-        float(eps),
-        H=h, P=p, N=n, K=k, HB=hb,
-        BLOCK_P=block_p, BLOCK_N=block_n, KB=triton.next_power_of_2(k),
-        STREAM=stream,
-        SYNC=1 if SYNC_MODE is None else int(SYNC_MODE),
-        num_warps=num_warps,
-        **({"maxnreg": MAX_REGS} if MAX_REGS else {}),
-    )
+    out, _ = _launch(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, conv_bias, dt_bias, A, D,
+                     norm_weight, h, p, n, eps)
     return out

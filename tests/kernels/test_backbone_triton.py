@@ -1,4 +1,4 @@
-"""The model's kernel path (fused add+RMSNorm + fused step per layer) equals its reference path."""
+"""The model's kernel paths (the Triton scan; fused add+RMSNorm + fused step per layer) equal its reference paths."""
 
 import dataclasses
 
@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from worldssm.model import Mamba2Backbone, preset
+
+from tests.model.wm_helpers import record_chunk_sizes
 
 
 @pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
@@ -30,3 +32,23 @@ def test_backbone_step_slots_triton_equals_reference(poison, state_dtype):
     for k in slab_r:
         torch.testing.assert_close(slab_t[k].float(), slab_r[k].float(), **tol)
         assert torch.equal(slab_t[k][[1, 3, 5, 6, 8]], untouched[k])
+
+
+@pytest.mark.parametrize("chunk", [16, 32])
+def test_backbone_forward_runs_the_triton_scan_at_the_configured_chunk(poison, monkeypatch, chunk):
+    import worldssm.kernels.scan.triton as scan_triton
+
+    seen = record_chunk_sizes(monkeypatch, scan_triton, "ssd_scan_triton")
+    cfg = dataclasses.replace(preset("DEBUG").backbone, chunk_size=chunk)
+    torch.manual_seed(0)
+    ref = Mamba2Backbone(dataclasses.replace(cfg, kernels="reference"))
+    tri = Mamba2Backbone(dataclasses.replace(cfg, kernels="triton"))
+    tri.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 37, cfg.d_model)
+    with torch.no_grad():
+        y_r, s_r = ref(x)
+        y_t, s_t = tri(x)
+    assert seen == [chunk] * cfg.n_layers
+    torch.testing.assert_close(y_t, y_r, rtol=1e-4, atol=1e-4)
+    for k in s_r:
+        torch.testing.assert_close(s_t[k], s_r[k], rtol=1e-4, atol=1e-4)

@@ -79,23 +79,42 @@ def test_step_matches_reference_and_leaves_other_slots_alone(h, p, n, k):
     assert torch.equal(ssm[others], before[1][others]), "a slot outside `slots` changed"
 
 
-@pytest.mark.parametrize("hb,sync", [(1, 1), (2, 0), (2, 1), (2, 2), (2, 4), (1, 4), (4, 1)])
-def test_heads_per_program_and_counter_modes(monkeypatch, hb, sync):
-    """Several heads per program, and each race-free ordering of the shared B/C conv-row shift."""
+def launch(zx, conv, ssm, slots, reset, kw, **variant):
+    """The private launcher with explicit launch arguments, as tests/bench/tune_step.py calls it."""
     import worldssm.kernels.step.triton as st
 
-    monkeypatch.setattr(st, "HEADS_PER_PROGRAM", hb)
-    monkeypatch.setattr(st, "SYNC_MODE", sync)
+    args = {k: v for k, v in kw.items() if k not in ("n_heads", "head_dim", "d_state")}
+    y, _ = st._launch(zx, conv, ssm, slots, reset, **args, h=kw["n_heads"], p=kw["head_dim"], n=kw["d_state"],
+                      eps=1e-5, **variant)
+    return y
+
+
+@pytest.mark.parametrize("variant", [
+    dict(heads_per_program=1), dict(heads_per_program=2), dict(heads_per_program=4),
+    dict(heads_per_program=2, stream_state=True), dict(heads_per_program=1, num_warps=2),
+    dict(heads_per_program=1, max_regs=96),
+])
+def test_launch_variants_match_reference(variant):
+    """Every launch variant tune_step.py times, with 1, 2 and 4 programs sharing a row's B/C conv shift."""
+    import worldssm.kernels.step.triton as st
+
     h, p, n, k, b, s = 4, 8, 5, 4, 5, 8
     zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s, seed=12)
     conv_ref, ssm_ref = conv.double(), ssm.double()
     y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
-    y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
+    y = launch(zx, conv, ssm, slots, reset, kw, **variant)
     close(y, y_ref, torch.float32, "y")
     close(conv, conv_ref, torch.float32, "conv state")
     close(ssm, ssm_ref, torch.float32, "ssm state")
     # the counters are left at zero for the next launch
     assert int(st._counters(zx.device, b)[:b].abs().sum()) == 0
+
+
+@pytest.mark.parametrize("hb", [3, 8])
+def test_heads_per_program_must_divide_heads(hb):
+    zx, conv, ssm, slots, reset, kw = make(4, 8, 5, 4, 2, 3)
+    with pytest.raises(ValueError, match="heads per program"):
+        launch(zx, conv, ssm, slots, reset, kw, heads_per_program=hb)
 
 
 def test_reset_zeroes_without_reading():
@@ -208,17 +227,14 @@ def test_bad_shapes_are_errors():
 @pytest.mark.parametrize("hb", [None, 1, 2, 8])
 @pytest.mark.parametrize("ssm_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gpu_base_shape(monkeypatch, dtype, ssm_dtype, hb):
-    import worldssm.kernels.step.triton as st
-
-    monkeypatch.setattr(st, "HEADS_PER_PROGRAM", hb)
+def test_gpu_base_shape(dtype, ssm_dtype, hb):
     h, p, n, k, b, s = 8, 64, 64, 4, 1024, 1500
     zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s, seed=7, dtype=dtype, ssm_dtype=ssm_dtype)
     # float64 arithmetic, same storage dtypes (a bf16 slab stores the float64 result rounded)
     conv_ref, ssm_ref = conv.double(), (ssm.double() if ssm_dtype == torch.float32 else ssm.clone())
     before = conv.clone(), ssm.clone()
     y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
-    y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
+    y = launch(zx, conv, ssm, slots, reset, kw, heads_per_program=hb)
     tol = torch.bfloat16 if torch.bfloat16 in (dtype, ssm_dtype) else torch.float32
     close(y.float(), y_ref.float(), tol, "y")
     close(conv, conv_ref, torch.float32, "conv state")

@@ -108,6 +108,14 @@ def test_config_validation_names_field():
     assert WorldModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
+@pytest.mark.parametrize("chunk", [0, 8, 24, 48])
+def test_chunk_size_must_be_a_power_of_two_at_least_16(chunk):
+    """The Triton scan tiles the chunk: a config it could not run is refused up front."""
+    with pytest.raises(ValueError, match="chunk_size"):
+        BackboneConfig(chunk_size=chunk)
+    assert BackboneConfig(chunk_size=16).chunk_size == 16
+
+
 def test_image_model_round_trips_64x64_shapes():
     import numpy as np
 

@@ -1,4 +1,4 @@
-"""Spaces and random batches shared by the model tests."""
+"""Spaces, random batches and a scan spy shared by the model tests."""
 
 import numpy as np
 import torch
@@ -29,3 +29,18 @@ def random_batch(obs_space, act_space, b, t, seed=0, reset_p=0.08):
     }
 
 
+def record_chunk_sizes(monkeypatch, module, name: str) -> list:
+    """Replace the scan `module.name` by a wrapper that records each call's `chunk_size`.
+
+    The wrapper requires the keyword, so a caller that leaves it out (and gets the scan's own
+    default) fails with a TypeError. Returns the list the calls append to.
+    """
+    real = getattr(module, name)
+    seen = []
+
+    def spy(*args, chunk_size, **kwargs):
+        seen.append(chunk_size)
+        return real(*args, chunk_size=chunk_size, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return seen

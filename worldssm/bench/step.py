@@ -283,11 +283,14 @@ def bench_world_model(batch: int, reps: int, arms=("fused+graph", "reference+gra
     return rows
 
 
-def kernel_only(bandwidth: float, batch: int = 16384, variants=((None, None),)) -> list[dict]:
-    """The step kernel alone (one layer, BASE shape) under a graph: achieved bandwidth by warps and state dtype."""
+def kernel_only(bandwidth: float, batch: int = 16384) -> list[dict]:
+    """The step kernel alone (one layer, BASE shape) under a graph: achieved bandwidth by state dtype.
+
+    Launch variants (heads per program, warps, streaming) are tests/bench/tune_step.py's job.
+    """
     from triton.testing import do_bench_cudagraph
 
-    import worldssm.kernels.step.triton as st
+    from worldssm.kernels.step.triton import mamba2_step_triton
 
     h, p, n, k = 8, 64, 64, 4
     cd = h * p + 2 * n
@@ -306,23 +309,16 @@ def kernel_only(bandwidth: float, batch: int = 16384, variants=((None, None),)) 
     for sdt in (torch.float32, torch.bfloat16):
         ssm = torch.randn(batch, h, p, n, generator=gen, device="cuda").to(sdt)
         nbytes = 2 * (ssm.numel() * ssm.element_size() + conv.numel() * 4) + zx.numel() * 2 + batch * h * p * 2
-        for warps, stream in variants:
-            st.NUM_WARPS, st.STREAM_STATE = warps, stream
-            try:
-                ms = do_bench_cudagraph(lambda: st.mamba2_step_triton(zx, conv, ssm, slots, reset, **kw), rep=200)
-                rows.append({"state": str(sdt).replace("torch.", ""), "num_warps": warps, "stream_state": stream,
-                             "batch": batch, "us": ms * 1e3, "TBps": nbytes / (ms * 1e-3) / 1e12,
-                             "fraction_of_copy": nbytes / (ms * 1e-3) / bandwidth})
-            finally:
-                st.NUM_WARPS, st.STREAM_STATE = None, None
+        ms = do_bench_cudagraph(lambda: mamba2_step_triton(zx, conv, ssm, slots, reset, **kw), rep=200)
+        rows.append({"state": str(sdt).replace("torch.", ""), "batch": batch, "us": ms * 1e3,
+                     "TBps": nbytes / (ms * 1e-3) / 1e12, "fraction_of_copy": nbytes / (ms * 1e-3) / bandwidth})
         del ssm
     del conv
     torch.cuda.empty_cache()
     return rows
 
 
-def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True, world_model: bool = True,
-        tune: bool = False) -> dict:
+def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True, world_model: bool = True) -> dict:
     """Run the step benchmark; write `step-<device>.json` under `out_dir` (if given) and return it.
 
     Raises:
@@ -336,8 +332,7 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
     if not check["passed"]:
         raise WorldssmError(f"correctness check failed, refusing to report: {check}")
     bandwidth = copy_bandwidth()
-    variants = ((None, None), (2, False), (4, True), (2, True), (8, True)) if tune else ((None, None),)
-    kernel_rows = kernel_only(bandwidth, variants=variants)
+    kernel_rows = kernel_only(bandwidth)
     for r in kernel_rows:
         print(r, flush=True)
     arms = ("fused+graph", "reference", "reference+graph", "plain+graph") + (
@@ -402,9 +397,8 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=200)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile arm")
     p.add_argument("--no-world-model", action="store_true", help="skip the whole world-model rows")
-    p.add_argument("--tune", action="store_true", help="also time step-kernel launch variants (warps, streaming)")
     a = p.parse_args(argv)
-    result = run(a.out, tuple(a.batches), a.reps, not a.no_compile, not a.no_world_model, a.tune)
+    result = run(a.out, tuple(a.batches), a.reps, not a.no_compile, not a.no_world_model)
     print(format_table(result))
     return 0
 

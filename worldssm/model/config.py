@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from worldssm.kernels import IMPLS
+from worldssm.kernels import KERNEL_IMPLS
 
 
 @dataclass(frozen=True)
@@ -23,23 +23,26 @@ class BackboneConfig:
     head_dim: int = 64  # channels per head P
     d_state: int = 64  # state size per channel N
     d_conv: int = 4  # causal conv width K
-    chunk_size: int = 64  # chunk length of the training scan
+    chunk_size: int = 32  # chunk length of the training scan: a power of two >= 16 (Triton scan)
     norm_eps: float = 1e-5  # epsilon of every RMSNorm
     state_dtype: str = "float32"  # storage dtype of the SSM state: "float32" or "bfloat16"
     kernels: str = "auto"  # "auto" (Triton on CUDA, reference on CPU), "reference" or "triton"
 
     def __post_init__(self):
-        for name in ("d_model", "n_layers", "n_heads", "head_dim", "d_state", "chunk_size"):
+        for name in ("d_model", "n_layers", "n_heads", "head_dim", "d_state"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BackboneConfig.{name} must be >= 1, got {getattr(self, name)}")
+        # Every scan gets this chunk, and the Triton scan tiles it: a power of two, at least 16.
+        if self.chunk_size < 16 or self.chunk_size & (self.chunk_size - 1):
+            raise ValueError(f"BackboneConfig.chunk_size must be a power of two >= 16, got {self.chunk_size}")
         if self.kind not in ("mamba2", "gru"):
             raise ValueError(f"BackboneConfig.kind must be 'mamba2' or 'gru', got {self.kind!r}")
         if self.d_conv < 2:
             raise ValueError(f"BackboneConfig.d_conv must be >= 2, got {self.d_conv}")
         if self.state_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"BackboneConfig.state_dtype must be float32 or bfloat16, got {self.state_dtype!r}")
-        if self.kernels not in IMPLS:
-            raise ValueError(f"BackboneConfig.kernels must be one of {IMPLS}, got {self.kernels!r}")
+        if self.kernels not in KERNEL_IMPLS:
+            raise ValueError(f"BackboneConfig.kernels must be one of {KERNEL_IMPLS}, got {self.kernels!r}")
 
     @property
     def d_inner(self) -> int:
@@ -106,7 +109,7 @@ class WorldModelConfig:
 PRESETS: dict[str, WorldModelConfig] = {
     # Tiny: for tests; every shape odd or small so indexing bugs show.
     "DEBUG": WorldModelConfig(
-        backbone=BackboneConfig(d_model=24, n_layers=2, n_heads=3, head_dim=8, d_state=5, chunk_size=8),
+        backbone=BackboneConfig(d_model=24, n_layers=2, n_heads=3, head_dim=8, d_state=5, chunk_size=16),
         latent_vars=4, latent_classes=5, mlp_width=32, mlp_layers=1, cnn_depth=4, action_embed=8,
         reward_bins=31,
     ),
@@ -115,7 +118,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         backbone=BackboneConfig(d_model=128, n_layers=2, n_heads=4, head_dim=32, d_state=16, chunk_size=32),
         latent_vars=16, latent_classes=16, mlp_width=256, mlp_layers=2, cnn_depth=16, action_embed=16,
     ),
-    # GPU: d_model 256, 4 layers, H=8, P=64, N=64 (the performance-target shape).
+    # GPU: d_model 256, 4 layers, H=8, P=64, N=64 (the performance-target shape), chunk 32.
     "BASE": WorldModelConfig(),
 }
 

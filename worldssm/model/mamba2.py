@@ -16,7 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from worldssm.kernels import resolve_impl
-from worldssm.kernels.step.ref import mamba2_sequence_ref, mamba2_step_ref
+from worldssm.kernels.scan import get_scan
+from worldssm.kernels.step import get_step
+from worldssm.kernels.step.ref import mamba2_sequence_ref
 from worldssm.model.config import BackboneConfig
 from worldssm.model.nets import upcast
 
@@ -38,22 +40,6 @@ class RMSNorm(nn.Module):
         if w.dtype != x.dtype:
             w = w.to(x.dtype)
         return y * w
-
-
-def _step_fn(impl: str):
-    if impl == "triton":
-        from worldssm.kernels.step.triton import mamba2_step_triton
-
-        return mamba2_step_triton
-    return mamba2_step_ref
-
-
-def _scan_fn(impl: str):
-    if impl == "triton":
-        from worldssm.kernels.scan.triton import ssd_scan_triton
-
-        return ssd_scan_triton
-    return None  # mamba2_sequence_ref's default: the chunked PyTorch scan
 
 
 class Mamba2Mixer(nn.Module):
@@ -100,7 +86,7 @@ class Mamba2Mixer(nn.Module):
         zxbcdt = self.in_proj(u)  # [B, T, 2*H*P + 2N + H]
         y, conv_f, ssm_f = mamba2_sequence_ref(
             zxbcdt, conv_state, ssm_state, resets, chunk_size=self.cfg.chunk_size,
-            scan=_scan_fn(impl), **self._kernel_args(),
+            scan=get_scan(impl), **self._kernel_args(),
         )
         return self.out_proj(y.to(u.dtype)), upcast(conv_f), upcast(ssm_f)
 
@@ -108,7 +94,7 @@ class Mamba2Mixer(nn.Module):
         """u [B, D]; advances slab rows `slots` in place; returns y [B, D]."""
         impl = resolve_impl(self.cfg.kernels, u.device.type)
         zxbcdt = F.linear(u, self.in_proj.weight)  # = self.in_proj(u) [B, 2*H*P + 2N + H]
-        y = _step_fn(impl)(zxbcdt, conv_slab, ssm_slab, slots, reset, **self._kernel_args())
+        y = get_step(impl)(zxbcdt, conv_slab, ssm_slab, slots, reset, **self._kernel_args())
         return F.linear(y, self.out_proj.weight)  # = self.out_proj(y)
 
 

@@ -1,14 +1,16 @@
 """Step-kernel tuning on a GPU: check each launch variant against the reference, then time it alone.
 
 Usage (repository root, CUDA machine, after `pip install -e .`):
-python3 -m worldssm.kernels.step.tune [--out DIR] [--quick] (not `python3 kernels/step/tune.py`:
-the script's folder would shadow the triton package). An "old" row is timed when
-kernels/step/_old_triton.py exists (e.g. `git show a577860:kernels/step/triton.py > ...`, the
-kernel before this tuning; not committed). Variants are (state dtype, heads per program, warps, counter
-mode, streaming state). Timing: CUDA-graph replay medians (triton.testing.do_bench_cudagraph)
-at B=16384 and B=1024, slots a random permutation of B+1, no resets. GB/s counts the bytes the
-kernel must move (state and conv state read + written, zxbcdt read, y written), as bench step's
-kernel rows do. Prints a table last.
+python3 tests/bench/tune_step.py [--out DIR] [--quick]. A script, not a test: pytest does not
+collect it. An "old" row is timed when tests/bench/_old_triton.py exists (e.g. `git show
+a577860:kernels/step/triton.py > tests/bench/_old_triton.py`, the kernel before this tuning; not
+committed). A variant is a state dtype and the explicit launch arguments of
+`worldssm.kernels.step.triton._launch` (heads per program, warps, evict-first state traffic,
+ptxas register cap). Timing: CUDA-graph replay medians (triton.testing.do_bench_cudagraph) at
+B=16384, 1024, 256 and 64, slots a random permutation of B+1, no resets. GB/s counts the bytes
+the kernel must move (state and conv state read + written, zxbcdt read, y written), as bench
+step's kernel rows do. Writes tune.json under --out and prints a table last; the H200 rounds are
+tests/bench/results/step-tune-h200-round{1,2,3}.json.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import argparse
 import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -25,28 +26,30 @@ import triton
 import triton.language as tl
 from triton.testing import do_bench, do_bench_cudagraph
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-import worldssm.kernels.step.triton as st  # noqa: E402
-from worldssm.kernels.step.ref import mamba2_step_ref  # noqa: E402
+import worldssm.kernels.step.triton as st
+from worldssm.kernels.step.ref import mamba2_step_ref
 
 H, P, N, K = 8, 64, 64, 4
 CD = H * P + 2 * N
 F32, BF16 = torch.float32, torch.bfloat16
 
-# (state dtype, knobs of worldssm.kernels.step.triton). Round 1 (H200, 2026-11-24): hb=1 w=4
-# best for fp32 (sync 0/1 ~1357 us, relaxed 1290, no counter 1227); more heads per program or
-# more warps slower; bf16 best hb=4 w=4 (810 us). Round 2: maxnreg only spills (slower); sync 4
-# (release + acquire) = sync 1. Round 3: one program per row walking its heads (no counter) was
-# slower (2% at B=16384, 2x at B=64) and has been removed from the kernel; see README.md.
+# (state dtype, launch arguments of worldssm.kernels.step.triton._launch). What the H200 rounds
+# measured (B=16384 us; JSON in tests/bench/results/step-tune-h200-round*.json):
+# Round 1: fp32 hb=1 w=4 best (1360); more heads per program or other warp counts slower (hb=2
+# 1455; hb=4 1394 and hb=8 w=8 1386, both spilling; w=8 1391, w=2 1658); evict-first state 1420
+# (but 82.5 against 89.4 us at B=1024). bf16 best hb=4 w=4 (810 against 878 for hb=1). Counter
+# modes, since removed from the kernel, fp32 hb=1: bump after the stores 1356, relaxed bump 1290,
+# no counter at all 1227 (racy: the B/C shift may land before a sibling reads; timing only).
+# Round 2 (release bump + acquire exchange, since removed: 1357, as acq_rel): maxnreg 96 1337
+# (2 spills; 87.1 against 89.1 us at B=1024), 80 and 64 spill more (1576, 2198). Round 3: one
+# program per row walking its heads (no counter) was slower (2% at B=16384, 2x at B=64) and has
+# been removed; see the kernel's README.md.
 VARIANTS = [
-    (F32, dict(HEADS_PER_PROGRAM=1, NUM_WARPS=4, SYNC_MODE=1)),
-    (F32, dict(HEADS_PER_PROGRAM=1, NUM_WARPS=4, SYNC_MODE=3)),
-    (BF16, dict(HEADS_PER_PROGRAM=2, NUM_WARPS=4, SYNC_MODE=1)),
-    (BF16, dict(HEADS_PER_PROGRAM=4, NUM_WARPS=4, SYNC_MODE=1)),
+    (F32, dict(heads_per_program=1, num_warps=4)),
+    (BF16, dict(heads_per_program=2, num_warps=4)),
+    (BF16, dict(heads_per_program=4, num_warps=4)),
 ]
-KNOBS = ("NUM_WARPS", "STREAM_STATE", "HEADS_PER_PROGRAM", "SYNC_MODE", "MAX_REGS")
-SHORT = dict(NUM_WARPS="w", STREAM_STATE="stream", HEADS_PER_PROGRAM="hb", SYNC_MODE="sync", MAX_REGS="maxr")
+SHORT = dict(heads_per_program="hb", num_warps="w", stream_state="stream", max_regs="maxr")
 
 
 def params(gen):
@@ -75,7 +78,7 @@ def rel(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def check(fn, sdt, sync, seed):
+def check(fn, sdt, seed):
     """Relative errors of y, conv and ssm state against the float64 reference (two steps, 2% resets)."""
     zx, conv, ssm, slots, reset, kw = problem(512, sdt, seed, 0.02)
     ssm[slots[reset]] = float("nan")
@@ -91,7 +94,7 @@ def check(fn, sdt, sync, seed):
     bad = [t for t in (y, conv, ssm) if not torch.isfinite(t).all()]
     errs = dict(y=rel(y, y_r), conv=rel(conv, conv_r), ssm=rel(ssm.float(), ssm_r.float()), nan=bool(bad))
     tol = 1e-5 if sdt == F32 else 1e-2
-    ok = not bad and errs["y"] < max(tol, 1e-2) and errs["ssm"] < tol and (sync == 3 or errs["conv"] < 1e-6)
+    ok = not bad and errs["y"] < max(tol, 1e-2) and errs["ssm"] < tol and errs["conv"] < 1e-6
     return ok, errs
 
 
@@ -138,6 +141,18 @@ def ssu_ceiling(batch, sdt):
     return ms * 1e3, nbytes / (ms * 1e-3)
 
 
+def variant(args):
+    """A step function launching with `args`, and the dict where it leaves the compiled kernel."""
+    compiled = {}
+
+    def fn(zx, conv, ssm, slots, reset, n_heads, head_dim, d_state, **weights):
+        y, compiled["kernel"] = st._launch(zx, conv, ssm, slots, reset, **weights, h=n_heads, p=head_dim,
+                                           n=d_state, eps=1e-5, **args)
+        return y
+
+    return fn, compiled
+
+
 def load_old():
     path = Path(__file__).with_name("_old_triton.py")
     if not path.exists():
@@ -167,24 +182,15 @@ def main(argv=None):
             us, bw = ssu_ceiling(b, sdt)
             rows.append(dict(name=f"appendixA-ssu {str(sdt)[6:]}", batch=b, us=us, TBps=bw / 1e12, frac=bw / copy))
     old = load_old()
-    cases = [("old-kernel", sdt, None) for sdt in ((F32,) if old else ())]
-    cases += [(v, v[0], v) for v in VARIANTS]
-    for name, sdt, v in cases:
-        regs = ""
-        if v is None:
-            fn, sync, label = old, 0, f"old {str(sdt)[6:]}"
-        else:
-            knobs = v[1]
-            for key, val in knobs.items():
-                setattr(st, key, val)
-            sync = knobs.get("SYNC_MODE", 1)
-            fn = st.mamba2_step_triton
-            label = f"{str(sdt)[6:]} head " + " ".join(f"{SHORT[k]}={x}" for k, x in knobs.items() if k in SHORT)
+    cases = [(f"old {str(F32)[6:]}", F32, old, None)] if old else []
+    for sdt, args in VARIANTS:
+        label = f"{str(sdt)[6:]} head " + " ".join(f"{SHORT[k]}={x}" for k, x in args.items())
+        cases.append((label, sdt, *variant(args)))
+    for label, sdt, fn, compiled in cases:
         try:
-            ok, errs = check(fn, sdt, sync, seed=5)
-            if v is not None and st.LAST_KERNEL is not None:
-                kk = st.LAST_KERNEL
-                regs = f"{getattr(kk, 'n_regs', '?')}r/{getattr(kk, 'n_spills', '?')}s"
+            ok, errs = check(fn, sdt, seed=5)
+            kk = compiled["kernel"] if compiled else None
+            regs = f"{getattr(kk, 'n_regs', '?')}r/{getattr(kk, 'n_spills', '?')}s" if kk is not None else ""
             for b in batches:
                 us, bw = time_kernel(fn, b, sdt)
                 rows.append(dict(name=label, batch=b, us=us, TBps=bw / 1e12, frac=bw / copy, ok=ok,
@@ -194,9 +200,6 @@ def main(argv=None):
             rows.append(dict(name=label, batch=0, us=float("nan"), TBps=0, frac=0, ok=False,
                              errs=f"{type(exc).__name__}: {exc}"[:300], regs=""))
             print("ERROR", label, f"{type(exc).__name__}: {exc}"[:1500], flush=True)
-        finally:
-            for key in KNOBS:
-                setattr(st, key, None)
         torch.cuda.empty_cache()
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "tune.json").write_text(json.dumps(dict(copy_Bps=copy, rows=rows), indent=1, default=str))
