@@ -12,7 +12,7 @@ step ("engine.z"), so the two verbs chain without the caller carrying anything:
 Both take any subset of slots in any order, validate every input before touching state (a
 rejected call changes nothing), and run one batched model step. On CUDA (with `graphs`
 enabled) the step is replayed from one CUDA graph per batch bucket (`worldssm.kernels.graphs`);
-on CPU the step runs in numpy (`worldssm.engine.numpy_step`, faster than PyTorch's eager ops
+on CPU the step runs in numpy (`worldssm.model.numpy_step`, faster than PyTorch's eager ops
 at simulation batch sizes: `worldssm bench tick` times both) where it can, else the model's
 reference path eagerly; `Engine.impl` says which.
 """
@@ -24,9 +24,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from worldssm.engine import numpy_step
 from worldssm.engine.state import SlabError, StateSlab
 from worldssm.errors import WorldssmError
+from worldssm.model import numpy_step
 
 DEFAULT_BUCKETS = (1, 8, 64, 512, 4096, 16384)
 IMPLS = ("auto", "numpy", "torch")

@@ -8,8 +8,8 @@ import torch
 
 from tests.engine.engine_helpers import BOX_ACT, DISC_ACT, debug_model, obs_actions
 from worldssm.engine import Engine
-from worldssm.engine.numpy_step import supports
 from worldssm.model import WorldModel, preset
+from worldssm.model.numpy_step import supports
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 

@@ -1,4 +1,4 @@
-"""The engine's CPU inference path: the world model's step in numpy.
+"""The world model's step in numpy: the engine's CPU inference path.
 
 On CPU at the batch sizes of a simulation tick (tens of agents) the model's step is bound by
 per-op dispatch, not arithmetic: the DEBUG model's observe is ~160 PyTorch ops at 1-3 us each,
