@@ -266,9 +266,11 @@ def test_graph_path_padding_matches_eager(monkeypatch):
     """The functions handed to GraphedStep give eager results and touch only real + scratch rows."""
     import worldssm.kernels.graphs as graphs
 
-    monkeypatch.setattr(graphs, "GraphedStep", FakeGraphedStep)
-    eager = engine()
-    padded = engine()
+    made = []
+    monkeypatch.setattr(graphs, "GraphedStep", lambda *a: made.append(FakeGraphedStep(*a)) or made[-1])
+    # impl="torch": on CPU "auto" picks the numpy step, which never calls the graphed functions.
+    eager = engine(impl="torch")
+    padded = engine(impl="torch")
     padded.use_graphs = True
     padded.buckets = (4, 16)
     padded._build_steps()
@@ -281,5 +283,6 @@ def test_graph_path_padding_matches_eager(monkeypatch):
         x = eager.observe(s, obs[t], act[t], r) if t < 2 else eager.imagine(s, act[t])
         y = padded.observe(s, obs[t], act[t], r) if t < 2 else padded.imagine(s, act[t])
         torch.testing.assert_close(x.reward, y.reward)
+    assert [m.calls for m in made] == [[4, 4], [4]], "two observes and one imagine, padded to 4"
     for k, t in eager.slab.tensors.items():
         torch.testing.assert_close(padded.slab.tensors[k][:8], t[:8])
