@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tests.engine.engine_helpers import BOX_ACT, DISC_ACT, VEC_OBS, debug_model, obs_actions
+from tests.model.wm_helpers import randomise_parameters
 from worldssm.engine.engine import Engine, EngineInputError
 
 
@@ -122,6 +123,45 @@ def test_snapshot_restore_bit_exact(state_dtype):
         assert torch.equal(got, want)
 
 
+def test_numpy_and_torch_engines_agree_across_grow():
+    """The numpy engine (its stored latents, and the slab views it takes again after `grow`)
+    against the torch engine, on a model whose every parameter is random. The step itself is
+    compared with the model in tests/model/test_numpy_step.py."""
+    model = randomise_parameters(debug_model(act_space=DISC_ACT), seed=2)
+    fast, ref = Engine(model, 4, impl="numpy"), Engine(model, 4, impl="torch")
+    assert (fast.impl, ref.impl) == ("numpy", "torch")
+    obs, act = obs_actions(6, 6, seed=5, act_space=DISC_ACT)
+    slots = [e.join(3) for e in (fast, ref)]
+    for t in range(6):
+        if t == 3:  # new slab tensors: the numpy step must write these, not the old ones
+            for e in (fast, ref):
+                e.grow(10)
+            slots = [np.concatenate([s, e.join(3)]) for s, e in zip(slots, (fast, ref))]
+            assert fast.capacity == 10 and np.array_equal(*slots)
+        n = slots[0].size
+        resets = np.arange(n) == t % n
+        outs = [e.observe(s, obs[t, :n], act[t, :n], resets, decode=True) for e, s in zip((fast, ref), slots)]
+        rows = [4, 1] if n > 4 else [2, 0]  # a subset, out of order
+        outs += [e.imagine(s[rows], act[t, rows], decode=True) for e, s in zip((fast, ref), slots)]
+        for got, want in (outs[:2], outs[2:]):
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    assert outs[0].reward.std() > 0.1, "rewards must vary (the initial reward head is zero)"
+    for k in ref.slab.tensors:
+        torch.testing.assert_close(fast.slab.tensors[k], ref.slab.tensors[k], rtol=1e-4, atol=1e-5)
+
+
+def test_which_step_the_engine_runs():
+    model = debug_model()
+    assert Engine(model, 4).impl == "numpy"  # "auto" on CPU
+    assert Engine(model, 4, sample=True).impl == "torch"
+    assert Engine(debug_model(state_dtype="bfloat16"), 4).impl == "torch"
+    with pytest.raises(ValueError, match="impl='numpy' cannot run this engine: latents are sampled"):
+        Engine(model, 4, sample=True, impl="numpy")
+    with pytest.raises(ValueError, match="impl must be one of"):
+        Engine(model, 4, impl="fast")
+
+
 def _bad_calls(eng, s):
     obs, act = obs_actions(3, 1)
     o, a = obs[0], act[0]
@@ -226,9 +266,11 @@ def test_graph_path_padding_matches_eager(monkeypatch):
     """The functions handed to GraphedStep give eager results and touch only real + scratch rows."""
     import worldssm.kernels.graphs as graphs
 
-    monkeypatch.setattr(graphs, "GraphedStep", FakeGraphedStep)
-    eager = engine()
-    padded = engine()
+    made = []
+    monkeypatch.setattr(graphs, "GraphedStep", lambda *a: made.append(FakeGraphedStep(*a)) or made[-1])
+    # impl="torch": on CPU "auto" picks the numpy step, which never calls the graphed functions.
+    eager = engine(impl="torch")
+    padded = engine(impl="torch")
     padded.use_graphs = True
     padded.buckets = (4, 16)
     padded._build_steps()
@@ -241,5 +283,6 @@ def test_graph_path_padding_matches_eager(monkeypatch):
         x = eager.observe(s, obs[t], act[t], r) if t < 2 else eager.imagine(s, act[t])
         y = padded.observe(s, obs[t], act[t], r) if t < 2 else padded.imagine(s, act[t])
         torch.testing.assert_close(x.reward, y.reward)
+    assert [m.calls for m in made] == [[4, 4], [4]], "two observes and one imagine, padded to 4"
     for k, t in eager.slab.tensors.items():
         torch.testing.assert_close(padded.slab.tensors[k][:8], t[:8])

@@ -44,3 +44,16 @@ def record_chunk_sizes(monkeypatch, module, name: str) -> list:
 
     monkeypatch.setattr(module, name, spy)
     return seen
+
+
+def randomise_parameters(model, seed=0):
+    """Redraw every parameter of `model` in place, so that no array is zero or one by
+    construction (the reward head's output layer starts at zero, norms at one): matrices from
+    N(0, 1/fan_in) with fan_in their last dim, which keeps activations of order one, vectors
+    from N(0, 0.5^2). Returns the model."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            std = p.shape[-1] ** -0.5 if p.dim() > 1 else 0.5
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype) * std)
+    return model

@@ -12,7 +12,7 @@ step ("engine.z"), so the two verbs chain without the caller carrying anything:
 Both take any subset of slots in any order, validate every input before touching state (a
 rejected call changes nothing), and run one batched model step. On CUDA (with `graphs`
 enabled) the step is replayed from one CUDA graph per batch bucket (`worldssm.kernels.graphs`);
-on CPU the step runs in numpy (`worldssm.engine.numpy_step`, faster than PyTorch's eager ops
+on CPU the step runs in numpy (`worldssm.model.numpy_step`, faster than PyTorch's eager ops
 at simulation batch sizes: `worldssm bench tick` times both) where it can, else the model's
 reference path eagerly; `Engine.impl` says which.
 """
@@ -24,9 +24,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from worldssm.engine import numpy_step
 from worldssm.engine.state import SlabError, StateSlab
 from worldssm.errors import WorldssmError
+from worldssm.model import numpy_step
 from worldssm.spaces import SpaceError, check_batch, first_nonfinite_row
 
 DEFAULT_BUCKETS = (1, 8, 64, 512, 4096, 16384)
@@ -97,6 +97,7 @@ class Engine:
         if impl == "numpy" and why_not is not None:
             raise ValueError(f"impl='numpy' cannot run this engine: {why_not}")
         self.impl = "numpy" if impl == "numpy" or (impl == "auto" and why_not is None) else "torch"
+        self._numpy = numpy_step.NumpyStep(self.model) if self.impl == "numpy" else None
         # The eager path runs under inference_mode (no version counters or autograd bookkeeping
         # on any op: same arithmetic, less dispatch per op; the slab's own tensors are ordinary
         # tensors written in place, which inference_mode allows). Outputs are then inference
@@ -174,7 +175,7 @@ class Engine:
         if b == 0:
             return self._empty(decode)
         if self._numpy is not None:
-            return self._numpy_output(self._numpy.observe(s, r, o, a), decode)
+            return self._numpy_output(*self._numpy_observe(s, r, o, a), decode)
         dev = self.device
         with self._no_grad():
             z, rew, cont, h = self._observe_step(
@@ -196,7 +197,7 @@ class Engine:
         if b == 0:
             return self._empty(decode)
         if self._numpy is not None:
-            return self._numpy_output(self._numpy.imagine(s, a), decode)
+            return self._numpy_output(*self._numpy_imagine(s, a), decode)
         dev = self.device
         with self._no_grad():
             st = torch.as_tensor(s, device=dev)
@@ -236,8 +237,23 @@ class Engine:
         self.slab.tensors["engine.z"][slots] = z
         return z, pred.reward, pred.cont, pred.h
 
+    def _numpy_observe(self, slots, reset, obs, action):
+        """`_observe_core` with the numpy step (numpy arrays in and out)."""
+        z, rew, cont, h = self._numpy.observe(self._numpy_slab, slots, obs, action, reset)
+        self._numpy_slab["engine.z"][slots] = z
+        return z, rew, cont, h
+
+    def _numpy_imagine(self, slots, action):
+        """`_imagine_core` with the numpy step."""
+        z_now = self._numpy_slab["engine.z"][slots]  # [B, V*K]
+        z, rew, cont, h = self._numpy.imagine(self._numpy_slab, slots, z_now, action)
+        self._numpy_slab["engine.z"][slots] = z
+        return z, rew, cont, h
+
     def _build_steps(self) -> None:
-        self._numpy = numpy_step.NumpyStep(self.model, self.slab.tensors) if self.impl == "numpy" else None
+        # The numpy step reads and writes the slab through numpy views that share the tensors'
+        # memory; `grow` replaces the tensors, so the views are taken again here.
+        self._numpy_slab = None if self._numpy is None else {k: t.numpy() for k, t in self.slab.tensors.items()}
         if not self.use_graphs:
             self._observe_step, self._imagine_step = self._observe_core, self._imagine_core
             return
@@ -253,8 +269,7 @@ class Engine:
         obs = self.model.decode(z, h) if decode else None
         return EngineOutput(z, rew.float(), cont.float(), obs)
 
-    def _numpy_output(self, out, decode: bool) -> EngineOutput:
-        z, rew, cont, h = out
+    def _numpy_output(self, z, rew, cont, h, decode: bool) -> EngineOutput:
         obs = torch.from_numpy(self._numpy.decode(z, h)) if decode else None
         return EngineOutput(torch.from_numpy(z), torch.from_numpy(rew), torch.from_numpy(cont), obs)
 

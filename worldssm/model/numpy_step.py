@@ -1,4 +1,4 @@
-"""The engine's CPU inference path: the world model's step in numpy.
+"""The world model's step in numpy: the engine's CPU inference path.
 
 On CPU at the batch sizes of a simulation tick (tens of agents) the model's step is bound by
 per-op dispatch, not arithmetic: the DEBUG model's observe is ~160 PyTorch ops at 1-3 us each,
@@ -11,16 +11,19 @@ the same formulas, float32 throughout. Results agree with the PyTorch path to fl
 not bit for bit: the matrix products are BLAS's, not ATen's, and two products are regrouped
 (a discrete action's share of the input projection is a table lookup; the prior, reward and
 continue heads run as one stack); and the mode latent is the argmax of the logits, which is the
-argmax of their unimix log-probs up to rounding ties. It keeps numpy copies of the weights and rebuilds them when
-any parameter's version counter moved (an optimizer step or `load_state_dict` in place), and
-it writes the engine's slab in place. What it cannot run, `supports` says, and the engine then
-runs the PyTorch path: `Engine.impl` records which one runs.
+argmax of their unimix log-probs up to rounding ties. It reads the model only through
+`WorldModel.step_weights` (the model's one list of the arrays a step reads), and takes that view
+again when any parameter's version counter moved (an optimizer step or `load_state_dict` in
+place). It writes the backbone states of a slab in place. What it cannot run, `supports` says,
+and the engine then runs the PyTorch path: `Engine.impl` records which one runs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from worldssm.model.world_model import MLPWeights, StepWeights
 
 F32 = np.float32
 
@@ -31,25 +34,7 @@ def supports(model, sample: bool, device: torch.device) -> str | None:
         return f"the engine is on {device}"
     if sample:
         return "latents are sampled (the numpy path takes the mode)"
-    if model.obs_kind != "vector":
-        return f"{model.obs_kind} observations"
-    if model.cfg.backbone.kind != "mamba2":
-        return f"the {model.cfg.backbone.kind} backbone"
-    if model.cfg.backbone.state_dtype != "float32":
-        return f"{model.cfg.backbone.state_dtype} states"
-    if any(p.dtype != torch.float32 for p in model.parameters()):
-        return "weights are not float32"
-    return None
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    """A float32 numpy copy of a parameter, C-contiguous."""
-    return np.ascontiguousarray(t.detach().numpy(), dtype=F32)
-
-
-def _np_t(t: torch.Tensor) -> np.ndarray:
-    """A matrix parameter transposed ([out, in] -> [in, out], what `x @ w` wants), C-contiguous."""
-    return np.ascontiguousarray(_np(t).T)
+    return model.why_no_step_weights()
 
 
 def _symlog(x: np.ndarray) -> np.ndarray:
@@ -79,11 +64,10 @@ def _layer_norm_silu(y: np.ndarray, g: np.ndarray, beta: np.ndarray, eps: float)
 class _MLP:
     """An `nets.mlp`: (Linear -> LayerNorm -> SiLU) x L, then Linear."""
 
-    def __init__(self, seq):
-        mods = list(seq)
-        self.blocks = [(_np_t(mods[i].weight), _np(mods[i].bias), _np(mods[i + 1].weight),
-                        _np(mods[i + 1].bias), float(mods[i + 1].eps)) for i in range(0, len(mods) - 1, 3)]
-        self.out = (_np_t(mods[-1].weight), _np(mods[-1].bias))
+    def __init__(self, w: MLPWeights):
+        self.blocks = [(blk.linear.w, blk.linear.b, blk.norm_weight, blk.norm_bias, blk.norm_eps)
+                       for blk in w.hidden]
+        self.out = (w.out.w, w.out.b)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         for w, b, g, beta, eps in self.blocks:
@@ -99,10 +83,10 @@ class _MLP:
 class _Heads:
     """Several `nets.mlp`s of one shape reading the same input, run as one stack: each layer is
     one batched product over the heads ([M, B, in] @ [M, in, out]); the output layers are padded
-    to the widest one. Returns each head's output [B, out_m]."""
+    to the widest one. Returns each head's output [B, out_m], in the order given."""
 
-    def __init__(self, seqs):
-        mlps = [_MLP(s) for s in seqs]
+    def __init__(self, weights: list[MLPWeights]):
+        mlps = [_MLP(w) for w in weights]
         self.blocks = []
         for layer in zip(*(m.blocks for m in mlps)):
             w = np.stack([blk[0] for blk in layer])  # [M, in, w]
@@ -130,19 +114,12 @@ class NumpyStep:
     """The world model's one-step inference in numpy (see the module docstring).
 
     Args:
-        model: a `WorldModel` on CPU for which `supports(...)` is None.
-        slab: the engine's slab tensors (name -> CPU tensor); read and written in place.
+        model: a `WorldModel` on CPU for which `supports(...)` is None. The step reads it through
+            `model.step_weights()` only, and again after an in-place change of its parameters.
     """
 
-    def __init__(self, model, slab: dict):
-        cfg = model.cfg
-        bc = cfg.backbone
-        self.model, self.slab = model, slab
-        self.v, self.k = cfg.latent_vars, cfg.latent_classes
-        self.h, self.p, self.n = bc.n_heads, bc.head_dim, bc.d_state
-        self.eps = float(bc.norm_eps)
-        self.obs_shape = tuple(model.obs_shape)
-        self.eye_k = np.eye(self.k, dtype=F32)
+    def __init__(self, model):
+        self._model = model
         self._params = list(model.parameters())
         self._version = None
         self._sync()
@@ -153,32 +130,33 @@ class NumpyStep:
         version = tuple(p._version for p in self._params)
         if version == self._version:
             return
-        model = self.model
-        self.encoder, self.decoder = _MLP(model.encoder), _MLP(model.decoder)
-        self.heads = _Heads([model.prior_head, model.reward_head, model.cont_head])
-        enc = model.action_encoder
-        self.discrete = enc.discrete
-        in_w, in_b = _np_t(model.in_proj.weight), _np(model.in_proj.bias)
-        vk = self.v * self.k
-        self.in_w_z = in_w[:vk]  # the latent's share of the input projection
-        act_w, act_b = _np_t(enc.proj.weight), _np(enc.proj.bias)
+        self._load(self._model.step_weights())
+        self._version = version
+
+    def _load(self, w: StepWeights) -> None:
+        """Lay the view's arrays out for the step: the three heads stacked, a discrete action's
+        share of the input projection as a table, D as a column."""
+        self.v, self.k = w.latent_vars, w.latent_classes
+        self.h, self.p, self.n = w.n_heads, w.head_dim, w.d_state
+        self.eps, self.obs_shape = w.norm_eps, w.obs_shape
+        self.eye_k = np.eye(self.k, dtype=F32)
+        self.encoder, self.decoder = _MLP(w.encoder), _MLP(w.decoder)
+        self.heads = _Heads([w.prior_head, w.reward_head, w.cont_head])
+        act, vk = w.action, self.v * self.k
+        self.discrete = act.discrete
+        self.in_w_z = w.in_proj.w[:vk]  # the latent's share of the input projection [V*K, D]
         if self.discrete:
             # in_proj([z, proj(onehot(a))]) = z @ W_z + table[a]: one row per action.
-            self.act_table = (act_w + act_b) @ in_w[vk:] + in_b  # [n, D]
+            self.act_table = (act.proj.w + act.proj.b) @ w.in_proj.w[vk:] + w.in_proj.b  # [n, D]
         else:
-            self.act_low, self.act_high = _np(enc.low), _np(enc.high)
-            self.act_bounded = enc.bounded.numpy().copy()
-            self.act_w, self.act_b, self.in_w_a, self.in_b = act_w, act_b, in_w[vk:], in_b
-        bb = model.backbone
-        self.norms = [_np(m.weight) for m in bb.norms]
-        self.final_norm = _np(bb.final_norm.weight)
-        self.mixers = [(
-            _np_t(m.in_proj.weight), _np_t(m.conv_weight), _np(m.conv_bias), _np(m.dt_bias),
-            -np.exp(_np(m.A_log)), _np(m.D)[:, None], _np(m.norm_weight).reshape(self.h, self.p),
-            _np_t(m.out_proj.weight),
-        ) for m in bb.mixers]
-        self.bins = _np(model.twohot.bins)
-        self._version = version
+            self.act_low, self.act_high, self.act_bounded = act.low, act.high, act.bounded  # [A]
+            self.act_w, self.act_b = act.proj.w, act.proj.b  # [A, E], [E]
+            self.in_w_a, self.in_b = w.in_proj.w[vk:], w.in_proj.b  # [E, D], [D]
+        self.norms = [m.norm for m in w.layers]
+        self.final_norm = w.final_norm
+        self.mixers = [(m.in_proj, m.conv_weight, m.conv_bias, m.dt_bias, m.A, m.D[:, None], m.gated_norm,
+                        m.out_proj) for m in w.layers]
+        self.bins = w.reward_bins
 
     # ----- pieces (each mirrors the WorldModel method of the same name) --------------------------
     def _mode(self, logits: np.ndarray) -> np.ndarray:
@@ -214,12 +192,13 @@ class NumpyStep:
         u += self.in_b
         return u
 
-    def _layer(self, i: int, u: np.ndarray, slots: np.ndarray, reset: np.ndarray | None) -> np.ndarray:
+    def _layer(self, i: int, u: np.ndarray, slab: dict, slots: np.ndarray,
+               reset: np.ndarray | None) -> np.ndarray:
         """One mixer step (`kernels.step.ref.mamba2_step_ref` between the projections)."""
         in_w, conv_wt, conv_b, dt_bias, a, d, norm_w, out_w = self.mixers[i]
         h, p, n = self.h, self.p, self.n
         hp, b = h * p, u.shape[0]
-        conv_slab, ssm_slab = self.slab[f"{i}.conv"].numpy(), self.slab[f"{i}.ssm"].numpy()
+        conv_slab, ssm_slab = slab[f"{i}.conv"], slab[f"{i}.ssm"]
         zx = u @ in_w  # [B, 2*H*P + 2N + H]: z, x, B, C, dt
         old = conv_slab[slots]  # [B, K-1, Cd]
         if reset is not None:
@@ -248,9 +227,9 @@ class NumpyStep:
         y *= _silu(zx[:, :hp].reshape(b, h, p))  # the z gate
         return self._rms(y, norm_w).reshape(b, hp) @ out_w
 
-    def _backbone(self, x: np.ndarray, slots: np.ndarray, reset: np.ndarray | None) -> np.ndarray:
+    def _backbone(self, x: np.ndarray, slab: dict, slots: np.ndarray, reset: np.ndarray | None) -> np.ndarray:
         for i, w in enumerate(self.norms):
-            x = x + self._layer(i, self._rms(x, w), slots, reset)
+            x = x + self._layer(i, self._rms(x, w), slab, slots, reset)
         return self._rms(x, self.final_norm)
 
     def _heads(self, h: np.ndarray):
@@ -261,24 +240,33 @@ class NumpyStep:
         cont = 1.0 / (1.0 + np.exp(-cont[:, 0]))
         return z, reward.astype(F32, copy=False), cont.astype(F32, copy=False), h
 
-    # ----- the engine's verbs -------------------------------------------------------------------
-    def observe(self, slots: np.ndarray, reset: np.ndarray, obs: np.ndarray, action: np.ndarray):
-        """-> (z_{t+1} [B, V*K], reward [B], cont [B], h [B, D]); writes the slab rows `slots`
-        (backbone states and "engine.z")."""
+    # ----- the model's verbs (`WorldModel.observe_slots`, `imagine_slots`, `decode`) --------------
+    def observe(self, slab: dict, slots: np.ndarray, obs: np.ndarray, action: np.ndarray, reset: np.ndarray):
+        """`WorldModel.observe_slots` with the mode latent: the agents in `slots` saw `obs` and
+        took `action`.
+
+        Args:
+            slab: the backbone states as float32 numpy arrays, named as `Mamba2Backbone.state_spec`
+                ("{i}.conv" [S, K-1, H*P + 2N], "{i}.ssm" [S, H, P, N]); rows `slots` are read
+                and written in place. Other entries are ignored.
+            slots: distinct rows int64 [B].
+            obs: [B, *obs_shape].
+            action: int64 [B] (discrete) or float32 [B, *act_shape] (Box).
+            reset: bool [B]; True zeroes the row's state before the step.
+
+        Returns:
+            float32 (mode latent z_{t+1} [B, V*K], reward [B], cont [B], h [B, D]).
+        """
         self._sync()
         x = obs.astype(F32, copy=False).reshape(obs.shape[0], -1)
         z = self._mode(self.encoder(_symlog(x)))
-        out = self._heads(self._backbone(self._inputs(z, action), slots, reset if reset.any() else None))
-        self.slab["engine.z"].numpy()[slots] = out[0]
-        return out
+        return self._heads(self._backbone(self._inputs(z, action), slab, slots, reset if reset.any() else None))
 
-    def imagine(self, slots: np.ndarray, action: np.ndarray):
-        """Step with the stored latent "engine.z" and `action`; outputs as `observe`."""
+    def imagine(self, slab: dict, slots: np.ndarray, z: np.ndarray, action: np.ndarray):
+        """`WorldModel.imagine_slots`: step with latent z [B, V*K] (drawn from a prior) and
+        `action`; arguments and outputs as `observe`."""
         self._sync()
-        z_slab = self.slab["engine.z"].numpy()
-        out = self._heads(self._backbone(self._inputs(z_slab[slots], action), slots, None))
-        z_slab[slots] = out[0]
-        return out
+        return self._heads(self._backbone(self._inputs(z, action), slab, slots, None))
 
     def decode(self, z: np.ndarray, h: np.ndarray) -> np.ndarray:
         """`WorldModel.decode` for vector observations: [B, *obs_shape]."""
