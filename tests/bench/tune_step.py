@@ -203,7 +203,7 @@ def main(argv=None):
         torch.cuda.empty_cache()
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "tune.json").write_text(json.dumps(dict(copy_Bps=copy, rows=rows), indent=1, default=str))
-    print(f"\n| variant | B | us | TB/s | of copy | ok | regs |")
+    print("\n| variant | B | us | TB/s | of copy | ok | regs |")
     for r in rows:
         print(f"| {r['name']} | {r['batch']} | {r['us']:.1f} | {r['TBps']:.2f} | {r['frac']:.2f} | "
               f"{'ok' if r.get('ok', True) else 'FAIL'} | {r.get('regs', '')} |")

@@ -1,10 +1,9 @@
-import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
-from tests.engine.engine_helpers import BOX_ACT, DISC_ACT, VEC_OBS, debug_model, obs_actions
+from tests.engine.engine_helpers import DISC_ACT, debug_model, obs_actions
 from tests.model.wm_helpers import randomise_parameters
 from worldssm.engine.engine import Engine, EngineInputError
 

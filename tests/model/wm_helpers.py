@@ -3,7 +3,6 @@
 import numpy as np
 import torch
 
-from worldssm.model import WorldModel, preset
 
 VEC_OBS = {"type": "box", "shape": [3], "dtype": "float32", "low": np.full(3, -8.0, np.float32), "high": np.full(3, 8.0, np.float32)}
 IMG_OBS = {"type": "box", "shape": [16, 16, 3], "dtype": "uint8", "low": np.zeros((16, 16, 3), np.uint8), "high": np.full((16, 16, 3), 255, np.uint8)}

@@ -6,7 +6,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from worldssm.model.world_model import MLPWeights, StepWeights
+from worldssm.model.weights import MLPWeights, StepWeights
 
 F32 = np.float32
 

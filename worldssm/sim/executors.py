@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from worldssm.errors import TickRejected
 from worldssm.sim.shells import pin_thread
 from worldssm.sim.topology import Topology
 
@@ -178,3 +179,25 @@ def layout(topo: Topology, ray) -> list:
     env = [cores[(n_eng + e) % len(cores)] for e in range(n_env)]
     spare = cores[n_eng + n_env:]
     return env + eng + [spare[0] if spare else cores[-1]]
+
+
+# Ray's errors that mean an actor or its channel is gone (the tick can be recovered).
+_FAULTS = ("RayActorError", "ActorDiedError", "RayChannelError", "RayChannelTimeoutError",
+           "GetTimeoutError", "ActorUnavailableError")
+
+
+def is_fault(ray, exc: BaseException) -> bool:
+    """Whether a failed `run` means a dead actor (restart and restore) rather than a bug."""
+    kinds = tuple(k for k in (getattr(ray.exceptions, n, None) for n in _FAULTS) if k is not None)
+    return isinstance(exc, kinds) or isinstance(getattr(exc, "cause", None), kinds)
+
+
+def rejection_reason(exc: BaseException) -> str | None:
+    """The reason of a TickRejected raised inside an actor (Ray wraps it with the remote
+    traceback; the reason alone is what the caller needs), or None for any other error."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, TickRejected):
+        return str(cause)
+    if isinstance(exc, TickRejected) and cause is None:
+        return str(exc)
+    return None

@@ -29,7 +29,7 @@ import numpy as np
 from worldssm import codec
 from worldssm.errors import TickRejected, WorldssmError
 from worldssm.sim.config import SimConfig
-from worldssm.sim.executors import CompiledExecutor, LocalExecutor, PlainExecutor
+from worldssm.sim.executors import CompiledExecutor, LocalExecutor, PlainExecutor, is_fault, rejection_reason
 from worldssm.sim.ids import DREAM_OWNER, owner_of
 from worldssm.sim.messages import (
     ActorSpaces,
@@ -45,13 +45,9 @@ from worldssm.sim.messages import (
 from worldssm.sim.overrides import check_overrides, split_overrides
 from worldssm.sim.roster import Roster
 from worldssm.sim.shells import EngineShell, EnvShell
-from worldssm.sim.timing import TickResult, hops, work_chain
+from worldssm.sim.timing import TickResult, hops, summarize, work_chain
 from worldssm.sim.topology import Topology
 from worldssm.spaces import first_nonfinite_row, spaces_differ
-
-_FAULTS = ("RayActorError", "ActorDiedError", "RayChannelError", "RayChannelTimeoutError",
-           "GetTimeoutError", "ActorUnavailableError")
-
 
 class Simulation:
     """Run agents in real envs, in the model's dream, or both, over Ray actors (or locally).
@@ -231,10 +227,10 @@ class Simulation:
             outs, raw_reports = self._exec.run(env_ctrl, eng_ctrl)
             t_back = time.perf_counter()
         except Exception as exc:  # noqa: BLE001 - sorted below: user error, or a dead actor
-            reason = _rejection(exc)
+            reason = rejection_reason(exc)
             if reason is not None:
                 raise TickRejected(reason) from None
-            if self.cfg.backend == "local" or not self._is_fault(exc):
+            if self.cfg.backend == "local" or not is_fault(self.ray, exc):
                 raise
             self.t = t
             self._recover(t, exc)
@@ -289,10 +285,6 @@ class Simulation:
         return env_ctrl, eng_ctrl
 
     # ----- faults -------------------------------------------------------------------------------
-    def _is_fault(self, exc: BaseException) -> bool:
-        kinds = tuple(k for k in (getattr(self.ray.exceptions, n, None) for n in _FAULTS) if k is not None)
-        return isinstance(exc, kinds) or isinstance(getattr(exc, "cause", None), kinds)
-
     def _alive(self, actor) -> int | None:
         """The actor's last processed tick, or None if it is dead."""
         try:
@@ -341,30 +333,7 @@ class Simulation:
 
     def summary(self) -> dict:
         """Tick latency percentiles, rates, faults, and every agent's fate (plain JSON types)."""
-        ok = [r for r in self.history if not r.recovered]
-        lat = np.array([r.latency_ms for r in ok]) if ok else np.zeros(1)
-        live = set(self.live_agents().tolist())
-        records = self.roster.records
-        seconds = lat.sum() / 1e3
-        config = self.cfg.to_dict()
-        config["model"] = {k: v for k, v in config["model"].items() if k in ("checkpoint", "preset", "seed")}
-
-        def p50(key: str) -> float:
-            return float(np.median([getattr(r, key) for r in ok])) if ok else 0.0
-
-        return {
-            "config": config, "ticks": self.t, "recoveries": self.recoveries,
-            "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                           "mean": float(lat.mean())},
-            "env_ms_p50": p50("env_ms"), "engine_ms_p50": p50("engine_ms"), "model_ms_p50": p50("model_ms"),
-            "ticks_per_s": len(ok) / seconds if seconds > 0 else 0.0,
-            "agent_steps_per_s": sum(r.agents for r in ok) / seconds if seconds > 0 else 0.0,
-            "engine": self.engine_impl,
-            "agents_live": len(live), "agents_seen": len(records),
-            "agents_missing": [g for g, r in records.items() if r.left is None and g not in live],
-            "ticks_lost_total": int(sum(r.ticks_lost for r in records.values())),
-            "agents": {str(g): dataclasses.asdict(r) for g, r in records.items()},
-        }
+        return summarize(self.cfg, self.history, self.roster, self.t, self.recoveries, self.engine_impl)
 
     def close(self) -> None:
         """Tear the graph down and stop the actors (Ray itself stays up)."""
@@ -384,13 +353,3 @@ class Simulation:
     def __exit__(self, *exc):
         self.close()
 
-
-def _rejection(exc: BaseException) -> str | None:
-    """The reason of a TickRejected raised inside an actor (Ray wraps it with the remote
-    traceback; the reason alone is what the caller needs), or None for any other error."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, TickRejected):
-        return str(cause)
-    if isinstance(exc, TickRejected) and cause is None:
-        return str(exc)
-    return None

@@ -1,11 +1,16 @@
-"""Where a tick's time went: `TickResult`, and the maths that reads it off the actors' reports."""
+"""Where a tick's time went (`TickResult`, read off the actors' reports) and a run's summary."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
+from worldssm.sim.config import SimConfig
 from worldssm.sim.executors import GraphFacts
 from worldssm.sim.messages import EngineResult, EnvReport
+from worldssm.sim.roster import Roster
 from worldssm.sim.topology import Topology
 
 
@@ -61,3 +66,33 @@ def hops(topo: Topology, graph: GraphFacts, reports: list[EnvReport], results: l
             second = max(second, (res.t_in - max(sent[e] for e in mine)) * 1e3)
         third = max(third, (t_back - res.t_out) * 1e3)
     return first, second, third
+
+
+def summarize(cfg: SimConfig, history: list[TickResult], roster: Roster, ticks: int, recoveries: int,
+              engine_impl: str) -> dict:
+    """A run's summary in plain JSON types: tick latency percentiles, rates, faults, which engine
+    step ran, and every agent's fate."""
+    ok = [r for r in history if not r.recovered]
+    lat = np.array([r.latency_ms for r in ok]) if ok else np.zeros(1)
+    live = set(roster.live().tolist())
+    records = roster.records
+    seconds = lat.sum() / 1e3
+    config = cfg.to_dict()
+    config["model"] = {k: v for k, v in (config["model"] or {}).items() if k in ("checkpoint", "preset", "seed")}
+
+    def p50(key: str) -> float:
+        return float(np.median([getattr(r, key) for r in ok])) if ok else 0.0
+
+    return {
+        "config": config, "ticks": ticks, "recoveries": recoveries,
+        "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+                       "mean": float(lat.mean())},
+        "env_ms_p50": p50("env_ms"), "engine_ms_p50": p50("engine_ms"), "model_ms_p50": p50("model_ms"),
+        "ticks_per_s": len(ok) / seconds if seconds > 0 else 0.0,
+        "agent_steps_per_s": sum(r.agents for r in ok) / seconds if seconds > 0 else 0.0,
+        "engine": engine_impl,
+        "agents_live": len(live), "agents_seen": len(records),
+        "agents_missing": [g for g, r in records.items() if r.left is None and g not in live],
+        "ticks_lost_total": int(sum(r.ticks_lost for r in records.values())),
+        "agents": {str(g): dataclasses.asdict(r) for g, r in records.items()},
+    }

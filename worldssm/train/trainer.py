@@ -8,7 +8,6 @@ a seed: resuming from a checkpoint gives the same weights as an uninterrupted ru
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
