@@ -150,7 +150,7 @@ def test_world_model_trains_on_swarm_data(harsh_run, tmp_path):
     cfg = TrainConfig(preset="DEBUG", steps=3, batch_size=2, seq_len=16, device="cpu")
     trainer = Trainer(out, tmp_path / "run", cfg)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    losses = [trainer.train_step()["loss"] for _ in range(3)]
+    losses = [trainer.update()["loss"] for _ in range(3)]
     assert all(np.isfinite(losses))
     after = trainer.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from worldssm import codec
-from worldssm.spaces import space_from_dict, space_to_dict
 from worldssm.data.format import (
     MAGIC,
     ShardWriter,
@@ -10,7 +9,7 @@ from worldssm.data.format import (
     make_header,
     read_shard,
 )
-from worldssm.errors import DataError, WorldssmError
+from worldssm.errors import DataError
 
 from ._helpers import box_space, steps, vector_header
 
@@ -177,25 +176,6 @@ def test_interrupted_writer_leaves_no_shard(tmp_path):
     writer.close()
     assert [p.name for p in tmp_path.iterdir()] == ["y.wsr"]
     assert len(read_shard(tmp_path / "y.wsr")[1]) == 1
-
-
-def test_spaces_round_trip_through_gymnasium():
-    import gymnasium
-
-    box = gymnasium.spaces.Box(0, 255, (4, 4, 3), np.uint8)
-    d = space_to_dict(box)
-    assert d["dtype"] == "uint8" and d["shape"] == [4, 4, 3] and d["high"].dtype == np.uint8
-    assert space_from_dict(codec.unpackb(codec.packb(d))) == box
-    assert space_from_dict(
-        space_to_dict(gymnasium.spaces.Discrete(5))
-    ) == gymnasium.spaces.Discrete(5)
-    pend = gymnasium.spaces.Box(
-        np.array([-1, -2], np.float32), np.array([1, np.inf], np.float32), dtype=np.float32
-    )
-    assert space_from_dict(space_to_dict(pend)) == pend
-    for bad in (gymnasium.spaces.MultiBinary(3), gymnasium.spaces.Discrete(3, start=1)):
-        with pytest.raises(WorldssmError):
-            space_to_dict(bad)
 
 
 def test_header_validation():

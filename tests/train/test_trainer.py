@@ -23,7 +23,7 @@ def test_resume_equals_uninterrupted_run(pendulum_data, tmp_path):
     half = TrainConfig(**{**CFG.to_dict(), "steps": 7})
     Trainer(pendulum_data, tmp_path / "b", half).run(progress=False)
     resumed = Trainer(pendulum_data, tmp_path / "b", CFG, resume=True)
-    assert resumed.step == 7
+    assert resumed.updates == 7
     resumed.run(progress=False)
     wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert wa.keys() == wb.keys()
@@ -42,18 +42,18 @@ def test_different_seed_differs(pendulum_data, tmp_path):
 
 def test_ctrl_c_saves_a_checkpoint(pendulum_data, tmp_path, monkeypatch):
     trainer = Trainer(pendulum_data, tmp_path / "r", CFG)
-    real = trainer.train_step
+    real = trainer.update
 
     def interrupt_at_3():
-        if trainer.step == 3:
+        if trainer.updates == 3:
             raise KeyboardInterrupt
         return real()
 
-    monkeypatch.setattr(trainer, "train_step", interrupt_at_3)
+    monkeypatch.setattr(trainer, "update", interrupt_at_3)
     with pytest.raises(KeyboardInterrupt):
         trainer.run(progress=False)
     assert resolve_checkpoint(tmp_path / "r").name == "step-00000003"
-    assert Trainer(pendulum_data, tmp_path / "r", CFG, resume=True).step == 3
+    assert Trainer(pendulum_data, tmp_path / "r", CFG, resume=True).updates == 3
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(pendulum_data, tmp_path, monkeypatch):
@@ -62,7 +62,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(pendulum_data, tmp_
 
     def poisoned(batch, *a, **k):
         loss, metrics, state, out = forward(batch, *a, **k)
-        if trainer.step >= 6:
+        if trainer.updates >= 6:
             loss = loss * float("nan")
         return loss, metrics, state, out
 

@@ -2,81 +2,36 @@
 
 Every env name (swarm_v0, `pettingzoo/<family>/<env>`, any Gymnasium id) is collected through the
 batched multi-agent API, agents joining and leaving; a Gymnasium id runs N copies as N agents.
+The flags are CollectConfig's fields (generated, `worldssm.commands.flags`).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from worldssm.agents.registry import AGENTS
-
 HELP = "Collect rollouts of swarm_v0, a PettingZoo env or a Gymnasium id into .wsr shards."
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the collect options to `parser`."""
-    parser.add_argument(
-        "--env",
-        required=True,
-        help="swarm_v0, pettingzoo/<family>/<env>, or a Gymnasium id, e.g. Pendulum-v1",
-    )
-    parser.add_argument(
-        "--agents",
-        type=_positive_int,
-        default=None,
-        help="agents at reset (env copies for Gymnasium ids); default: the env's own (1 copy)",
-    )
-    parser.add_argument(
-        "--steps",
-        type=_positive_int,
-        default=10_000,
-        help="ticks PER AGENT (each agent acts once per tick); total steps ~ agents x steps",
-    )
+    from worldssm.commands.flags import add_config_flags
+    from worldssm.data.collect import CollectConfig
+
     parser.add_argument("--out", required=True, help="output directory for the *.wsr shards")
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="base seed (Gymnasium ids: agent i uses seed + i; batched envs: env and policy)",
-    )
-    parser.add_argument(
-        "--agent",
-        choices=AGENTS,
-        default=None,
-        help="how the agents act (worldssm.agents); default greedy for swarm_v0, else random",
-    )
-    parser.add_argument(
-        "--shard-steps",
-        type=_positive_int,
-        default=50_000,
-        help="recorded steps per shard file before rolling over to the next",
-    )
+    add_config_flags(parser, CollectConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     """Collect, showing a progress bar, then print where the data went."""
     from tqdm import tqdm
 
-    from worldssm.data.collect import collect
+    from worldssm.commands.flags import config_from_args
+    from worldssm.data.collect import CollectConfig, collect
 
-    with tqdm(total=args.steps, unit="tick", desc=f"collect {args.env}") as bar:
-        summary = collect(
-            args.env,
-            n_agents=args.agents,
-            steps=args.steps,
-            out_dir=args.out,
-            seed=args.seed,
-            agent=args.agent,
-            shard_steps=args.shard_steps,
-            progress=bar.update,
-        )
+    cfg = config_from_args(CollectConfig, args)
+    with tqdm(total=cfg.steps, unit="tick", desc=f"collect {cfg.env}") as bar:
+        summary = collect(cfg.env, n_agents=cfg.agents, steps=cfg.steps, out_dir=args.out, seed=cfg.seed,
+                          agent=cfg.agent, shard_steps=cfg.shard_steps, progress=bar.update)
     print(
         f"wrote {summary['steps']} steps ({summary['episodes']} episodes, "
         f"{summary['complete_episodes']} complete) from {summary['agents']} agents "

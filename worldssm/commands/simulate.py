@@ -1,4 +1,8 @@
-"""worldssm simulate: run agents in real envs, in the model's dream, or both, over Ray actors."""
+"""worldssm simulate: run agents in real envs, in the model's dream, or both, over Ray actors.
+
+Every SimConfig field is a flag (generated, `worldssm.commands.flags`); the model comes from
+`--checkpoint` (a trained run) or `--preset` (an untrained model over `--env`'s spaces).
+"""
 
 from __future__ import annotations
 
@@ -6,62 +10,63 @@ HELP = "run a multi-agent simulation (real | dream | mixed) on Ray actors; live 
 
 
 def configure(parser) -> None:
-    from worldssm.agents.registry import AGENTS, ENV_FREE
-    from worldssm.engine.engine import ENGINE_IMPLS
+    from worldssm.commands.flags import add_config_flags
     from worldssm.sim import SimConfig
 
-    d = SimConfig()
     parser.add_argument("--checkpoint", help="run directory (or checkpoint dir) of a trained model")
     parser.add_argument("--preset", help="no checkpoint: an untrained model of this preset (smoke runs)")
-    parser.add_argument("--env", help="env name (default: the checkpoint's env)")
-    parser.add_argument("--agents", type=int, default=d.agents, help="agents at the start")
-    parser.add_argument("--mode", default=d.mode, choices=["real", "dream", "mixed"], help="who steps the agents")
-    parser.add_argument("--dream-fraction", type=float, default=d.dream_fraction, help="dream share in mixed mode")
     parser.add_argument("--ticks", type=int, default=100, help="ticks to run")
     parser.add_argument("--out", required=True, help="directory for summary.json")
-    parser.add_argument("--agent", default=d.agent, choices=AGENTS, help="how real agents act")
-    parser.add_argument("--dream-agent", default=None, choices=ENV_FREE, help="how dream agents act (default: --agent)")
-    parser.add_argument("--env-actors", type=int, default=d.env_actors, help="EnvActors")
-    parser.add_argument("--envs-per-actor", type=int, default=d.envs_per_actor, help="batched envs per EnvActor")
-    parser.add_argument("--engine-actors", type=int, default=d.engine_actors, help="EngineActors (shards)")
-    parser.add_argument("--engine-impl", choices=ENGINE_IMPLS, default=d.engine_impl,
-                        help="the engine's step on CPU: auto (numpy where it can run), numpy, torch")
-    parser.add_argument("--executor", default=d.executor, choices=["compiled", "plain"],
-                        help="Ray Compiled Graph or plain actor calls")
-    parser.add_argument("--backend", default=d.backend, choices=["ray", "local"], help="Ray, or in-process")
     parser.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
-    parser.add_argument("--snapshot-every", type=int, default=d.snapshot_every, help="ticks between snapshots")
-    parser.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"], help="EngineActor device")
-    parser.add_argument("--seed", type=int, default=d.seed, help="seed of envs, policies and sampling")
-    parser.add_argument("--sample", action="store_true", help="draw latents instead of taking the mode")
+    parser.add_argument("--env-kwargs", default="{}", help="extra env kwargs as a JSON object, e.g. '{\"max_steps\": 200}'")
     parser.add_argument("--no-progress", action="store_true", help="no live progress line")
+    add_config_flags(parser, SimConfig, exclude=("model", "env_kwargs"), defaults={"env": None})
 
 
 def _model_source(args):
+    """(ModelSource, the env it was trained on or None)."""
     from worldssm.errors import WorldssmError
+    from worldssm.model import ModelSource
 
     if args.checkpoint and args.preset:
         raise WorldssmError("give --checkpoint or --preset, not both")
     if args.checkpoint:
         from worldssm.checkpoint import load_checkpoint, resolve_checkpoint
-        from worldssm.model import ModelSource
 
         sidecar = load_checkpoint(args.checkpoint)[0]
-        src = ModelSource.of_checkpoint(resolve_checkpoint(args.checkpoint).resolve())
-        return src, sidecar["data"].get("env_id")
+        return ModelSource.of_checkpoint(resolve_checkpoint(args.checkpoint).resolve()), sidecar["data"].get("env_id")
     if not args.preset:
         raise WorldssmError("--checkpoint RUN is required (or --preset NAME for an untrained model)")
     if not args.env:
         raise WorldssmError("--preset needs --env to know the spaces")
     from worldssm.envs import make
-    from worldssm.model import ModelSource
+    from worldssm.model import PRESETS
     from worldssm.spaces import space_to_dict
 
-    env = make(args.env, api="batched")
+    if args.preset.upper() not in PRESETS:
+        raise WorldssmError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
+    try:
+        env = make(args.env, api="batched")
+    except ValueError as exc:
+        raise WorldssmError(f"--env {args.env!r}: {exc}") from exc
     src = ModelSource.of_preset(args.preset, space_to_dict(env.single_observation_space),
                                 space_to_dict(env.single_action_space), seed=args.seed)
     env.close()
     return src, args.env
+
+
+def _env_kwargs(text: str) -> dict:
+    import json
+
+    from worldssm.errors import WorldssmError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WorldssmError(f"--env-kwargs is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise WorldssmError(f"--env-kwargs must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def run(args) -> int:
@@ -70,27 +75,27 @@ def run(args) -> int:
 
     import numpy as np
 
-    from worldssm.sim import SimConfig, Simulation
-    from worldssm.errors import WorldssmError
     from worldssm.atomic import atomic_write_text
+    from worldssm.commands.flags import config_from_args
+    from worldssm.errors import WorldssmError
+    from worldssm.sim import SimConfig, Simulation
 
-    source, ckpt_env = _model_source(args)
-    env = args.env or ckpt_env
+    if args.ticks < 1:
+        raise WorldssmError(f"--ticks must be >= 1, got {args.ticks}")
+    source, trained_on = _model_source(args)
+    env = args.env or trained_on
     if not env:
         raise WorldssmError("the checkpoint names no env; pass --env")
-    cfg = SimConfig(
-        model=source, env=env, agents=args.agents, mode=args.mode, dream_fraction=args.dream_fraction,
-        env_actors=args.env_actors, envs_per_actor=args.envs_per_actor, engine_actors=args.engine_actors,
-        agent=args.agent, dream_agent=args.dream_agent, seed=args.seed, snapshot_every=args.snapshot_every, executor=args.executor,
-        backend=args.backend, device=args.device, sample=args.sample, engine_impl=args.engine_impl,
-    )
+    cfg = config_from_args(SimConfig, args, model=source, env=env, env_kwargs=_env_kwargs(args.env_kwargs))
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise WorldssmError(f"--out {out} is a file, not a directory")
     out.mkdir(parents=True, exist_ok=True)
     bar = None
     if not args.no_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=args.ticks, unit="tick", desc=f"simulate {env} ({args.mode})")
+        bar = tqdm(total=args.ticks, unit="tick", desc=f"simulate {env} ({cfg.mode})")
     recent: list[float] = []
 
     def on_tick(res):
@@ -109,7 +114,6 @@ def run(args) -> int:
         finally:
             if bar is not None:
                 bar.close()
-    summary["model"] = {"checkpoint": source.checkpoint} if source.checkpoint else {"preset": source.preset}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     lat = summary["latency_ms"]
     print(f"{summary['ticks']} ticks, {summary['agents_live']} agents live: {summary['ticks_per_s']:.1f} ticks/s, "

@@ -23,7 +23,7 @@ def run(args) -> int:
     cfg = config_from_args(TrainConfig, args)
     trainer = Trainer(args.data, args.out, cfg, resume=args.resume)
     last = trainer.run(progress=not args.no_progress)
-    print(f"trained to step {trainer.step}: loss {last.get('loss', float('nan')):.4f}, "
+    print(f"trained to step {trainer.updates}: loss {last.get('loss', float('nan')):.4f}, "
           f"val loss {last.get('val_loss', float('nan')):.4f}")
     print(f"checkpoint: {trainer.last_checkpoint}")
     return 0

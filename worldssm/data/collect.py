@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -24,6 +26,37 @@ from worldssm.errors import WorldssmError
 from worldssm.spaces import space_step_layout, space_to_dict
 
 DEFAULT_SHARD_STEPS = 50_000
+
+
+def _agent_names() -> tuple:
+    from worldssm.agents.registry import AGENTS
+
+    return AGENTS
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """What `worldssm collect` records (the arguments of `collect` a user chooses)."""
+
+    env: str  # swarm_v0, pettingzoo/<family>/<env>, or a Gymnasium id, e.g. Pendulum-v1
+    agents: int | None = None  # agents at reset (env copies for Gymnasium ids); none: the env's own
+    steps: int = 10_000  # ticks: each live agent acts once per tick; total steps ~ agents x steps
+    seed: int = 0  # base seed (a Gymnasium id's copy i resets with seed + i; agents use seed)
+    agent: str | None = None  # how agents act (worldssm.agents); none: greedy for swarm_v0, else random
+    shard_steps: int = DEFAULT_SHARD_STEPS  # recorded steps per shard file before rolling over
+
+    CHOICES: ClassVar[dict] = {"agent": _agent_names()}
+
+    def __post_init__(self):
+        if self.agents is not None and not self.agents >= 1:
+            raise ValueError(f"CollectConfig.agents must be >= 1, got {self.agents}")
+        for name in ("steps", "shard_steps"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"CollectConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"CollectConfig.seed must be in [0, 2**32), got {self.seed}")
+        if self.agent is not None and self.agent not in self.CHOICES["agent"]:
+            raise ValueError(f"CollectConfig.agent must be one of {self.CHOICES['agent']}, got {self.agent!r}")
 
 
 class EpisodeRecorder:

@@ -12,6 +12,7 @@ from worldssm.errors import require
 from worldssm.sim.shells import EngineShell, EnvShell
 
 ray = require("ray", "ray[default]>=2.52")
+from ray.dag import InputNode, MultiOutputNode  # noqa: E402 - the Compiled Graph's nodes (executors.py)
 
 
 class EnvActor(EnvShell):
@@ -24,3 +25,5 @@ class EngineActor(EngineShell):
 
 EnvActor = ray.remote(max_restarts=0, max_task_retries=0)(EnvActor)
 EngineActor = ray.remote(max_restarts=0, max_task_retries=0)(EngineActor)
+
+__all__ = ["EngineActor", "EnvActor", "InputNode", "MultiOutputNode"]

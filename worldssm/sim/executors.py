@@ -1,5 +1,8 @@
 """How a tick's graph runs: in this process, as plain Ray actor calls, or as a Ray Compiled Graph.
 
+Ray itself is imported only by `actors.py` and `ray_start.py`; the executors drive the handles
+and the `ray` module they are given.
+
 Each executor is built from frozen facts (the `Topology`, the actor handles, a few knobs) and
 never sees the Simulation. `run(env_ctrl, eng_ctrl)` hands the actors their control messages
 (bytes) and returns (EngineResult bytes per EngineActor, EnvReport bytes per EnvActor).
@@ -103,7 +106,7 @@ class CompiledExecutor:
 
     def __init__(self, topo: Topology, env_actors: list, engine_actors: list, ray, timeout_s: float,
                  pin_cpus: bool):
-        from ray.dag import InputNode, MultiOutputNode
+        from worldssm.sim.actors import InputNode, MultiOutputNode
 
         self.ray, self.timeout_s = ray, timeout_s
         n_env, self.n_eng = topo.n_env, topo.n_engine

@@ -84,7 +84,7 @@ def summarize(cfg: SimConfig, history: list[TickResult], roster: Roster, ticks: 
         return float(np.median([getattr(r, key) for r in ok])) if ok else 0.0
 
     return {
-        "config": config, "ticks": ticks, "recoveries": recoveries,
+        "config": config, "model": config["model"], "ticks": ticks, "recoveries": recoveries,
         "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                        "mean": float(lat.mean())},
         "env_ms_p50": p50("env_ms"), "engine_ms_p50": p50("engine_ms"), "model_ms_p50": p50("model_ms"),

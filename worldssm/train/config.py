@@ -33,7 +33,7 @@ class TrainConfig:
     CHOICES: ClassVar[dict[str, tuple]] = {"preset": PRESET_NAMES, "device": DEVICES}
 
     preset: str = "SMALL"  # model preset (worldssm.model.PRESETS): DEBUG is tiny, SMALL fits a CPU, BASE a GPU
-    steps: int = 2000  # optimiser steps in total (a resumed run continues up to this)
+    steps: int = 2000  # optimiser updates in total (a resumed run continues up to this)
     batch_size: int = 16  # sequences per batch
     seq_len: int = 64  # steps per sequence
     lr: float = 1e-3  # AdamW learning rate

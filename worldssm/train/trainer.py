@@ -109,14 +109,14 @@ class Trainer:
         val_source = self.val_set if self.val_set.num_steps >= cfg.seq_len else self.train_set
         self.val_batch = SequenceSampler(val_source, cfg.batch_size, cfg.seq_len, cfg.seed + 1).sample()
         self.data = data_description(spec, self.dataset, self.train_set, self.val_set)
-        self.step = 0
+        self.updates = 0
         if sidecar is not None:
             self.model.load_state_dict(weights)
             rng = opt_tensors.pop("__rng__.torch")
             self.optimizer.load_state_dict(optimizer_state_dict(opt_tensors, sidecar["optimizer"]))
             self.sampler.load_state_dict(sidecar["sampler"])
             torch.set_rng_state(rng)
-            self.step = int(sidecar["step"])
+            self.updates = int(sidecar["step"])
         self.last_checkpoint = None
 
     # -------------------------------------------------------------------------------------------
@@ -127,10 +127,10 @@ class Trainer:
         enabled = self.cfg.amp and self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def train_step(self) -> dict[str, float]:
+    def update(self) -> dict[str, float]:
         batch = to_tensors(self.sampler.sample(), self.device)
         for group in self.optimizer.param_groups:
-            group["lr"] = self._lr(self.step)
+            group["lr"] = self._lr(self.updates)
         self.model.train()
         with self._autocast():
             loss, metrics, _, _ = self.model(batch)
@@ -142,7 +142,7 @@ class Trainer:
         if not torch.isfinite(norm):
             raise TrainingDiverged(self._diverged(f"the gradient norm is {norm.item()}", metrics))
         self.optimizer.step()
-        self.step += 1
+        self.updates += 1
         out = {k: float(v) for k, v in metrics.items()}
         out["grad_norm"] = float(norm)
         return out
@@ -150,7 +150,7 @@ class Trainer:
     def _diverged(self, what: str, metrics) -> str:
         parts = ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
         keep = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
-        return f"training stopped at step {self.step + 1}: {what} ({parts}); {keep}. Try a lower --lr."
+        return f"training stopped at step {self.updates + 1}: {what} ({parts}); {keep}. Try a lower --lr."
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -166,7 +166,7 @@ class Trainer:
             "data": self.data,
             "sampler": self.sampler.state_dict(),
         }
-        self.last_checkpoint = save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, sidecar)
+        self.last_checkpoint = save_checkpoint(self.run_dir, self.updates, self.model, self.optimizer, sidecar)
         return self.last_checkpoint
 
     def _write_config(self) -> None:
@@ -180,7 +180,7 @@ class Trainer:
         path = self.run_dir / "metrics.jsonl"
         if path.exists():
             # On resume, drop lines logged after the checkpoint we continue from.
-            keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+            keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.updates]
             atomic_write_text(path, "".join(line + "\n" for line in keep))
         return open(path, "a")
 
@@ -193,33 +193,33 @@ class Trainer:
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+            bar = tqdm(total=cfg.steps, initial=self.updates, desc="train", unit="step", dynamic_ncols=True)
         last: dict = {}
         window: list[dict] = []
-        t0, s0 = time.perf_counter(), self.step
+        t0, s0 = time.perf_counter(), self.updates
         with self._open_metrics() as log:
             try:
-                while self.step < cfg.steps:
-                    window.append(self.train_step())
+                while self.updates < cfg.steps:
+                    window.append(self.update())
                     if bar is not None:
                         bar.update(1)
-                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    if self.updates % cfg.log_every == 0 or self.updates == cfg.steps:
                         last = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
                         last.update(self.validate())
-                        last["steps_per_s"] = (self.step - s0) / max(1e-9, time.perf_counter() - t0)
-                        last["step"] = self.step
+                        last["steps_per_s"] = (self.updates - s0) / max(1e-9, time.perf_counter() - t0)
+                        last["step"] = self.updates
                         log.write(json.dumps(last) + "\n")
                         log.flush()
                         window = []
                         if bar is not None:
                             bar.set_postfix(loss=f"{last['loss']:.3f}", val=f"{last['val_loss']:.3f}")
-                    if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    if self.updates % cfg.checkpoint_every == 0 and self.updates < cfg.steps:
                         self.save()
             except KeyboardInterrupt:
                 if bar is not None:
                     bar.close()
                 path = self.save()
-                print(f"interrupted at step {self.step}; saved {path}")
+                print(f"interrupted at step {self.updates}; saved {path}")
                 raise
         if bar is not None:
             bar.close()
