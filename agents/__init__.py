@@ -2,9 +2,9 @@
 agents) and the agents that ship with worldssm. `make_agent(name, action_space, env, seed)` is
 where every caller gets one by name (`AGENTS`)."""
 
-from worldssm.agents.base import Agent, AgentInfo, tick_rng
+from worldssm.agents.base import Agent, AgentInfo, TickStream
 from worldssm.agents.registry import AGENTS, ENV_FREE, make_agent
 from worldssm.agents.scripted import GreedyAgent, PatternAgent, RandomAgent
 
 __all__ = ["AGENTS", "ENV_FREE", "Agent", "AgentInfo", "GreedyAgent", "PatternAgent", "RandomAgent",
-           "make_agent", "tick_rng"]
+           "TickStream", "make_agent"]

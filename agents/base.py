@@ -55,7 +55,25 @@ class Agent(Protocol):
         ...
 
 
-def tick_rng(seed: int, tick: int) -> np.random.Generator:
-    """The random stream of one agent object at one tick: a function of (seed, tick) only, so an
-    actor restarted at tick t draws what the lost one would have drawn."""
-    return np.random.default_rng([int(seed) & (2**63 - 1), int(tick) & (2**63 - 1)])
+class TickStream:
+    """The random stream of one agent object at each tick: a function of (seed, tick) only, so an
+    actor restarted at tick t draws what the lost one would have drawn, whatever came before.
+
+    A Philox generator keyed by the seed, its counter set to (0, tick, 0, 0) at each `at(tick)`:
+    every tick owns 2**64 counter blocks of its own, and re-keying costs about 2 us where a new
+    generator from a seed sequence costs about 9 (this runs for every agent object every tick).
+    """
+
+    _MASK = 2**64 - 1
+
+    def __init__(self, seed: int):
+        self._bits = np.random.Philox(key=int(seed) & self._MASK)
+        self._gen = np.random.Generator(self._bits)
+        self._state = self._bits.state
+
+    def at(self, tick: int) -> np.random.Generator:
+        state = self._state
+        state["state"]["counter"] = np.array([0, int(tick) & self._MASK, 0, 0], np.uint64)
+        state["buffer_pos"], state["has_uint32"], state["uinteger"] = 4, 0, 0
+        self._bits.state = state
+        return self._gen

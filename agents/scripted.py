@@ -1,13 +1,13 @@
 """Scripted agents: random, a fixed pattern, and swarm_v0's greedy food seeker.
 
-Each draws its randomness from (seed, tick) (`base.tick_rng`), so a restarted actor replays it.
+Each draws its randomness from (seed, tick) (`base.TickStream`), so a restarted actor replays it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from worldssm.agents.base import AgentInfo, tick_rng
+from worldssm.agents.base import AgentInfo, TickStream
 
 
 class RandomAgent:
@@ -19,10 +19,10 @@ class RandomAgent:
     """
 
     def __init__(self, action_space: dict, seed: int = 0):
-        self.space, self.seed = action_space, int(seed)
+        self.space, self.stream = action_space, TickStream(seed)
 
     def act(self, obs: np.ndarray, info: AgentInfo) -> np.ndarray:
-        rng = tick_rng(self.seed, info.tick)
+        rng = self.stream.at(info.tick)
         n = info.num_agents
         if self.space["type"] == "discrete":
             return rng.integers(0, int(self.space["n"]), n, dtype=np.int64)
@@ -71,7 +71,7 @@ class GreedyAgent:
             raise ValueError(f"the greedy agent reads a swarm_v0 env's food; got {type(env).__name__}")
         if not 0.0 <= noise <= 1.0:
             raise ValueError(f"noise must be in [0, 1], got {noise}")
-        self.env, self.seed, self.noise = env, int(seed), float(noise)
+        self.env, self.stream, self.noise = env, TickStream(seed), float(noise)
 
     def act(self, obs: np.ndarray, info: AgentInfo) -> np.ndarray:
         from worldssm.envs.swarm.steer import food_seeking_actions
@@ -79,4 +79,4 @@ class GreedyAgent:
         if info.num_agents != self.env.num_agents:
             raise ValueError(f"the greedy agent acts for all {self.env.num_agents} agents of its env, "
                              f"got {info.num_agents} rows")
-        return food_seeking_actions(self.env, tick_rng(self.seed, info.tick), self.noise)
+        return food_seeking_actions(self.env, self.stream.at(info.tick), self.noise)

@@ -96,9 +96,9 @@ def test_reports_move_real_agents_and_record_returns():
     r.add_real(np.array([agent_id(0, 0), agent_id(0, 1)]), tick=0)
     rep = EnvReport(index=0, tick=1, live=np.array([agent_id(0, 1), agent_id(0, 2)]), joined=np.array([agent_id(0, 2)]),
                     left=np.array([agent_id(0, 0)]), left_return=np.array([-3.5], np.float32), act_ms=0.0,
-                    step_ms=0.0, t_act=[0.0, 0.0], t_step=0.0, t_out=0.0)
+                    step_ms=0.0, t_act=0.0, t_acted=0.0, t_step=0.0, t_out=0.0)
     quiet = EnvReport(index=1, tick=1, live=np.zeros(0, np.int64), joined=None, left=None, left_return=None,
-                      act_ms=0.0, step_ms=0.0, t_act=[0.0, 0.0], t_step=0.0, t_out=0.0)
+                      act_ms=0.0, step_ms=0.0, t_act=0.0, t_acted=0.0, t_step=0.0, t_out=0.0)
     r.ingest(1, [rep, quiet], [result(0, None)])
     gone = r.records[agent_id(0, 0)]
     assert (gone.left, gone.reason, gone.episode_return) == (1, "episode ended", -3.5)

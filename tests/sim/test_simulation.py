@@ -7,6 +7,7 @@ from tests.sim.sim_helpers import model_source, slab_states
 from worldssm.errors import TickRejected
 from worldssm.sim import SimConfig, Simulation
 from worldssm.sim.ids import DREAM_OWNER, OWNER_SHIFT
+from worldssm.sim.messages import Predictions
 
 
 def local(**kw):
@@ -52,12 +53,12 @@ def test_predictions_reach_the_agents():
     first = rec.infos[-1]
     assert np.isnan(first.pred_reward).all(), "nothing is predicted before the first observe"
     assert first.first.all() and first.tick == 1
-    sent = sim._preds[0].copy()  # the engine's [reward, cont] rows for the agents of tick 1
+    sent = Predictions.from_bytes(sim._preds[0])  # the engine's rows for the agents of tick 1
     sim.tick()
     info = rec.infos[-1]
     assert info.tick == 2 and not info.first.any()
-    np.testing.assert_array_equal(info.pred_reward, sent[0])
-    np.testing.assert_array_equal(info.pred_cont, sent[1])
+    np.testing.assert_array_equal(info.pred_reward, sent.reward)
+    np.testing.assert_array_equal(info.pred_cont, sent.cont)
     assert np.isfinite(info.pred_cont).all() and ((info.pred_cont > 0) & (info.pred_cont < 1)).all()
 
 

@@ -25,6 +25,7 @@ from worldssm.sim.messages import (
     EngineSnapshot,
     EnvPayload,
     Membership,
+    Predictions,
 )
 from worldssm.sim.overrides import apply_overrides, check_overrides
 from worldssm.spaces import first_nonfinite_row
@@ -123,11 +124,12 @@ class EngineWorker:
     # ----- the tick -----------------------------------------------------------------------------
     def tick_once(self, ctrl: EngineControl, payloads: list[EnvPayload]) -> EngineResult:
         t0 = time.perf_counter()
-        self.check_membership(ctrl.joins, ctrl.leave)
-        if ctrl.ids.size:
-            live = self.d_ids[~np.isin(self.d_ids, ctrl.leave)]
+        leave = _NO_IDS if ctrl.leave is None else ctrl.leave
+        self.check_membership(ctrl.joins, leave)
+        if ctrl.ids is not None:
+            live = self.d_ids[~np.isin(self.d_ids, leave)]
             check_overrides(ctrl.ids, ctrl.actions, live, self.engine.action_space, f"EngineWorker {self.index}")
-        self.apply_membership(ctrl.joins, ctrl.leave)
+        self.apply_membership(ctrl.joins, leave)
         d_act = None
         if self.d_ids.size:
             info = AgentInfo(ids=self.d_ids, tick=ctrl.tick, first=self.d_fresh, pred_reward=self.d_reward,
@@ -142,10 +144,11 @@ class EngineWorker:
             rew, cont = out.reward.cpu().numpy(), out.cont.cpu().numpy()
         self._dream_step(d_act)
         model_ms = (time.perf_counter() - t1) * 1e3
+        both = np.stack([rew, cont]).astype(np.float32, copy=False)  # [2, rows of every payload]
         preds, off = [], 0
         for p in payloads:
             n = p.slots.size
-            preds.append(np.stack([rew[off:off + n], cont[off:off + n]]).astype(np.float32, copy=False))
+            preds.append(Predictions(values=both[:, off:off + n]).to_bytes())
             off += n
         self.tick = ctrl.tick
         dream = self.d_ids.size > 0

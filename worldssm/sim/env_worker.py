@@ -17,7 +17,7 @@ import numpy as np
 from worldssm.agents import AgentInfo, make_agent
 from worldssm.errors import WorldssmError
 from worldssm.sim.ids import agent_id
-from worldssm.sim.messages import EnvActorSetup, EnvControl, EnvPayload, EnvReport
+from worldssm.sim.messages import EnvActorSetup, EnvControl, EnvPayload, EnvReport, Predictions
 from worldssm.sim.overrides import apply_overrides, check_overrides
 from worldssm.spaces import space_to_dict
 
@@ -172,15 +172,16 @@ class EnvWorker:
         self._left, self._left_returns = [], []
         joined = np.concatenate(joined) if joined else _NO_IDS
         a0, a1 = self._act_times
+        changed = bool(joined.size or left.size)  # else the same agents in the same rows
         return EnvReport(
-            index=self.index, tick=self.tick, live=self.live_ids(),
+            index=self.index, tick=self.tick, live=self.live_ids() if changed else None,
             joined=joined if joined.size else None, left=left if left.size else None,
             left_return=returns.astype(np.float32) if left.size else None,
             act_ms=(a1 - a0) * 1e3, step_ms=(time.perf_counter() - t0) * 1e3,
-            t_act=[a0, a1], t_step=t0, t_out=time.perf_counter())
+            t_act=a0, t_acted=a1, t_step=t0, t_out=time.perf_counter())
 
     def _actions_for(self, ctrl: EnvControl) -> list[np.ndarray]:
-        if ctrl.ids.size:
+        if ctrl.ids is not None:
             check_overrides(ctrl.ids, ctrl.actions, self.live_ids(), self.action_space,
                             f"EnvWorker {self.index}")
         rew, cont = self._predictions(ctrl.pred)
@@ -194,16 +195,18 @@ class EnvWorker:
             offset += n
         return actions
 
-    def _predictions(self, pred: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _predictions(self, blob: bytes | None) -> tuple[np.ndarray, np.ndarray]:
         """The engine's predictions for the current rows (NaN for agents it has not seen)."""
         n = self._pred_index.size
         rew, cont = np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32)
-        if pred is None or n == 0:
+        if blob is None or n == 0:
             return rew, cont
-        if pred.shape[0] != 2 or pred.shape[1] <= int(self._pred_index.max(initial=-1)):
-            raise WorldssmError(f"EnvWorker {self.index}: predictions of shape {pred.shape} do not "
-                                f"cover the {n} rows of the last report")
+        pred = Predictions.from_bytes(blob)
+        rows = pred.values.shape[1]
+        if pred.values.shape[0] != 2 or rows <= int(self._pred_index.max(initial=-1)):
+            raise WorldssmError(f"EnvWorker {self.index}: predictions for {rows} rows do not cover the "
+                                f"{n} rows of the last payload")
         have = self._pred_index >= 0
-        rew[have] = pred[0][self._pred_index[have]]
-        cont[have] = pred[1][self._pred_index[have]]
+        rew[have] = pred.reward[self._pred_index[have]]
+        cont[have] = pred.cont[self._pred_index[have]]
         return rew, cont

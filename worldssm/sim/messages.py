@@ -10,7 +10,8 @@ Per tick: the driver sends each EnvActor an `EnvControl` and each EngineActor an
 `EngineControl`; an EnvActor sends its EngineActor an `EnvPayload` (o_t, a_t of its agents) and
 the driver an `EnvReport`; an EngineActor answers the driver with an `EngineResult`. Setup and
 recovery use `EnvActorSetup`, `EngineActorSetup`, `ActorSpaces`, `EngineSnapshot` and
-`MembershipLog`.
+`MembershipLog`. `Predictions` travel inside an EngineResult and an EnvControl as bytes that
+only their receiver, the EnvActor, decodes (and so validates).
 """
 
 from __future__ import annotations
@@ -34,10 +35,22 @@ class MessageError(WorldssmError, ValueError):
 
 
 # ----- field checks ---------------------------------------------------------------------------
-class _Check:
-    """Validates (and where needed converts) one decoded field value; raises MessageError."""
+class _Bad(Exception):
+    """A field check failed: `reason`, at `path` inside the field (e.g. "[0].obs")."""
 
-    def __call__(self, value: Any, where: str) -> Any:
+    def __init__(self, reason: str, path: str = ""):
+        super().__init__(reason)
+        self.reason, self.path = reason, path
+
+
+class _Check:
+    """Validates (and where needed converts) one decoded field value; raises _Bad, which the
+    message turns into a MessageError naming the message and the field (the location is only
+    formatted when something is wrong: decoding runs every tick)."""
+
+    needs_encode = False  # encode() changes the value (nested messages, the model source)
+
+    def __call__(self, value: Any) -> Any:
         raise NotImplementedError
 
     def encode(self, value: Any) -> Any:
@@ -47,12 +60,11 @@ class _Check:
 class _Scalar(_Check):
     def __init__(self, *types: type):
         self.types = types
+        self.bool_ok = bool in types
 
-    def __call__(self, value, where):
-        if isinstance(value, bool) and bool not in self.types:
-            raise MessageError(f"{where}: expected {self.types[0].__name__}, got bool")
-        if not isinstance(value, self.types):
-            raise MessageError(f"{where}: expected {self.types[0].__name__}, got {type(value).__name__}")
+    def __call__(self, value):
+        if not isinstance(value, self.types) or (not self.bool_ok and isinstance(value, bool)):
+            raise _Bad(f"expected {self.types[0].__name__}, got {type(value).__name__}")
         return value
 
 
@@ -61,24 +73,24 @@ class _Array(_Check):
         self.dtype = None if dtype is None else np.dtype(dtype)
         self.ndim, self.kind = ndim, kind
 
-    def __call__(self, value, where):
+    def __call__(self, value):
         if not isinstance(value, np.ndarray):
-            raise MessageError(f"{where}: expected an array, got {type(value).__name__}")
+            raise _Bad(f"expected an array, got {type(value).__name__}")
         if self.dtype is not None and value.dtype != self.dtype:
-            raise MessageError(f"{where}: expected dtype {self.dtype}, got {value.dtype}")
+            raise _Bad(f"expected dtype {self.dtype}, got {value.dtype}")
         if self.kind is not None and value.dtype.kind not in self.kind:
-            raise MessageError(f"{where}: dtype {value.dtype} is not of kind {self.kind!r}")
+            raise _Bad(f"dtype {value.dtype} is not of kind {self.kind!r}")
         if self.ndim is not None and value.ndim != self.ndim:
-            raise MessageError(f"{where}: expected {self.ndim} dims, got shape {value.shape}")
+            raise _Bad(f"expected {self.ndim} dims, got shape {value.shape}")
         return value
 
 
 class _Optional(_Check):
     def __init__(self, inner: _Check):
-        self.inner = inner
+        self.inner, self.needs_encode = inner, inner.needs_encode
 
-    def __call__(self, value, where):
-        return None if value is None else self.inner(value, where)
+    def __call__(self, value):
+        return None if value is None else self.inner(value)
 
     def encode(self, value):
         return None if value is None else self.inner.encode(value)
@@ -86,52 +98,62 @@ class _Optional(_Check):
 
 class _ListOf(_Check):
     def __init__(self, inner: _Check):
-        self.inner = inner
+        self.inner, self.needs_encode = inner, inner.needs_encode
 
-    def __call__(self, value, where):
+    def __call__(self, value):
         if not isinstance(value, list):
-            raise MessageError(f"{where}: expected a list, got {type(value).__name__}")
-        return [self.inner(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            raise _Bad(f"expected a list, got {type(value).__name__}")
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(self.inner(v))
+            except _Bad as exc:
+                raise _Bad(exc.reason, f"[{i}]{exc.path}") from None
+        return out
 
     def encode(self, value):
         return [self.inner.encode(v) for v in value]
 
 
 class _Nested(_Check):
+    needs_encode = True
+
     def __init__(self, cls: type[Message]):
         self.cls = cls
 
-    def __call__(self, value, where):
-        return self.cls.from_obj(value, where)
+    def __call__(self, value):
+        return self.cls._check(value)
 
     def encode(self, value):
         return value.to_obj()
 
 
 class _Space(_Check):
-    def __call__(self, value, where):
+    def __call__(self, value):
         try:
             check_space_dict(value)
         except SpaceError as exc:
-            raise MessageError(f"{where}: {exc}") from exc
+            raise _Bad(str(exc)) from exc
         return value
 
 
 class _Model(_Check):
-    def __call__(self, value, where):
+    needs_encode = True
+
+    def __call__(self, value):
         try:
             return ModelSource.from_dict(value)
         except (TypeError, ValueError) as exc:
-            raise MessageError(f"{where}: {exc}") from exc
+            raise _Bad(str(exc)) from exc
 
     def encode(self, value):
         return value.to_dict()
 
 
 class _Dict(_Check):
-    def __call__(self, value, where):
+    def __call__(self, value):
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise MessageError(f"{where}: expected a map with string keys")
+            raise _Bad("expected a map with string keys")
         return value
 
 
@@ -157,31 +179,62 @@ def nested(cls: type[Message]) -> _Check:
 
 # ----- the base and the decorator -------------------------------------------------------------
 class Message:
-    """Base of every message; see the module docstring."""
+    """Base of every message; see the module docstring.
+
+    Encoding and decoding run on every tick (several messages per actor), so both stay lean:
+    fields are copied from the instance dict, only fields that need it (nested messages, the
+    model source) are converted, and a decoded message is filled in without re-running the
+    dataclass `__init__` (its values were just checked)."""
 
     KIND: ClassVar[str]
     SCHEMA: ClassVar[dict[str, _Check]]
+    _ENCODE: ClassVar[tuple]  # (name, check) of the fields whose value needs converting
+    _KEYS: ClassVar[frozenset]  # the keys of an encoded message
 
     def to_obj(self) -> dict:
-        obj = {"kind": self.KIND}
-        for name, check in self.SCHEMA.items():
-            obj[name] = check.encode(getattr(self, name))
+        obj = dict(self.__dict__)
+        obj["kind"] = self.KIND
+        for name, check in self._ENCODE:
+            obj[name] = check.encode(obj[name])
         return obj
 
     def to_bytes(self) -> bytes:
         return codec.packb(self.to_obj())
 
     @classmethod
-    def from_obj(cls, obj: Any, where: str | None = None):
-        where = where or cls.__name__
-        if not isinstance(obj, dict) or obj.get("kind") != cls.KIND:
+    def from_obj(cls, obj: Any):
+        """The message from decoded msgpack data; MessageError names the message and field."""
+        try:
+            return cls._check(obj)
+        except _Bad as exc:
+            raise MessageError(f"{cls.__name__}{exc.path}: {exc.reason}") from None
+
+    @classmethod
+    def _check(cls, obj: Any):
+        if type(obj) is not dict or obj.get("kind") != cls.KIND:
             got = obj.get("kind") if isinstance(obj, dict) else type(obj).__name__
-            raise MessageError(f"{where}: expected a {cls.KIND!r} message, got {got!r}")
-        if len(obj) != len(cls.SCHEMA) + 1 or not all(name in obj for name in cls.SCHEMA):
+            raise _Bad(f"expected a {cls.KIND!r} message, got {got!r}")
+        if obj.keys() != cls._KEYS:
             missing = sorted(set(cls.SCHEMA) - set(obj))
-            extra = sorted(set(obj) - set(cls.SCHEMA) - {"kind"})
-            raise MessageError(f"{where}: fields missing {missing}, unknown {extra}")
-        return cls(**{name: check(obj[name], f"{where}.{name}") for name, check in cls.SCHEMA.items()})
+            extra = sorted(set(obj) - cls._KEYS)
+            raise _Bad(f"fields missing {missing}, unknown {extra}")
+        try:
+            values = {name: check(obj[name]) for name, check in cls.SCHEMA.items()}
+        except _Bad:
+            cls._name_the_bad_field(obj)
+            raise
+        msg = cls.__new__(cls)
+        msg.__dict__.update(values)  # a frozen dataclass's fields live in its __dict__
+        return msg
+
+    @classmethod
+    def _name_the_bad_field(cls, obj: dict) -> None:
+        """Check field by field (the slow path, after a failure) and raise naming the field."""
+        for name, check in cls.SCHEMA.items():
+            try:
+                check(obj[name])
+            except _Bad as exc:
+                raise _Bad(exc.reason, f".{name}{exc.path}") from None
 
     @classmethod
     def from_bytes(cls, data: bytes):
@@ -203,6 +256,8 @@ def message(kind: str, **schema: _Check):
         if names != list(schema):
             raise TypeError(f"{cls.__name__}: schema {list(schema)} does not match fields {names}")
         cls.KIND, cls.SCHEMA = kind, dict(schema)
+        cls._KEYS = frozenset(schema) | {"kind"}
+        cls._ENCODE = tuple((n, c) for n, c in schema.items() if c.needs_encode)
         return cls
 
     return wrap
@@ -298,28 +353,43 @@ class EngineSnapshot(Message):
 
 
 # ----- the tick -------------------------------------------------------------------------------
-@message("env_control", tick=INT, pred=opt(F32), ids=IDS, actions=opt(NUMERIC))
+@message("predictions", values=_Array("float32", 2))
+class Predictions(Message):
+    """EngineActor -> EnvActor (the driver forwards the bytes unopened): the model's predictions
+    for the rows of the EnvActor's last payload, for the step they are about to arrive in."""
+
+    values: np.ndarray  # float32 [2, n]: reward, and the probability that the episode goes on
+
+    @property
+    def reward(self) -> np.ndarray:
+        return self.values[0]
+
+    @property
+    def cont(self) -> np.ndarray:
+        return self.values[1]
+
+
+@message("env_control", tick=INT, pred=opt(BYTES), ids=opt(IDS), actions=opt(NUMERIC))
 class EnvControl(Message):
     """Driver -> EnvActor, each tick."""
 
     tick: int
-    pred: np.ndarray | None  # float32 [2, R]: the engine's reward and continue predictions for
-    # the rows of this actor's last report (None: none yet)
-    ids: np.ndarray = field(default_factory=lambda: _NO_IDS)  # int64 [k] agents whose action is given
+    pred: bytes | None  # Predictions bytes from the EngineActor (None: none yet)
+    ids: np.ndarray | None = None  # int64 [k] agents whose action is given (None: no overrides)
     actions: np.ndarray | None = None  # [k, ...] their actions
 
 
-@message("engine_control", tick=INT, snapshot=BOOL, ids=IDS, actions=opt(NUMERIC),
-         joins=list_of(nested(DreamJoin)), leave=IDS)
+@message("engine_control", tick=INT, snapshot=BOOL, ids=opt(IDS), actions=opt(NUMERIC),
+         joins=list_of(nested(DreamJoin)), leave=opt(IDS))
 class EngineControl(Message):
     """Driver -> EngineActor, each tick."""
 
     tick: int
     snapshot: bool  # return a snapshot after this tick
-    ids: np.ndarray = field(default_factory=lambda: _NO_IDS)  # int64 [k] dream agents whose action is given
+    ids: np.ndarray | None = None  # int64 [k] dream agents whose action is given (None: no overrides)
     actions: np.ndarray | None = None  # [k, ...]
     joins: list = field(default_factory=list)  # DreamJoin, applied after the leaves
-    leave: np.ndarray = field(default_factory=lambda: _NO_IDS)  # int64 dream agents leaving
+    leave: np.ndarray | None = None  # int64 dream agents leaving (None: none)
 
 
 @message("env_payload", slots=IDS, obs=NUMERIC, actions=NUMERIC, resets=FLAGS)
@@ -332,8 +402,8 @@ class EnvPayload(Message):
     resets: np.ndarray  # bool [n] first step of an episode
 
 
-@message("env_report", index=INT, tick=INT, live=IDS, joined=opt(IDS), left=opt(IDS),
-         left_return=opt(F32), act_ms=FLOAT, step_ms=FLOAT, t_act=list_of(FLOAT), t_step=FLOAT,
+@message("env_report", index=INT, tick=INT, live=opt(IDS), joined=opt(IDS), left=opt(IDS),
+         left_return=opt(F32), act_ms=FLOAT, step_ms=FLOAT, t_act=FLOAT, t_acted=FLOAT, t_step=FLOAT,
          t_out=FLOAT)
 class EnvReport(Message):
     """EnvActor -> driver after its envs stepped. Empty joined / left travel as None (most ticks
@@ -342,18 +412,19 @@ class EnvReport(Message):
 
     index: int
     tick: int
-    live: np.ndarray  # int64 [A] live agents after the step, in row order
+    live: np.ndarray | None  # int64 [A] live agents after the step, in row order (None: unchanged)
     joined: np.ndarray | None  # int64 agents that joined this tick
     left: np.ndarray | None  # int64 agents that left this tick
     left_return: np.ndarray | None  # float32 their episode returns
     act_ms: float  # the agents' act (and payload packing)
     step_ms: float  # the env step
-    t_act: list  # [start, end] of act
+    t_act: float  # when the agents started to act
+    t_acted: float  # when the payload was packed
     t_step: float  # start of the env step
     t_out: float  # when the report was packed
 
 
-@message("engine_result", index=INT, tick=INT, preds=list_of(F32), dream_ids=opt(IDS),
+@message("engine_result", index=INT, tick=INT, preds=list_of(BYTES), dream_ids=opt(IDS),
          dream_reward=opt(F32), dream_cont=opt(F32), model_ms=FLOAT, engine_ms=FLOAT,
          snapshot=opt(nested(EngineSnapshot)), t_in=FLOAT, t_out=FLOAT)
 class EngineResult(Message):
@@ -361,7 +432,7 @@ class EngineResult(Message):
 
     index: int
     tick: int
-    preds: list  # per EnvActor feeding it: float32 [2, n] reward and continue predictions
+    preds: list  # per EnvActor feeding it: Predictions bytes (for that EnvActor to decode)
     dream_ids: np.ndarray | None  # int64 [D] live dream agents (None: none)
     dream_reward: np.ndarray | None  # float32 [D]
     dream_cont: np.ndarray | None  # float32 [D]

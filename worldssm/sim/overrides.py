@@ -30,11 +30,11 @@ def check_overrides(ids: np.ndarray, actions, live: np.ndarray, space: dict, whe
         raise TickRejected(f"{where}: {exc}") from exc
 
 
-def apply_overrides(actions: np.ndarray, row_ids: np.ndarray, ids: np.ndarray, given: np.ndarray) -> np.ndarray:
+def apply_overrides(actions: np.ndarray, row_ids: np.ndarray, ids: np.ndarray | None, given) -> np.ndarray:
     """`actions` [A, ...] for agents `row_ids` [A], with the rows named in `ids` replaced by
-    `given` [k, ...] (ids not among `row_ids` are someone else's). Returns a new array when any
-    row changes, else `actions` itself."""
-    if ids.size == 0:
+    `given` [k, ...] (ids not among `row_ids` are someone else's; None: no overrides). Returns a
+    new array when any row changes, else `actions` itself."""
+    if ids is None or ids.size == 0:
         return actions
     hit = np.isin(row_ids, ids)
     if not hit.any():

@@ -71,6 +71,10 @@ class Roster:
         self._dream_next = [0] * topo.n_engine
 
     # ----- reading ------------------------------------------------------------------------------
+    def count(self) -> int:
+        """How many agents are live after the last tick."""
+        return sum(x.size for x in self.live_env) + sum(x.size for x in self.live_dream)
+
     def live(self) -> np.ndarray:
         """Ids of the agents live after the last tick (queued joins excluded)."""
         parts = self.live_env + self.live_dream
@@ -160,7 +164,8 @@ class Roster:
     def ingest(self, tick: int, reports: list[EnvReport], results: list[EngineResult]) -> None:
         """Read who is live, who joined and who left from a tick's reports and results."""
         for e, rep in enumerate(reports):
-            self.live_env[e] = rep.live
+            if rep.live is not None:
+                self.live_env[e] = rep.live
             if rep.joined is not None:
                 self.add_real(rep.joined, tick)
             if rep.left is not None:

@@ -73,7 +73,7 @@ class Simulation:
         self.recoveries = 0
         self.env_actors: list = []
         self.engine_actors: list = []
-        self._preds: list[np.ndarray | None] = [None] * self.topo.n_env
+        self._preds: list[bytes | None] = [None] * self.topo.n_env  # Predictions bytes per EnvActor
         self._exec = None
         try:
             self._setup()
@@ -235,7 +235,7 @@ class Simulation:
             self.t = t
             self._recover(t, exc)
             res = TickResult(t, (time.perf_counter() - t0) * 1e3, 0.0, 0.0, 0.0,
-                             int(self.live_agents().size), recovered=True)
+                             self.roster.count(), recovered=True)
             self.history.append(res)
             return res
         self.t = t
@@ -252,7 +252,7 @@ class Simulation:
             env_ms=max((r.act_ms + r.step_ms for r in reports), default=0.0),
             engine_ms=max((r.engine_ms for r in results), default=0.0),
             model_ms=max((r.model_ms for r in results), default=0.0),
-            agents=int(self.live_agents().size), hop_ms=hops(self.topo, graph, reports, results, t_sent, t_back),
+            agents=self.roster.count(), hop_ms=hops(self.topo, graph, reports, results, t_sent, t_back),
             act_ms=max((r.act_ms for r in reports), default=0.0),
             work_ms=work_chain(self.topo, graph, reports, results))
         res.driver_ms = (t_sent - t0) * 1e3 + (time.perf_counter() - t_back) * 1e3
@@ -260,9 +260,27 @@ class Simulation:
         return res
 
     def _controls(self, t: int, actions) -> tuple[list[bytes], list[bytes]]:
+        """Each actor's control message for tick `t`, after checking the overrides."""
+        given = self._overrides(actions)  # owner -> {"ids", "actions"}; validated here
+        env_ctrl = [EnvControl(tick=t, pred=self._preds[e], **given.get(e, {})).to_bytes()
+                    for e in range(self.topo.n_env)]
+        eng_ctrl = []
+        for j in range(self.topo.n_engine):
+            joins, leave = self.roster.queued(j)
+            eng_ctrl.append(EngineControl(tick=t, snapshot=t % self.cfg.snapshot_every == 0, joins=list(joins),
+                                          leave=leave if leave.size else None,
+                                          **given.get(DREAM_OWNER + j, {})).to_bytes())
+        return env_ctrl, eng_ctrl
+
+    def _overrides(self, actions) -> dict[int, dict]:
+        """The caller's overrides split by the actor that owns each agent, checked against that
+        actor's live agents and the action space."""
+        if actions is None:
+            return {}
         ids, acts = split_overrides(actions, self.action_space)
         owners = owner_of(ids)
-        for o in (np.unique(owners).tolist() if ids.size else ()):
+        out = {}
+        for o in np.unique(owners).tolist():
             rows = owners == o
             if 0 <= o < self.topo.n_env:
                 live, where = self.roster.live_env[o], f"EnvActor {o}"
@@ -271,18 +289,8 @@ class Simulation:
             else:
                 raise TickRejected(f"agent {int(ids[np.argmax(rows)])} is not a live agent")
             check_overrides(ids[rows], acts[rows], live, self.action_space, where)
-
-        def mine(owner: int) -> dict:
-            rows = owners == owner
-            return {"ids": ids[rows], "actions": acts[rows]} if ids.size and rows.any() else {}
-
-        env_ctrl = [EnvControl(tick=t, pred=self._preds[e], **mine(e)).to_bytes() for e in range(self.topo.n_env)]
-        eng_ctrl = []
-        for j in range(self.topo.n_engine):
-            joins, leave = self.roster.queued(j)
-            eng_ctrl.append(EngineControl(tick=t, snapshot=t % self.cfg.snapshot_every == 0, joins=list(joins),
-                                          leave=leave, **mine(DREAM_OWNER + j)).to_bytes())
-        return env_ctrl, eng_ctrl
+            out[o] = {"ids": ids[rows], "actions": acts[rows]}
+        return out
 
     # ----- faults -------------------------------------------------------------------------------
     def _alive(self, actor) -> int | None:

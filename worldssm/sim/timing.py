@@ -57,8 +57,8 @@ def work_chain(topo: Topology, graph: GraphFacts, reports: list[EnvReport], resu
 def hops(topo: Topology, graph: GraphFacts, reports: list[EnvReport], results: list[EngineResult],
          t_sent: float, t_back: float) -> tuple[float, float, float]:
     """The three hops of `TickResult.hop_ms`, each the slowest of its kind (ms)."""
-    first = max(((r.t_act[0] - t_sent) * 1e3 for r in reports), default=0.0)
-    sent = [r.t_out if graph.env_step_first[e] else r.t_act[1] for e, r in enumerate(reports)]
+    first = max(((r.t_act - t_sent) * 1e3 for r in reports), default=0.0)
+    sent = [r.t_out if graph.env_step_first[e] else r.t_acted for e, r in enumerate(reports)]
     second = third = 0.0
     for j, res in enumerate(results):
         mine = topo.envs_of[j]
