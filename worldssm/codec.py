@@ -18,6 +18,7 @@ snapshots on a machine without gymnasium.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -46,6 +47,7 @@ _CODE_TO_DTYPE: dict[int, np.dtype] = {
 }
 # Keyed by the little-endian dtype string ("<f4", "|u1", "|b1") so big-endian inputs map too.
 _LE_STR_TO_CODE: dict[str, int] = {dt.str: code for code, dt in _CODE_TO_DTYPE.items()}
+_NATIVE: dict[int, np.dtype] = {code: dt.newbyteorder("=") for code, dt in _CODE_TO_DTYPE.items()}
 _HEAD = struct.Struct("<BB")
 _MAX_DIM = 2**32 - 1
 _HEADS = [struct.Struct(f"<BB{n}I") for n in range(MAX_NDIM + 1)]  # header + dims, per ndim
@@ -85,14 +87,17 @@ def encode_array(arr: np.ndarray) -> bytes:
     code = _LE_STR_TO_CODE.get(arr.dtype.str)  # the common case: a little-endian allowed dtype
     if code is None:
         code = dtype_code(arr.dtype)
-    if arr.ndim > MAX_NDIM:
-        raise CodecError(f"array has {arr.ndim} dims; at most {MAX_NDIM} are supported")
-    if any(d > _MAX_DIM for d in arr.shape):
-        raise CodecError(f"array shape {arr.shape} has a dim that does not fit in u32")
+    shape = arr.shape
+    ndim = len(shape)
+    if ndim > MAX_NDIM:
+        raise CodecError(f"array has {ndim} dims; at most {MAX_NDIM} are supported")
+    if ndim and max(shape) > _MAX_DIM:
+        raise CodecError(f"array shape {shape} has a dim that does not fit in u32")
+    head = _HEADS[ndim].pack(code, ndim, *shape)
+    if arr.size and arr.ndim and arr.flags.c_contiguous and arr.dtype.str == _CODE_TO_DTYPE[code].str:
+        return b"".join((head, arr.data.cast("B")))  # one copy: join reads the array's buffer
     # np.asarray keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d).
     le = np.asarray(arr, dtype=_CODE_TO_DTYPE[code], order="C")
-    head = _HEADS[le.ndim].pack(code, le.ndim, *le.shape)
-    # One copy: join reads the array's buffer directly.
     return b"".join((head, le.reshape(-1).view(np.uint8).data))
 
 
@@ -120,9 +125,7 @@ def decode_array(payload: bytes) -> np.ndarray:
     if len(payload) < dims_end:
         raise CodecError(f"array payload is {len(payload)} bytes, too short for {ndim} dims")
     shape = _DIMS[ndim].unpack_from(payload, _HEAD.size)
-    count = 1
-    for d in shape:
-        count *= d
+    count = math.prod(shape)
     expected = count * dt.itemsize
     got = len(payload) - dims_end
     if got != expected:
@@ -131,7 +134,9 @@ def decode_array(payload: bytes) -> np.ndarray:
             f"payload has {got}"
         )
     flat = np.frombuffer(payload, dtype=dt, count=count, offset=dims_end)
-    return np.array(flat.reshape(shape), dtype=dt.newbyteorder("="), copy=True)
+    native = _NATIVE[code]
+    shaped = flat.reshape(shape)
+    return shaped.copy() if native == dt else shaped.astype(native)  # a writeable copy we own
 
 
 def _default(obj: Any) -> Any:
