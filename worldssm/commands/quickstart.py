@@ -63,7 +63,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     if data.exists():
         shutil.rmtree(data)
-    print(f"[1/3] collecting {qs.agents} x {qs.env_steps} steps of {qs.env} (random policy)")
+    print(f"[1/3] collecting {qs.agents} x {qs.env_steps} ticks of {qs.env} (random agents)")
     if args.no_progress:
         summary = collect(qs.env, qs.agents, qs.env_steps, data, seed=qs.seed)
     else:
