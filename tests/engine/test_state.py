@@ -96,6 +96,36 @@ def test_restore_rejects_damage_and_other_spec_without_change():
     assert target.num_owned == 0 and other.num_owned == 0
 
 
+def _tampered(data: bytes, key: str, change) -> bytes:
+    from worldssm import codec
+
+    doc = codec.unpackb(data)
+    doc["state"][key] = change(doc["state"][key])
+    return codec.packb(doc)
+
+
+@pytest.mark.parametrize("key, change, match", [
+    ("0.conv", lambda a: a.astype(np.float64), "dtype float64, this slab stores float32"),
+    ("0.ssm", lambda a: a.astype(np.float32), "dtype float32, this slab stores int16"),
+    ("0.conv", lambda a: np.where(np.arange(a.size).reshape(a.shape) == a.size - 1, np.nan, a).astype(a.dtype),
+     "the row of slot 1 holds NaN"),
+    ("z", lambda a: np.full_like(a, np.inf), "the row of slot 0 holds NaN or infinity"),
+])
+@pytest.mark.parametrize("where", [None, "same", "given"])
+def test_restore_checks_dtypes_and_values_and_takes_no_slot(key, change, match, where):
+    slab, _ = filled()
+    data = _tampered(slab.snapshot([0, 1]), key, change)
+    target = StateSlab(SPEC, 4)
+    given = target.join(2) if where == "given" else None
+    before = {k: t.clone() for k, t in target.tensors.items()}
+    owned = target.num_owned
+    with pytest.raises(SlabError, match=match):
+        target.restore(data, given if where == "given" else where)
+    assert target.num_owned == owned, "a rejected restore takes no slot"
+    for k, t in target.tensors.items():
+        assert torch.equal(t, before[k]), k
+
+
 def test_grow_keeps_slots_and_state():
     slab, _ = filled(4)
     slab.leave([2])

@@ -131,3 +131,29 @@ def test_image_model_round_trips_64x64_shapes():
                                     torch.ones(2, dtype=torch.bool))
         img = model.decode(model.latent(pred.prior_logp), pred.h)
     assert img.shape == (2, 64, 64, 3) and 0 <= img.min() and img.max() <= 255
+
+
+def test_box_dims_with_low_equal_high_give_finite_states():
+    """Gymnasium allows low == high on a Box dim; scaling by high - low would divide by zero."""
+    import numpy as np
+
+    from worldssm.engine import Engine
+    from worldssm.model import WorldModel, preset
+
+    space = {"type": "box", "shape": [2], "dtype": "float32", "low": np.array([-1.0, 0.5], np.float32),
+             "high": np.array([1.0, 0.5], np.float32)}
+    obs = {"type": "box", "shape": [3], "dtype": "float32", "low": np.full(3, -1, np.float32),
+           "high": np.full(3, 1, np.float32)}
+    torch.manual_seed(0)
+    model = WorldModel(preset("DEBUG"), obs, space).eval()
+    outs = []
+    for impl in ("torch", "numpy"):
+        rng = np.random.default_rng(0)
+        eng = Engine(model, 4, impl=impl)
+        slots = eng.join(4)
+        for t in range(3):
+            a = np.stack([rng.uniform(-1, 1, 4), np.full(4, 0.5)], 1).astype(np.float32)
+            out = eng.observe(slots, rng.standard_normal((4, 3)).astype(np.float32), a, np.full(4, t == 0))
+        assert all(torch.isfinite(t).all() for t in eng.slab.tensors.values()), impl
+        outs.append(out.reward)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)

@@ -219,9 +219,10 @@ class StateSlab:
             int64 [n]: the slots now holding the saved states, in snapshot order.
 
         Raises:
-            SlabError: the snapshot is damaged or its spec differs; nothing changes then.
+            SlabError: the snapshot is damaged (shapes, dtypes, non-finite rows) or its spec
+                differs, or the slots cannot be taken; nothing changes then (no slot is taken).
         """
-        doc = self._parse(data)
+        doc = self._parse(data)  # everything is checked before a slot is taken
         saved = doc["slots"]
         if slots is None:
             dst = self.join(saved.size)
@@ -249,9 +250,18 @@ class StateSlab:
         saved = doc.get("slots")
         if not isinstance(saved, np.ndarray) or saved.dtype != np.int64 or saved.ndim != 1:
             raise SlabError("snapshot slots must be an int64 vector")
+        if not isinstance(doc.get("state"), dict) or set(doc["state"]) != set(self.spec):
+            raise SlabError(f"snapshot states must be exactly {sorted(self.spec)}")
         for k, (shape, dt) in self.spec.items():
-            arr = doc["state"].get(k) if isinstance(doc.get("state"), dict) else None
+            arr = doc["state"][k]
             want = (saved.size, *shape)
             if not isinstance(arr, np.ndarray) or arr.shape != want:
                 raise SlabError(f"snapshot state {k!r} must have shape {want}")
+            stored = np.dtype(np.int16) if dt == torch.bfloat16 else _to_numpy(torch.zeros(0, dtype=dt)).dtype
+            if arr.dtype != stored:
+                raise SlabError(f"snapshot state {k!r} has dtype {arr.dtype}, this slab stores {stored}")
+            finite = _from_numpy(arr, dt).float().isfinite() if dt.is_floating_point else None
+            if finite is not None and not bool(finite.all()):
+                row = int((~finite.reshape(saved.size, -1).all(1)).nonzero()[0, 0])
+                raise SlabError(f"snapshot state {k!r}: the row of slot {int(saved[row])} holds NaN or infinity")
         return doc

@@ -153,7 +153,8 @@ class ImageDecoder(nn.Module):
 
 
 class ActionEncoder(nn.Module):
-    """Discrete actions -> one-hot; Box actions -> scaled to [-1, 1] (symlog if unbounded); then Linear."""
+    """Discrete actions -> one-hot; Box actions -> scaled to [-1, 1] (symlog where a dim is unbounded
+    or has low == high); then Linear."""
 
     def __init__(self, space: dict, d_out: int):
         super().__init__()
@@ -164,7 +165,9 @@ class ActionEncoder(nn.Module):
         else:
             low = torch.as_tensor(space["low"], dtype=torch.float32).flatten()
             high = torch.as_tensor(space["high"], dtype=torch.float32).flatten()
-            bounded = torch.isfinite(low) & torch.isfinite(high)
+            # A dim with low == high (legal in Gymnasium: a fixed value) has no range to scale
+            # by; it is read through symlog like an unbounded one (a constant, finite feature).
+            bounded = torch.isfinite(low) & torch.isfinite(high) & (high > low)
             self.register_buffer("low", torch.where(bounded, low, 0.0), persistent=False)
             self.register_buffer("high", torch.where(bounded, high, 1.0), persistent=False)
             self.register_buffer("bounded", bounded, persistent=False)
