@@ -175,3 +175,46 @@ def test_compiled_graph_pins_its_threads_and_restores_the_driver(ray_session, sr
         free = snapshots(sim)
     for k in pinned[0]["state"]:
         assert np.array_equal(pinned[0]["state"][k], free[0]["state"][k])
+
+
+BACKENDS = [dict(executor="compiled"), dict(executor="plain"), dict(backend="local")]
+
+
+@pytest.mark.parametrize("kw", BACKENDS, ids=["compiled", "plain", "local"])
+def test_bad_joins_and_overflowing_actions_are_rejected_and_the_next_tick_runs(ray_session, src, kw):
+    """NaN start observations, float64 values that overflow float32 (1e39) in start observations and
+    in actions: each is a TickRejected before anything is queued or sent, and ticks go on."""
+    with Simulation(cfg(src, agents=6, engine_actors=1, **kw)) as sim:
+        sim.tick()
+        before, t = snapshots(sim), sim.t
+        real = int(sim.live_agents()[0])
+        for obs in (np.full((1, 3), np.nan), np.full((1, 3), 1e39)):
+            with pytest.raises(TickRejected, match="NaN or infinite"):
+                sim.add_agents(1, obs=obs)
+        assert all(not sim.roster.queued(j)[0] for j in range(sim.topo.n_engine)), "nothing queued"
+        with pytest.raises(TickRejected, match="contains NaN or infinity \\(in float32\\)"):
+            sim.tick({real: np.array([1e39])})
+        assert sim.t == t
+        after = snapshots(sim)
+        for k in before[0]["state"]:
+            assert np.array_equal(before[0]["state"][k], after[0]["state"][k]), k
+        assert not sim.tick().recovered and sim.t == t + 1
+        sim.add_agents(2, obs=np.zeros((2, 3)))  # good joins still work
+        assert sim.tick().agents == 8
+
+
+@pytest.mark.parametrize("kw", BACKENDS, ids=["compiled", "plain", "local"])
+def test_a_rejection_inside_an_actor_comes_back_as_our_error(ray_session, src, kw):
+    """If an actor rejects what reached it (here: the driver's own check is bypassed), the caller
+    gets TickRejected with the actor's reason, not Ray's traceback, and the next tick runs."""
+    with Simulation(cfg(src, mode="real", agents=4, engine_actors=1, **kw)) as sim:
+        sim.tick()
+        real = int(sim.live_agents()[0])
+        sim._overrides = lambda actions: {0: {"ids": np.array([real]), "actions": np.full((1, 1), np.nan, np.float32)}}
+        with pytest.raises(TickRejected) as err:
+            sim.tick()
+        text = str(err.value)
+        assert text.startswith("EnvWorker 0: actions: row 0 contains NaN"), text
+        assert "Traceback" not in text and "\x1b" not in text and "\n" not in text
+        del sim._overrides
+        assert not sim.tick().recovered
