@@ -29,9 +29,19 @@ def run(args: argparse.Namespace) -> int:
     from worldssm.data.collect import CollectConfig, collect
 
     cfg = config_from_args(CollectConfig, args)
-    with tqdm(total=cfg.steps, unit="tick", desc=f"collect {cfg.env}") as bar:
+    bars = []
+
+    def progress(n: int) -> None:  # the bar appears with the first tick, after the checks
+        if not bars:
+            bars.append(tqdm(total=cfg.steps, unit="tick", desc=f"collect {cfg.env}"))
+        bars[0].update(n)
+
+    try:
         summary = collect(cfg.env, n_agents=cfg.agents, steps=cfg.steps, out_dir=args.out, seed=cfg.seed,
-                          agent=cfg.agent, shard_steps=cfg.shard_steps, progress=bar.update)
+                          agent=cfg.agent, shard_steps=cfg.shard_steps, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
     print(
         f"wrote {summary['steps']} steps ({summary['episodes']} episodes, "
         f"{summary['complete_episodes']} complete) from {summary['agents']} agents "

@@ -90,12 +90,7 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise WorldssmError(f"--out {out} is a file, not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=args.ticks, unit="tick", desc=f"simulate {env} ({cfg.mode})")
     recent: list[float] = []
 
     def on_tick(res):
@@ -109,6 +104,11 @@ def run(args) -> int:
                                 p99=f"{np.percentile(lat, 99):.2f}ms")
 
     with Simulation(cfg, address=args.address) as sim:
+        out.mkdir(parents=True, exist_ok=True)
+        if not args.no_progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=args.ticks, unit="tick", desc=f"simulate {env} ({cfg.mode})")
         try:
             summary = sim.run(args.ticks, on_tick)
         finally:

@@ -46,6 +46,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, **kwargs)
     ray = require("ray", "ray[default]>=2.52")
     if ray.is_initialized():
         return ray
+    if not local:
+        _check_reachable(address)
     if imported_before:
         # Ray cached its config with the auth mode it saw at import: without a refresh this
         # driver would talk without a token to the cluster it starts with one (ray.init fails
@@ -65,3 +67,17 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, **kwargs)
     else:
         ray.init(address=address, **kwargs)
     return ray
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, with the address named, when nothing listens at a cluster address (Ray itself
+    retries for about a minute before it gives up with its own traceback)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise WorldssmError(f"Ray address {address!r} is not HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise WorldssmError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from exc

@@ -123,6 +123,8 @@ class Simulation:
         if self.cfg.backend == "local":
             import torch
 
+            if self.cfg.device == "cuda" and not torch.cuda.is_available():
+                raise WorldssmError("device='cuda' but torch sees no CUDA device here")
             return self.cfg.device == "cuda" or (self.cfg.device == "auto" and torch.cuda.is_available())
         has = self.ray.cluster_resources().get("GPU", 0) >= 1
         if self.cfg.device == "cuda" and not has:
