@@ -67,7 +67,7 @@ def test_leaves_are_checked_and_make_room():
         r.queue_dream_leaves(np.array([ids[0], ids[0]]), tick=2)
     r.queue_dream_leaves(ids[:1], tick=2)
     assert r.dream_live_after_queue(0).tolist() == [ids[1]]
-    assert r.records[int(ids[0])].left == 2 and r.records[int(ids[0])].reason == "removed"
+    assert r.record(int(ids[0])).left == 2 and r.record(int(ids[0])).reason == "removed"
     with pytest.raises(TickRejected, match="not a live dream agent"):
         r.queue_dream_leaves(ids[:1], tick=2)  # already leaving
 
@@ -100,7 +100,8 @@ def test_reports_move_real_agents_and_record_returns():
     quiet = EnvReport(index=1, tick=1, live=np.zeros(0, np.int64), joined=None, left=None, left_return=None,
                       act_ms=0.0, step_ms=0.0, t_act=0.0, t_acted=0.0, t_step=0.0, t_out=0.0)
     r.ingest(1, [rep, quiet], [result(0, None)])
-    gone = r.records[agent_id(0, 0)]
+    gone = r.record(agent_id(0, 0))
+    assert agent_id(0, 0) not in r.records and r.left_by_reason == {"episode ended": 1}
     assert (gone.left, gone.reason, gone.episode_return) == (1, "episode ended", -3.5)
     assert r.records[agent_id(0, 2)].joined == 1 and sorted(r.live().tolist()) == [agent_id(0, 1), agent_id(0, 2)]
     assert r.next_number(0) == 3 and r.next_number(1) == 0
@@ -117,3 +118,19 @@ def test_engine_resumed_counts_ticks_lost_and_logs_what_it_ran():
     assert r.queued(0)[0], "an engine that did not run the failed tick keeps the queue"
     r.engine_resumed(0, last_tick=5, failed_tick=5)
     assert r.queued(0)[0] == [], "it ran the failed tick: the queue is logged"
+
+
+def test_departed_records_are_bounded_and_totals_count_everyone():
+    r = Roster(Topology.build(SimConfig(mode="real", agents=4, env_actors=1)), keep_departed=3)
+    ids = np.array([agent_id(0, n) for n in range(10)])
+    r.add_real(ids, tick=0)
+    r.live_env[0] = ids
+    rep = EnvReport(index=0, tick=1, live=np.zeros(0, np.int64), joined=None, left=ids,
+                    left_return=np.zeros(10, np.float32), act_ms=0.0, step_ms=0.0, t_act=0.0, t_acted=0.0,
+                    t_step=0.0, t_out=0.0)
+    r.ingest(1, [rep], [result(0, None)])
+    assert r.records == {} and len(r.departed) == 3, "only the most recent departures are kept"
+    assert [g for g, _ in r.departed] == ids[-3:].tolist()
+    assert r.seen == 10 and r.left_by_reason == {"episode ended": 10}
+    assert r.record(int(ids[0])) is None and r.record(int(ids[-1])).left == 1
+    assert r.next_number(0) == 10, "numbers are never reused even once their records are gone"

@@ -1,4 +1,5 @@
-"""`worldssm bench step | scan | env`: GPU kernel benchmarks and the environment benchmark."""
+"""`worldssm bench step | scan | env | soak | tick`: GPU kernel benchmarks, the environment
+benchmark, the soak and the Ray tick."""
 
 from __future__ import annotations
 
@@ -24,6 +25,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     env.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
     env.add_argument("--agents", type=int, nargs="+", default=[1, 64, 1024, 10000], help="population sizes")
     env.add_argument("--seconds", type=float, default=3.0, help="timed seconds per configuration")
+    soak = sub.add_parser("soak", help="thousands of agents joining and leaving for minutes, memory watched")
+    soak.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
+    soak.add_argument("--backend", choices=["local", "ray"], default="local", help="Simulation backend")
+    soak.add_argument("--agents", type=int, default=10_000, help="agents at the start (half real, half dream)")
+    soak.add_argument("--seconds", type=float, default=600.0, help="how long to run")
+    soak.add_argument("--warmup-s", type=float, default=None, help="warm-up before memory is judged (default a fifth)")
+    soak.add_argument("--sample-s", type=float, default=5.0, help="seconds between memory samples")
+    soak.add_argument("--churn", type=int, default=None, help="dream agents leaving and joining per tick (default agents/200)")
+    soak.add_argument("--kill", action="store_true", help="kill an EnvActor and an EngineActor during the run (ray)")
     tick = sub.add_parser("tick", help="Ray tick latency: Compiled Graph vs plain calls (worldssm.bench.tick)")
     tick.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
     tick.add_argument("--agents", type=int, nargs="+", default=[16, 256, 4096], help="agent counts")
@@ -44,6 +54,19 @@ def run(args: argparse.Namespace) -> int:
 
         result = scan.run(args.out, scan.SHAPES, args.reps, not args.no_sequential)
         print(scan.format_table(result))
+    elif args.bench == "soak":
+        from worldssm.bench import soak
+        from worldssm.errors import WorldssmError
+
+        if args.agents < 2 or not args.seconds > 0 or not args.sample_s > 0:
+            raise WorldssmError("soak needs --agents >= 2 and positive --seconds and --sample-s")
+        if args.kill and args.backend != "ray":
+            raise WorldssmError("--kill needs --backend ray")
+        result = soak.run(args.out, args.backend, args.agents, args.seconds, args.warmup_s, args.sample_s,
+                          args.churn, kill=args.kill)
+        print(soak.line(result))
+        print(f"wrote {result['path']}")
+        return 0 if result["passed"] else 1
     elif args.bench == "tick":
         from worldssm.bench import tick
 

@@ -45,6 +45,7 @@ class SimConfig:
     pin_cpus: bool = True  # compiled, one-node Ray: pin the graph's threads to cores (executors.py)
     timeout_s: float = 60.0  # seconds to wait for one tick before treating it as failed
     max_recoveries: int = 10  # actor restarts allowed before the run gives up
+    keep_ticks: int = 100_000  # ticks whose results are kept for the summary's percentiles
 
     CHOICES: ClassVar[dict] = {"mode": MODES, "executor": EXECUTORS, "backend": BACKENDS,
                                "device": DEVICES, "agent": AGENTS, "dream_agent": ENV_FREE,
@@ -58,7 +59,7 @@ class SimConfig:
             if value is not None and value not in options:
                 raise ValueError(f"SimConfig.{name} must be one of {options}, got {value!r}")
         for name in ("agents", "env_actors", "envs_per_actor", "engine_actors", "snapshot_every",
-                     "torch_threads"):
+                     "torch_threads", "keep_ticks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SimConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**32:

@@ -1,5 +1,9 @@
 """Who is in the Simulation: live agents per actor, queued dream joins and leaves, the log of
-membership changes since each EngineActor's last snapshot, and every agent's record.
+membership changes since each EngineActor's last snapshot, and the agents' records.
+
+Memory stays bounded however long a run lasts: the records of live (and queued) agents are
+kept; an agent that left moves to a bounded list of the most recent departures, and totals
+(agents seen, departures by reason, ticks lost) keep counting every agent.
 
 The driver owns one `Roster`. Real agents join and leave when their envs say (the EnvActors'
 reports); dream agents join and leave when the caller asks (`queue_*`), at the next tick.
@@ -9,16 +13,18 @@ tick leaves them queued; the log since a snapshot is what a restored EngineActor
 
 from __future__ import annotations
 
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from worldssm.errors import TickRejected
-from worldssm.sim.ids import DREAM_OWNER, agent_id, number_of, owner_of
+from worldssm.sim.ids import DREAM_OWNER, OWNER_SHIFT, agent_id, owner_of
 from worldssm.sim.messages import DreamJoin, EngineResult, EngineSnapshot, EnvReport, Membership
 from worldssm.sim.topology import Topology
 
 _NO_IDS = np.zeros(0, np.int64)
+KEEP_DEPARTED = 10_000  # records of agents that left, kept for the summary (the oldest go first)
 
 
 @dataclass
@@ -60,15 +66,43 @@ class Roster:
         topo: the actor layout (how many actors, each EngineActor's room for dream agents).
     """
 
-    def __init__(self, topo: Topology):
+    def __init__(self, topo: Topology, keep_departed: int = KEEP_DEPARTED):
         self.topo = topo
-        self.records: dict[int, AgentRecord] = {}
+        self.records: dict[int, AgentRecord] = {}  # live, queued and leaving agents
+        self.departed: deque[tuple[int, AgentRecord]] = deque(maxlen=keep_departed)
+        self.seen = 0  # agents that ever joined
+        self.left_by_reason: Counter = Counter()
+        self.departed_ticks_lost = 0
+        self._top_number: dict[int, int] = {}  # per EnvActor: the highest per-owner number used
         self.live_env: list[np.ndarray] = [_NO_IDS] * topo.n_env
         self.live_dream: list[np.ndarray] = [_NO_IDS] * topo.n_engine
         self.snapshots: list[EngineSnapshot | None] = [None] * topo.n_engine
         self._queue = [_Queue() for _ in range(topo.n_engine)]
         self._log: list[list[tuple[int, Membership]]] = [[] for _ in range(topo.n_engine)]
         self._dream_next = [0] * topo.n_engine
+
+    # ----- records ------------------------------------------------------------------------------
+    def _new_record(self, g: int, kind: str, tick: int) -> None:
+        self.records[g] = AgentRecord(kind, tick)
+        self.seen += 1
+        if kind == "real":
+            owner = g >> OWNER_SHIFT
+            self._top_number[owner] = max(self._top_number.get(owner, -1), g & ((1 << OWNER_SHIFT) - 1))
+
+    def _depart(self, ids) -> None:
+        """Agents whose `left` is set move from the live records to the departed ones."""
+        for g in ids:
+            rec = self.records.pop(g)
+            self.departed.append((g, rec))
+            self.left_by_reason[rec.reason] += 1
+            self.departed_ticks_lost += rec.ticks_lost
+
+    def record(self, g: int) -> AgentRecord | None:
+        """An agent's record: live, or among the recent departures (None when forgotten)."""
+        rec = self.records.get(g)
+        if rec is not None:
+            return rec
+        return next((r for d, r in reversed(self.departed) if d == g), None)
 
     # ----- reading ------------------------------------------------------------------------------
     def count(self) -> int:
@@ -124,7 +158,7 @@ class Roster:
             rows = owners == j
             self._queue[j].joins.append(DreamJoin(ids=ids[rows], obs=obs[rows]))
         for g in ids.tolist():
-            self.records[g] = AgentRecord("dream", tick)
+            self._new_record(g, "dream", tick)
         return ids
 
     def queue_dream_leaves(self, ids: np.ndarray, tick: int) -> None:
@@ -154,12 +188,14 @@ class Roster:
     def _log_queue(self, j: int, tick: int) -> None:
         q = self._queue[j]
         if not q.empty:
-            self._log[j].append((tick, q.membership(tick)))
+            op = q.membership(tick)
+            self._log[j].append((tick, op))
             self._queue[j] = _Queue()
+            self._depart(op.leave.tolist())  # their leave ran
 
     def add_real(self, ids: np.ndarray, tick: int) -> None:
         for g in ids.tolist():
-            self.records[g] = AgentRecord("real", tick)
+            self._new_record(g, "real", tick)
 
     def ingest(self, tick: int, reports: list[EnvReport], results: list[EngineResult]) -> None:
         """Read who is live, who joined and who left from a tick's reports and results."""
@@ -172,6 +208,7 @@ class Roster:
                 for g, ret in zip(rep.left.tolist(), rep.left_return.tolist()):
                     rec = self.records[g]
                     rec.left, rec.reason, rec.episode_return = tick, "episode ended", ret
+                self._depart(rep.left.tolist())
         for j, res in enumerate(results):
             self.live_dream[j] = res.dream_ids if res.dream_ids is not None else _NO_IDS
             if res.snapshot is not None:
@@ -192,6 +229,7 @@ class Roster:
         if not self._queue[j].empty:
             ops.append(self._queue[j].membership(snap.tick + 1))
             self._queue[j] = _Queue()
+            self._depart(ops[-1].leave.tolist())  # their leave runs with the replay
         self._log[j] = [(snap.tick + 1, op) for op in ops]
         return snap, ops
 
@@ -207,19 +245,20 @@ class Roster:
     def env_restarted(self, e: int, new_ids: np.ndarray, tick: int) -> None:
         """EnvActor e was replaced: agents it kept are reset; the others left."""
         kept = set(new_ids.tolist())
+        gone = []
         for g in self.live_env[e].tolist():
             rec = self.records[g]
             if g in kept:
                 rec.resets += 1
             else:
                 rec.left, rec.reason = tick, "env restarted with fewer agents"
+                gone.append(g)
+        self._depart(gone)
         for g in new_ids.tolist():
             if g not in self.records:
-                self.records[g] = AgentRecord("real", tick)
+                self._new_record(g, "real", tick)
         self.live_env[e] = new_ids
 
     def next_number(self, owner: int) -> int:
         """The next unused per-owner number of `owner` (an EnvActor index)."""
-        ids = np.fromiter(self.records, np.int64, len(self.records))
-        mine = ids[owner_of(ids) == owner]
-        return int(number_of(mine).max()) + 1 if mine.size else 0
+        return self._top_number.get(owner, -1) + 1

@@ -49,6 +49,10 @@ class _Shell:
     def ping(self) -> int:
         return self.worker.tick
 
+    def pid(self) -> int:
+        """This actor's process id (a soak benchmark reads its resident memory)."""
+        return os.getpid()
+
     def pin_graph_thread(self, cpu: int | None) -> int:
         """The thread that runs the next tick (a Compiled Graph's) pins itself to `cpu`."""
         self._pin_cpu = None if cpu is None else int(cpu)

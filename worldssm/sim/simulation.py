@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
 
 import numpy as np
 
@@ -69,7 +70,9 @@ class Simulation:
             self.ray = None
         self.t = 0
         self.roster = Roster(self.topo)
-        self.history: list[TickResult] = []
+        # The last `keep_ticks` ticks (latency percentiles); totals count every tick.
+        self.history: deque[TickResult] = deque(maxlen=cfg.keep_ticks)
+        self.totals = {"ticks": 0, "seconds": 0.0, "agent_steps": 0}
         self.recoveries = 0
         self.env_actors: list = []
         self.engine_actors: list = []
@@ -200,7 +203,7 @@ class Simulation:
         k = None if kind_of(self.cfg.env) == "pettingzoo" else min(n, 64)
         env = make(self.cfg.env, api="batched", n_agents=k, **self.cfg.env_kwargs)
         try:
-            obs, _ = env.reset(seed=self.cfg.seed + 7 + len(self.roster.records))
+            obs, _ = env.reset(seed=self.cfg.seed + 7 + self.roster.seen)
         finally:
             env.close()
         return np.resize(obs, (n, *obs.shape[1:]))
@@ -259,6 +262,9 @@ class Simulation:
             work_ms=work_chain(self.topo, graph, reports, results))
         res.driver_ms = (t_sent - t0) * 1e3 + (time.perf_counter() - t_back) * 1e3
         self.history.append(res)
+        self.totals["ticks"] += 1
+        self.totals["seconds"] += res.latency_ms / 1e3
+        self.totals["agent_steps"] += res.agents
         return res
 
     def _controls(self, t: int, actions) -> tuple[list[bytes], list[bytes]]:
@@ -343,7 +349,7 @@ class Simulation:
 
     def summary(self) -> dict:
         """Tick latency percentiles, rates, faults, and every agent's fate (plain JSON types)."""
-        return summarize(self.cfg, self.history, self.roster, self.t, self.recoveries, self.engine_impl)
+        return summarize(self.cfg, self.history, self.totals, self.roster, self.t, self.recoveries, self.engine_impl)
 
     def close(self) -> None:
         """Tear the graph down and stop the actors (Ray itself stays up)."""

@@ -68,31 +68,35 @@ def hops(topo: Topology, graph: GraphFacts, reports: list[EnvReport], results: l
     return first, second, third
 
 
-def summarize(cfg: SimConfig, history: list[TickResult], roster: Roster, ticks: int, recoveries: int,
+def summarize(cfg: SimConfig, history, totals: dict, roster: Roster, ticks: int, recoveries: int,
               engine_impl: str) -> dict:
-    """A run's summary in plain JSON types: tick latency percentiles, rates, faults, which engine
-    step ran, and every agent's fate."""
+    """A run's summary in plain JSON types: tick latency percentiles (over the ticks kept in
+    `history`), rates (over every tick, `totals`), faults, which engine step ran, every live
+    agent's record and the most recent departures (`Roster.departed`), and totals that count
+    every agent ever seen."""
     ok = [r for r in history if not r.recovered]
     lat = np.array([r.latency_ms for r in ok]) if ok else np.zeros(1)
     live = set(roster.live().tolist())
-    records = roster.records
-    seconds = lat.sum() / 1e3
+    seconds = totals["seconds"]
     config = cfg.to_dict()
     config["model"] = {k: v for k, v in (config["model"] or {}).items() if k in ("checkpoint", "preset", "seed")}
 
     def p50(key: str) -> float:
         return float(np.median([getattr(r, key) for r in ok])) if ok else 0.0
 
+    agents = {str(g): dataclasses.asdict(r) for g, r in roster.departed}
+    agents.update({str(g): dataclasses.asdict(r) for g, r in roster.records.items()})
     return {
         "config": config, "model": config["model"], "ticks": ticks, "recoveries": recoveries,
         "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                       "mean": float(lat.mean())},
+                       "mean": float(lat.mean()), "over_ticks": len(ok)},
         "env_ms_p50": p50("env_ms"), "engine_ms_p50": p50("engine_ms"), "model_ms_p50": p50("model_ms"),
-        "ticks_per_s": len(ok) / seconds if seconds > 0 else 0.0,
-        "agent_steps_per_s": sum(r.agents for r in ok) / seconds if seconds > 0 else 0.0,
+        "ticks_per_s": totals["ticks"] / seconds if seconds > 0 else 0.0,
+        "agent_steps_per_s": totals["agent_steps"] / seconds if seconds > 0 else 0.0,
         "engine": engine_impl,
-        "agents_live": len(live), "agents_seen": len(records),
-        "agents_missing": [g for g, r in records.items() if r.left is None and g not in live],
-        "ticks_lost_total": int(sum(r.ticks_lost for r in records.values())),
-        "agents": {str(g): dataclasses.asdict(r) for g, r in records.items()},
+        "agents_live": len(live), "agents_seen": roster.seen,
+        "agents_left": dict(roster.left_by_reason),
+        "agents_missing": [g for g, r in roster.records.items() if r.left is None and g not in live],
+        "ticks_lost_total": int(roster.departed_ticks_lost + sum(r.ticks_lost for r in roster.records.values())),
+        "agents": agents,
     }

@@ -1,0 +1,137 @@
+"""Soak: a Simulation with thousands of agents joining and leaving for minutes, memory watched.
+
+Run as `worldssm bench soak [--backend local|ray] [--agents 10000] [--seconds 600] [--kill]`.
+Real swarm_v0 agents starve, leave and respawn on their own (a harsh swarm: little energy, a high
+spawn rate); dream agents are added and removed by the driver every tick (`--churn` of them per
+tick each way), so the roster, the slabs' free lists and the messages all turn over. Every
+`--sample-s` seconds the resident memory (VmRSS) of the driver and of every actor process is
+read from /proc. After the warm-up (`--warmup-s`), the run passes when the total resident memory
+stays within `--tolerance` (5%) of its value at the end of the warm-up, and no agent is lost: every
+agent the Simulation saw is live or has a recorded reason for leaving (`agents_missing` is empty).
+`--kill` (Ray only) kills an EnvActor a third of the way in and an EngineActor two thirds of the
+way in, and the run must recover from both. The JSON (`soak-<backend>-<time>.json`) records the
+memory samples, ticks, agents and the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from worldssm.atomic import atomic_write_text
+
+HARSH = {"energy_init": 0.3, "spawn_prob": 0.2, "max_steps": 10**9}
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process in KiB (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def _config(backend: str, agents: int, seed: int):
+    from worldssm.envs import make
+    from worldssm.model import ModelSource
+    from worldssm.sim import SimConfig
+    from worldssm.spaces import space_to_dict
+
+    env = make("swarm_v0", api="batched", n_agents=1)
+    source = ModelSource.of_preset("DEBUG", space_to_dict(env.single_observation_space),
+                                   space_to_dict(env.single_action_space), seed=seed)
+    return SimConfig(model=source, env="swarm_v0", env_kwargs=HARSH, agents=agents, mode="mixed",
+                     dream_fraction=0.5, env_actors=2, engine_actors=1, agent="greedy", dream_agent="random",
+                     seed=seed, snapshot_every=50, backend=backend, timeout_s=120.0)
+
+
+def _pids(sim) -> list[int]:
+    if sim.cfg.backend == "local":
+        return [os.getpid()]
+    actors = sim.env_actors + sim.engine_actors
+    return [os.getpid()] + [int(p) for p in sim.ray.get([a.pid.remote() for a in actors], timeout=60)]
+
+
+def run(out_dir="tests/bench/results", backend: str = "local", agents: int = 10_000, seconds: float = 600.0,
+        warmup_s: float | None = None, sample_s: float = 5.0, churn: int | None = None, tolerance: float = 0.05,
+        kill: bool = False, seed: int = 0) -> dict:
+    """Run the soak and write its JSON under `out_dir`; returns the result (see the module docstring)."""
+    import numpy as np
+
+    from worldssm.bench.env import git_sha
+    from worldssm.sim import Simulation
+
+    if kill and backend != "ray":
+        raise ValueError("--kill needs the ray backend (the local backend has no actors to kill)")
+    warmup_s = seconds / 5 if warmup_s is None else warmup_s
+    churn = max(1, agents // 200) if churn is None else churn
+    cfg = _config(backend, agents, seed)
+    samples, kills = [], []
+    t_start = time.perf_counter()
+    with Simulation(cfg) as sim:
+        pids = _pids(sim)
+        next_sample = t_start
+        kill_at = [seconds / 3, 2 * seconds / 3] if kill else []
+        rng = np.random.default_rng(seed)
+        while True:
+            now = time.perf_counter() - t_start
+            if now >= next_sample - t_start:
+                per = {str(p): rss_kb(p) for p in pids}
+                samples.append({"t_s": round(now, 2), "tick": sim.t, "agents": sim.roster.count(),
+                                "rss_kb": sum(per.values()), "per_process_kb": per, "pids": pids})
+                next_sample += sample_s
+            if now >= seconds:
+                break
+            if kill_at and now >= kill_at[0]:
+                victim = sim.env_actors[0] if len(kill_at) == 2 else sim.engine_actors[0]
+                sim.ray.kill(victim)
+                kills.append({"t_s": round(now, 2), "tick": sim.t, "actor": "EnvActor 0" if len(kill_at) == 2
+                              else "EngineActor 0"})
+                kill_at.pop(0)
+            dream = sim.roster.live_dream[0]
+            leaving = dream[rng.permutation(dream.size)[:churn]] if dream.size > churn else dream[:0]
+            if leaving.size:
+                sim.remove_agents(leaving)
+                sim.add_agents(int(leaving.size))
+            res = sim.tick()
+            if res.recovered:
+                pids = _pids(sim)
+        summary = sim.summary()
+    after = [s for s in samples if s["t_s"] >= warmup_s]
+    base = after[0]["rss_kb"] if after else samples[-1]["rss_kb"]
+    peak = max(s["rss_kb"] for s in after) if after else base
+    growth = (peak - base) / base
+    ok = growth <= tolerance and not summary["agents_missing"] and (not kill or summary["recoveries"] == 2)
+    result = {
+        "bench": "soak", "git_sha": git_sha(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": backend,
+        "platform": platform.platform(), "cpus": os.cpu_count(),
+        "setup": {"env": "swarm_v0", "env_kwargs": HARSH, "agents": agents, "mode": "mixed (half dream)",
+                  "dream churn per tick": churn, "model": "DEBUG", "seconds": seconds, "warmup_s": warmup_s,
+                  "sample_s": sample_s, "kill": kill},
+        "ticks": summary["ticks"], "agents_seen": summary["agents_seen"], "agents_live": summary["agents_live"],
+        "agents_missing": summary["agents_missing"], "recoveries": summary["recoveries"], "kills": kills,
+        "ticks_lost_total": summary["ticks_lost_total"], "tick_ms": summary["latency_ms"],
+        "rss_after_warmup_kb": base, "rss_peak_after_warmup_kb": peak, "rss_growth": growth,
+        "tolerance": tolerance, "passed": ok, "samples": samples,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"soak-{backend}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    atomic_write_text(path, json.dumps(result, indent=1))
+    result["path"] = str(path)
+    return result
+
+
+def line(result: dict) -> str:
+    return (f"soak {result['backend']}: {result['ticks']} ticks, {result['agents_seen']} agents seen, "
+            f"{result['agents_live']} live, missing {len(result['agents_missing'])}, "
+            f"recoveries {result['recoveries']}; RSS {result['rss_after_warmup_kb'] / 1024:.0f} MiB after warm-up, "
+            f"peak {result['rss_peak_after_warmup_kb'] / 1024:.0f} MiB ({100 * result['rss_growth']:+.1f}%, "
+            f"tolerance {100 * result['tolerance']:.0f}%): {'passed' if result['passed'] else 'FAILED'}")
