@@ -49,6 +49,35 @@ def test_malformed_space_dicts_are_named():
         check_space_dict({**BOX, "extra": 1})
 
 
+def _nested(depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"type": np.zeros(3)}, "type 'box' or 'discrete'"),
+        ({"type": _nested(5000)}, "type 'box' or 'discrete'"),
+        ({"type": ["box"]}, "type 'box' or 'discrete'"),
+        ({**BOX, "dtype": ","}, "box dtype must be one of bool, uint8, .*, got ','"),
+        ({**BOX, "dtype": "(9999999999,)f4"}, "box dtype must be one of"),
+        ({**BOX, "dtype": "<f4"}, "box dtype must be one of"),
+        ({**BOX, "dtype": np.float32}, "box dtype must be one of"),
+        ({**BOX, "shape": [True]}, "box shape must be a list of non-negative ints"),
+        ({"type": "discrete", "n": [[[[[[[[1]]]]]]]] * 10_000}, "positive int n, got \\[\\[\\["),
+    ],
+)
+def test_hostile_space_dicts_are_space_errors(bad, words):
+    """A SPACE dict read from a damaged file: only SpaceError, with a short message (no NumPy
+    dtype parser errors, no ambiguous array truth values, no RecursionError from repr)."""
+    with pytest.raises(SpaceError, match=words) as info:
+        check_space_dict(bad)
+    assert len(str(info.value)) < 300
+
+
 def test_spaces_differ_names_the_field():
     assert spaces_differ(BOX, dict(BOX)) is None
     assert spaces_differ(BOX, {**BOX, "high": np.array([1, 2], np.float32)}) == "high"

@@ -1,6 +1,9 @@
-"""Shared builders for the data tests: headers, steps records, and a tiny image env."""
+"""Shared builders for the data tests: headers, steps records, a tiny image env, a full disk."""
 
 from __future__ import annotations
+
+import errno
+import os
 
 import gymnasium
 import numpy as np
@@ -83,3 +86,33 @@ def register_image_env() -> str:
             id=IMAGE_ENV_ID, entry_point=TinyImageEnv, max_episode_steps=IMAGE_MAX_STEPS
         )
     return IMAGE_ENV_ID
+
+
+class FullDisk:
+    """A file object whose writes (or flush) fail like a full disk; close flushes again, as a
+    buffered file does, so it fails again once the disk is full."""
+
+    def __init__(self, file, at="write", code=errno.ENOSPC):
+        self.file, self.at, self.code, self.full = file, at, code, False
+
+    def _fail(self):
+        self.full = True
+        raise OSError(self.code, os.strerror(self.code))
+
+    def write(self, data):
+        if self.at == "write":
+            self._fail()
+        return self.file.write(data)
+
+    def flush(self):
+        if self.at == "flush" or self.full:
+            self._fail()
+        self.file.flush()
+
+    def fileno(self):
+        return self.file.fileno()
+
+    def close(self):
+        self.file.close()
+        if self.full:
+            self._fail()

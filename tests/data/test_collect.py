@@ -1,4 +1,5 @@
 import argparse
+import threading
 
 import gymnasium
 import numpy as np
@@ -6,9 +7,16 @@ import pytest
 
 from worldssm.commands import collect as collect_cmd
 from worldssm.data import RolloutDataset, collect, read_shard
+from worldssm.data import format as fmt
 from worldssm.errors import WorldssmError
+from worldssm.locks import LOCK_NAME, DirectoryBusy, DirLock
 
-from ._helpers import IMAGE_MAX_STEPS, register_image_env
+from ._helpers import IMAGE_MAX_STEPS, FullDisk, register_image_env
+
+
+def _names(directory):
+    """The files in a directory, less the lock file that collect leaves (harmless once unlocked)."""
+    return sorted(p.name for p in directory.iterdir() if p.name != LOCK_NAME)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +119,7 @@ def test_interrupted_collect_keeps_only_complete_shards(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         collect(env_id, 2, 100, tmp_path, shard_steps=20, progress=progress)
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = _names(tmp_path)
     assert names and all(n.startswith("shard-") and n.endswith(".wsr") for n in names)
     assert RolloutDataset.load(tmp_path).num_steps >= 40
 
@@ -126,7 +134,7 @@ def test_rejections(tmp_path):
         gymnasium.register(id="WorldssmTestWeird-v0", entry_point=_WeirdSpaceEnv)
     with pytest.raises(WorldssmError, match="only Box and Discrete"):
         collect("WorldssmTestWeird-v0", 1, 5, tmp_path / "weird")
-    assert list((tmp_path / "weird").iterdir()) == []
+    assert _names(tmp_path / "weird") == []
     with pytest.raises(WorldssmError, match="greedy agent reads a swarm_v0"):
         collect("Pendulum-v1", 1, 5, tmp_path / "p", agent="greedy")
     with pytest.raises(WorldssmError, match="cannot make environment"):
@@ -166,3 +174,95 @@ def test_cli_run_on_image_env(tmp_path, capsys):
     with pytest.raises(WorldssmError, match="CollectConfig.agents must be >= 1"):
         collect_cmd.run(bad)
     assert not (tmp_path / "bad").exists(), "a rejected config creates nothing"
+
+
+TEMP = ".shard-00003.wsr.0123456789ab.tmp"
+
+
+def test_collect_deletes_the_temp_files_a_killed_collection_left(tmp_path, capsys):
+    """Only the writer's temp files for shards go: other hidden files are not collect's."""
+    env_id = register_image_env()
+    out = tmp_path / "out"
+    out.mkdir()
+    keep = [".notes.tmp", ".other.wsr.0123456789ab.tmp", ".shard-1.wsr.xyz.tmp"]
+    for name in [TEMP, ".shard-00000.wsr.fedcba987654.tmp", *keep]:
+        (out / name).write_bytes(b"half a shard")
+    parser = argparse.ArgumentParser()
+    collect_cmd.configure(parser)
+    assert collect_cmd.run(parser.parse_args(["--env", env_id, "--steps", "5", "--out", str(out)])) == 0
+    printed = capsys.readouterr().out
+    assert "removed 2 temporary shard files left by an interrupted collection" in printed
+    assert _names(out) == sorted(keep + ["shard-00000.wsr"])
+    summary = collect(env_id, 1, 5, tmp_path / "clean")
+    assert summary["removed_temp_files"] == 0
+    assert "removed" not in capsys.readouterr().out
+
+
+def test_a_second_collect_into_the_same_directory_names_the_first(tmp_path):
+    env_id = register_image_env()
+    started, release = threading.Event(), threading.Event()
+    errors = []
+
+    def progress(_):
+        started.set()
+        release.wait(10)
+
+    def first():
+        try:
+            collect(env_id, 1, 3, tmp_path, progress=progress)
+        except Exception as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert started.wait(30)
+        (tmp_path / TEMP).write_bytes(b"the first collection's, in a real run")
+        with pytest.raises(DirectoryBusy, match=f"{tmp_path} is in use: collecting by pid \\d+"):
+            collect(env_id, 1, 3, tmp_path)
+        assert (tmp_path / TEMP).exists(), "the refused collection deleted nothing"
+    finally:
+        release.set()
+        thread.join(30)
+    assert errors == []
+    with pytest.raises(WorldssmError, match="already holds"):
+        collect(env_id, 1, 3, tmp_path)
+
+
+def test_a_full_disk_during_collect_is_one_error_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    env_id = register_image_env()
+    real_open = open
+    monkeypatch.setattr(fmt, "open", lambda *a, **k: FullDisk(real_open(*a, **k), "flush"), raising=False)
+    with pytest.raises(WorldssmError, match="cannot write the shard .*shard-00000.wsr: the disk is full"):
+        collect(env_id, 2, 10, tmp_path, shard_steps=5)
+    assert _names(tmp_path) == []
+    monkeypatch.undo()
+    with DirLock(tmp_path, "checking"):
+        pass  # the failed collection released its lock
+    assert collect(env_id, 2, 10, tmp_path, shard_steps=5)["removed_temp_files"] == 0
+
+
+class _NaNEnv(gymnasium.Env):
+    """Observations [t, 0]; the fourth one is NaN (a broken env)."""
+
+    observation_space = gymnasium.spaces.Box(-10, 10, (2,), np.float32)
+    action_space = gymnasium.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self._t += 1
+        obs = np.array([np.nan if self._t == 3 else self._t, 0], np.float32)
+        return obs, 0.0, False, False, {}
+
+
+def test_an_env_producing_values_its_space_forbids_stops_collect_clearly(tmp_path):
+    if "WorldssmTestNaN-v0" not in gymnasium.registry:
+        gymnasium.register(id="WorldssmTestNaN-v0", entry_point=_NaNEnv)
+    with pytest.raises(WorldssmError, match="shard-00000.wsr: steps record of agent 'agent_0' episode 0 "
+                                            "\\(6 steps\\): field obs: row 3 contains NaN"):
+        collect("WorldssmTestNaN-v0", 1, 6, tmp_path)
+    assert _names(tmp_path) == []

@@ -47,4 +47,6 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['complete_episodes']} complete) from {summary['agents']} agents "
         f"in {len(summary['shards'])} shards to {summary['out_dir']}"
     )
+    if summary["removed_temp_files"]:
+        print(f"removed {summary['removed_temp_files']} temporary shard files left by an interrupted collection")
     return 0

@@ -14,6 +14,7 @@ slightly more steps than N * steps.
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,21 @@ from typing import ClassVar
 
 import numpy as np
 
-from worldssm.data.format import SHARD_SUFFIX, STEP_FIELDS, ShardWriter, make_header
+from worldssm.data.format import (
+    SHARD_SUFFIX,
+    STEP_FIELDS,
+    ShardWriter,
+    make_header,
+    max_record_steps,
+    split_steps,
+    temp_target,
+)
 from worldssm.errors import WorldssmError
+from worldssm.locks import DirLock
 from worldssm.spaces import space_step_layout, space_to_dict
 
 DEFAULT_SHARD_STEPS = 50_000
+_SHARD_NAME = re.compile(rf"shard-\d{{5,}}{re.escape(SHARD_SUFFIX)}")
 
 
 def _agent_names() -> tuple:
@@ -171,14 +182,18 @@ class EpisodeRecorder:
 
 
 def _write_shard(out_dir: Path, index: int, header: dict, records: list[dict]) -> Path:
-    """Write one shard whose header lists exactly the agents of `records` (in record order)."""
+    """Write one shard whose header lists exactly the agents of `records` (in record order).
+
+    A record too long for the format's record size limit is written as consecutive pieces.
+    """
     agents = list(dict.fromkeys(r["agent"] for r in records))
     header = {**header, "agent_ids": agents}
+    max_steps = max_record_steps(header)
     with ShardWriter(out_dir / f"shard-{index:05d}{SHARD_SUFFIX}", header) as writer:
         for record in records:
-            writer.write(record)
+            for piece in split_steps(record, max_steps):
+                writer.write(piece)
     return writer.path
-
 
 
 def collect(
@@ -204,6 +219,10 @@ def collect(
     each appears only when complete; each shard's header lists the agents recorded in it. An
     episode cut by the end of collection is stored as a partial episode (no is_last).
 
+    The whole collection holds `out_dir`'s lock (`worldssm.locks.DirLock`, purpose
+    "collecting"), so a second collection into it is refused naming this one. Under the lock,
+    the hidden temp files of shards that a killed collection left behind are deleted first.
+
     Args:
         env_id: a name `worldssm.envs.make` takes; spaces must be Box or Discrete.
         n_agents: agents at reset (env copies for Gymnasium ids); None: the env's default (a
@@ -218,19 +237,32 @@ def collect(
 
     Returns:
         Summary dict: out_dir, shards (paths as str), steps (recorded), ticks, agents,
-        episodes (started), complete_episodes, resets (of the whole env), agent (the name).
+        episodes (started), complete_episodes, resets (of the whole env), agent (the name),
+        removed_temp_files (leftover temp files deleted at the start).
 
     Raises:
-        WorldssmError: unknown env, unsupported spaces, unknown agent, non-empty out_dir.
+        WorldssmError: unknown env, unsupported spaces, unknown agent, non-empty out_dir, the
+            env producing values its spaces forbid, a failing disk.
+        DirectoryBusy: another process is collecting into out_dir (the message names it).
         ValueError: non-positive n_agents, steps or shard_steps.
     """
-    from worldssm import envs
-    from worldssm.agents import make_agent
-
     for name, value in (("steps", steps), ("shard_steps", shard_steps)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    out_dir = _empty_out_dir(out_dir)
+    out_dir = Path(out_dir)
+    with DirLock(out_dir, "collecting"):
+        _refuse_shards(out_dir)
+        removed = _remove_temp_files(out_dir)
+        summary = _collect_locked(env_id, n_agents, steps, out_dir, seed, agent, shard_steps,
+                                  progress, env_kwargs)
+    return {**summary, "removed_temp_files": removed}
+
+
+def _collect_locked(env_id, n_agents, steps, out_dir, seed, agent, shard_steps, progress, env_kwargs):
+    """The body of `collect`, run while holding out_dir's lock."""
+    from worldssm import envs
+    from worldssm.agents import make_agent
+
     kwargs = dict(env_kwargs or {})
     try:
         env = envs.make(env_id, api="batched", n_agents=n_agents, **kwargs)
@@ -266,14 +298,29 @@ def collect(
             "complete_episodes": recorder.episodes_finished, "resets": resets, "agent": name}
 
 
-def _empty_out_dir(out_dir) -> Path:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _refuse_shards(out_dir: Path) -> None:
     if any(out_dir.glob(f"*{SHARD_SUFFIX}")):
         raise WorldssmError(
             f"{out_dir} already holds *{SHARD_SUFFIX} shards; choose an empty directory"
         )
-    return out_dir
+
+
+def _remove_temp_files(out_dir: Path) -> int:
+    """Delete the temp files of shards (`.shard-NNNNN.wsr.<hex>.tmp`) that a killed collection
+    left; returns how many. Safe under the lock: no writer of ours is running here."""
+    removed = 0
+    for path in out_dir.glob(".shard-*.tmp"):
+        target = temp_target(path.name)
+        if target is None or not _SHARD_NAME.fullmatch(target) or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise WorldssmError(f"cannot delete the leftover temp file {path}: {exc.strerror}") from exc
+        removed += 1
+    return removed
 
 
 def _run_ticks(env, actor, steps, seed, recorder, shard_steps, roll, progress):

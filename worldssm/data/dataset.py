@@ -49,20 +49,22 @@ class RolloutDataset:
     def load(cls, path) -> RolloutDataset:
         """Load one `.wsr` file, or every `*.wsr` shard of a directory (sorted by name).
 
-        Hidden temp files of unfinished writers never match `*.wsr` and are ignored.
+        Hidden temp files of unfinished writers never match `*.wsr` and are ignored. Version-1
+        shards load with a `LegacyShardWarning` each (see `worldssm.data.format`).
 
         Raises:
             WorldssmError: the path does not exist or holds no shards.
-            DataError: a damaged shard, shards disagreeing on env_id or spaces, or records that
-                do not stitch into episodes (a duplicate episode start, steps after is_last).
+            DataError: a damaged shard (see `iter_shard`: a cut file, values the spaces forbid,
+                ...), shards disagreeing on env_id or spaces, or records that do not stitch
+                into episodes (a duplicate episode start, steps after is_last).
         """
         path = Path(path)
         if path.is_dir():
             shards = sorted(p for p in path.glob(f"*{SHARD_SUFFIX}") if p.is_file())
             if not shards:
                 raise WorldssmError(f"no *{SHARD_SUFFIX} shards in {path}")
-        elif path.is_file():
-            shards = [path]
+        elif path.exists():
+            shards = [path]  # iter_shard refuses anything but a regular file, naming it
         else:
             raise WorldssmError(f"rollout path {path} does not exist")
         spec = None
