@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from worldssm.model import WorldModel, preset
-from worldssm.model.config import BackboneConfig, WorldModelConfig
+from worldssm.model.config import BackboneConfig, WorldModelConfig, preset_for
 
 from tests.model.wm_helpers import BOX_ACT, DISC_ACT, IMG_OBS, VEC_OBS, random_batch
 
@@ -15,7 +15,7 @@ def to_double(batch):
     return {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
 
 
-@pytest.mark.parametrize("kind", ["mamba2", "gru"])
+@pytest.mark.parametrize("kind", ["mamba2", "gru", "transformer"])
 def test_steps_equal_sequence(kind):
     cfg = preset("DEBUG")
     cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, kind=kind))
@@ -80,11 +80,12 @@ def test_reset_row_matches_fresh_agent(debug_model):
     torch.testing.assert_close(pred.h[1, 6:], fresh.h[0])
 
 
+@pytest.mark.parametrize("kind", ["mamba2", "transformer"])
 @pytest.mark.parametrize("obs_space,act_space", [(VEC_OBS, BOX_ACT), (IMG_OBS, DISC_ACT)])
-def test_loss_backward_trains(obs_space, act_space):
+def test_loss_backward_trains(obs_space, act_space, kind):
     torch.manual_seed(0)
-    model = WorldModel(preset("DEBUG"), obs_space, act_space)
-    batch = random_batch(obs_space, act_space, 2, 9, seed=4)
+    model = WorldModel(preset_for("DEBUG", kind), obs_space, act_space)
+    batch = random_batch(obs_space, act_space, 2, 9, seed=4)  # 9 steps: past the DEBUG transformer's window of 8
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(25):

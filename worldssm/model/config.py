@@ -11,32 +11,46 @@ from dataclasses import dataclass, field
 
 from worldssm.kernels import KERNEL_IMPLS
 
+BACKBONE_KINDS = ("mamba2", "gru", "transformer")
+
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """The sequence model: a stack of residual Mamba-2 blocks."""
+    """The sequence model: a stack of residual Mamba-2 blocks, or a GRU or Transformer baseline.
 
-    kind: str = "mamba2"  # sequence core: "mamba2" or the "gru" baseline
+    d_state, d_conv, chunk_size, state_dtype and kernels are read by Mamba-2 only; context and
+    mlp_ratio by the Transformer only.
+    """
+
+    kind: str = "mamba2"  # sequence core: "mamba2", or the "gru" or "transformer" baseline
     d_model: int = 256  # width D of the residual stream
     n_layers: int = 4  # number of blocks L
-    n_heads: int = 8  # SSM heads H; inner width is H * head_dim
-    head_dim: int = 64  # channels per head P
+    n_heads: int = 8  # SSM or attention heads H; inner width is H * head_dim
+    head_dim: int = 64  # channels per head P (even for the transformer: rotary pairs)
     d_state: int = 64  # state size per channel N
     d_conv: int = 4  # causal conv width K
     chunk_size: int = 32  # chunk length of the training scan: a power of two >= 16 (Triton scan)
     norm_eps: float = 1e-5  # epsilon of every RMSNorm
     state_dtype: str = "float32"  # storage dtype of the SSM state: "float32" or "bfloat16"
     kernels: str = "auto"  # "auto" (Triton on CUDA, reference on CPU), "reference" or "triton"
+    context: int = 256  # transformer: attention window in steps, the current one included (KV cache length)
+    mlp_ratio: int = 4  # transformer: MLP hidden width is mlp_ratio * d_model
 
     def __post_init__(self):
-        for name in ("d_model", "n_layers", "n_heads", "head_dim", "d_state"):
+        for name in ("d_model", "n_layers", "n_heads", "head_dim", "d_state", "context", "mlp_ratio"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BackboneConfig.{name} must be >= 1, got {getattr(self, name)}")
         # Every scan gets this chunk, and the Triton scan tiles it: a power of two, at least 16.
         if self.chunk_size < 16 or self.chunk_size & (self.chunk_size - 1):
             raise ValueError(f"BackboneConfig.chunk_size must be a power of two >= 16, got {self.chunk_size}")
-        if self.kind not in ("mamba2", "gru"):
-            raise ValueError(f"BackboneConfig.kind must be 'mamba2' or 'gru', got {self.kind!r}")
+        if self.kind not in BACKBONE_KINDS:
+            raise ValueError(f"BackboneConfig.kind must be one of {BACKBONE_KINDS}, got {self.kind!r}")
+        if self.kind == "transformer" and self.head_dim % 2:
+            raise ValueError(f"BackboneConfig.head_dim must be even for the transformer (rotary "
+                             f"positions rotate channel pairs), got {self.head_dim}")
+        if self.kind == "transformer" and self.state_dtype != "float32":
+            raise ValueError(f"BackboneConfig.state_dtype: the transformer's KV cache is float32, "
+                             f"got {self.state_dtype!r}")
         if self.d_conv < 2:
             raise ValueError(f"BackboneConfig.d_conv must be >= 2, got {self.d_conv}")
         if self.state_dtype not in ("float32", "bfloat16"):
@@ -129,3 +143,52 @@ def preset(name: str) -> WorldModelConfig:
     if key not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[key]
+
+
+# Backbone fields that bring each baseline to its Mamba-2 preset's parameter count. d_model stays
+# the preset's, so everything around the backbone (encoder, decoder, heads) is the same model.
+_MATCHED_BACKBONES: dict[tuple[str, str], dict] = {
+    ("DEBUG", "gru"): dict(n_layers=1),
+    ("DEBUG", "transformer"): dict(n_layers=2, n_heads=3, head_dim=4, mlp_ratio=1, context=8),
+    ("SMALL", "gru"): dict(n_layers=1),
+    ("SMALL", "transformer"): dict(n_layers=2, n_heads=4, head_dim=16, mlp_ratio=1),
+    ("BASE", "gru"): dict(),
+    ("BASE", "transformer"): dict(n_layers=2, n_heads=4, head_dim=64, mlp_ratio=4),
+}
+
+
+def preset_for(name: str, backbone: str) -> WorldModelConfig:
+    """The preset `name` with its backbone swapped for `backbone`, at a matched parameter count.
+
+    The baselines keep the preset's d_model (so encoder, decoder and heads are unchanged) and
+    take the layers, heads and MLP ratio that bring the whole world model within 10% of the
+    Mamba-2 preset's parameter count. Counts (whole model with a Box(3) observation and a Box(1)
+    action, Pendulum-v1's spaces; the backbone alone in brackets):
+
+        DEBUG  mamba2       12,033  (4,558)
+               gru          11,099  (3,624)      -7.8%   1 layer
+               transformer  12,203  (4,728)      +1.4%   2 layers, 3 heads of 4, MLP 1x, context 8
+        SMALL  mamba2      875,643  (109,784)
+               gru         865,059  (99,200)     -1.2%   1 layer
+               transformer 897,571  (131,712)    +2.5%   2 layers, 4 heads of 16, MLP 1x
+        BASE   mamba2    3,452,323  (1,728,352)
+               gru       3,303,235  (1,579,264)  -4.3%   4 layers
+               transformer 3,298,115 (1,574,144) -4.5%   2 layers, 4 heads of 64, MLP 4x
+
+    Larger observation spaces add the same encoder and decoder parameters to every backbone,
+    so the relative gaps only shrink. tests/model/test_transformer.py checks these numbers.
+
+    Args:
+        name: a preset name (case-insensitive).
+        backbone: "mamba2" (the preset itself), "gru" or "transformer".
+
+    Raises:
+        ValueError: unknown preset or backbone.
+    """
+    cfg = preset(name)
+    if backbone not in BACKBONE_KINDS:
+        raise ValueError(f"backbone must be one of {BACKBONE_KINDS}, got {backbone!r}")
+    if backbone == "mamba2":
+        return cfg
+    fields = _MATCHED_BACKBONES[(name.upper(), backbone)]
+    return dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, kind=backbone, **fields))

@@ -209,4 +209,7 @@ class GRUBackbone(nn.Module):
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
     """The backbone named by `cfg.kind`."""
-    return {"mamba2": Mamba2Backbone, "gru": GRUBackbone}[cfg.kind](cfg)
+    # Imported here: the transformer module imports RMSNorm from this one.
+    from worldssm.model.transformer import TransformerBackbone
+
+    return {"mamba2": Mamba2Backbone, "gru": GRUBackbone, "transformer": TransformerBackbone}[cfg.kind](cfg)
