@@ -134,3 +134,20 @@ def test_departed_records_are_bounded_and_totals_count_everyone():
     assert r.seen == 10 and r.left_by_reason == {"episode ended": 10}
     assert r.record(int(ids[0])) is None and r.record(int(ids[-1])).left == 1
     assert r.next_number(0) == 10, "numbers are never reused even once their records are gone"
+
+
+def test_a_replay_with_queued_leaves_then_resume_forgets_nobody():
+    """Dream agents queued to leave when their EngineActor died leave with the replay; counting
+    the ticks the others lost must not trip over them (they are still in the live list until the
+    next tick's result)."""
+    r = roster()
+    r.snapshot_taken(0, snap(0))
+    ids = r.queue_dream_joins(obs(3), [0, 0, 0], tick=1)
+    r.commit(1)
+    r.ingest(1, [], [result(0, ids), result(1, None)])
+    r.queue_dream_leaves(ids[:1], tick=2)
+    _, ops = r.replay_plan(0)
+    r.engine_resumed(0, last_tick=0, failed_tick=2)
+    assert ops[-1].leave.tolist() == ids[:1].tolist()
+    assert r.record(int(ids[0])).reason == "removed" and int(ids[0]) not in r.records
+    assert [r.records[int(g)].ticks_lost for g in ids[1:]] == [2, 2]

@@ -250,49 +250,62 @@ def collect(
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     out_dir = Path(out_dir)
-    with DirLock(out_dir, "collecting"):
-        _refuse_shards(out_dir)
-        removed = _remove_temp_files(out_dir)
-        summary = _collect_locked(env_id, n_agents, steps, out_dir, seed, agent, shard_steps,
-                                  progress, env_kwargs)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise WorldssmError(f"{out_dir} is a file, not a directory")
+    env, actor, name = _env_and_agent(env_id, n_agents, seed, agent, env_kwargs)  # nothing on disk yet
+    try:
+        with DirLock(out_dir, "collecting"):
+            _refuse_shards(out_dir)
+            removed = _remove_temp_files(out_dir)
+            summary = _collect_locked(env, actor, name, env_id, n_agents, steps, out_dir, seed, shard_steps,
+                                      progress, env_kwargs)
+    finally:
+        env.close()
     return {**summary, "removed_temp_files": removed}
 
 
-def _collect_locked(env_id, n_agents, steps, out_dir, seed, agent, shard_steps, progress, env_kwargs):
-    """The body of `collect`, run while holding out_dir's lock."""
+def _env_and_agent(env_id, n_agents, seed, agent, env_kwargs):
+    """The batched env and the agent that acts in it, or a WorldssmError saying why not."""
     from worldssm import envs
     from worldssm.agents import make_agent
 
-    kwargs = dict(env_kwargs or {})
     try:
-        env = envs.make(env_id, api="batched", n_agents=n_agents, **kwargs)
+        env = envs.make(env_id, api="batched", n_agents=n_agents, **dict(env_kwargs or {}))
     except (ValueError, TypeError) as exc:
         raise WorldssmError(f"cannot make environment {env_id!r}: {exc}") from exc
     try:
-        obs_space = space_to_dict(env.single_observation_space)
         act_space = space_to_dict(env.single_action_space)
+        space_to_dict(env.single_observation_space)
         name = agent or ("greedy" if isinstance(env, envs.SwarmEnv) else "random")
         try:
-            actor = make_agent(name, act_space, env=env, seed=seed)
+            return env, make_agent(name, act_space, env=env, seed=seed), name
         except ValueError as exc:
             raise WorldssmError(str(exc)) from exc
-        meta = {"seed": seed, "agent": name, "n_agents": env.num_agents if n_agents is None else n_agents,
-                "api": "batched",
-                "env_kwargs": {k: v if isinstance(v, int | float | str) else repr(v) for k, v in kwargs.items()},
-                "worldssm_version": importlib.metadata.version("worldssm")}
-        header = make_header(env_id, obs_space, act_space, [], meta)
-        recorder = EpisodeRecorder(obs_space, act_space, env.agent_name)
-        paths: list[Path] = []
-
-        def roll() -> None:
-            records = recorder.flush()
-            if records:
-                paths.append(_write_shard(out_dir, len(paths), header, records))
-
-        total, resets, agents = _run_ticks(env, actor, steps, seed, recorder, shard_steps, roll, progress)
-        roll()
-    finally:
+    except BaseException:
         env.close()
+        raise
+
+
+def _collect_locked(env, actor, name, env_id, n_agents, steps, out_dir, seed, shard_steps, progress, env_kwargs):
+    """The body of `collect`, run while holding out_dir's lock."""
+    kwargs = dict(env_kwargs or {})
+    obs_space = space_to_dict(env.single_observation_space)
+    act_space = space_to_dict(env.single_action_space)
+    meta = {"seed": seed, "agent": name, "n_agents": env.num_agents if n_agents is None else n_agents,
+            "api": "batched",
+            "env_kwargs": {k: v if isinstance(v, int | float | str) else repr(v) for k, v in kwargs.items()},
+            "worldssm_version": importlib.metadata.version("worldssm")}
+    header = make_header(env_id, obs_space, act_space, [], meta)
+    recorder = EpisodeRecorder(obs_space, act_space, env.agent_name)
+    paths: list[Path] = []
+
+    def roll() -> None:
+        records = recorder.flush()
+        if records:
+            paths.append(_write_shard(out_dir, len(paths), header, records))
+
+    total, resets, agents = _run_ticks(env, actor, steps, seed, recorder, shard_steps, roll, progress)
+    roll()
     return {"out_dir": str(out_dir), "shards": [str(p) for p in paths], "steps": total,
             "ticks": steps, "agents": agents, "episodes": recorder.episodes_started,
             "complete_episodes": recorder.episodes_finished, "resets": resets, "agent": name}

@@ -240,7 +240,9 @@ class Roster:
             self._log_queue(j, failed_tick)
         lost = failed_tick - last_tick
         for g in self.agents_of_engine(j).tolist():
-            self.records[g].ticks_lost += lost
+            rec = self.records.get(g)  # None: it left in the membership change being replayed
+            if rec is not None:
+                rec.ticks_lost += lost
 
     def env_restarted(self, e: int, new_ids: np.ndarray, tick: int) -> None:
         """EnvActor e was replaced: agents it kept are reset; the others left."""
