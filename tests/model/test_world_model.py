@@ -158,3 +158,52 @@ def test_box_dims_with_low_equal_high_give_finite_states():
         assert all(torch.isfinite(t).all() for t in eng.slab.tensors.values()), impl
         outs.append(out.reward)
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+
+
+def test_observation_statistics_standardise_encoder_input_and_decoder_output():
+    """With statistics set, the encoder sees symlog((o - loc) / scale) and decode inverts it: an
+    observation shifted by loc and stretched by scale gives the same latent, and decode of the
+    same latent gives the shifted, stretched observation back."""
+    import numpy as np
+
+    from worldssm.model import WorldModel, preset
+
+    obs = {"type": "box", "shape": [3], "dtype": "float32", "low": np.full(3, -9, np.float32),
+           "high": np.full(3, 9, np.float32)}
+    act = {"type": "discrete", "n": 2}
+    torch.manual_seed(0)
+    plain = WorldModel(preset("DEBUG"), obs, act).double()
+    scaled = WorldModel(preset("DEBUG"), obs, act).double()
+    scaled.load_state_dict(plain.state_dict())
+    loc, scale = np.array([1.0, -2.0, 0.5]), np.array([0.1, 3.0, 1.0])
+    scaled.set_obs_stats(loc, scale)
+    o = torch.randn(5, 3, dtype=torch.float64)
+    torch.testing.assert_close(scaled.posterior(o * torch.as_tensor(scale) + torch.as_tensor(loc)), plain.posterior(o))
+    z = plain.latent(plain.posterior(o))
+    h = torch.randn(5, 24, dtype=torch.float64)
+    torch.testing.assert_close(scaled.decode(z, h), plain.decode(z, h) * torch.as_tensor(scale) + torch.as_tensor(loc))
+    with pytest.raises(ValueError, match="3 values per dimension"):
+        scaled.set_obs_stats(np.zeros(2), np.ones(2))
+    scaled.set_obs_stats(np.zeros(3), np.zeros(3))
+    assert float(scaled.obs_scale.min()) == pytest.approx(1e-3), "a constant dimension is floored"
+
+
+def test_trainer_sets_the_statistics_of_its_training_data(pendulum_data, tmp_path):
+    import numpy as np
+
+    from worldssm.train import TrainConfig, Trainer
+
+    trainer = Trainer(pendulum_data, tmp_path / "run", TrainConfig(preset="DEBUG", steps=1, batch_size=2, seq_len=16))
+    mean, std = trainer.train_set.obs_stats()
+    np.testing.assert_allclose(trainer.model.obs_loc.numpy(), mean, rtol=1e-6)
+    np.testing.assert_allclose(trainer.model.obs_scale.numpy(), np.maximum(std, 1e-3), rtol=1e-6)
+    assert "obs_loc" in trainer.model.state_dict(), "saved with the weights"
+
+
+def test_a_config_from_before_observation_statistics_loads_without_them():
+    cfg = preset("DEBUG").to_dict()
+    del cfg["obs_norm"]
+    old = WorldModelConfig.from_dict(cfg)
+    assert old.obs_norm is False
+    model = WorldModel(old, VEC_OBS, BOX_ACT)
+    assert "obs_loc" not in model.state_dict() and not model.normalises_obs

@@ -49,10 +49,14 @@ def randomise_parameters(model, seed=0):
     """Redraw every parameter of `model` in place, so that no array is zero or one by
     construction (the reward head's output layer starts at zero, norms at one): matrices from
     N(0, 1/fan_in) with fan_in their last dim, which keeps activations of order one, vectors
-    from N(0, 0.5^2). Returns the model."""
+    from N(0, 0.5^2); and the observation statistics (location N(0, 1), scale in [0.2, 2.2]).
+    Returns the model."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             std = p.shape[-1] ** -0.5 if p.dim() > 1 else 0.5
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype) * std)
+    if getattr(model, "normalises_obs", False):  # observation statistics away from 0 and 1 too
+        n = model.obs_loc.numel()
+        model.set_obs_stats(torch.randn(n, generator=g).numpy(), 0.2 + 2 * torch.rand(n, generator=g).numpy())
     return model

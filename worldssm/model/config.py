@@ -87,6 +87,7 @@ class WorldModelConfig:
     loss_con: float = 1.0  # weight of the continue loss
     loss_dyn: float = 1.0  # weight of KL(sg(post) || prior)
     loss_rep: float = 0.1  # weight of KL(post || sg(prior))
+    obs_norm: bool = True  # standardise vector observations per dimension with the training data's statistics
 
     def __post_init__(self):
         if isinstance(self.backbone, dict):
@@ -113,6 +114,8 @@ class WorldModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"WorldModelConfig: unknown fields {sorted(unknown)}")
+        if "obs_norm" not in d:  # a checkpoint from before observation statistics were kept
+            d = {**d, "obs_norm": False}
         bb = d.get("backbone", {})
         bb_known = {f.name for f in dataclasses.fields(BackboneConfig)}
         if set(bb) - bb_known:

@@ -120,13 +120,14 @@ class NumpyStep:
 
     def __init__(self, model):
         self._model = model
-        self._params = list(model.parameters())
+        self._params = list(model.parameters()) + list(model.buffers())  # observation statistics too
         self._version = None
         self._sync()
 
     def _sync(self) -> None:
-        """(Re)build the numpy weights when any parameter changed in place since the last build
-        (an optimizer step, `load_state_dict`): each tensor's version counter says so."""
+        """(Re)build the numpy weights when any parameter or buffer changed in place since the last
+        build (an optimizer step, `load_state_dict`, `set_obs_stats`): each tensor's version
+        counter says so."""
         version = tuple(p._version for p in self._params)
         if version == self._version:
             return
@@ -141,6 +142,7 @@ class NumpyStep:
         self.eps, self.obs_shape = w.norm_eps, w.obs_shape
         self.eye_k = np.eye(self.k, dtype=F32)
         self.encoder, self.decoder = _MLP(w.encoder), _MLP(w.decoder)
+        self.obs_loc, self.obs_scale = w.obs_loc, w.obs_scale
         self.heads = _Heads([w.prior_head, w.reward_head, w.cont_head])
         act, vk = w.action, self.v * self.k
         self.discrete = act.discrete
@@ -259,7 +261,7 @@ class NumpyStep:
         """
         self._sync()
         x = obs.astype(F32, copy=False).reshape(obs.shape[0], -1)
-        z = self._mode(self.encoder(_symlog(x)))
+        z = self._mode(self.encoder(_symlog((x - self.obs_loc) / self.obs_scale)))
         return self._heads(self._backbone(self._inputs(z, action), slab, slots, reset if reset.any() else None))
 
     def imagine(self, slab: dict, slots: np.ndarray, z: np.ndarray, action: np.ndarray):
@@ -272,4 +274,7 @@ class NumpyStep:
         """`WorldModel.decode` for vector observations: [B, *obs_shape]."""
         self._sync()
         out = self.decoder(np.concatenate([z, h], 1))
-        return _symexp(out).reshape(z.shape[0], *self.obs_shape)
+        x = _symexp(out)
+        x *= self.obs_scale
+        x += self.obs_loc
+        return x.reshape(z.shape[0], *self.obs_shape)

@@ -78,8 +78,8 @@ class StepWeights:
     `x @ w`. Letters: O the flattened observation, V*K the latent, E the action embedding, W the
     MLP width, R the reward bins; D, H, P, N, K as in the backbone."""
 
-    encoder: MLPWeights  # symlog(obs) [B, O] -> posterior logits [B, V*K]
-    decoder: MLPWeights  # [z, h] [B, V*K + D] -> symlog(obs) [B, O]
+    encoder: MLPWeights  # symlog((obs - obs_loc) / obs_scale) [B, O] -> posterior logits [B, V*K]
+    decoder: MLPWeights  # [z, h] [B, V*K + D] -> symlog((obs - obs_loc) / obs_scale) [B, O]
     prior_head: MLPWeights  # h [B, D] -> prior logits of z_{t+1} [B, V*K]
     reward_head: MLPWeights  # h [B, D] -> reward bin logits [B, R]
     cont_head: MLPWeights  # h [B, D] -> continue logit [B, 1]
@@ -88,6 +88,8 @@ class StepWeights:
     layers: tuple[MixerWeights, ...]  # L residual blocks
     final_norm: np.ndarray  # [D] the backbone's final RMSNorm weight
     reward_bins: np.ndarray  # [R] bin centres in symlog space
+    obs_loc: np.ndarray  # [O] observation location (zeros where the model keeps no statistics)
+    obs_scale: np.ndarray  # [O] observation scale (ones where the model keeps no statistics)
     norm_eps: float  # epsilon of every RMSNorm (pre-norms, gated norms, final norm)
     latent_vars: int  # V
     latent_classes: int  # K

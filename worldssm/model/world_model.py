@@ -82,6 +82,15 @@ class WorldModel(nn.Module):
             n_obs = int(np.prod(self.obs_shape))
             self.encoder = mlp(n_obs, w, cfg.mlp_layers, v * k)
             self.decoder = mlp(v * k + d, w, cfg.mlp_layers, n_obs)
+            if cfg.obs_norm:
+                # Per-dimension location and scale of the observations (`set_obs_stats`, from the
+                # training data; saved with the weights): the encoder reads, and the decoder
+                # predicts, symlog((o - loc) / scale), so every dimension is learnt relative to its
+                # own spread. Without it a dimension with a small spread (CartPole's cart position)
+                # is reconstructed with the same absolute error as the wide ones, which put a floor
+                # of about 0.1 under CartPole's normalised error at every horizon.
+                self.register_buffer("obs_loc", torch.zeros(n_obs))
+                self.register_buffer("obs_scale", torch.ones(n_obs))
         self.action_encoder = ActionEncoder(action_space, cfg.action_embed)
         self.in_proj = nn.Linear(v * k + cfg.action_embed, d)
         self.backbone = build_backbone(cfg.backbone)
@@ -94,13 +103,38 @@ class WorldModel(nn.Module):
         nn.init.zeros_(self.reward_head[-1].bias)
 
     # ----- pieces -------------------------------------------------------------------------------
+    @property
+    def normalises_obs(self) -> bool:
+        return self.obs_kind == "vector" and self.cfg.obs_norm
+
+    def set_obs_stats(self, mean, std) -> None:
+        """Set the observation statistics (per dimension, arrays of obs_shape); a spread below
+        1e-3 counts as 1e-3 (a constant dimension must not blow up a tiny deviation)."""
+        if not self.normalises_obs:
+            raise ValueError("this model keeps no observation statistics (image observations or obs_norm=False)")
+        mean = torch.as_tensor(np.asarray(mean, np.float64).reshape(-1), dtype=torch.float32)
+        std = torch.as_tensor(np.asarray(std, np.float64).reshape(-1), dtype=torch.float32)
+        if mean.shape != self.obs_loc.shape or std.shape != self.obs_scale.shape:
+            raise ValueError(f"observation statistics must have {self.obs_loc.numel()} values per dimension")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+            raise ValueError("observation statistics must be finite")
+        with torch.no_grad():
+            self.obs_loc.copy_(mean)
+            self.obs_scale.copy_(std.clamp(min=1e-3))
+
+    def _standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """symlog of the (standardised, where the model keeps statistics) flat observation."""
+        if self.normalises_obs:
+            x = (x - self.obs_loc.to(x.dtype)) / self.obs_scale.to(x.dtype)
+        return symlog(x)
+
     def posterior(self, obs: torch.Tensor) -> torch.Tensor:
         """o [..., *obs_shape] -> log-probs of z [..., V, K]."""
         if self.obs_kind == "image":
             feats = self.encoder(obs)
         else:
             x = obs.to(self.in_proj.weight.dtype).flatten(obs.dim() - len(self.obs_shape))
-            feats = run_mlp(self.encoder, symlog(x))
+            feats = run_mlp(self.encoder, self._standardise(x))
         return unimix_logits(feats.view(*feats.shape[:-1], self.cfg.latent_vars, -1), self.cfg.unimix)
 
     def prior(self, h: torch.Tensor) -> torch.Tensor:
@@ -121,7 +155,10 @@ class WorldModel(nn.Module):
             out = run_mlp(self.decoder, torch.cat([z, h_prev.to(z.dtype)], -1))
         if self.obs_kind == "image":
             return ((out.float() + 0.5) * 255.0).clamp(0, 255)
-        return symexp(out.float()).view(*z.shape[:-1], *self.obs_shape)
+        x = symexp(out.float())
+        if self.normalises_obs:
+            x = x * self.obs_scale + self.obs_loc
+        return x.view(*z.shape[:-1], *self.obs_shape)
 
     def _inputs(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         enc = self.action_encoder
@@ -169,6 +206,8 @@ class WorldModel(nn.Module):
             in_proj=linear_weights(self.in_proj.weight, self.in_proj.bias),
             layers=tuple(mixer_weights(norm, m) for norm, m in zip(self.backbone.norms, self.backbone.mixers)),
             final_norm=array(self.backbone.final_norm.weight), reward_bins=array(self.twohot.bins),
+            obs_loc=array(self.obs_loc) if self.normalises_obs else np.zeros(int(np.prod(self.obs_shape)), np.float32),
+            obs_scale=array(self.obs_scale) if self.normalises_obs else np.ones(int(np.prod(self.obs_shape)), np.float32),
             norm_eps=float(bb.norm_eps), latent_vars=cfg.latent_vars, latent_classes=cfg.latent_classes,
             n_heads=bb.n_heads, head_dim=bb.head_dim, d_state=bb.d_state, obs_shape=self.obs_shape,
         )
@@ -201,7 +240,7 @@ class WorldModel(nn.Module):
             target = batch["obs"].float() / 255.0 - 0.5
             rec = (recon.float() - target).pow(2).sum((-1, -2, -3))
         else:
-            target = symlog(batch["obs"].to(recon.dtype).flatten(2))
+            target = self._standardise(batch["obs"].to(recon.dtype).flatten(2))
             rec = (recon.float() - target).pow(2).sum(-1)
         rec = rec.mean()
 

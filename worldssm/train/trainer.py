@@ -101,7 +101,10 @@ class Trainer:
         self.device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.train_set, self.val_set = self.dataset.split(cfg.val_fraction, cfg.seed)
-        self.model = WorldModel(model_cfg, spec.observation_space, spec.action_space).to(self.device)
+        self.model = WorldModel(model_cfg, spec.observation_space, spec.action_space)
+        if self.model.normalises_obs and sidecar is None:  # a resumed run loads them with the weights
+            self.model.set_obs_stats(*self.train_set.obs_stats())
+        self.model = self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-6
         )
