@@ -10,7 +10,7 @@ from worldssm.envs.api import BatchedEnv
 from worldssm.envs.registry import kind_of, make, names, register
 from worldssm.envs.swarm import SwarmConfig, SwarmEnv
 
-GYM_IDS = ("worldssm/Swarm-v0",)
+GYM_IDS = ("worldssm/Swarm-v0", "worldssm/Pong64-v0", "worldssm/Breakout64-v0")
 
 
 def _register_gymnasium_ids() -> None:
@@ -28,6 +28,9 @@ def _register_gymnasium_ids() -> None:
             entry_point="worldssm.envs.swarm.gym_view:SwarmGymEnv",
             max_episode_steps=None,
         )
+    from worldssm.envs import atari
+
+    atari.register()
 
 
 _register_gymnasium_ids()
