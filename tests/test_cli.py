@@ -135,3 +135,21 @@ def test_bad_values_exit_2_with_one_error_line(command, flags, message, tmp_path
     if not from_argparse:
         assert len(lines) == 1  # our errors are one line; argparse's come after its usage lines
     assert not (tmp_path / "out").exists()  # rejected before any work started
+
+
+def test_our_warnings_are_one_line(tmp_path, capsys):
+    """A version-1 shard loads with a warning: one line naming the command, no source location."""
+    import shutil
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "data" / "fixtures"
+    shards = sorted(fixtures.glob("v1-vector.wsr"))
+    assert shards, "the version-1 fixtures are missing"
+    data = tmp_path / "old"
+    data.mkdir()
+    shutil.copy(shards[0], data / shards[0].name)
+    main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "DEBUG", "--steps", "1",
+          "--batch-size", "1", "--seq-len", "2", "--no-progress"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert lines and all(line.startswith("worldssm train: warning: ") for line in lines), lines
+    assert not any("iter_shard" in line or ".py:" in line for line in lines)

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from worldssm.errors import WorldssmError
+from worldssm.errors import WorldssmError, WorldssmWarning
 
 COMMANDS = {
     "quickstart": "worldssm.commands.quickstart",
@@ -37,7 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     args = build_parser().parse_args(argv)
+    show = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, WorldssmWarning):  # ours: one line, no source location
+            print(f"worldssm {args.command}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = one_line
     try:
         return int(args._run(args) or 0)
     except WorldssmError as exc:
@@ -46,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"worldssm {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
 
 
 if __name__ == "__main__":

@@ -56,3 +56,8 @@ def require(module: str, install: str):
 class TickRejected(WorldssmError, ValueError):
     """A Simulation call's inputs are invalid (an unknown agent, a bad action or start
     observation); nothing was sent and no env or engine state changed."""
+
+
+class WorldssmWarning(UserWarning):
+    """Something the user should know that does not stop the work (an old file format read, a
+    check that could not be made); the CLI prints it as one line `worldssm CMD: warning: ...`."""

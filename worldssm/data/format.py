@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from worldssm import codec
-from worldssm.errors import DataError, WorldssmError
+from worldssm.errors import DataError, WorldssmError, WorldssmWarning
 from worldssm.spaces import (
     SpaceError,
     check_batch,
@@ -117,7 +117,7 @@ class RecordError(WorldssmError, ValueError):
     """A record breaks the format: the writer refuses it; the reader reports it as a DataError."""
 
 
-class LegacyShardWarning(UserWarning):
+class LegacyShardWarning(WorldssmWarning):
     """A version-1 shard was read: it has no end record, so a cut at a record boundary is not seen."""
 
 
