@@ -285,3 +285,32 @@ def test_graph_path_padding_matches_eager(monkeypatch):
     assert [m.calls for m in made] == [[4, 4], [4]], "two observes and one imagine, padded to 4"
     for k, t in eager.slab.tensors.items():
         torch.testing.assert_close(padded.slab.tensors[k][:8], t[:8])
+
+
+@pytest.mark.parametrize("impl", ["numpy", "torch"])
+@pytest.mark.parametrize("reset", [False, True])
+def test_fork_observed_then_imagine_equals_observe(impl, reset):
+    """imagine(forks, a) from fork_observed(slots, o) gives what observe(slots, o, a) gives, and
+    leaves the agents' own states as they were."""
+    from tests.engine.engine_helpers import debug_model, obs_actions
+
+    eng = Engine(debug_model(), 16, impl=impl)
+    slots = eng.join(3)
+    obs, act = obs_actions(3, 4, seed=2)
+    for t in range(3):
+        eng.observe(slots, obs[t], act[t], np.full(3, t == 0))
+    before = {k: v.clone() for k, v in eng.slab.tensors.items()}
+    resets = np.array([reset, False, reset])
+    forks = eng.fork_observed(slots, obs[3], n=2, resets=resets)
+    assert forks.shape == (6,)
+    from_forks = eng.imagine(forks, np.repeat(act[3], 2, axis=0))
+    for k, v in before.items():
+        assert torch.equal(eng.slab.tensors[k][slots], v[slots]), "the agents' own states are untouched"
+    direct = eng.observe(slots, obs[3], act[3], resets)
+    for field in ("reward", "cont", "z"):
+        torch.testing.assert_close(getattr(from_forks, field)[::2], getattr(direct, field), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(getattr(from_forks, field)[1::2], getattr(direct, field), rtol=1e-5, atol=1e-6)
+    eng.leave(forks)
+    with pytest.raises(EngineInputError, match="slots are needed"):
+        eng.fork_observed(slots, obs[3], n=5)
+    assert eng.slab.num_owned == 3, "a refused fork takes nothing"

@@ -144,6 +144,49 @@ class Engine:
     def set_rng_state(self, state: np.ndarray) -> None:
         self.generator.set_state(torch.from_numpy(np.asarray(state, dtype=np.uint8)))
 
+    def fork_observed(self, slots, obs, n: int = 1, resets=None) -> np.ndarray:
+        """Copy each agent into `n` new slots that stand where `observe(slots, obs, a)` would
+        start: the agent's state before this step (zeroed where `resets`), with the posterior
+        latent of `obs` as the latent the next `imagine` steps with. So `imagine(forks, a)` on a
+        copy gives what `observe(slots, obs, a)` gives (to float rounding), and a planner can try
+        many actions a_t from o_t without touching the agents' own states.
+
+        Args:
+            slots: owned, distinct slots int64 [B].
+            obs: observations o_t [B, *obs_shape].
+            n: copies per agent.
+            resets: bool [B]; True where o_t starts an episode. Default none.
+
+        Returns:
+            int64 [B * n]: the new slots, lined up with `np.repeat(slots, n)`; `leave` them after.
+
+        Raises:
+            EngineInputError / SlabError: bad input or fewer than B * n free slots; nothing changed.
+        """
+        s = self._slots(slots)
+        b = s.shape[0]
+        o = self._check_obs(obs, b)
+        r = np.zeros(b, dtype=bool) if resets is None else _as_numpy(resets, "resets")
+        if r.shape != (b,) or r.dtype != np.bool_:
+            raise EngineInputError(f"resets must be bool [{b}], got {r.dtype} {r.shape}")
+        if n < 1:
+            raise EngineInputError(f"n must be >= 1, got {n}")
+        if b * n > self.slab.num_free:
+            raise EngineInputError(f"{b * n} slots are needed for {b} agents x {n} copies; "
+                                   f"{self.slab.num_free} of {self.capacity} are free (grow the engine)")
+        if self._numpy is not None:
+            z = torch.from_numpy(self._numpy.posterior_mode(o))
+        else:
+            with self._no_grad():
+                z = self.model.latent(self.model.posterior(torch.as_tensor(o, device=self.device)),
+                                      self.sample, self.generator)
+        forks = self.slab.fork(s, n)
+        if r.any():
+            self.slab.reset(forks[np.repeat(r, n)])
+        idx = torch.as_tensor(forks, device=self.device)
+        self.slab.tensors["engine.z"][idx] = z.to(self.device, self.dtype).repeat_interleave(n, 0)
+        return forks
+
     # ----- the two verbs ------------------------------------------------------------------------
     def observe(self, slots, obs, actions, resets=None, decode: bool = False) -> EngineOutput:
         """The agents in `slots` saw `obs` and took `actions`.
@@ -160,14 +203,7 @@ class Engine:
         """
         s = self._slots(slots)
         b = s.shape[0]
-        o = _as_numpy(obs, "obs")
-        if o.shape != (b, *self.obs_shape):
-            raise EngineInputError(f"obs have shape {o.shape}, expected {(b, *self.obs_shape)}")
-        if o.dtype.kind not in "biuf":
-            raise EngineInputError(f"obs have dtype {o.dtype}, expected a numeric dtype")
-        bad = first_nonfinite_row(o)
-        if bad is not None:
-            raise EngineInputError(f"obs: row {bad} contains NaN or infinity (in float32)")
+        o = self._check_obs(obs, b)
         a = self._actions(actions, b)
         r = np.zeros(b, dtype=bool) if resets is None else _as_numpy(resets, "resets")
         if r.shape != (b,) or r.dtype != np.bool_:
@@ -211,6 +247,17 @@ class Engine:
             return self.slab.check_slots(_as_numpy(slots, "slots"))
         except SlabError as exc:
             raise EngineInputError(str(exc)) from exc
+
+    def _check_obs(self, obs, b: int) -> np.ndarray:
+        o = _as_numpy(obs, "obs")
+        if o.shape != (b, *self.obs_shape):
+            raise EngineInputError(f"obs have shape {o.shape}, expected {(b, *self.obs_shape)}")
+        if o.dtype.kind not in "biuf":
+            raise EngineInputError(f"obs have dtype {o.dtype}, expected a numeric dtype")
+        bad = first_nonfinite_row(o)
+        if bad is not None:
+            raise EngineInputError(f"obs: row {bad} contains NaN or infinity (in float32)")
+        return o
 
     def _actions(self, actions, b: int) -> np.ndarray:
         a = _as_numpy(actions, "actions")

@@ -259,10 +259,15 @@ class NumpyStep:
         Returns:
             float32 (mode latent z_{t+1} [B, V*K], reward [B], cont [B], h [B, D]).
         """
+        z = self.posterior_mode(obs)
+        return self._heads(self._backbone(self._inputs(z, action), slab, slots, reset if reset.any() else None))
+
+    def posterior_mode(self, obs: np.ndarray) -> np.ndarray:
+        """The mode of the posterior latent of observations [B, *obs_shape] -> [B, V*K]
+        (`WorldModel.latent(WorldModel.posterior(obs))`)."""
         self._sync()
         x = obs.astype(F32, copy=False).reshape(obs.shape[0], -1)
-        z = self._mode(self.encoder(_symlog((x - self.obs_loc) / self.obs_scale)))
-        return self._heads(self._backbone(self._inputs(z, action), slab, slots, reset if reset.any() else None))
+        return self._mode(self.encoder(_symlog((x - self.obs_loc) / self.obs_scale)))
 
     def imagine(self, slab: dict, slots: np.ndarray, z: np.ndarray, action: np.ndarray):
         """`WorldModel.imagine_slots`: step with latent z [B, V*K] (drawn from a prior) and

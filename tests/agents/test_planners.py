@@ -1,0 +1,146 @@
+"""Planners: they find what the (here scripted) model rewards, respect predicted episode ends,
+batch all agents into one engine call per imagined step, never grow the slab, and refuse or
+report what they cannot do."""
+
+import numpy as np
+import pytest
+import torch
+
+from worldssm.agents import AgentInfo
+from worldssm.agents.planners import CEMPlanner, MPPIPlanner, PlannerConfig, PlannerError, make_planner
+from worldssm.engine import Engine
+from worldssm.engine.engine import EngineOutput
+from worldssm.errors import WorldssmWarning
+
+
+class ScriptedEngine(Engine):
+    """A real Engine (slots, forks, validation) whose imagined reward and continue flag are set
+    by a rule of the action: the planner's search is tested without training a model."""
+
+    def __init__(self, model, capacity, rule):
+        super().__init__(model, capacity, impl="torch")
+        self.rule, self.calls, self.rows = rule, 0, []
+
+    def imagine(self, slots, actions, decode=False):
+        out = super().imagine(slots, actions, decode)
+        self.calls += 1
+        self.rows.append(len(slots))
+        reward, cont = self.rule(np.asarray(actions))
+        return EngineOutput(out.z, torch.as_tensor(reward, dtype=torch.float32),
+                            torch.as_tensor(cont, dtype=torch.float32), out.obs)
+
+
+def model_for(action_space):
+    from worldssm.model import WorldModel, preset
+
+    obs = {"type": "box", "shape": [3], "dtype": "float32", "low": np.full(3, -1, np.float32),
+           "high": np.full(3, 1, np.float32)}
+    torch.manual_seed(0)
+    return WorldModel(preset("DEBUG"), obs, action_space).eval()
+
+
+BOX = {"type": "box", "shape": [1], "dtype": "float32", "low": np.array([-2.0], np.float32),
+       "high": np.array([2.0], np.float32)}
+DISC = {"type": "discrete", "n": 3}
+
+
+def info(n, tick=0, first=True):
+    return AgentInfo(ids=np.arange(n, dtype=np.int64), tick=tick, first=np.full(n, first))
+
+
+def test_mppi_finds_the_rewarded_action():
+    eng = ScriptedEngine(model_for(BOX), 2 + 2 * 64, lambda a: (-(a[:, 0] - 1.3) ** 2, np.ones(len(a))))
+    planner = MPPIPlanner(eng, PlannerConfig(samples=64, horizon=3, iterations=5, elites=8))
+    obs = np.zeros((2, 3), np.float32)
+    act = planner.act(obs, info(2))
+    assert act.shape == (2, 1) and act.dtype == np.float32
+    np.testing.assert_allclose(act[:, 0], 1.3, atol=0.15)
+
+
+def test_a_predicted_end_at_step_one_zeroes_everything_after():
+    """Action 2 pays 1 at once but ends the episode; action 1 pays 0.6 every step. Over 5 steps
+    the planner must take 1; a planner that ignored the continue flag would take 2 (5 > 3)."""
+
+    def rule(a):
+        return np.where(a == 2, 1.0, np.where(a == 1, 0.6, 0.0)), np.where(a == 2, 0.0, 1.0)
+
+    eng = ScriptedEngine(model_for(DISC), 1 + 128, rule)
+    cfg = PlannerConfig(samples=128, horizon=5, iterations=4, elites=16, discount=1.0)
+    assert CEMPlanner(eng, cfg).act(np.zeros((1, 3), np.float32), info(1)).tolist() == [1]
+    ignoring = ScriptedEngine(model_for(DISC), 1 + 128, lambda a: (rule(a)[0], np.ones(len(a))))
+    assert CEMPlanner(ignoring, cfg).act(np.zeros((1, 3), np.float32), info(1)).tolist() == [2]
+
+
+def test_many_agents_share_each_imagined_step():
+    eng = ScriptedEngine(model_for(DISC), 1000 + 1000 * 4, lambda a: (a.astype(float), np.ones(len(a))))
+    cfg = PlannerConfig(samples=4, horizon=3, iterations=2, elites=2)
+    planner = make_planner(eng, cfg)
+    planner.act(np.zeros((1000, 3), np.float32), info(1000))
+    assert eng.calls == cfg.horizon * cfg.iterations, "one engine call per imagined step for all agents"
+    assert set(eng.rows) == {1000 * 4}
+    assert planner.stats["imagined_steps"] == 1000 * cfg.imagined_steps
+
+
+def test_the_slab_does_not_grow_over_a_thousand_decisions():
+    eng = Engine(model_for(BOX), 3 + 3 * 4, impl="numpy")
+    planner = make_planner(eng, PlannerConfig(samples=4, horizon=2, iterations=1, elites=2))
+    rng = np.random.default_rng(0)
+    for t in range(1000):
+        planner.act(rng.standard_normal((3, 3)).astype(np.float32), info(3, tick=t, first=t % 200 == 0))
+        assert eng.slab.num_owned == 3, f"decision {t}: candidate slots were not given back"
+    assert planner.stats["decisions"] == 1000
+
+
+def test_too_few_slots_is_refused_naming_the_need_and_changes_nothing():
+    eng = Engine(model_for(BOX), 20, impl="numpy")
+    planner = make_planner(eng, PlannerConfig(samples=16, horizon=2, iterations=1, elites=2))
+    before = {k: v.clone() for k, v in eng.slab.tensors.items()}
+    with pytest.raises(PlannerError, match="needs 34 free slots"):
+        planner.act(np.zeros((2, 3), np.float32), info(2))
+    assert eng.slab.num_owned == 0
+    for k, v in eng.slab.tensors.items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_nan_predictions_are_reported_with_the_agent_and_not_planned_on():
+    def rule(a):
+        r = -np.abs(a[:, 0] - 1.0)
+        r[a[:, 0] > 1.5] = np.nan  # a diverged model: part of the action space gives NaN
+        return r, np.ones(len(a))
+
+    eng = ScriptedEngine(model_for(BOX), 2 + 2 * 32, rule)
+    planner = MPPIPlanner(eng, PlannerConfig(samples=32, horizon=2, iterations=3, elites=4))
+    with pytest.warns(WorldssmWarning, match=r"agents \[0, 1\]"):
+        act = planner.act(np.zeros((2, 3), np.float32), info(2))
+    assert np.isfinite(act).all() and (act[:, 0] <= 1.5).all()
+
+
+def test_warm_start_and_episode_reset():
+    """After a decision the plan is shifted by one step (its last step is the initial one again);
+    the next decision starts from it; an episode's first step starts from the initial plan."""
+    eng = ScriptedEngine(model_for(BOX), 1 + 32, lambda a: (-(a[:, 0] - 1.0) ** 2, np.ones(len(a))))
+    cfg = PlannerConfig(samples=32, horizon=4, iterations=2, elites=4)
+    planner = MPPIPlanner(eng, cfg)
+    obs = np.zeros((1, 3), np.float32)
+    planner.act(obs, info(1, 0, True))
+    plan = planner._plan[0]  # [2 (mean, std), H, d] in half action ranges
+    assert plan[0, -1, 0] == 0.0 and plan[1, -1, 0] == cfg.init_std, "the new last step is the initial one"
+    assert plan[0, 0, 0] > 0.2, "the shifted plan keeps what was learnt (the target is +0.5 half range)"
+    planner._plan[0] = np.full_like(plan, 0.9)
+    planner.act(obs, info(1, 1, False))
+    assert planner._plan[0][0, 0, 0] > 0.5, "a warm start: the decision began from the stored plan"
+    planner._plan[0] = np.full_like(plan, -0.9)
+    act = planner.act(obs, info(1, 2, True))
+    assert act[0, 0] > 0, "a first step ignores the stored plan"
+
+
+def test_bad_settings():
+    eng = Engine(model_for(BOX), 8, impl="numpy")
+    with pytest.raises(PlannerError, match="samples latents"):
+        make_planner(eng, PlannerConfig(samples=4, elites=2, particles=2))
+    with pytest.raises(ValueError, match="elites"):
+        PlannerConfig(samples=4, elites=8)
+    with pytest.raises(PlannerError, match="Discrete"):
+        CEMPlanner(eng)
+    with pytest.raises(ValueError, match="unknown planner preset"):
+        make_planner(eng, "clever")

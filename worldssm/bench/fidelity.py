@@ -1,0 +1,259 @@
+"""Fidelity: how well the world model predicts, env by env, against naive predictors.
+
+Run as `worldssm bench fidelity [--envs Pendulum-v1,CartPole-v1] [--device cpu|cuda]
+[--backbones mamba2,gru,transformer] [--out DIR] [--work DIR] [--seed S]`.
+
+For each env of the suite: collect rollouts (the env's agent, random unless its entry says
+otherwise), train with a fixed budget (SMALL on the CPU, BASE with `--device cuda`), and evaluate
+with the open-loop protocol of ANCHORS.md (context 16, horizons 1..64, held-out episodes): the
+normalised observation error of the model, of repeating the last observation and of predicting
+the mean; the reward error of the model and of predicting the mean reward; the continue flag's
+precision, recall and F1 where episodes terminate. With several backbones, each is trained on
+the same data with the same budget, and its state bytes per agent at contexts 64, 1,024 and
+16,384 steps are measured from an engine slab. Writes `fidelity-<device>-<time>.json` and one
+PNG grid of error against horizon (a panel per env) under `--out`.
+
+The targets the JSON records per env (issue 12): horizon-1 error at most 0.2x repeat-last; below
+both naive predictors at every horizon up to 32; continue F1 at least 0.9 where episodes
+terminate; reward error below the mean-reward predictor's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worldssm.atomic import atomic_write_text
+
+BACKBONES = ("mamba2", "gru", "transformer")
+CONTEXTS = (64, 1024, 16384)
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One env of the suite and how it is collected and trained."""
+
+    env: str  # a name worldssm.envs.make takes
+    agents: int  # agents collected side by side
+    ticks: int  # collection ticks
+    train_steps: int  # training updates (the CPU budget: at most about 10 minutes on 2 cores)
+    env_kwargs: dict = field(default_factory=dict)  # extra env kwargs
+    agent: str | None = None  # collection agent (None: greedy for swarm_v0, else random)
+    pixels: bool = False  # image observations: the GPU budget (BASE, --device cuda)
+    extra: str | None = None  # the pip extra the env needs, named when it is missing
+    note: str = ""  # why the entry is what it is
+
+
+SUITE: dict[str, EnvEntry] = {
+    "Pendulum-v1": EnvEntry("Pendulum-v1", 8, 2500, 6000),
+    "CartPole-v1": EnvEntry("CartPole-v1", 8, 20000, 6000),
+    "LunarLanderContinuous-v3": EnvEntry("LunarLander-v3", 8, 10000, 6000, env_kwargs={"continuous": True},
+                                         extra="worldssm[envs]"),
+    "HalfCheetah-v5": EnvEntry("HalfCheetah-v5", 8, 5000, 6000, extra="worldssm[envs]"),
+    "Hopper-v5": EnvEntry("Hopper-v5", 8, 10000, 6000, extra="worldssm[envs]"),
+    "swarm_v0": EnvEntry("swarm_v0", 32, 2000, 6000, env_kwargs={"max_steps": 300},
+                         note="agents join and leave; the greedy food seeker with noise collects"),
+    "swarm_v0-image": EnvEntry("swarm_v0", 16, 2000, 6000, env_kwargs={"max_steps": 300, "obs_mode": "image"},
+                               pixels=True, note="32x32 egocentric images"),
+    "Pong64": EnvEntry("worldssm/Pong64-v0", 8, 5000, 6000, pixels=True, extra="worldssm[envs]",
+                       note="ALE Pong at 64x64, frame skip 4"),
+}
+
+
+def check_entry(name: str, entry: EnvEntry) -> None:
+    """Refuse an env before anything is collected: a missing extra names the extra; spaces the
+    model cannot take (Dict, MultiDiscrete, ...) name the space."""
+    from worldssm import envs
+    from worldssm.errors import MissingDependencyError, WorldssmError
+    from worldssm.spaces import space_to_dict
+
+    try:
+        env = envs.make(entry.env, api="batched", n_agents=1, **entry.env_kwargs)
+    except MissingDependencyError:
+        raise
+    except ImportError as exc:
+        raise MissingDependencyError(f"{name} needs a package that is not installed ({exc}); "
+                                     f"install it with: pip install '{entry.extra or 'worldssm[envs]'}'") from exc
+    except Exception as exc:  # noqa: BLE001 - gymnasium's DependencyNotInstalled and friends
+        if "install" in str(exc).lower() or type(exc).__name__ == "DependencyNotInstalled":
+            raise MissingDependencyError(f"{name} needs a package that is not installed ({exc}); "
+                                         f"install it with: pip install '{entry.extra or 'worldssm[envs]'}'") from exc
+        raise WorldssmError(f"{name}: cannot make {entry.env!r}: {exc}") from exc
+    try:
+        for what, space in (("observation", env.single_observation_space), ("action", env.single_action_space)):
+            try:
+                space_to_dict(space)
+            except WorldssmError as exc:
+                raise WorldssmError(f"{name}: the model cannot take its {what} space {space}: {exc}") from None
+    finally:
+        env.close()
+
+
+def state_bytes(preset: str, backbone: str, obs_space: dict, action_space: dict) -> dict:
+    """Bytes of state per agent at each context of `CONTEXTS`, measured from the slab of an
+    `Engine` holding one agent (backbone states and the engine's pending latent; the scratch row
+    is not counted). Only the Transformer's grows with the context it keeps."""
+    import dataclasses
+
+    from worldssm.engine import Engine
+    from worldssm.model import WorldModel, preset_for
+
+    out = {}
+    for ctx in CONTEXTS:
+        cfg = preset_for(preset, backbone)
+        if backbone == "transformer":
+            cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, context=ctx))
+        engine = Engine(WorldModel(cfg, obs_space, action_space), 1, device="cpu", impl="torch")
+        out[str(ctx)] = sum(t[0].numel() * t.element_size() for t in engine.slab.tensors.values())
+    return out
+
+
+def verdict(result: dict) -> dict:
+    """The issue's targets, read off one env's evaluation."""
+    horizons = result["horizons"]
+    m, rep, mean = (result["obs_nmse"][k] for k in ("model", "repeat_last", "mean"))
+    upto32 = [i for i, k in enumerate(horizons) if k <= 32 and m[i] is not None]
+    out = {
+        "h1_over_repeat_last": m[0] / rep[0] if m[0] is not None and rep[0] else None,
+        "h1_target_0.2x": m[0] is not None and rep[0] is not None and m[0] <= 0.2 * rep[0],
+        "below_both_naive_up_to_32": all(m[i] < rep[i] and m[i] < mean[i] for i in upto32),
+        "reward_error_below_mean_predictor": all(
+            a is None or b is None or a < b for a, b in zip(result["reward_mae"]["model"], result["reward_mae"]["mean"])),
+    }
+    cont = result.get("continue")
+    if cont and cont["terminal_steps"]:
+        out["continue_f1"] = cont["f1"]
+        out["continue_f1_target_0.9"] = cont["f1"] is not None and cont["f1"] >= 0.9
+    return out
+
+
+def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed: int, progress: bool) -> dict:
+    """Collect, train each backbone, evaluate; one env's record for the JSON."""
+    import shutil
+
+    from worldssm.data import RolloutDataset, collect
+    from worldssm.model import preset_for
+    from worldssm.train import TrainConfig, Trainer
+    from worldssm.train.evaluate import EvalConfig, evaluate
+
+    preset = "BASE" if device == "cuda" else "SMALL"
+    data = work / name / "data"
+    if data.exists():
+        shutil.rmtree(data)
+    t0 = time.perf_counter()
+    summary = collect(entry.env, entry.agents, entry.ticks, data, seed=seed, agent=entry.agent,
+                      env_kwargs=entry.env_kwargs)
+    spec = RolloutDataset.load(data).spec
+    record = {"env": entry.env, "env_kwargs": entry.env_kwargs, "note": entry.note, "seed": seed,
+              "collect": {"agents": entry.agents, "ticks": entry.ticks, "steps": summary["steps"],
+                          "episodes": summary["episodes"], "agent": summary["agent"],
+                          "seconds": time.perf_counter() - t0},
+              "preset": preset, "train_steps": entry.train_steps, "backbones": {}}
+    for backbone in backbones:
+        run = work / name / f"run-{backbone}"
+        if run.exists():
+            shutil.rmtree(run)
+        cfg = TrainConfig(preset=preset, steps=entry.train_steps, seed=seed, device=device,
+                          log_every=max(1, entry.train_steps // 20), checkpoint_every=entry.train_steps)
+        t1 = time.perf_counter()
+        Trainer(data, run, cfg, model_cfg=preset_for(preset, backbone)).run(progress=progress)
+        train_s = time.perf_counter() - t1
+        result = evaluate(run, data, work / name / f"eval-{backbone}", EvalConfig(seed=seed, device=device))
+        record["backbones"][backbone] = {
+            "train_seconds": train_s, "eval": result, "targets": verdict(result),
+            "state_bytes_per_agent": state_bytes(preset, backbone, spec.observation_space, spec.action_space),
+        }
+    return record
+
+
+def run(envs=None, device: str = "cpu", backbones=("mamba2",), out_dir="tests/bench/results", work="runs/fidelity",
+        seed: int = 0, progress: bool = False) -> dict:
+    """Run the suite (or the `envs` named) and write the JSON and the PNG; returns the result."""
+    import numpy as np
+    import torch
+
+    from worldssm.bench.env import git_sha
+    from worldssm.errors import WorldssmError
+
+    names = list(SUITE) if envs is None else list(envs)
+    unknown = [n for n in names if n not in SUITE]
+    if unknown:
+        raise WorldssmError(f"unknown fidelity envs {unknown}; the suite is {list(SUITE)}")
+    bad = [b for b in backbones if b not in BACKBONES]
+    if bad:
+        raise WorldssmError(f"unknown backbones {bad}; choose from {BACKBONES}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise WorldssmError("--device cuda but torch sees no CUDA device")
+    for n in names:  # every env is checked before any is collected
+        check_entry(n, SUITE[n])
+    work = Path(work)
+    results = {}
+    for n in names:
+        results[n] = run_env(n, SUITE[n], work, device, backbones, seed, progress)
+        print(line(n, results[n]), flush=True)
+    result = {"bench": "fidelity", "git_sha": git_sha(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "cpus": os.cpu_count(),
+              "platform": platform.platform(), "load_avg_before": os.getloadavg(),
+              "versions": {"torch": torch.__version__, "numpy": np.__version__},
+              "protocol": "open loop, context 16, horizons 1..64, held-out episodes (ANCHORS.md)",
+              "backbones": list(backbones), "envs": results}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out / f"fidelity-{'cuda' if device == 'cuda' else 'cpu'}-{stamp}.json"
+    atomic_write_text(path, json.dumps(result, indent=1))
+    plot_grid(result, out / f"fidelity-{'cuda' if device == 'cuda' else 'cpu'}-{stamp}.png")
+    result["path"] = str(path)
+    return result
+
+
+def line(name: str, record: dict) -> str:
+    parts = []
+    for b, r in record["backbones"].items():
+        e, t = r["eval"], r["targets"]
+        parts.append(f"{b}: h1 {e['obs_nmse']['model'][0]:.4f} vs repeat {e['obs_nmse']['repeat_last'][0]:.4f} "
+                     f"({t['h1_over_repeat_last']:.2f}x), below naive to 32: {t['below_both_naive_up_to_32']}"
+                     + (f", continue F1 {t['continue_f1']:.2f}" if "continue_f1" in t and t["continue_f1"] is not None else "")
+                     + f", {r['train_seconds']:.0f} s")
+    return f"{name}: " + "; ".join(parts)
+
+
+def plot_grid(result: dict, path: Path) -> None:
+    """Error against horizon, one panel per env; a line per backbone plus the naive predictors."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["envs"])
+    cols = min(4, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        rec = result["envs"][name]
+        first = next(iter(rec["backbones"].values()))["eval"]
+        ks = first["horizons"]
+        for b, r in rec["backbones"].items():
+            ax.plot(ks, r["eval"]["obs_nmse"]["model"], marker="o", label=f"model ({b})")
+        ax.plot(ks, first["obs_nmse"]["repeat_last"], ls="--", label="repeat last")
+        ax.plot(ks, first["obs_nmse"]["mean"], ls=":", label="mean")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("horizon k")
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].set_ylabel("normalised observation MSE")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
