@@ -31,6 +31,8 @@ def _register_gymnasium_ids() -> None:
     from worldssm.envs import atari
 
     atari.register()
+    if "worldssm/Dream-v0" not in gymnasium.registry:  # the world model as an env (worldssm.dream)
+        gymnasium.register(id="worldssm/Dream-v0", entry_point="worldssm.dream:DreamEnv")
 
 
 _register_gymnasium_ids()
