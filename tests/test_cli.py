@@ -153,3 +153,74 @@ def test_our_warnings_are_one_line(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert lines and all(line.startswith("worldssm train: warning: ") for line in lines), lines
     assert not any("iter_shard" in line or ".py:" in line for line in lines)
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli_run") / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--preset", "DEBUG", "--steps", "2",
+                 "--batch-size", "2", "--seq-len", "16", "--no-progress"]) == 0
+    return run
+
+
+NO_CUDA = pytest.mark.skipif("__import__('torch').cuda.is_available()", reason="needs a machine without CUDA")
+TRAIN = ["train", "--data", "{data}", "--preset", "DEBUG", "--steps", "2", "--batch-size", "2", "--seq-len", "16",
+         "--no-progress"]
+EVAL = ["eval", "--checkpoint", "{run}", "--data", "{data}", "--context", "8"]
+MISUSE = [
+    ("seq-len longer than the data", [*TRAIN, "--out", "{tmp}/r", "--seq-len", "100000"],
+     r"cannot train on \S+ with this config: the dataset has \d+ steps in total, fewer than seq_len=100000"),
+    ("out names a file", [*TRAIN, "--out", "{file}"], r"\S+a_file exists and is not a directory"),
+    ("cuda without CUDA", [*TRAIN, "--out", "{tmp}/r", "--device", "cuda"], "device 'cuda' was requested", NO_CUDA),
+    ("a non-empty run without flags", [*TRAIN, "--out", "{run}"],
+     r"run directory \S+ is not empty .*pass --resume .* or --overwrite"),
+    ("resume and overwrite", [*TRAIN, "--out", "{run}", "--resume", "--overwrite"], "exclude each other"),
+    ("resume where nothing is", [*TRAIN, "--out", "{tmp}/r", "--resume"], r"no checkpoint found at \S+/r"),
+    ("eval out names a file", [*EVAL, "--out", "{file}"], r"\S+a_file exists and is not a directory"),
+    ("eval data missing", ["eval", "--checkpoint", "{run}", "--data", "{tmp}/none", "--out", "{tmp}/ev"],
+     r"rollout path \S+none does not exist"),
+    ("eval checkpoint missing", ["eval", "--checkpoint", "{tmp}/none", "--data", "{data}", "--out", "{tmp}/ev"],
+     r"no checkpoint found at \S+none"),
+    ("eval context longer than episodes", [*EVAL, "--out", "{tmp}/ev", "--context", "100000"],
+     r"no episode is longer than the context \(100000 steps\)"),
+    ("eval cuda without CUDA", [*EVAL, "--out", "{tmp}/ev", "--device", "cuda"], "device 'cuda' was requested",
+     NO_CUDA),
+    ("quickstart out names a file", ["quickstart", "--out", "{file}"], r"\S+a_file exists and is not a directory"),
+    ("quickstart cuda without CUDA", ["quickstart", "--out", "{tmp}/qs", "--device", "cuda"],
+     "device 'cuda' was requested", NO_CUDA),
+]
+
+
+@pytest.mark.parametrize("argv, message", [pytest.param(*c[1:3], marks=c[3:], id=c[0]) for c in MISUSE])
+def test_misuse_is_one_error_line_and_exit_2(argv, message, data, trained, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("not a directory")
+    before = sorted(p.name for p in trained.rglob("*"))
+    names = {"data": data, "run": trained, "tmp": tmp_path, "file": tmp_path / "a_file"}
+    code = main([a.format(**names) for a in argv])
+    err = capsys.readouterr().err
+    command = argv[0]
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.match(rf"worldssm {command}: error: .*{message}", err), err
+    assert sorted(p.name for p in trained.rglob("*")) == before  # the run is untouched
+    assert not any((tmp_path / n).exists() for n in ("r", "ev", "qs"))  # nothing was started
+
+
+def test_quickstart_report_shows_null_errors(tmp_path, capsys, monkeypatch):
+    import worldssm.train.evaluate as evaluate_module
+
+    real = evaluate_module.evaluate
+
+    def with_nulls(*a, **k):
+        result = real(*a, **k)
+        result["obs_nmse"]["model"][0] = None  # what eval.json holds for a non-finite error
+        return result
+
+    monkeypatch.setattr(evaluate_module, "evaluate", with_nulls)
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--agents", "2", "--env-steps", "250",
+                 "--preset", "DEBUG", "--steps", "2", "--no-progress"]) == 0
+    assert "horizon 1: model n/a" in capsys.readouterr().out
+    head = json.loads((tmp_path / "qs" / "eval" / "headline.json").read_text())
+    assert head["h1_model"] is None and head["h1_ratio_repeat_over_model"] is None
+    assert head["beats_both_naive_at_every_horizon"] is False
+    assert "model n/a vs repeat-last" in (tmp_path / "qs" / "eval" / "report.md").read_text()

@@ -87,3 +87,9 @@ def test_parallel_env_passes_pettingzoo_checks(pendulum_run, pendulum_data):
         left = set(env.agents)
         env.step({a: env.action_space(a).sample() for a in env.agents})
         assert set(env.agents) <= left, "an agent whose dream ended never comes back"
+
+
+def test_a_run_remembers_its_data(pendulum_run):
+    env = DreamEnv(pendulum_run)  # no data given: the run's own rollouts start the dreams
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from worldssm.train import TrainConfig, Trainer
-from worldssm.train.evaluate import HORIZONS, EvalConfig, evaluate, open_loop
+from worldssm.train.evaluate import HORIZONS, EvalConfig, evaluate, open_loop, summary_table
 
 
 def ramp_episode(n, start):
@@ -62,3 +62,27 @@ def test_evaluate_writes_json_and_plot(pendulum_data, tmp_path):
     assert len(saved["obs_nmse"]["model"]) == len(HORIZONS)
     assert np.isfinite([v for v in res["obs_nmse"]["model"] if v is not None]).all()
     assert (tmp_path / "eval" / "openloop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_non_finite_errors_are_null_in_strict_json(pendulum_run, pendulum_data, tmp_path, monkeypatch):
+    import worldssm.train.evaluate as evaluate_module
+
+    real = evaluate_module.load_model
+
+    def overflowing(*a, **k):
+        # Finite weights (they pass the load checks) whose predictions overflow to infinity.
+        model, sidecar = real(*a, **k)
+        with torch.no_grad():
+            model.decoder[-1].bias.fill_(1e30)
+        return model, sidecar
+
+    monkeypatch.setattr(evaluate_module, "load_model", overflowing)
+    res = evaluate(pendulum_run, pendulum_data, tmp_path / "eval", EvalConfig(context=8, max_windows=8))
+
+    def refuse(token):
+        raise AssertionError(f"eval.json holds the non-JSON token {token}")
+
+    saved = json.loads((tmp_path / "eval" / "eval.json").read_text(), parse_constant=refuse)
+    assert saved["obs_nmse"]["model"][0] is None and res["obs_nmse"]["model"][0] is None
+    assert saved["obs_nmse"]["repeat_last"][0] is not None  # the naive predictors stay finite
+    assert "   -" in summary_table(res).splitlines()[1]

@@ -51,14 +51,19 @@ def run(args) -> int:
 
     from worldssm.commands.flags import config_from_args
     from worldssm.data import collect
-    from worldssm.train import TrainConfig, Trainer
     from worldssm.atomic import atomic_write_text
+    from worldssm.errors import WorldssmError
+    from worldssm.train import TrainConfig, Trainer
     from worldssm.train.evaluate import EvalConfig, evaluate, summary_table
+    from worldssm.train.trainer import pick_device
 
     qs = config_from_args(QuickstartConfig, args)
     cfg = config_from_args(TrainConfig, args, seed=qs.seed, log_every=max(1, args.steps // 20),
                            checkpoint_every=max(1, args.steps // 4))
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise WorldssmError(f"{out} exists and is not a directory: --out must name a directory")
+    pick_device(cfg.device)  # before minutes of collection, not after
     data, run_dir, eval_dir = out / "data", out / "run", out / "eval"
     t0 = time.perf_counter()
     if data.exists():
@@ -74,19 +79,21 @@ def run(args) -> int:
     print(f"      {summary['steps']} steps, {summary['episodes']} episodes -> {data}")
     t1 = time.perf_counter()
     print(f"[2/3] training the {cfg.preset} preset for {cfg.steps} steps")
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    trainer = Trainer(data, run_dir, cfg)
+    trainer = Trainer(data, run_dir, cfg, overwrite=True)
     trainer.run(progress=not args.no_progress)
     t2 = time.perf_counter()
     print(f"[3/3] open-loop evaluation on held-out episodes -> {eval_dir}")
     result = evaluate(run_dir, data, eval_dir, EvalConfig(seed=qs.seed))
     t3 = time.perf_counter()
     m, rep, mean = (result["obs_nmse"][k] for k in ("model", "repeat_last", "mean"))
-    beats = all(a is None or (a < b and a < c) for a, b, c in zip(m, rep, mean))
+    # A horizon without windows does not count; one whose error was not finite (null in
+    # eval.json, None here) is not won.
+    beats = all(n == 0 or (None not in (a, b, c) and a < b and a < c)
+                for a, b, c, n in zip(m, rep, mean, result["valid_windows"]))
+    ratio = rep[0] / m[0] if m[0] and rep[0] is not None else None
     headline = {
         "env": qs.env, "seed": qs.seed, "preset": cfg.preset, "train_steps": cfg.steps,
-        "h1_model": m[0], "h1_repeat_last": rep[0], "h1_ratio_repeat_over_model": rep[0] / m[0],
+        "h1_model": m[0], "h1_repeat_last": rep[0], "h1_ratio_repeat_over_model": ratio,
         "beats_both_naive_at_every_horizon": beats,
         "seconds": {"collect": t1 - t0, "train": t2 - t1, "eval": t3 - t2, "total": t3 - t0},
     }
@@ -95,15 +102,20 @@ def run(args) -> int:
         f"# worldssm quickstart report\n\n{qs.env}, {summary['episodes']} episodes, preset {cfg.preset}, "
         f"{cfg.steps} training steps, seed {qs.seed}.\n\nNormalised open-loop observation MSE "
         f"(context {result['context']}, held-out episodes, {result['windows']} windows):\n\n```\n{table}\n```\n\n"
-        f"Horizon 1: model {m[0]:.4g} vs repeat-last {rep[0]:.4g} ({rep[0] / m[0]:.1f}x lower). "
+        f"Horizon 1: model {_num(m[0])} vs repeat-last {_num(rep[0])} ({_num(ratio, '.1f')}x lower). "
         f"Lower than both naive predictors at every horizon: {beats}.\n\n"
         f"Time: collect {t1 - t0:.0f} s, train {t2 - t1:.0f} s, eval {t3 - t2:.0f} s.\n\n"
         f"Files: eval.json, openloop.png (this folder); checkpoints in {run_dir}.\n"
     )
     atomic_write_text(eval_dir / "report.md", report)
-    atomic_write_text(eval_dir / "headline.json", json.dumps(headline, indent=1))
+    atomic_write_text(eval_dir / "headline.json", json.dumps(headline, indent=1, allow_nan=False))
     print(table)
-    print(f"horizon 1: model {m[0]:.4g}, repeat-last {rep[0]:.4g} ({rep[0] / m[0]:.1f}x lower); "
+    print(f"horizon 1: model {_num(m[0])}, repeat-last {_num(rep[0])} ({_num(ratio, '.1f')}x lower); "
           f"beats both naive predictors at every horizon: {beats}")
     print(f"report: {eval_dir / 'report.md'} (plot: {eval_dir / 'openloop.png'}); total {t3 - t0:.0f} s")
     return 0
+
+
+def _num(value, spec: str = ".4g") -> str:
+    """A number of eval.json for the report: null (not finite, or no windows) shows as n/a."""
+    return "n/a" if value is None else format(value, spec)

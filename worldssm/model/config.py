@@ -7,11 +7,38 @@ Configs travel with every checkpoint as plain dicts (`to_dict` / `from_dict`), n
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 
 from worldssm.kernels import KERNEL_IMPLS
 
 BACKBONE_KINDS = ("mamba2", "gru", "transformer")
+
+MAX_CHUNK = 256  # the scan pads a sequence to whole chunks: a bound keeps that padding small
+
+
+def check_field_types(cls, d) -> None:
+    """Raise ValueError naming the field unless `d` is a dict of `cls`'s fields with values of
+    the annotated types (int: not bool; float: int or float; str; nested dataclasses skipped).
+
+    Configs read from files go through this before `cls(**d)`, so a wrong type is a clear error
+    rather than a TypeError from a comparison deep in `__post_init__`.
+    """
+    if not isinstance(d, dict):
+        raise ValueError(f"{cls.__name__} must be a dict of fields, got {type(d).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)[:10]}")
+    hints = typing.get_type_hints(cls)
+    checks = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              str: lambda v: isinstance(v, str), bool: lambda v: isinstance(v, bool)}
+    for name, value in d.items():
+        check = checks.get(hints[name])
+        if check is not None and not check(value):
+            raise ValueError(f"{cls.__name__}.{name} must be {hints[name].__name__}, got {type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -41,8 +68,9 @@ class BackboneConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"BackboneConfig.{name} must be >= 1, got {getattr(self, name)}")
         # Every scan gets this chunk, and the Triton scan tiles it: a power of two, at least 16.
-        if self.chunk_size < 16 or self.chunk_size & (self.chunk_size - 1):
-            raise ValueError(f"BackboneConfig.chunk_size must be a power of two >= 16, got {self.chunk_size}")
+        if not 16 <= self.chunk_size <= MAX_CHUNK or self.chunk_size & (self.chunk_size - 1):
+            raise ValueError(f"BackboneConfig.chunk_size must be a power of two in [16, {MAX_CHUNK}], "
+                             f"got {self.chunk_size}")
         if self.kind not in BACKBONE_KINDS:
             raise ValueError(f"BackboneConfig.kind must be one of {BACKBONE_KINDS}, got {self.kind!r}")
         if self.kind == "transformer" and self.head_dim % 2:
@@ -53,6 +81,8 @@ class BackboneConfig:
                              f"got {self.state_dtype!r}")
         if self.d_conv < 2:
             raise ValueError(f"BackboneConfig.d_conv must be >= 2, got {self.d_conv}")
+        if not (self.norm_eps > 0 and math.isfinite(self.norm_eps)):
+            raise ValueError(f"BackboneConfig.norm_eps must be finite and > 0, got {self.norm_eps}")
         if self.state_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"BackboneConfig.state_dtype must be float32 or bfloat16, got {self.state_dtype!r}")
         if self.kernels not in KERNEL_IMPLS:
@@ -100,6 +130,11 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig.unimix must be in [0, 1), got {self.unimix}")
         if self.reward_bins < 2:
             raise ValueError(f"WorldModelConfig.reward_bins must be >= 2, got {self.reward_bins}")
+        if not (self.reward_range > 0 and math.isfinite(self.reward_range)):
+            raise ValueError(f"WorldModelConfig.reward_range must be finite and > 0, got {self.reward_range}")
+        for name in ("free_bits", "loss_rec", "loss_rew", "loss_con", "loss_dyn", "loss_rep"):
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"WorldModelConfig.{name} must be finite and >= 0, got {getattr(self, name)}")
 
     @property
     def latent_dim(self) -> int:
@@ -110,16 +145,17 @@ class WorldModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WorldModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"WorldModelConfig: unknown fields {sorted(unknown)}")
+        """Inverse of `to_dict`, for a dict read from a file (one written before observation
+        statistics were kept loads with `obs_norm` off).
+
+        Raises:
+            ValueError: naming the field: unknown, of the wrong type, or out of range.
+        """
+        check_field_types(cls, d)
         if "obs_norm" not in d:  # a checkpoint from before observation statistics were kept
             d = {**d, "obs_norm": False}
         bb = d.get("backbone", {})
-        bb_known = {f.name for f in dataclasses.fields(BackboneConfig)}
-        if set(bb) - bb_known:
-            raise ValueError(f"BackboneConfig: unknown fields {sorted(set(bb) - bb_known)}")
+        check_field_types(BackboneConfig, bb)
         return cls(**{**d, "backbone": BackboneConfig(**bb)})
 
 

@@ -7,11 +7,15 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from worldssm.model.config import PRESETS
+from worldssm.model.config import PRESETS, check_field_types
 
 DEVICES = ("auto", "cpu", "cuda")
 PRESET_NAMES = tuple(PRESETS)
 SEED_END = 2**63
+STEPS_END = 10**8  # checkpoint directories are named step-%08d
+# Bounds that keep a config read from a checkpoint from asking for absurd memory or threads.
+MAX_BATCH_STEPS = 2**22  # batch_size * seq_len: steps in one batch
+MAX_THREADS = 1024
 
 
 def check_seed(owner: str, seed: int) -> None:
@@ -33,7 +37,7 @@ class TrainConfig:
     CHOICES: ClassVar[dict[str, tuple]] = {"preset": PRESET_NAMES, "device": DEVICES}
 
     preset: str = "SMALL"  # model preset (worldssm.model.PRESETS): DEBUG is tiny, SMALL fits a CPU, BASE a GPU
-    steps: int = 2000  # optimiser updates in total (a resumed run continues up to this)
+    steps: int = 2000  # optimiser updates in total, below 10**8 (a resumed run continues up to this)
     batch_size: int = 16  # sequences per batch
     seq_len: int = 64  # steps per sequence
     lr: float = 1e-3  # AdamW learning rate
@@ -46,16 +50,23 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
     device: str = "auto"  # where to train; auto: cuda if torch sees one, else cpu
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
-    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    threads: int = 0  # torch CPU threads (at most 1024); 0 keeps torch's default
 
     def __post_init__(self):
         # Every check is written so that NaN fails it (NaN compares False with everything).
         for name in ("steps", "batch_size", "seq_len", "log_every", "checkpoint_every"):
             if not getattr(self, name) >= 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.steps < STEPS_END:
+            raise ValueError(f"TrainConfig.steps must be < 10**8 (checkpoints are named by 8 digits), got {self.steps}")
         for name in ("warmup", "threads"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.threads <= MAX_THREADS:
+            raise ValueError(f"TrainConfig.threads must be <= {MAX_THREADS}, got {self.threads}")
+        if not self.batch_size * self.seq_len <= MAX_BATCH_STEPS:
+            raise ValueError(f"TrainConfig.batch_size * seq_len must be <= {MAX_BATCH_STEPS} (steps in one batch), "
+                             f"got {self.batch_size} * {self.seq_len}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
         for name in ("lr", "grad_clip"):
@@ -75,7 +86,6 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(d) - known:
-            raise ValueError(f"TrainConfig: unknown fields {sorted(set(d) - known)}")
+        """Inverse of `to_dict`; ValueError names a field that is unknown, mistyped or out of range."""
+        check_field_types(cls, d)
         return cls(**d)

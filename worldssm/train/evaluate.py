@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 
 from worldssm.atomic import atomic_write_text
+from worldssm.checkpoint import resolve_checkpoint
+from worldssm.errors import WorldssmError
 from worldssm.model import load_model
 from worldssm.train.config import DEVICES, check_seed
 
@@ -67,7 +70,7 @@ def make_windows(episodes, context: int, horizon: int, stride: int, max_windows:
         for s in range(0, max(0, n - context), stride):
             rows.append((ep, s, n))
     if not rows:
-        raise ValueError(f"no episode is longer than the context ({context} steps)")
+        raise WorldssmError(f"no episode is longer than the context ({context} steps): use a shorter --context")
     if len(rows) > max_windows:
         pick = np.random.default_rng(seed).choice(len(rows), max_windows, replace=False)
         rows = [rows[i] for i in sorted(pick)]
@@ -159,7 +162,7 @@ def plot(result: dict, path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for name, style in (("model", "o-"), ("repeat_last", "s--"), ("mean", "^:")):
-        ys = result["obs_nmse"][name]
+        ys = [np.nan if v is None else v for v in result["obs_nmse"][name]]  # null: not finite
         ax.plot(result["horizons"], ys, style, label=name.replace("_", "-"))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -178,23 +181,33 @@ def plot(result: dict, path: Path, title: str) -> None:
 def evaluate(checkpoint, data, out_dir, cfg: EvalConfig = EvalConfig()) -> dict:
     """Evaluate a checkpoint on rollout data; writes eval.json and openloop.png into out_dir.
 
+    Reads the run without locking it (a run in training can be evaluated: `latest` always names
+    a complete checkpoint). eval.json is strict JSON: a number that is not finite is null.
+
     Args:
         checkpoint: a run directory or a checkpoint directory.
         data: the rollout shards to evaluate on; with `cfg.split == "val"` the same data the
             model was trained on, whose held-out episodes are re-derived from the run's config.
         out_dir: where eval.json (the result, with `cfg` under "eval_config") and openloop.png go.
         cfg: the evaluation knobs.
+
+    Returns:
+        The result as written (non-finite numbers as None).
     """
     from worldssm.data import RolloutDataset
-    from worldssm.train.trainer import check_spaces, pick_device
+    from worldssm.train.trainer import check_spaces, pick_device, train_config_of
 
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise WorldssmError(f"{out} exists and is not a directory: the eval output must be a directory")
     device = pick_device(cfg.device)
-    model, sidecar = load_model(checkpoint, device=device)
+    ckpt = resolve_checkpoint(checkpoint)
+    model, sidecar = load_model(ckpt, device=device)
     dataset = RolloutDataset.load(data)
-    check_spaces(sidecar["data"], dataset.spec, checkpoint)
+    check_spaces(sidecar["data"], dataset.spec, ckpt)
     if cfg.split == "val":
-        tc = sidecar["train_config"]
-        _, episodes = dataset.split(tc["val_fraction"], tc["seed"])
+        tc = train_config_of(sidecar, ckpt)
+        _, episodes = dataset.split(tc.val_fraction, tc.seed)
         episodes = episodes.episodes
     else:
         episodes = dataset.episodes
@@ -203,11 +216,22 @@ def evaluate(checkpoint, data, out_dir, cfg: EvalConfig = EvalConfig()) -> dict:
     result.update({"checkpoint_step": sidecar["step"], "env_id": dataset.spec.env_id, "split": cfg.split,
                    "episodes": len(episodes), "sample": cfg.sample, "seed": cfg.seed,
                    "eval_config": dataclasses.asdict(cfg)})
-    out = Path(out_dir)
+    result = finite_or_none(result)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "eval.json", json.dumps(result, indent=1))
+    atomic_write_text(out / "eval.json", json.dumps(result, indent=1, allow_nan=False))
     plot(result, out / "openloop.png", f"{dataset.spec.env_id}: open-loop error (context {cfg.context})")
     return result
+
+
+def finite_or_none(obj):
+    """`obj` with every float that is NaN or infinite replaced by None (JSON's null), recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
 
 
 def summary_table(result: dict) -> str:
@@ -216,6 +240,6 @@ def summary_table(result: dict) -> str:
     for i, k in enumerate(result["horizons"]):
         row = [result["obs_nmse"][n][i] for n in ("model", "repeat_last", "mean")]
         rew = result["reward_mae"]["model"][i]
-        fmt = lambda v: f"{v:10.4f}" if v is not None else f"{'-':>10}"  # noqa: E731
-        lines.append(f"{k:>4} " + " ".join(fmt(v) for v in row) + (f" {rew:9.4f}" if rew is not None else ""))
+        fmt = lambda v, w=10: f"{v:{w}.4f}" if v is not None else f"{'-':>{w}}"  # noqa: E731
+        lines.append(f"{k:>4} " + " ".join(fmt(v) for v in row) + " " + fmt(rew, 9))
     return "\n".join(lines)
