@@ -37,6 +37,20 @@ def pin_thread(cpu: int | None) -> bool:
         return False
 
 
+def trim_memory() -> bool:
+    """glibc's `malloc_trim(0)` in this process; False where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not hasattr(os, "sched_getaffinity"):
+        return False
+    try:
+        return bool(ctypes.CDLL(name).malloc_trim(0) >= 0)
+    except (OSError, AttributeError):
+        return False
+
+
 class _Shell:
     """What both shells share: liveness, and Compiled Graph thread pinning (the graph's thread
     pins itself to a core on its next tick; see `executors.CompiledExecutor` for why and which
@@ -52,6 +66,11 @@ class _Shell:
     def pid(self) -> int:
         """This actor's process id (a soak benchmark reads its resident memory)."""
         return os.getpid()
+
+    def trim_memory(self) -> bool:
+        """Return the heap's free pages to the system (glibc's malloc_trim): what a tick frees
+        otherwise stays resident. Returns whether it ran (Linux with glibc only)."""
+        return trim_memory()
 
     def pin_graph_thread(self, cpu: int | None) -> int:
         """The thread that runs the next tick (a Compiled Graph's) pins itself to `cpu`."""
