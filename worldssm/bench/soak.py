@@ -106,7 +106,7 @@ def run(out_dir="tests/bench/results", backend: str = "local", agents: int = 10_
                                 "rss_kb": sum(per.values()), "rss_untrimmed_kb": sum(raw.values()),
                                 "per_process_kb": per, "pids": pids})
                 next_sample += sample_s
-            if now >= seconds:
+            if now >= seconds and not kill_at:  # (a slow recovery may delay a kill past the end: wait for it)
                 break
             if kill_at and now >= kill_at[0]:
                 victim = sim.env_actors[0] if len(kill_at) == 2 else sim.engine_actors[0]
