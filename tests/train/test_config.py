@@ -42,9 +42,35 @@ def test_train_config_rejects(field, value):
 
 
 def test_train_config_choices_are_the_presets_and_devices():
-    assert TrainConfig.CHOICES == {"preset": tuple(PRESETS), "device": DEVICES}
+    from worldssm.model.config import BACKBONE_KINDS
+
+    assert TrainConfig.CHOICES == {"preset": tuple(PRESETS), "device": DEVICES, "backbone": BACKBONE_KINDS}
     assert EvalConfig.CHOICES["device"] is DEVICES
     with pytest.raises(ValueError, match=r"TrainConfig.preset must be one of \('DEBUG', 'SMALL', 'BASE'\), got 'FOO'"):
         TrainConfig(preset="FOO")
     # worldssm.model.preset() is case-insensitive, and runs saved with a lower-case name still load.
     assert TrainConfig.from_dict(TrainConfig(preset="debug").to_dict()).preset == "debug"
+
+
+def test_learning_rate_warms_up_then_falls_on_a_cosine(pendulum_data, tmp_path):
+    from worldssm.train import Trainer
+
+    cfg = TrainConfig(preset="DEBUG", steps=1100, warmup=100, lr=1e-3, lr_final=0.1, batch_size=2, seq_len=16)
+    t = Trainer(pendulum_data, tmp_path / "r", cfg)
+    assert t._lr(0) == pytest.approx(1e-5) and t._lr(99) == pytest.approx(1e-3)
+    assert t._lr(600) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5)), "halfway down the cosine"
+    assert t._lr(1100) == pytest.approx(1e-4) and t._lr(1099) > 1e-4
+    t.close()
+    old = TrainConfig(preset="DEBUG").to_dict()
+    del old["lr_final"], old["backbone"]
+    resumed = TrainConfig.from_dict(old)
+    assert resumed.lr_final == 1.0 and resumed.backbone == "mamba2", "an older run resumes as it was trained"
+
+
+def test_backbone_flag_trains_the_matched_baseline(pendulum_data, tmp_path):
+    from worldssm.train import Trainer
+
+    for kind in ("gru", "transformer"):
+        t = Trainer(pendulum_data, tmp_path / kind, TrainConfig(preset="DEBUG", backbone=kind, steps=1, batch_size=2, seq_len=16))
+        assert t.model.cfg.backbone.kind == kind
+        t.close()

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from worldssm.model.config import PRESETS, check_field_types
+from worldssm.model.config import BACKBONE_KINDS, PRESETS, check_field_types
 
 DEVICES = ("auto", "cpu", "cuda")
 PRESET_NAMES = tuple(PRESETS)
@@ -34,14 +34,16 @@ class TrainConfig:
     """How to train a world model on a rollout dataset."""
 
     # The flags' choices and __post_init__ check the same constants (worldssm.commands.flags).
-    CHOICES: ClassVar[dict[str, tuple]] = {"preset": PRESET_NAMES, "device": DEVICES}
+    CHOICES: ClassVar[dict[str, tuple]] = {"preset": PRESET_NAMES, "device": DEVICES, "backbone": BACKBONE_KINDS}
 
     preset: str = "SMALL"  # model preset (worldssm.model.PRESETS): DEBUG is tiny, SMALL fits a CPU, BASE a GPU
     steps: int = 2000  # optimiser updates in total, below 10**8 (a resumed run continues up to this)
     batch_size: int = 16  # sequences per batch
     seq_len: int = 64  # steps per sequence
+    backbone: str = "mamba2"  # sequence model: mamba2, or the gru / transformer baseline of matched size (preset_for)
     lr: float = 1e-3  # AdamW learning rate
     warmup: int = 100  # linear learning-rate warm-up steps
+    lr_final: float = 0.1  # after the warm-up the rate falls on a cosine to this fraction of lr (1: constant)
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 100.0  # clip the global gradient norm to this
     seed: int = 0  # seeds the model init, the sampler and latent draws
@@ -72,6 +74,10 @@ class TrainConfig:
         for name in ("lr", "grad_clip"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ValueError(f"TrainConfig.{name} must be finite and > 0, got {getattr(self, name)}")
+        if not 0.0 < self.lr_final <= 1.0:
+            raise ValueError(f"TrainConfig.lr_final must be in (0, 1], got {self.lr_final}")
+        if self.backbone not in BACKBONE_KINDS:
+            raise ValueError(f"TrainConfig.backbone must be one of {BACKBONE_KINDS}, got {self.backbone!r}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ValueError(f"TrainConfig.weight_decay must be finite and >= 0, got {self.weight_decay}")
         check_seed("TrainConfig", self.seed)
@@ -88,4 +94,6 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         """Inverse of `to_dict`; ValueError names a field that is unknown, mistyped or out of range."""
         check_field_types(cls, d)
+        # Runs from before these fields existed trained a Mamba-2 at a constant rate: resume so.
+        d = {"backbone": "mamba2", "lr_final": 1.0, **d}
         return cls(**d)

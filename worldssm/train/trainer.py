@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -287,7 +288,7 @@ class Trainer:
     def __init__(self, data, run_dir, cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
                  model_cfg=None):
         from worldssm.data import RolloutDataset
-        from worldssm.model import preset
+        from worldssm.model import preset_for
 
         self.run_dir = Path(run_dir)
         self.files = RunDirectory(self.run_dir)
@@ -305,7 +306,7 @@ class Trainer:
             if resume:
                 self._resume(data, cfg.steps)
             else:
-                self._configure(data, cfg, model_cfg if model_cfg is not None else preset(cfg.preset))
+                self._configure(data, cfg, model_cfg if model_cfg is not None else preset_for(cfg.preset, cfg.backbone))
                 self.files.acquire()
                 self.files.check(resume, overwrite)
         except BaseException:
@@ -374,7 +375,12 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------
     def _lr(self, step: int) -> float:
-        return self.cfg.lr * min(1.0, (step + 1) / max(1, self.cfg.warmup))
+        """Linear warm-up, then a cosine from lr down to lr * lr_final at the last step."""
+        cfg = self.cfg
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        frac = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+        return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * frac)))
 
     def _autocast(self):
         enabled = self.cfg.amp and self.device.type == "cuda"
