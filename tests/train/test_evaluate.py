@@ -23,8 +23,10 @@ class Oracle:
     """Predicts o_{t+k} from the action index it is handed: exact iff the protocol aligns targets."""
 
     def observe_sequence(self, obs, act, first):
-        n = obs.shape[0]
-        return None, type("P", (tuple,), {})((torch.zeros(n, 1),))
+        from worldssm.model import Prediction
+
+        n, c = obs.shape[:2]
+        return None, Prediction(torch.zeros(n, c, 1), torch.zeros(n, c), torch.ones(n, c), torch.zeros(n, c, 1))
 
     def rollout(self, state, last, actions, sample=False, generator=None):
         t = actions[..., 0].double()
@@ -86,3 +88,15 @@ def test_non_finite_errors_are_null_in_strict_json(pendulum_run, pendulum_data, 
     assert saved["obs_nmse"]["model"][0] is None and res["obs_nmse"]["model"][0] is None
     assert saved["obs_nmse"]["repeat_last"][0] is not None  # the naive predictors stay finite
     assert "   -" in summary_table(res).splitlines()[1]
+
+
+def test_continue_scores_count_ends_on_observed_steps():
+    import numpy as np
+
+    from worldssm.train.evaluate import _continue_scores
+
+    w = {"is_terminal": np.array([[0, 0, 1, 0], [0, 0, 0, 1]], bool), "valid": np.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool)}
+    cont = np.array([[0.9, 0.2, 0.9], [0.9, 0.9, 0.8]])  # predicts an end after t+1 = 2 in window 0 only
+    s = _continue_scores(cont, w, context=3)
+    assert s["terminal_steps"] == 2 and s["steps"] == 5
+    assert s["precision"] == 1.0 and s["recall"] == 0.5 and abs(s["f1"] - 2 / 3) < 1e-12

@@ -72,7 +72,7 @@ def check_entry(name: str, entry: EnvEntry) -> None:
     from worldssm.spaces import space_to_dict
 
     try:
-        env = envs.make(entry.env, api="batched", n_agents=1, **entry.env_kwargs)
+        env = envs.make(entry.env, api="batched", **entry.env_kwargs)
     except MissingDependencyError:
         raise
     except ImportError as exc:
@@ -83,11 +83,15 @@ def check_entry(name: str, entry: EnvEntry) -> None:
             raise MissingDependencyError(f"{name} needs a package that is not installed ({exc}); "
                                          f"install it with: pip install '{entry.extra or 'worldssm[envs]'}'") from exc
         raise WorldssmError(f"{name}: cannot make {entry.env!r}: {exc}") from exc
+    from worldssm.model.world_model import observation_kind
+
     try:
         for what, space in (("observation", env.single_observation_space), ("action", env.single_action_space)):
             try:
-                space_to_dict(space)
-            except WorldssmError as exc:
+                d = space_to_dict(space)
+                if what == "observation":
+                    observation_kind(d)  # the model observes Boxes only
+            except (WorldssmError, ValueError) as exc:
                 raise WorldssmError(f"{name}: the model cannot take its {what} space {space}: {exc}") from None
     finally:
         env.close()
@@ -131,36 +135,37 @@ def verdict(result: dict) -> dict:
     return out
 
 
-def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed: int, progress: bool) -> dict:
-    """Collect, train each backbone, evaluate; one env's record for the JSON."""
+def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed: int, progress: bool,
+            preset: str | None = None, scale: float = 1.0) -> dict:
+    """Collect, train each backbone, evaluate; one env's record for the JSON. `preset` and
+    `scale` (of the collection ticks and training steps) exist for smoke tests."""
     import shutil
 
     from worldssm.data import RolloutDataset, collect
-    from worldssm.model import preset_for
     from worldssm.train import TrainConfig, Trainer
     from worldssm.train.evaluate import EvalConfig, evaluate
 
-    preset = "BASE" if device == "cuda" else "SMALL"
+    preset = preset or ("BASE" if device == "cuda" else "SMALL")
+    ticks, steps = max(2, int(entry.ticks * scale)), max(2, int(entry.train_steps * scale))
     data = work / name / "data"
     if data.exists():
         shutil.rmtree(data)
     t0 = time.perf_counter()
-    summary = collect(entry.env, entry.agents, entry.ticks, data, seed=seed, agent=entry.agent,
-                      env_kwargs=entry.env_kwargs)
+    summary = collect(entry.env, entry.agents, ticks, data, seed=seed, agent=entry.agent, env_kwargs=entry.env_kwargs)
     spec = RolloutDataset.load(data).spec
     record = {"env": entry.env, "env_kwargs": entry.env_kwargs, "note": entry.note, "seed": seed,
-              "collect": {"agents": entry.agents, "ticks": entry.ticks, "steps": summary["steps"],
+              "collect": {"agents": entry.agents, "ticks": ticks, "steps": summary["steps"],
                           "episodes": summary["episodes"], "agent": summary["agent"],
                           "seconds": time.perf_counter() - t0},
-              "preset": preset, "train_steps": entry.train_steps, "backbones": {}}
+              "preset": preset, "train_steps": steps, "backbones": {}}
     for backbone in backbones:
         run = work / name / f"run-{backbone}"
         if run.exists():
             shutil.rmtree(run)
-        cfg = TrainConfig(preset=preset, steps=entry.train_steps, seed=seed, device=device,
-                          log_every=max(1, entry.train_steps // 20), checkpoint_every=entry.train_steps)
+        cfg = TrainConfig(preset=preset, steps=steps, seed=seed, device=device, backbone=backbone,
+                          log_every=max(1, steps // 20), checkpoint_every=steps)
         t1 = time.perf_counter()
-        Trainer(data, run, cfg, model_cfg=preset_for(preset, backbone)).run(progress=progress)
+        Trainer(data, run, cfg).run(progress=progress)
         train_s = time.perf_counter() - t1
         result = evaluate(run, data, work / name / f"eval-{backbone}", EvalConfig(seed=seed, device=device))
         record["backbones"][backbone] = {
@@ -171,7 +176,7 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
 
 
 def run(envs=None, device: str = "cpu", backbones=("mamba2",), out_dir="tests/bench/results", work="runs/fidelity",
-        seed: int = 0, progress: bool = False) -> dict:
+        seed: int = 0, progress: bool = False, preset: str | None = None, scale: float = 1.0) -> dict:
     """Run the suite (or the `envs` named) and write the JSON and the PNG; returns the result."""
     import numpy as np
     import torch
@@ -193,7 +198,7 @@ def run(envs=None, device: str = "cpu", backbones=("mamba2",), out_dir="tests/be
     work = Path(work)
     results = {}
     for n in names:
-        results[n] = run_env(n, SUITE[n], work, device, backbones, seed, progress)
+        results[n] = run_env(n, SUITE[n], work, device, backbones, seed, progress, preset, scale)
         print(line(n, results[n]), flush=True)
     result = {"bench": "fidelity", "git_sha": git_sha(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "cpus": os.cpu_count(),

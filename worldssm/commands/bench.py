@@ -1,5 +1,5 @@
-"""`worldssm bench step | scan | env | soak | tick`: GPU kernel benchmarks, the environment
-benchmark, the soak and the Ray tick."""
+"""`worldssm bench step | scan | env | soak | tick | fidelity`: GPU kernel benchmarks, the
+environment benchmark, the soak, the Ray tick and the world model's accuracy per env."""
 
 from __future__ import annotations
 
@@ -34,6 +34,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     soak.add_argument("--sample-s", type=float, default=5.0, help="seconds between memory samples")
     soak.add_argument("--churn", type=int, default=None, help="dream agents leaving and joining per tick (default agents/200)")
     soak.add_argument("--kill", action="store_true", help="kill an EnvActor and an EngineActor during the run (ray)")
+    fid = sub.add_parser("fidelity", help="world-model accuracy per env against naive predictors (worldssm.bench.fidelity)")
+    fid.add_argument("--out", default="tests/bench/results", help="directory for the JSON and PNG results")
+    fid.add_argument("--work", default="runs/fidelity", help="directory for the collected data and trained runs")
+    fid.add_argument("--envs", default=None, help="comma-separated names of the suite (default: all)")
+    fid.add_argument("--backbones", default="mamba2", help="comma-separated: mamba2, gru, transformer")
+    fid.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu: SMALL preset; cuda: BASE")
+    fid.add_argument("--seed", type=int, default=0, help="seed of collection, training and evaluation")
     tick = sub.add_parser("tick", help="Ray tick latency: Compiled Graph vs plain calls (worldssm.bench.tick)")
     tick.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
     tick.add_argument("--agents", type=int, nargs="+", default=[16, 256, 4096], help="agent counts")
@@ -67,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
         print(soak.line(result))
         print(f"wrote {result['path']}")
         return 0 if result["passed"] else 1
+    elif args.bench == "fidelity":
+        from worldssm.bench import fidelity
+
+        envs = None if args.envs is None else [e.strip() for e in args.envs.split(",") if e.strip()]
+        backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+        result = fidelity.run(envs, args.device, backbones, args.out, args.work, args.seed)
+        print(f"wrote {result['path']}")
     elif args.bench == "tick":
         from worldssm.bench import tick
 

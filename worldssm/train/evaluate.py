@@ -97,6 +97,20 @@ def _f1(pred: np.ndarray, true: np.ndarray) -> float | None:
     return 2 * tp / (2 * tp + fp + fn)
 
 
+def _continue_scores(cont: np.ndarray, w: dict, context: int) -> dict:
+    """The continue head on every observed step of the windows (its prediction at t of whether
+    the episode goes on after t+1, against is_terminal at t+1): precision, recall and F1 of
+    predicting the end (probability below 0.5), and how many steps and ends there were."""
+    pred_end = cont[:, :context] < 0.5  # [W, C]
+    true_end = w["is_terminal"][:, 1:context + 1].astype(bool)
+    valid = w["valid"][:, 1:context + 1]
+    p, t = pred_end[valid], true_end[valid]
+    tp, fp, fn = int(np.sum(p & t)), int(np.sum(p & ~t)), int(np.sum(~p & t))
+    return {"steps": int(valid.sum()), "terminal_steps": int(t.sum()),
+            "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
+            "f1": _f1(p, t)}
+
+
 @torch.no_grad()
 def open_loop(model, episodes, context=16, horizons=HORIZONS, stride=8, max_windows=512, seed=0,
               sample=False, batch=256, device="cpu") -> dict:
@@ -107,7 +121,7 @@ def open_loop(model, episodes, context=16, horizons=HORIZONS, stride=8, max_wind
     mean = all_obs.mean(0)
     var = np.maximum(all_obs.var(0), 1e-12)
     gen = torch.Generator(device=device).manual_seed(seed)
-    preds, rews, conts = [], [], []
+    preds, rews, conts, ctx_conts = [], [], [], []
     n = len(w["obs"])
     for lo in range(0, n, batch):
         sl = slice(lo, lo + batch)
@@ -116,6 +130,7 @@ def open_loop(model, episodes, context=16, horizons=HORIZONS, stride=8, max_wind
         first = torch.zeros(obs.shape[:2], dtype=torch.bool, device=device)
         first[:, 0] = True
         state, pred = model.observe_sequence(obs[:, :context], act[:, :context], first[:, :context])
+        ctx_conts.append(pred.cont.double().cpu().numpy())  # [W, C]: c_{t+1} predicted at each observed t
         last = type(pred)(*(f[:, -1] for f in pred))
         _, roll = model.rollout(state, last, act[:, context:], sample=sample, generator=gen)
         preds.append(roll["obs"].double().cpu().numpy())
@@ -140,7 +155,8 @@ def open_loop(model, episodes, context=16, horizons=HORIZONS, stride=8, max_wind
     }
     term_true = w["is_terminal"][:, context:].astype(bool)
     result = {"context": context, "horizons": list(horizons), "windows": int(n), "obs_nmse": {}, "reward_mae": {},
-              "termination_f1": [], "valid_windows": []}
+              "termination_f1": [], "valid_windows": [],
+              "continue": _continue_scores(np.concatenate(ctx_conts), w, context)}
     for name in errs:
         result["obs_nmse"][name] = []
         result["reward_mae"][name] = []

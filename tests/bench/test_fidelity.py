@@ -1,0 +1,48 @@
+"""The fidelity bench, small: every env record carries the per-horizon errors, the targets'
+verdicts and state bytes per backbone; bad envs are refused before anything is collected."""
+
+import json
+
+import numpy as np
+import pytest
+
+from worldssm.bench import fidelity
+from worldssm.errors import MissingDependencyError, WorldssmError
+
+
+def test_smoke_run_writes_json_png_and_verdicts(tmp_path):
+    result = fidelity.run(["Pendulum-v1"], backbones=("mamba2", "gru"), out_dir=tmp_path, work=tmp_path / "w",
+                          preset="DEBUG", scale=0.01)
+    saved = json.loads((tmp_path / result["path"].rsplit("/", 1)[1]).read_text())
+    assert list(tmp_path.glob("fidelity-cpu-*.png")), "the PNG grid is written beside the JSON"
+    rec = saved["envs"]["Pendulum-v1"]
+    assert set(rec["backbones"]) == {"mamba2", "gru"}
+    for b in ("mamba2", "gru"):
+        r = rec["backbones"][b]
+        assert len(r["eval"]["obs_nmse"]["model"]) == 7 and r["train_seconds"] > 0
+        assert set(r["targets"]) >= {"h1_over_repeat_last", "h1_target_0.2x", "below_both_naive_up_to_32"}
+        assert set(r["state_bytes_per_agent"]) == {"64", "1024", "16384"}
+        assert len(set(r["state_bytes_per_agent"].values())) == 1, "a recurrent state does not grow with context"
+    assert saved["git_sha"] is None or len(saved["git_sha"]) == 40
+
+
+def test_transformer_state_grows_with_context():
+    sizes = fidelity.state_bytes("DEBUG", "transformer", {"type": "box", "shape": [3], "dtype": "float32",
+                                 "low": np.full(3, -1, np.float32), "high": np.full(3, 1, np.float32)},
+                                 {"type": "discrete", "n": 2})
+    assert sizes["64"] < sizes["1024"] < sizes["16384"]
+
+
+def test_bad_envs_are_refused_before_collection(monkeypatch, tmp_path):
+    monkeypatch.setitem(fidelity.SUITE, "needs-extra", fidelity.EnvEntry("worldssm/Pong64-v0", 1, 1, 1,
+                                                                          extra="worldssm[envs]"))
+    try:
+        import ale_py  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingDependencyError, match=r"worldssm\[envs\]"):
+            fidelity.run(["needs-extra"], work=tmp_path / "w", out_dir=tmp_path)
+        assert not (tmp_path / "w").exists()
+    monkeypatch.setitem(fidelity.SUITE, "multi", fidelity.EnvEntry("pettingzoo/classic/rps_v2", 2, 1, 1))
+    pytest.importorskip("pettingzoo")
+    with pytest.raises(WorldssmError, match="cannot take its observation space"):
+        fidelity.run(["multi"], work=tmp_path / "w", out_dir=tmp_path)
