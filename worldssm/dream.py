@@ -63,13 +63,22 @@ class Contexts:
         return np.stack(obs), np.stack(act)
 
 
-def _load(checkpoint, device: str):
-    """(model, data path recorded by the run or None) for a run or checkpoint directory."""
-    from worldssm.model import load_model
+def _source(checkpoint, data, context: int, device: str):
+    """(model, Contexts): the model of a run or checkpoint directory (or a WorldModel given as
+    `checkpoint`), and the windows dreams start from (`data`, else the run's recorded data)."""
+    from worldssm.model import WorldModel, load_model
 
-    model, sidecar = load_model(checkpoint, device=device)
-    recorded = sidecar.get("data", {}).get("path")
-    return model, (Path(recorded) if recorded else None)
+    if isinstance(checkpoint, WorldModel):
+        model, recorded = checkpoint.to(device).eval(), None
+    else:
+        model, sidecar = load_model(checkpoint, device=device)
+        path = sidecar.get("data", {}).get("path")
+        recorded = Path(path) if path else None
+    source = data if data is not None else recorded
+    if source is None:
+        raise WorldssmError(f"{checkpoint}: the run records no data to start dreams from; pass data=PATH")
+    contexts = source if isinstance(source, Contexts) else Contexts.from_data(source, context)
+    return model, contexts
 
 
 def _obs_space(model, contexts: Contexts):
@@ -194,8 +203,9 @@ class DreamEnv(gym.Env):
     """One dream as a `gymnasium.Env` (registered as `worldssm/Dream-v0`).
 
     Args:
-        checkpoint: a run or checkpoint directory.
-        data: rollouts to start dreams from (default: the run's own data, as recorded at training).
+        checkpoint: a run or checkpoint directory (or a WorldModel).
+        data: rollouts to start dreams from, or a `Contexts` (default: the run's own data, as
+            recorded at training).
         context: steps of real context per start (default 16).
         max_steps: steps before truncation (default 500).
         sample: sample latents and terminations (default: the mode and the 0.5 threshold).
@@ -207,13 +217,10 @@ class DreamEnv(gym.Env):
 
     def __init__(self, checkpoint, data=None, context: int = DEFAULT_CONTEXT, max_steps: int = DEFAULT_MAX_STEPS,
                  sample: bool = False, render_mode: str | None = None, device: str = "cpu"):
-        model, recorded = _load(checkpoint, device)
-        source = data if data is not None else recorded
-        if source is None:
-            raise WorldssmError(f"{checkpoint}: the run records no data to start dreams from; pass data=PATH")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self.dreams = Dreams(model, 1, Contexts.from_data(source, context), max_steps, sample, device)
+        model, contexts = _source(checkpoint, data, context, device)
+        self.dreams = Dreams(model, 1, contexts, max_steps, sample, device)
         self.observation_space, self.action_space = self.dreams.observation_space, self.dreams.action_space
         self.render_mode = render_mode
 
@@ -267,11 +274,8 @@ class DreamVectorEnv(gym.vector.VectorEnv):
 
     def __init__(self, checkpoint, num_envs: int, data=None, context: int = DEFAULT_CONTEXT,
                  max_steps: int = DEFAULT_MAX_STEPS, sample: bool = False, device: str = "cpu"):
-        model, recorded = _load(checkpoint, device)
-        source = data if data is not None else recorded
-        if source is None:
-            raise WorldssmError(f"{checkpoint}: the run records no data to start dreams from; pass data=PATH")
-        self.dreams = Dreams(model, num_envs, Contexts.from_data(source, context), max_steps, sample, device)
+        model, contexts = _source(checkpoint, data, context, device)
+        self.dreams = Dreams(model, num_envs, contexts, max_steps, sample, device)
         self.num_envs = num_envs
         self.single_observation_space = self.dreams.observation_space
         self.single_action_space = self.dreams.action_space
@@ -312,11 +316,8 @@ class DreamParallelEnv:
 
     def __init__(self, checkpoint, n_agents: int, data=None, context: int = DEFAULT_CONTEXT,
                  max_steps: int = DEFAULT_MAX_STEPS, sample: bool = False, device: str = "cpu"):
-        model, recorded = _load(checkpoint, device)
-        source = data if data is not None else recorded
-        if source is None:
-            raise WorldssmError(f"{checkpoint}: the run records no data to start dreams from; pass data=PATH")
-        self.dreams = Dreams(model, n_agents, Contexts.from_data(source, context), max_steps, sample, device)
+        model, contexts = _source(checkpoint, data, context, device)
+        self.dreams = Dreams(model, n_agents, contexts, max_steps, sample, device)
         self.possible_agents = [f"agent_{i}" for i in range(n_agents)]
         self.agents: list[str] = []
         self.render_mode = None

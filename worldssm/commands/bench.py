@@ -41,6 +41,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fid.add_argument("--backbones", default="mamba2", help="comma-separated: mamba2, gru, transformer")
     fid.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu: SMALL preset; cuda: BASE")
     fid.add_argument("--seed", type=int, default=0, help="seed of collection, training and evaluation")
+    dream = sub.add_parser("dream", help="DreamVectorEnv env-steps/s at 1 to 16,384 envs (worldssm.bench.dream)")
+    dream.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
+    dream.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu: SMALL preset; cuda: BASE")
+    dream.add_argument("--envs", type=int, nargs="+", default=[1, 64, 1024, 16384], help="numbers of envs")
+    dream.add_argument("--seconds", type=float, default=3.0, help="timed seconds per configuration")
     tick = sub.add_parser("tick", help="Ray tick latency: Compiled Graph vs plain calls (worldssm.bench.tick)")
     tick.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
     tick.add_argument("--agents", type=int, nargs="+", default=[16, 256, 4096], help="agent counts")
@@ -80,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
         envs = None if args.envs is None else [e.strip() for e in args.envs.split(",") if e.strip()]
         backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
         result = fidelity.run(envs, args.device, backbones, args.out, args.work, args.seed)
+        print(f"wrote {result['path']}")
+    elif args.bench == "dream":
+        from worldssm.bench import dream
+
+        result = dream.run(args.out, args.device, tuple(args.envs), args.seconds)
         print(f"wrote {result['path']}")
     elif args.bench == "tick":
         from worldssm.bench import tick
