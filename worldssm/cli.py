@@ -19,6 +19,8 @@ COMMANDS = {
     "train": "worldssm.commands.train",
     "eval": "worldssm.commands.evaluate",
     "simulate": "worldssm.commands.simulate",
+    "plan": "worldssm.commands.plan",
+    "improve": "worldssm.commands.improve",
     "bench": "worldssm.commands.bench",
 }
 

@@ -144,3 +144,97 @@ def test_bad_settings():
         CEMPlanner(eng)
     with pytest.raises(ValueError, match="unknown planner preset"):
         make_planner(eng, "clever")
+
+
+class TrueDynamics:
+    """An engine look-alike that imagines with an env's true dynamics (a slot holds the env
+    state): the planners' search, scoring and warm start, checked against ground truth."""
+
+    sample = False
+
+    def __init__(self, capacity, state_dim):
+        from types import SimpleNamespace
+
+        self.capacity, self.s = capacity, np.zeros((capacity, state_dim))
+        self.free = list(range(capacity))[::-1]
+        self.slab = SimpleNamespace(num_free=capacity)
+
+    def join(self, n):
+        out = np.array([self.free.pop() for _ in range(n)], np.int64)
+        self.slab.num_free = len(self.free)
+        return out
+
+    def leave(self, slots):
+        self.free.extend(np.asarray(slots).tolist())
+        self.slab.num_free = len(self.free)
+
+    def observe(self, slots, obs, actions, resets=None):
+        pass
+
+    def fork_observed(self, slots, obs, n=1, resets=None):
+        forks = self.join(len(slots) * n)
+        self.s[forks] = np.repeat(self.state_of(obs), n, axis=0)
+        return forks
+
+    def imagine(self, slots, actions):
+        from types import SimpleNamespace
+
+        reward, cont, self.s[slots] = self.step(self.s[slots], actions)
+        return SimpleNamespace(reward=torch.as_tensor(reward), cont=torch.as_tensor(cont))
+
+
+class TruePendulum(TrueDynamics):
+    action_space = {"type": "box", "shape": [1], "dtype": "float32", "low": np.array([-2.0], np.float32),
+                    "high": np.array([2.0], np.float32)}
+
+    def state_of(self, obs):
+        return np.stack([np.arctan2(obs[:, 1], obs[:, 0]), obs[:, 2]], 1)
+
+    def step(self, s, a):  # Pendulum-v1's equations
+        th, w = s.T
+        u = np.clip(a.reshape(-1), -2, 2)
+        reward = -(((th + np.pi) % (2 * np.pi) - np.pi) ** 2 + 0.1 * w**2 + 0.001 * u**2)
+        w2 = np.clip(w + (15 * np.sin(th) + 3.0 * u) * 0.05, -8, 8)
+        return reward, np.ones(len(s)), np.stack([th + w2 * 0.05, w2], 1)
+
+
+class TrueCartPole(TrueDynamics):
+    action_space = {"type": "discrete", "n": 2}
+
+    def state_of(self, obs):
+        return obs.astype(np.float64)
+
+    def step(self, s, a):  # CartPole-v1's equations (Euler)
+        x, xd, th, thd = s.T
+        force = np.where(np.asarray(a) == 1, 10.0, -10.0)
+        ct, st = np.cos(th), np.sin(th)
+        temp = (force + 0.05 * thd**2 * st) / 1.1
+        tha = (9.8 * st - ct * temp) / (0.5 * (4 / 3 - 0.1 * ct**2 / 1.1))
+        xa = temp - 0.05 * tha * ct / 1.1
+        s2 = np.stack([x + 0.02 * xd, xd + 0.02 * xa, th + 0.02 * thd, thd + 0.02 * tha], 1)
+        alive = (np.abs(s2[:, 0]) <= 2.4) & (np.abs(s2[:, 2]) <= 12 * 2 * np.pi / 360)
+        return np.ones(len(s)), alive.astype(np.float64), s2
+
+
+def test_mppi_swings_the_true_pendulum_up():
+    """With the true dynamics the "fast" preset scores about -135 over 10 seeds (a random policy
+    about -1,200; the issue's target for a learned model is -200)."""
+    from worldssm.agents.planners import PLANNER_PRESETS
+    from worldssm.agents.rollout import run_episodes
+
+    cfg = PLANNER_PRESETS["fast"]
+    planner = MPPIPlanner(TruePendulum(10 * (cfg.samples + 1), 2), cfg, seed=0)
+    result = run_episodes(planner, "Pendulum-v1", episodes=10, seed=0)
+    assert result.mean_return > -200, result.returns
+
+
+def test_cem_balances_the_true_cartpole_far_longer_than_chance():
+    """Random actions last about 22 steps. With binary continue flags every candidate that
+    survives the horizon scores the same, so the cart drifts off its track after a few hundred
+    steps: a learned model's continue probabilities are what ranks safe states above risky ones."""
+    from worldssm.agents.rollout import run_episodes
+
+    cfg = PlannerConfig(samples=32, horizon=12, iterations=3, elites=4)
+    planner = CEMPlanner(TrueCartPole(10 * (cfg.samples + 1), 4), cfg, seed=0)
+    result = run_episodes(planner, "CartPole-v1", episodes=10, seed=0)
+    assert result.mean_return > 120, result.returns

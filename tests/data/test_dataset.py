@@ -111,3 +111,24 @@ def test_obs_stats(tmp_path):
     np.testing.assert_allclose(std[0], allobs[:, 0].std())
     # Dimensions 1 and 2 are constant zero: std is floored.
     np.testing.assert_array_equal(std[1:], [1e-6, 1e-6])
+
+
+def test_subdirectories_are_collections_whose_agent_names_stay_apart(tmp_path):
+    _shard(tmp_path / "s0.wsr", [steps("a", 0, 3)])
+    (tmp_path / "round-01").mkdir()
+    _shard(tmp_path / "round-01" / "s0.wsr", [steps("a", 0, 4)])  # the same (agent, episode) names
+    (tmp_path / "round-01" / "deeper").mkdir()
+    _shard(tmp_path / "round-01" / "deeper" / "s0.wsr", [steps("b", 0, 9)])  # two levels down: not read
+    (tmp_path / "empty").mkdir()
+    ds = RolloutDataset.load(tmp_path)
+    assert [(e["agent"], len(e["reward"])) for e in ds.episodes] == [("a", 3), ("round-01/a", 4)]
+    only_sub = tmp_path / "only"
+    (only_sub / "r0").mkdir(parents=True)
+    _shard(only_sub / "r0" / "s0.wsr", [steps("a", 0, 2)])
+    assert [e["agent"] for e in RolloutDataset.load(only_sub).episodes] == ["r0/a"]
+    with pytest.raises(DataError, match="differs"):
+        (tmp_path / "round-02").mkdir()
+        other = vector_header()
+        other["env_id"] = "Other-v0"
+        _shard(tmp_path / "round-02" / "s0.wsr", [steps("a", 0, 2)], header=other)
+        RolloutDataset.load(tmp_path)

@@ -206,6 +206,7 @@ def collect(
     shard_steps: int = DEFAULT_SHARD_STEPS,
     progress: Callable[[int], None] | None = None,
     env_kwargs: dict | None = None,
+    until_empty: bool = False,
 ) -> dict:
     """Run the agents of `env_id` for `steps` ticks and write their rollouts as shards.
 
@@ -217,7 +218,10 @@ def collect(
     agent is seeded with `seed`. Agents that join on the very last tick never act and are not
     recorded. Shards `shard-00000.wsr`, ... roll over once `shard_steps` steps are buffered and
     each appears only when complete; each shard's header lists the agents recorded in it. An
-    episode cut by the end of collection is stored as a partial episode (no is_last).
+    episode cut by the end of collection is stored as a partial episode (no is_last). With
+    `until_empty`, collection stops (before `steps`) the first time no agent is left instead of
+    resetting the env: with `env_kwargs={"autoreset": "off"}` a Gymnasium id then records
+    exactly one episode per copy (how `worldssm improve` scores and records a planner).
 
     The whole collection holds `out_dir`'s lock (`worldssm.locks.DirLock`, purpose
     "collecting"), so a second collection into it is refused naming this one. Under the lock,
@@ -230,10 +234,12 @@ def collect(
         steps: ticks (each tick every live agent acts once).
         out_dir: directory for the shards; created if missing, must hold no *.wsr yet.
         seed: base seed (see above).
-        agent: a name of `worldssm.agents.AGENTS`; None: "greedy" for swarm_v0, else "random".
+        agent: a name of `worldssm.agents.AGENTS`, or an agent object (anything with
+            `act(obs, info)`, such as a planner); None: "greedy" for swarm_v0, else "random".
         shard_steps: recorded steps per shard before rolling over.
         progress: optional callable, called with 1 after each tick (e.g. tqdm's update).
         env_kwargs: extra keyword arguments for `worldssm.envs.make`.
+        until_empty: stop when no agent is left (see above).
 
     Returns:
         Summary dict: out_dir, shards (paths as str), steps (recorded), ticks, agents,
@@ -258,7 +264,7 @@ def collect(
             _refuse_shards(out_dir)
             removed = _remove_temp_files(out_dir)
             summary = _collect_locked(env, actor, name, env_id, n_agents, steps, out_dir, seed, shard_steps,
-                                      progress, env_kwargs)
+                                      progress, env_kwargs, until_empty)
     finally:
         env.close()
     return {**summary, "removed_temp_files": removed}
@@ -276,6 +282,11 @@ def _env_and_agent(env_id, n_agents, seed, agent, env_kwargs):
     try:
         act_space = space_to_dict(env.single_action_space)
         space_to_dict(env.single_observation_space)
+        if agent is not None and not isinstance(agent, str):
+            if not callable(getattr(agent, "act", None)):
+                raise WorldssmError(f"agent must be a name of {make_agent.__module__}.AGENTS or have an "
+                                    f"act(obs, info) method; got {type(agent).__name__}")
+            return env, agent, type(agent).__name__
         name = agent or ("greedy" if isinstance(env, envs.SwarmEnv) else "random")
         try:
             return env, make_agent(name, act_space, env=env, seed=seed), name
@@ -286,7 +297,8 @@ def _env_and_agent(env_id, n_agents, seed, agent, env_kwargs):
         raise
 
 
-def _collect_locked(env, actor, name, env_id, n_agents, steps, out_dir, seed, shard_steps, progress, env_kwargs):
+def _collect_locked(env, actor, name, env_id, n_agents, steps, out_dir, seed, shard_steps, progress, env_kwargs,
+                    until_empty=False):
     """The body of `collect`, run while holding out_dir's lock."""
     kwargs = dict(env_kwargs or {})
     obs_space = space_to_dict(env.single_observation_space)
@@ -304,10 +316,11 @@ def _collect_locked(env, actor, name, env_id, n_agents, steps, out_dir, seed, sh
         if records:
             paths.append(_write_shard(out_dir, len(paths), header, records))
 
-    total, resets, agents = _run_ticks(env, actor, steps, seed, recorder, shard_steps, roll, progress)
+    total, resets, agents, ticks = _run_ticks(env, actor, steps, seed, recorder, shard_steps, roll, progress,
+                                              until_empty)
     roll()
     return {"out_dir": str(out_dir), "shards": [str(p) for p in paths], "steps": total,
-            "ticks": steps, "agents": agents, "episodes": recorder.episodes_started,
+            "ticks": ticks, "agents": agents, "episodes": recorder.episodes_started,
             "complete_episodes": recorder.episodes_finished, "resets": resets, "agent": name}
 
 
@@ -336,8 +349,8 @@ def _remove_temp_files(out_dir: Path) -> int:
     return removed
 
 
-def _run_ticks(env, actor, steps, seed, recorder, shard_steps, roll, progress):
-    """The tick loop of `collect`; returns (steps recorded, env resets, agents at reset)."""
+def _run_ticks(env, actor, steps, seed, recorder, shard_steps, roll, progress, until_empty=False):
+    """The tick loop of `collect`; returns (steps recorded, env resets, agents at reset, ticks run)."""
     from worldssm.agents import AgentInfo
 
     act_shape, act_dtype = recorder.layout["action"]
@@ -347,8 +360,11 @@ def _run_ticks(env, actor, steps, seed, recorder, shard_steps, roll, progress):
     agents = len(ids)
     prev_reward = np.zeros(len(ids), np.float32)
     is_first = np.ones(len(ids), bool)
+    tick = 0
     for tick in range(steps):
         if len(ids) == 0:
+            if until_empty:
+                return total, resets, agents, tick
             obs, info = env.reset()
             ids, resets = info["agent_ids"], resets + 1
             prev_reward, is_first = np.zeros(len(ids), np.float32), np.ones(len(ids), bool)
@@ -372,4 +388,4 @@ def _run_ticks(env, actor, steps, seed, recorder, shard_steps, roll, progress):
             roll()
         if progress is not None:
             progress(1)
-    return total, resets, agents
+    return total, resets, agents, steps

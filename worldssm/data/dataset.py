@@ -47,7 +47,10 @@ class RolloutDataset:
 
     @classmethod
     def load(cls, path) -> RolloutDataset:
-        """Load one `.wsr` file, or every `*.wsr` shard of a directory (sorted by name).
+        """Load one `.wsr` file, or every `*.wsr` shard of a directory (sorted by name) and of its
+        subdirectories one level down (each one collection, e.g. one `worldssm collect --out
+        data/round-01` of `worldssm improve`; its agents are named "<subdirectory>/<agent>",
+        so collections that reuse agent names stay apart).
 
         Hidden temp files of unfinished writers never match `*.wsr` and are ignored. Version-1
         shards load with a `LegacyShardWarning` each (see `worldssm.data.format`).
@@ -60,20 +63,24 @@ class RolloutDataset:
         """
         path = Path(path)
         if path.is_dir():
-            shards = sorted(p for p in path.glob(f"*{SHARD_SUFFIX}") if p.is_file())
+            shards = [("", s) for s in _shards_in(path)]
+            for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                shards += [(f"{sub.name}/", s) for s in _shards_in(sub)]
             if not shards:
-                raise WorldssmError(f"no *{SHARD_SUFFIX} shards in {path}")
+                raise WorldssmError(f"no *{SHARD_SUFFIX} shards in {path} or its subdirectories")
         elif path.exists():
-            shards = [path]  # iter_shard refuses anything but a regular file, naming it
+            shards = [("", path)]  # iter_shard refuses anything but a regular file, naming it
         else:
             raise WorldssmError(f"rollout path {path} does not exist")
         spec = None
         stitcher = _Stitcher()
-        for shard in shards:
+        for prefix, shard in shards:
             for offset, record in iter_shard(shard):
                 if record["kind"] == "header":
                     spec = _check_same_spec(spec, record, shard)
                 else:
+                    if prefix:
+                        record["agent"] = prefix + record["agent"]
                     stitcher.add(record, shard, offset)
         return cls(spec, stitcher.episodes())
 
@@ -140,6 +147,10 @@ def _check_same_spec(spec: DatasetSpec | None, header: dict, shard: Path) -> Dat
         if field is not None:
             raise DataError(shard, len(MAGIC), f"{name}.{field} differs from earlier shards")
     return spec
+
+
+def _shards_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob(f"*{SHARD_SUFFIX}") if p.is_file())
 
 
 class _Stitcher:

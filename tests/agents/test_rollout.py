@@ -1,0 +1,60 @@
+"""Scoring agents in the real env: `run_episodes` plays one seeded episode per copy side by side,
+and `plan_in_env` checks the env against the model before planning."""
+
+import numpy as np
+import pytest
+
+from worldssm.agents import RandomAgent
+from worldssm.agents.rollout import plan_in_env, run_episodes
+from worldssm.errors import WorldssmError
+
+PENDULUM_ACT = {"type": "box", "shape": [1], "dtype": "float32", "low": np.array([-2.0], np.float32),
+                "high": np.array([2.0], np.float32)}
+
+
+class Constant:
+    def __init__(self, value):
+        self.value, self.seen = value, []
+
+    def act(self, obs, info):
+        self.seen.append((info.tick, info.ids.copy(), info.first.copy()))
+        return np.full((len(obs), 1), self.value, np.float32)
+
+
+def test_episodes_are_seeded_copies_that_leave_when_done():
+    import gymnasium as gym
+
+    agent = Constant(0.5)
+    result = run_episodes(agent, "Pendulum-v1", episodes=3, seed=7)
+    assert result.lengths.tolist() == [200, 200, 200] and result.decision_ms.size == 200
+    for i in range(3):  # copy i is a Pendulum-v1 reset with seed 7 + i, acting 0.5 throughout
+        env = gym.make("Pendulum-v1")
+        env.reset(seed=7 + i)
+        ret = sum(env.step(np.array([0.5], np.float32))[1] for _ in range(200))
+        assert result.returns[i] == pytest.approx(ret, rel=1e-5)
+    assert agent.seen[0][2].all() and not agent.seen[1][2].any()
+    assert result.summary()["mean_return"] == pytest.approx(result.returns.mean())
+
+
+def test_episodes_of_different_lengths():
+    result = run_episodes(RandomAgent({"type": "discrete", "n": 2}, seed=0), "CartPole-v1", episodes=4, seed=0)
+    assert len(set(result.lengths.tolist())) > 1, "random CartPole episodes end at different ticks"
+    assert result.decision_ms.size == result.lengths.max()
+    assert (result.returns == result.lengths).all(), "CartPole pays 1 per step"
+    with pytest.raises(ValueError, match="episodes must be >= 1"):
+        run_episodes(RandomAgent({"type": "discrete", "n": 2}), "CartPole-v1", episodes=0)
+
+
+def test_plan_in_env_with_a_trained_run(pendulum_run):
+    from worldssm.agents.planners import PlannerConfig
+
+    cfg = PlannerConfig(samples=4, horizon=3, iterations=1, elites=2)
+    result = plan_in_env(pendulum_run, None, cfg, episodes=2, seed=0)
+    assert result["env"] == "Pendulum-v1" and len(result["returns"]) == 2
+    assert result["imagined_steps_per_agent_decision"] == 12 and result["imagined_steps_per_s"] > 0
+    assert result["decision_ms_p99"] >= result["decision_ms_p50"] > 0
+
+
+def test_plan_in_env_refuses_an_env_of_other_spaces(pendulum_run):
+    with pytest.raises(WorldssmError, match="CartPole-v1's observation space differs from the model's"):
+        plan_in_env(pendulum_run, "CartPole-v1", "fast", episodes=1)

@@ -1,0 +1,59 @@
+"""`worldssm improve`, tiny: rounds of train -> plan (recorded), scores per round, and a loop
+interrupted mid-stage that resumes where it stopped."""
+
+import json
+
+import pytest
+
+from worldssm.data import RolloutDataset
+from worldssm.errors import WorldssmError
+from worldssm.improve import Improvement, ImproveConfig, improve
+
+TINY = ImproveConfig(env="Pendulum-v1", rounds=1, preset="DEBUG", train_steps=4, random_agents=2, random_steps=150,
+                     episodes=2, samples=4, horizon=3)
+
+
+def test_rounds_record_the_planner_and_train_on_everything(tmp_path):
+    out = tmp_path / "loop"
+    state = improve(out, TINY)
+    assert state["done"] == ["data-00", "train-00", "plan-00"]
+    score = state["scores"][0]
+    assert len(score["returns"]) == 2 and score["seeds"] == [0, 1] and score["decisions"] == 200
+    played = RolloutDataset.load(out / "data" / "round-01")
+    assert len(played.episodes) == 2 and all(len(e["reward"]) == 201 for e in played.episodes)
+    assert sorted(round(float(e["reward"].sum()), 3) for e in played.episodes) == sorted(score["returns"])
+    assert json.loads((out / "round-00" / "plan.json").read_text())["returns"] == score["returns"]
+    # More rounds on resume: round 1 trains on the random data and round 0's planner episodes.
+    state = improve(out, None, resume=True, rounds=2)
+    assert state["done"][-2:] == ["train-01", "plan-01"] and len(state["scores"]) == 2
+    sidecar = json.loads((out / "round-01" / "run" / "config.json").read_text())
+    assert sidecar["train_config"]["steps"] == 4
+    episodes = RolloutDataset.load(out / "data").episodes
+    assert {e["agent"].split("/")[0] for e in episodes} == {"round-00", "round-01", "round-02"}
+
+
+def test_an_interrupted_loop_resumes_after_its_last_finished_stage(tmp_path, monkeypatch):
+    out = tmp_path / "loop"
+    real_plan = Improvement._plan
+    monkeypatch.setattr(Improvement, "_plan", lambda self, r: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        improve(out, TINY)
+    assert json.loads((out / "improve.json").read_text())["done"] == ["data-00", "train-00"]
+    monkeypatch.setattr(Improvement, "_plan", real_plan)
+    trained = [p.name for p in (out / "round-00" / "run" / "checkpoints").iterdir()]
+    state = improve(out, resume=True)
+    assert state["done"] == ["data-00", "train-00", "plan-00"]
+    assert [p.name for p in (out / "round-00" / "run" / "checkpoints").iterdir()] == trained, "not retrained"
+
+
+def test_misuse(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(WorldssmError, match="not empty: pass --resume"):
+        improve(tmp_path / "full", TINY)
+    with pytest.raises(WorldssmError, match="nothing to resume"):
+        improve(tmp_path / "none", resume=True)
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        ImproveConfig(env="Pendulum-v1", rounds=0)
+    with pytest.raises(ValueError, match="planner must be one of"):
+        ImproveConfig(env="Pendulum-v1", planner="best")

@@ -1,0 +1,69 @@
+"""worldssm's public Python API, also reachable as `import worldssm as ws`.
+
+    import worldssm as ws
+
+    model = ws.load("runs/pendulum")                         # a run or checkpoint directory
+    engine = ws.Engine(model, capacity=1024)                 # states of up to 1,024 agents
+    planner = ws.make_planner(engine, "fast")                # MPPI (Box actions) or CEM (Discrete)
+    result = ws.run_episodes(planner, "Pendulum-v1", episodes=10)
+    env = ws.DreamVectorEnv("runs/pendulum", num_envs=64)    # the model as a Gymnasium vector env
+
+What is here:
+
+- the model: `load`, `WorldModel`, `WorldModelConfig`, `preset`;
+- the engine (agents' states stepped in batches): `Engine`, `EngineOutput`;
+- the model as an environment: `DreamEnv` (Gymnasium, also `gymnasium.make("worldssm/Dream-v0",
+  checkpoint=...)`), `DreamVectorEnv`, `DreamParallelEnv` (PettingZoo Parallel API);
+- agents: the `Agent` protocol (`act(obs [A, ...], info: AgentInfo) -> actions [A, ...]`), the
+  scripted agents, the planners (`MPPIPlanner`, `CEMPlanner`, `PlannerConfig`,
+  `PLANNER_PRESETS`, `make_planner`) and `run_episodes` / `plan_in_env` to score them;
+- simulations of many agents on Ray (or in this process): `Simulation`, `SimConfig`,
+  `ModelSource`;
+- environments by name: `make_env` (swarm_v0, PettingZoo names, Gymnasium ids).
+
+Everything else in the package is internal and may change between versions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from worldssm.agents import Agent, AgentInfo, GreedyAgent, PatternAgent, RandomAgent
+from worldssm.agents.planners import (
+    PLANNER_PRESETS,
+    CEMPlanner,
+    MPPIPlanner,
+    PlannerConfig,
+    PlannerError,
+    make_planner,
+)
+from worldssm.agents.rollout import EpisodeResult, plan_in_env, run_episodes
+from worldssm.dream import Contexts, DreamEnv, DreamParallelEnv, DreamVectorEnv
+from worldssm.engine import Engine, EngineOutput
+from worldssm.envs import make as make_env
+from worldssm.errors import WorldssmError
+from worldssm.model import ModelSource, WorldModel, WorldModelConfig, preset
+from worldssm.sim import SimConfig, Simulation
+
+
+def load(path: str | Path, device: str = "cpu") -> WorldModel:
+    """The world model of a run directory (its latest checkpoint) or of a checkpoint directory,
+    in eval mode on `device`. Its spaces are `model.obs_space` and `model.action_space`.
+
+    Raises:
+        CheckpointError: the directory holds no checkpoint, or a damaged one (the file and field
+            are named); nothing in it is unpickled.
+    """
+    from worldssm.model import load_model
+
+    model, _ = load_model(path, device=device)
+    return model
+
+
+__all__ = [
+    "PLANNER_PRESETS", "Agent", "AgentInfo", "CEMPlanner", "Contexts", "DreamEnv", "DreamParallelEnv",
+    "DreamVectorEnv", "Engine", "EngineOutput", "EpisodeResult", "GreedyAgent", "MPPIPlanner", "ModelSource",
+    "PatternAgent", "PlannerConfig", "PlannerError", "RandomAgent", "SimConfig", "Simulation", "WorldModel",
+    "WorldModelConfig", "WorldssmError", "load", "make_env", "make_planner", "plan_in_env", "preset",
+    "run_episodes",
+]

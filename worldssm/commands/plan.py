@@ -1,0 +1,54 @@
+"""worldssm plan: a planner acting in the real env with a trained model, scored over episodes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+HELP = "act in the real env with a planner (MPPI or categorical CEM) that imagines with a trained model"
+
+
+def configure(parser) -> None:
+    from worldssm.agents.planners import PLANNER_PRESETS, PlannerConfig
+    from worldssm.commands.flags import add_config_flags
+
+    parser.add_argument("--checkpoint", required=True, help="run directory or checkpoint directory")
+    parser.add_argument("--env", default=None, help="Gymnasium id to act in (default: the env the model was trained on)")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes, played side by side (copy i seeded seed + i)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the env copies and of the planner")
+    parser.add_argument("--planner", choices=sorted(PLANNER_PRESETS), default="fast",
+                        help="preset of the search settings; the flags below override single fields")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model imagines")
+    parser.add_argument("--out", default=None, help="write the result as JSON to this file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(parser, PlannerConfig, prefix="plan",
+                     defaults={f.name: None for f in dataclasses.fields(PlannerConfig)})
+
+
+def planner_config(args):
+    """The preset named by --planner with the --plan-* flags the user gave laid over it."""
+    from worldssm.agents.planners import PLANNER_PRESETS, PlannerConfig
+    from worldssm.commands.flags import config_from_args
+
+    base = PLANNER_PRESETS[args.planner]
+    given = {f.name: getattr(base, f.name) for f in dataclasses.fields(PlannerConfig)
+             if getattr(args, f"plan_{f.name}") is None}
+    return config_from_args(PlannerConfig, args, prefix="plan", **given)
+
+
+def run(args) -> int:
+    import json
+
+    from worldssm.agents.rollout import plan_in_env
+    from worldssm.atomic import atomic_write_text
+
+    cfg = planner_config(args)
+    result = plan_in_env(args.checkpoint, args.env, cfg, episodes=args.episodes, seed=args.seed,
+                         device=args.device, progress=not args.no_progress)
+    print(f"{result['env']}: mean return {result['mean_return']:.1f} +- {result['std_return']:.1f} over "
+          f"{len(result['returns'])} episodes (returns {', '.join(f'{r:.0f}' for r in result['returns'])})")
+    print(f"decision for {result['episodes']} agents: p50 {result['decision_ms_p50']:.1f} ms, "
+          f"p99 {result['decision_ms_p99']:.1f} ms; {result['imagined_steps_per_s']:,.0f} imagined agent-steps/s")
+    if args.out:
+        atomic_write_text(args.out, json.dumps(result, indent=1))
+        print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,215 @@
+"""`worldssm improve`: collect -> train -> plan in the real env (recorded) -> train -> ..., resumable.
+
+Round 0 collects random-policy rollouts. Every round then trains a fresh model on all the data
+so far, and lets a planner over that model play `episodes` episodes of the real env, side by
+side: their returns are the round's score, and the episodes, recorded as rollouts, are the next
+round's new data (so the model learns the states the planner reaches, which a random policy
+seldom visits: a pendulum held upright, a cart near the edge of its track).
+
+The directory:
+
+    OUT/improve.json           config, finished stages, per-round scores (rewritten atomically)
+    OUT/data/round-00/         random rollouts;  OUT/data/round-RR/  the planner's episodes of round RR-1
+    OUT/round-RR/run/          the model trained in round RR (a normal run directory)
+    OUT/round-RR/plan.json     the planner's score in round RR (returns, latency, settings)
+
+Every stage is recorded in improve.json when it finishes, and each leaves no half state behind:
+rollouts are written to a hidden `.partial` directory and renamed when complete, a run resumes
+from its last checkpoint. `improve(out, resume=True)` (`--resume`) continues after the last
+finished stage; a larger `rounds` on resume adds rounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from worldssm.atomic import atomic_write_text
+from worldssm.errors import WorldssmError
+from worldssm.locks import DirLock
+
+STATE_FILE = "improve.json"
+
+
+@dataclass(frozen=True)
+class ImproveConfig:
+    """What `worldssm improve` runs."""
+
+    env: str  # Gymnasium id, e.g. Pendulum-v1 or CartPole-v1
+    rounds: int = 3  # train -> plan rounds (each plan round's episodes are the next round's data)
+    preset: str = "SMALL"  # model preset (worldssm.model.PRESETS)
+    train_steps: int = 3000  # gradient updates per round (every round trains a fresh model)
+    random_agents: int = 8  # env copies collecting the random rollouts of round 0
+    random_steps: int = 2500  # ticks of random collection (about agents x ticks steps)
+    episodes: int = 10  # episodes the planner plays per round (its score and the next data)
+    planner: str = "fast"  # planner preset (worldssm.agents.planners.PLANNER_PRESETS)
+    horizon: int | None = None  # imagined steps per candidate; none: the preset's
+    samples: int | None = None  # candidate sequences per agent and iteration; none: the preset's
+    seed: int = 0  # seed of collection, training and planning (round r plays seeds seed + 1000 r + i)
+    threads: int = 0  # torch threads for training (0: torch's default)
+
+    CHOICES: ClassVar[dict] = {"preset": ("DEBUG", "SMALL", "BASE"), "planner": ("fast", "default", "thorough")}
+
+    def __post_init__(self):
+        for name in ("rounds", "train_steps", "random_agents", "random_steps", "episodes"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"ImproveConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("horizon", "samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"ImproveConfig.{name} must be >= 1 or None, got {value}")
+        for name, options in self.CHOICES.items():
+            if getattr(self, name) not in options:
+                raise ValueError(f"ImproveConfig.{name} must be one of {options}, got {getattr(self, name)!r}")
+        if self.threads < 0:
+            raise ValueError(f"ImproveConfig.threads must be >= 0, got {self.threads}")
+
+    def planner_config(self):
+        from worldssm.agents.planners import PLANNER_PRESETS
+
+        base = PLANNER_PRESETS[self.planner]
+        over = {k: v for k, v in (("horizon", self.horizon), ("samples", self.samples)) if v is not None}
+        if "samples" in over:
+            over["elites"] = min(base.elites, over["samples"])
+        return dataclasses.replace(base, **over)
+
+
+class Improvement:
+    """The loop over one output directory (see the module docstring); `run()` does the work."""
+
+    def __init__(self, out, cfg: ImproveConfig | None = None, resume: bool = False, progress: bool = False,
+                 rounds: int | None = None):
+        self.out, self.progress = Path(out), progress
+        state_path = self.out / STATE_FILE
+        if resume:
+            if cfg is not None:
+                raise WorldssmError("--resume continues with the saved settings; give only the rounds")
+            if not state_path.is_file():
+                raise WorldssmError(f"--resume: {state_path} does not exist (nothing to resume)")
+            try:
+                self.state = json.loads(state_path.read_text())
+                saved = ImproveConfig(**self.state["config"])
+                self.state["done"], self.state["scores"]  # noqa: B018 - both must be there
+            except (ValueError, TypeError, KeyError) as exc:
+                raise WorldssmError(f"{state_path}: not a worldssm improve state ({exc})") from None
+            self.cfg = dataclasses.replace(saved, rounds=max(saved.rounds, rounds or 0))
+            self.state["config"] = dataclasses.asdict(self.cfg)
+        else:
+            if cfg is None:
+                raise WorldssmError("a new improvement needs its ImproveConfig")
+            if self.out.exists() and any(self.out.iterdir()):
+                raise WorldssmError(f"{self.out} is not empty: pass --resume to continue it, or choose a new --out")
+            self.cfg = dataclasses.replace(cfg, rounds=rounds) if rounds else cfg
+            self.state = {"config": dataclasses.asdict(self.cfg), "done": [], "scores": []}
+
+    # ----- stages -------------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Run every stage not yet done; returns the state (config, done, scores)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        with DirLock(self.out, "improving"):
+            self._save()
+            self._stage("data-00", self._random_data)
+            for r in range(self.cfg.rounds):
+                self._stage(f"train-{r:02d}", lambda r=r: self._train(r))
+                self._stage(f"plan-{r:02d}", lambda r=r: self._plan(r))
+        return self.state
+
+    def _stage(self, name: str, fn) -> None:
+        if name in self.state["done"]:
+            return
+        fn()
+        self.state["done"].append(name)
+        self._save()
+
+    def _save(self) -> None:
+        atomic_write_text(self.out / STATE_FILE, json.dumps(self.state, indent=1))
+
+    def _data(self, r: int) -> Path:
+        return self.out / "data" / f"round-{r:02d}"
+
+    def _collect(self, r: int, **kwargs) -> dict:
+        """Collect into a hidden partial directory, renamed to round-RR once complete."""
+        from worldssm.data import collect
+
+        final = self._data(r)
+        if final.exists():  # renamed, but the stage was not recorded: collected in full
+            return {}
+        partial = final.parent / f".{final.name}.partial"
+        if partial.exists():
+            shutil.rmtree(partial)
+        summary = collect(self.cfg.env, out_dir=partial, **kwargs)
+        partial.rename(final)
+        return summary
+
+    def _random_data(self) -> None:
+        cfg = self.cfg
+        bar = self._bar(cfg.random_steps, "collect (random)")
+        try:
+            self._collect(0, n_agents=cfg.random_agents, steps=cfg.random_steps, seed=cfg.seed,
+                          agent="random", progress=bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
+
+    def _run_dir(self, r: int) -> Path:
+        return self.out / f"round-{r:02d}" / "run"
+
+    def _train(self, r: int) -> None:
+        from worldssm.train import TrainConfig, Trainer
+
+        run = self._run_dir(r)
+        started = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
+        tcfg = TrainConfig(preset=self.cfg.preset, steps=self.cfg.train_steps, seed=self.cfg.seed + r,
+                           threads=self.cfg.threads)
+        trainer = Trainer(self.out / "data", run, tcfg, resume=started, overwrite=not started)
+        trainer.run(progress=self.progress)
+
+    def _plan(self, r: int) -> None:
+        from worldssm.agents.planners import make_planner
+        from worldssm.data import RolloutDataset
+        from worldssm.engine import Engine
+        from worldssm.model import load_model
+
+        cfg, pcfg = self.cfg, self.cfg.planner_config()
+        model, _ = load_model(self._run_dir(r))
+        engine = Engine(model, capacity=cfg.episodes * (pcfg.samples * pcfg.particles + 1), seed=cfg.seed)
+        planner = make_planner(engine, pcfg, seed=cfg.seed + r)
+        seed = cfg.seed + 1000 * r
+        bar = self._bar(None, f"plan round {r}")
+        try:
+            self._collect(r + 1, n_agents=cfg.episodes, steps=100_000, seed=seed, agent=planner,
+                          env_kwargs={"autoreset": "off"}, until_empty=True,
+                          progress=bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
+        episodes = RolloutDataset.load(self._data(r + 1)).episodes
+        returns = np.array([float(e["reward"].sum()) for e in episodes])  # in copy order (reward[0] is 0)
+        ms = planner.stats
+        score = {"round": r, "seeds": [seed, seed + cfg.episodes - 1], "returns": returns.round(3).tolist(),
+                 "mean_return": float(returns.mean()), "std_return": float(returns.std()),
+                 "planner": type(planner).__name__, "planner_config": dataclasses.asdict(pcfg),
+                 "decisions": ms["decisions"], "mean_decision_ms": 1e3 * ms["seconds"] / max(1, ms["decisions"]),
+                 "imagined_steps_per_s": planner.imagined_steps_per_second(), "engine_impl": engine.impl}
+        atomic_write_text(self.out / f"round-{r:02d}" / "plan.json", json.dumps(score, indent=1))
+        self.state["scores"].append(score)
+
+    def _bar(self, total, desc):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit="tick", dynamic_ncols=True)
+
+
+def improve(out, cfg: ImproveConfig | None = None, resume: bool = False, progress: bool = False,
+            rounds: int | None = None) -> dict:
+    """Run the loop of the module docstring in `out` with `cfg`, or with `resume` continue the
+    one there with its saved settings (`rounds`, if larger than the saved number, adds rounds)."""
+    return Improvement(out, cfg, resume, progress, rounds).run()
