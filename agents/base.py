@@ -28,6 +28,9 @@ class AgentInfo:
         pred_reward: float32 [A] or None: the reward the world model predicted for arriving at
             this observation (NaN for rows it has not predicted yet). None where no engine ran.
         pred_cont: float32 [A] or None: the model's probability that the episode goes on here.
+        env_rows: int64 [A] or None: where these agents sit among the rows of the env they act
+            in, when they are a subset of them (agents of several kinds share an env); None: they
+            are all of its rows, in order.
     """
 
     ids: np.ndarray
@@ -35,16 +38,18 @@ class AgentInfo:
     first: np.ndarray
     pred_reward: np.ndarray | None = None
     pred_cont: np.ndarray | None = None
+    env_rows: np.ndarray | None = None
 
     @property
     def num_agents(self) -> int:
         return int(self.ids.shape[0])
 
     def rows(self, index) -> AgentInfo:
-        """The same info for a subset of rows (an index array or a slice)."""
+        """The same info for a subset of rows (an index array or a slice); `env_rows` follows."""
         pick = (lambda a: None if a is None else a[index])
+        rows = np.arange(self.num_agents)[index] if self.env_rows is None else self.env_rows[index]
         return AgentInfo(self.ids[index], self.tick, self.first[index], pick(self.pred_reward),
-                         pick(self.pred_cont))
+                         pick(self.pred_cont), np.asarray(rows, np.int64))
 
 
 @runtime_checkable

@@ -97,32 +97,66 @@ class _Planner:
 
     # ----- the protocol -------------------------------------------------------------------------
     def act(self, obs: np.ndarray, info: AgentInfo) -> np.ndarray:
-        t0 = time.perf_counter()
+        """The `Agent` protocol for agents whose states the planner keeps itself: each agent id
+        gets a slot in the engine on its first call (ids that are not in `info` any more give
+        theirs back); after deciding, (o_t, a_t) is observed into it."""
         ids = np.asarray(info.ids, np.int64)
-        n = ids.size
         first = np.asarray(info.first, bool)
         self._forget([g for g in self._slot if g not in set(ids.tolist())])  # agents that left
-        need = n * self.cfg.samples * self.cfg.particles + sum(1 for g in ids.tolist() if g not in self._slot)
-        if need > self.engine.slab.num_free:
-            raise PlannerError(f"planning for {n} agents needs {need} free slots ({self.cfg.samples} samples x "
-                               f"{self.cfg.particles} particles each, plus new agents); the engine has "
-                               f"{self.engine.slab.num_free} free of {self.engine.capacity}: give it a larger capacity")
         new = [g for g in ids.tolist() if g not in self._slot]
+        need = ids.size * self.cfg.samples * self.cfg.particles + len(new)
+        if need > self.engine.slab.num_free:
+            raise PlannerError(f"planning for {ids.size} agents needs {need} free slots ({self.cfg.samples} samples "
+                               f"x {self.cfg.particles} particles each, plus new agents); the engine has "
+                               f"{self.engine.slab.num_free} free of {self.engine.capacity}: give it a larger capacity")
         if new:
             for g, s in zip(new, self.engine.join(len(new)).tolist()):
                 self._slot[g] = s
         slots = np.array([self._slot[g] for g in ids.tolist()], np.int64)
-        plan = np.stack([self._initial() if (first[i] or g not in self._plan) else self._plan[g]
-                         for i, g in enumerate(ids.tolist())])  # [A, ...]
-        rng = self.stream.at(info.tick)
+        action = self.plan(slots, obs, first, ids, info.tick)
+        self.engine.observe(slots, obs, action, first)
+        return action
+
+    def plan(self, slots, obs, first, keys, tick: int, standing=None) -> np.ndarray:
+        """Decide a_t for agents whose states live in `slots` of the engine (owned by the caller,
+        left unchanged): the search of the module docstring.
+
+        Args:
+            slots: int64 [A] the agents' slots.
+            obs: [A, *obs_shape] o_t.
+            first: bool [A], o_t starts an episode (the state is not read; the plan starts afresh).
+            keys: int64 [A] ids the warm-started plans are kept under (agent ids, or slots).
+            tick: the tick (seeds this decision's draws with `TickStream`).
+            standing: bool [A] or None: True where the state already stands at o_t (a dream
+                agent whose o_t was imagined): the candidates are plain copies; elsewhere they
+                observe o_t first (`Engine.fork_observed`).
+
+        Returns:
+            actions [A] (Discrete) or [A, *shape] (Box).
+
+        Raises:
+            PlannerError: fewer free slots than A x samples x particles (nothing changed).
+        """
+        t0 = time.perf_counter()
+        keys = np.asarray(keys, np.int64).tolist()
+        n = len(keys)
+        first = np.asarray(first, bool)
+        need = n * self.cfg.samples * self.cfg.particles
+        if need > self.engine.slab.num_free:
+            raise PlannerError(f"planning for {n} agents needs {need} free slots ({self.cfg.samples} samples x "
+                               f"{self.cfg.particles} particles each); the engine has {self.engine.slab.num_free} "
+                               f"free of {self.engine.capacity}: give it a larger capacity")
+        plan = np.stack([self._initial() if (first[i] or k not in self._plan) else self._plan[k]
+                         for i, k in enumerate(keys)])  # [A, ...]
+        rng = self.stream.at(tick)
+        ids = np.asarray(keys, np.int64)
         for _ in range(self.cfg.iterations):
             cand = self._sample(plan, rng)  # [A, S, H, ...] actions
-            returns = self._returns(slots, obs, first, cand, ids)  # [A, S]
+            returns = self._returns(slots, obs, first, cand, ids, standing)  # [A, S]
             plan = self._refit(plan, cand, returns)
         action = self._first_action(plan)
-        self.engine.observe(slots, obs, action, first)
-        for i, g in enumerate(ids.tolist()):
-            self._plan[g] = self._shift(plan[i])
+        for i, k in enumerate(keys):
+            self._plan[k] = self._shift(plan[i])
         dt = time.perf_counter() - t0
         self.stats["decisions"] += 1
         self.stats["imagined_steps"] += n * self.cfg.imagined_steps
@@ -142,12 +176,26 @@ class _Planner:
             self.engine.leave(np.array(gone, np.int64))
 
     # ----- imagination --------------------------------------------------------------------------
-    def _returns(self, slots, obs, first, cand, ids) -> np.ndarray:
+    def _forks(self, slots, obs, first, copies: int, standing) -> np.ndarray:
+        """`copies` candidate slots per agent, agent-major [A * copies] (see `plan`)."""
+        slots = np.asarray(slots, np.int64)
+        if standing is None or not np.any(standing):
+            return self.engine.fork_observed(slots, obs, copies, first)
+        standing = np.asarray(standing, bool)
+        forks = np.empty(slots.size * copies, np.int64)
+        at = (np.arange(slots.size)[:, None] * copies + np.arange(copies)).reshape(slots.size, copies)
+        forks[at[standing].reshape(-1)] = self.engine.fork(slots[standing], copies)
+        rest = ~standing
+        if rest.any():
+            forks[at[rest].reshape(-1)] = self.engine.fork_observed(slots[rest], obs[rest], copies, first[rest])
+        return forks
+
+    def _returns(self, slots, obs, first, cand, ids, standing=None) -> np.ndarray:
         """Imagine every agent x candidate x particle; their discounted returns [A, S]."""
         cfg = self.cfg
         a, s = cand.shape[:2]
         copies = s * cfg.particles
-        forks = self.engine.fork_observed(slots, obs, copies, first)  # [A * S * P], agent-major
+        forks = self._forks(slots, obs, first, copies, standing)  # [A * S * P], agent-major
         try:
             ret = np.zeros(a * copies)
             alive = np.ones(a * copies)

@@ -92,6 +92,25 @@ def run_episodes(agent, env_id: str, episodes: int = 10, seed: int = 0, env_kwar
     return EpisodeResult(returns, lengths, np.array(times) * 1e3)
 
 
+def check_env_spaces(env_id: str, model, where: str) -> None:
+    """WorldssmError unless the observation and action spaces of the env `env_id` are those of
+    `model` (anything with `obs_space` and `action_space` SPACE dicts); the error names the env,
+    `where` the model came from, which space and the field that differs."""
+    from worldssm.envs import make
+    from worldssm.errors import WorldssmError
+    from worldssm.spaces import space_to_dict, spaces_differ
+
+    probe = make(env_id, api="batched", n_agents=1)
+    try:
+        for what, space, own in (("observation", probe.single_observation_space, model.obs_space),
+                                 ("action", probe.single_action_space, model.action_space)):
+            field = spaces_differ(space_to_dict(space), own)
+            if field is not None:
+                raise WorldssmError(f"{env_id}'s {what} space differs from the model's ({where}) in {field}")
+    finally:
+        probe.close()
+
+
 def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int = 10, seed: int = 0,
                 device: str = "cpu", progress: bool = False) -> dict:
     """A planner over the model of `checkpoint` plays `episodes` episodes of the real env.
@@ -116,25 +135,15 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
 
     from worldssm.agents.planners import make_planner, preset_config
     from worldssm.engine import Engine
-    from worldssm.envs import make
     from worldssm.errors import WorldssmError
     from worldssm.model import load_model
-    from worldssm.spaces import space_to_dict, spaces_differ
 
     model, sidecar = load_model(checkpoint, device=device)
     trained_on = sidecar.get("data", {}).get("env_id")
     env_id = env_id or trained_on
     if not env_id:
         raise WorldssmError(f"{checkpoint}: the run records no env; pass env_id")
-    probe = make(env_id, api="batched", n_agents=1)
-    try:
-        for what, space, own in (("observation", probe.single_observation_space, model.obs_space),
-                                 ("action", probe.single_action_space, model.action_space)):
-            field = spaces_differ(space_to_dict(space), own)
-            if field is not None:
-                raise WorldssmError(f"{env_id}'s {what} space differs from the model's ({checkpoint}) in {field}")
-    finally:
-        probe.close()
+    check_env_spaces(env_id, model, str(checkpoint))
     cfg = preset_config(cfg)
     engine = Engine(model, capacity=episodes * (cfg.samples * cfg.particles + 1), device=device,
                     sample=cfg.particles > 1, seed=seed)

@@ -56,7 +56,8 @@ class PatternAgent:
 class GreedyAgent:
     """swarm_v0's food seeker: head for the nearest visible food, wander when none is seen, act
     randomly with probability `noise`. It reads the env's state, so it acts only beside a real
-    SwarmEnv (in an EnvActor or `collect`), for every live agent of that env in row order.
+    SwarmEnv (in an EnvActor or `collect`), for every live agent of that env in row order, or for
+    the rows `info.env_rows` names when it shares the env with agents of other kinds.
 
     Args:
         env: the SwarmEnv the agent's rows live in.
@@ -76,7 +77,8 @@ class GreedyAgent:
     def act(self, obs: np.ndarray, info: AgentInfo) -> np.ndarray:
         from worldssm.envs.swarm.steer import food_seeking_actions
 
-        if info.num_agents != self.env.num_agents:
-            raise ValueError(f"the greedy agent acts for all {self.env.num_agents} agents of its env, "
-                             f"got {info.num_agents} rows")
-        return food_seeking_actions(self.env, self.stream.at(info.tick), self.noise)
+        if info.env_rows is None and info.num_agents != self.env.num_agents:
+            raise ValueError(f"the greedy agent acts for the {self.env.num_agents} agents of its env (or the "
+                             f"subset info.env_rows names), got {info.num_agents} rows")
+        actions = food_seeking_actions(self.env, self.stream.at(info.tick), self.noise)
+        return actions if info.env_rows is None else actions[info.env_rows]

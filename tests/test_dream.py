@@ -93,3 +93,35 @@ def test_a_run_remembers_its_data(pendulum_run):
     env = DreamEnv(pendulum_run)  # no data given: the run's own rollouts start the dreams
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
+
+
+def test_an_env_whose_spaces_differ_from_the_model_is_named(pendulum_run, pendulum_data):
+    """`env=` checks the real env the dreams stand for: the space and field that differ are named."""
+    from worldssm.errors import WorldssmError
+
+    env = DreamEnv(pendulum_run, data=pendulum_data, env="Pendulum-v1")
+    assert env.action_space.shape == (1,)
+    with pytest.raises(WorldssmError, match=r"CartPole-v1's observation space differs from the model's .* in shape"):
+        DreamEnv(pendulum_run, data=pendulum_data, env="CartPole-v1")
+    with pytest.raises(WorldssmError, match=r"MountainCarContinuous-v0's observation space differs"):
+        DreamVectorEnv(pendulum_run, 2, data=pendulum_data, env="MountainCarContinuous-v0")
+
+
+def test_vector_env_same_step_autoreset(pendulum_run, pendulum_data):
+    """SameStep: the step that ends a dream returns its successor's first observation (drawn from
+    real context) and keeps the ended dream's last observation in info["final_obs"]."""
+    env = DreamVectorEnv(pendulum_run, 4, data=pendulum_data, max_steps=1, autoreset_mode="SameStep")
+    twin = DreamVectorEnv(pendulum_run, 4, data=pendulum_data, max_steps=1)  # next-step, same seed
+    assert env.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
+    a = np.zeros((4, 1), np.float32)
+    env.reset(seed=5), twin.reset(seed=5)
+    obs, rew, term, trunc, info = env.step(a)  # every dream ends at its first step
+    last, rew2, term2, trunc2, _ = twin.step(a)
+    assert (term | trunc).all() and info["_final_obs"].all()
+    np.testing.assert_array_equal(np.stack(info["final_obs"]), last)
+    np.testing.assert_array_equal(rew, rew2)
+    np.testing.assert_array_equal(term, term2)
+    assert not np.array_equal(obs, last), "the returned observations start new dreams"
+    assert all(env.single_observation_space.contains(o) for o in obs)
+    with pytest.raises(ValueError, match="autoreset_mode must be one of"):
+        DreamVectorEnv(pendulum_run, 2, data=pendulum_data, autoreset_mode="sometimes")

@@ -24,7 +24,7 @@ def test_rounds_record_the_planner_and_train_on_everything(tmp_path):
     assert sorted(round(float(e["reward"].sum()), 3) for e in played.episodes) == sorted(score["returns"])
     assert json.loads((out / "round-00" / "plan.json").read_text())["returns"] == score["returns"]
     # More rounds on resume: round 1 trains on the random data and round 0's planner episodes.
-    state = improve(out, None, resume=True, rounds=2)
+    state = improve(out, None, resume=True, rounds=2, progress=True)  # with the progress bars a terminal shows
     assert state["done"][-2:] == ["train-01", "plan-01"] and len(state["scores"]) == 2
     sidecar = json.loads((out / "round-01" / "run" / "config.json").read_text())
     assert sidecar["train_config"]["steps"] == 4

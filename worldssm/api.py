@@ -10,6 +10,8 @@
 
 What is here:
 
+- data and training: `collect` (rollouts of an env's agents as shards), `train_model` (a world
+  model from them, with `TrainConfig`'s fields; `worldssm.train` is the package);
 - the model: `load`, `WorldModel`, `WorldModelConfig`, `preset`;
 - the engine (agents' states stepped in batches): `Engine`, `EngineOutput`;
 - the model as an environment: `DreamEnv` (Gymnasium, also `gymnasium.make("worldssm/Dream-v0",
@@ -44,6 +46,32 @@ from worldssm.envs import make as make_env
 from worldssm.errors import WorldssmError
 from worldssm.model import ModelSource, WorldModel, WorldModelConfig, preset
 from worldssm.sim import SimConfig, Simulation
+from worldssm.train.config import TrainConfig
+
+
+def collect(env: str, out: str | Path, agents: int = 8, steps: int = 2000, agent="random", seed: int = 0,
+            env_kwargs: dict | None = None) -> dict:
+    """Record `steps` ticks of `agents` agents (copies of a Gymnasium env) acting in `env` as
+    shards in the new directory `out`; `agent` is a name ("random", "pattern", "greedy", an
+    import path "package.module:Name") or an object with `act(obs, info)`. Returns a summary
+    (steps and episodes written)."""
+    from worldssm.data import collect as _collect
+
+    return _collect(env, n_agents=agents, steps=steps, out_dir=out, seed=seed, agent=agent, env_kwargs=env_kwargs)
+
+
+def train_model(data: str | Path, run: str | Path, config: TrainConfig | None = None, resume: bool = False,
+          progress: bool = False, **fields) -> dict:
+    """Train a world model on the shards under `data` into the run directory `run` (which must be
+    new or empty unless `resume`); `config` and/or `TrainConfig` fields as keywords, e.g.
+    `train_model("data", "runs/x", preset="SMALL", steps=3000)`. Returns the final metrics; the model is
+    then `load(run)`."""
+    import dataclasses
+
+    from worldssm.train import train as _train
+
+    cfg = dataclasses.replace(config or TrainConfig(), **fields)
+    return _train(data, run, cfg, resume=resume, progress=progress)
 
 
 def load(path: str | Path, device: str = "cpu") -> WorldModel:
@@ -64,6 +92,6 @@ __all__ = [
     "PLANNER_PRESETS", "Agent", "AgentInfo", "CEMPlanner", "Contexts", "DreamEnv", "DreamParallelEnv",
     "DreamVectorEnv", "Engine", "EngineOutput", "EpisodeResult", "GreedyAgent", "MPPIPlanner", "ModelSource",
     "PatternAgent", "PlannerConfig", "PlannerError", "RandomAgent", "SimConfig", "Simulation", "WorldModel",
-    "WorldModelConfig", "WorldssmError", "load", "make_env", "make_planner", "plan_in_env", "preset",
-    "run_episodes",
+    "TrainConfig", "WorldModelConfig", "WorldssmError", "collect", "load", "make_env", "make_planner", "plan_in_env",
+    "preset", "run_episodes", "train_model",
 ]

@@ -63,9 +63,10 @@ class Contexts:
         return np.stack(obs), np.stack(act)
 
 
-def _source(checkpoint, data, context: int, device: str):
+def _source(checkpoint, data, context: int, device: str, env: str | None = None):
     """(model, Contexts): the model of a run or checkpoint directory (or a WorldModel given as
-    `checkpoint`), and the windows dreams start from (`data`, else the run's recorded data)."""
+    `checkpoint`), and the windows dreams start from (`data`, else the run's recorded data).
+    With `env`, a Gymnasium id or worldssm env name, its spaces must be the model's."""
     from worldssm.model import WorldModel, load_model
 
     if isinstance(checkpoint, WorldModel):
@@ -74,6 +75,10 @@ def _source(checkpoint, data, context: int, device: str):
         model, sidecar = load_model(checkpoint, device=device)
         path = sidecar.get("data", {}).get("path")
         recorded = Path(path) if path else None
+    if env is not None:
+        from worldssm.agents.rollout import check_env_spaces
+
+        check_env_spaces(env, model, "a WorldModel" if isinstance(checkpoint, WorldModel) else str(checkpoint))
     source = data if data is not None else recorded
     if source is None:
         raise WorldssmError(f"{checkpoint}: the run records no data to start dreams from; pass data=PATH")
@@ -211,15 +216,19 @@ class DreamEnv(gym.Env):
         sample: sample latents and terminations (default: the mode and the 0.5 threshold).
         render_mode: None or "rgb_array".
         device: "cpu" or "cuda".
+        env: the real env the dreams stand for (a Gymnasium id or worldssm env name), if any: its
+            observation and action spaces must be the model's (else a WorldssmError names the
+            field that differs).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
     def __init__(self, checkpoint, data=None, context: int = DEFAULT_CONTEXT, max_steps: int = DEFAULT_MAX_STEPS,
-                 sample: bool = False, render_mode: str | None = None, device: str = "cpu"):
+                 sample: bool = False, render_mode: str | None = None, device: str = "cpu",
+                 env: str | None = None):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        model, contexts = _source(checkpoint, data, context, device)
+        model, contexts = _source(checkpoint, data, context, device, env)
         self.dreams = Dreams(model, 1, contexts, max_steps, sample, device)
         self.observation_space, self.action_space = self.dreams.observation_space, self.dreams.action_space
         self.render_mode = render_mode
@@ -263,18 +272,27 @@ def render_observation(obs: np.ndarray, space, size: int = 256) -> np.ndarray:
 
 class DreamVectorEnv(gym.vector.VectorEnv):
     """`num_envs` dreams as a `gymnasium.vector.VectorEnv`: one batched model call per step for all
-    of them. Autoreset is Gymnasium's default, next-step (`metadata["autoreset_mode"]`): a dream
+    of them. Autoreset (`metadata["autoreset_mode"]`) is Gymnasium's default, next-step: a dream
     that ended is started again from fresh real context on the following `step`, which returns
-    its first observation with reward 0 and ignores its action.
+    its first observation with reward 0 and ignores its action. With `autoreset_mode="SameStep"`
+    it starts again within the step that ended it: that step returns the new first observation,
+    and the last one of the ended dream is in `info["final_obs"][i]` (`info["_final_obs"][i]`
+    True), as libraries that reset inside `step` (stable-baselines3's VecEnv) expect.
 
-    Args: as `DreamEnv`, plus `num_envs`.
+    Args: as `DreamEnv`, plus `num_envs` and `autoreset_mode` ("NextStep", the default, or
+        "SameStep": the values of `gymnasium.vector.AutoresetMode`).
     """
 
     metadata = {"render_modes": [], "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
 
     def __init__(self, checkpoint, num_envs: int, data=None, context: int = DEFAULT_CONTEXT,
-                 max_steps: int = DEFAULT_MAX_STEPS, sample: bool = False, device: str = "cpu"):
-        model, contexts = _source(checkpoint, data, context, device)
+                 max_steps: int = DEFAULT_MAX_STEPS, sample: bool = False, device: str = "cpu",
+                 env: str | None = None, autoreset_mode: str = "NextStep"):
+        modes = {m.value: m for m in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP)}
+        if autoreset_mode not in modes:
+            raise ValueError(f"autoreset_mode must be one of {sorted(modes)}, got {autoreset_mode!r}")
+        self.metadata = {**self.metadata, "autoreset_mode": modes[autoreset_mode]}
+        model, contexts = _source(checkpoint, data, context, device, env)
         self.dreams = Dreams(model, num_envs, contexts, max_steps, sample, device)
         self.num_envs = num_envs
         self.single_observation_space = self.dreams.observation_space
@@ -292,6 +310,8 @@ class DreamVectorEnv(gym.vector.VectorEnv):
         return self.dreams.obs.copy(), {}
 
     def step(self, actions):
+        if self.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP:
+            return self._step_same(actions)
         done = self._done.copy()
         obs, rew, term, trunc = self.dreams.step(np.asarray(actions), self.np_random)
         if done.any():  # next-step autoreset: these rows start afresh and report their first step
@@ -301,6 +321,19 @@ class DreamVectorEnv(gym.vector.VectorEnv):
             rew[rows], term[rows], trunc[rows] = 0.0, False, False
         self._done = term | trunc
         return obs, rew, term, trunc, {}
+
+    def _step_same(self, actions):
+        obs, rew, term, trunc = self.dreams.step(np.asarray(actions), self.np_random)
+        done = term | trunc
+        if not done.any():
+            return obs, rew, term, trunc, {}
+        rows = np.flatnonzero(done)
+        final = np.full(self.num_envs, None, object)  # as Gymnasium's vector envs: None where not ended
+        for i in rows:
+            final[i] = obs[i].copy()
+        self.dreams.start(rows, self.np_random)
+        obs[rows] = self.dreams.obs[rows]
+        return obs, rew, term, trunc, {"final_obs": final, "_final_obs": done}
 
 
 class DreamParallelEnv:
@@ -315,8 +348,9 @@ class DreamParallelEnv:
     metadata = {"render_modes": [], "name": "worldssm_dream_parallel_v0", "is_parallelizable": True}
 
     def __init__(self, checkpoint, n_agents: int, data=None, context: int = DEFAULT_CONTEXT,
-                 max_steps: int = DEFAULT_MAX_STEPS, sample: bool = False, device: str = "cpu"):
-        model, contexts = _source(checkpoint, data, context, device)
+                 max_steps: int = DEFAULT_MAX_STEPS, sample: bool = False, device: str = "cpu",
+                 env: str | None = None):
+        model, contexts = _source(checkpoint, data, context, device, env)
         self.dreams = Dreams(model, n_agents, contexts, max_steps, sample, device)
         self.possible_agents = [f"agent_{i}" for i in range(n_agents)]
         self.agents: list[str] = []

@@ -152,9 +152,9 @@ class Improvement:
         bar = self._bar(cfg.random_steps, "collect (random)")
         try:
             self._collect(0, n_agents=cfg.random_agents, steps=cfg.random_steps, seed=cfg.seed,
-                          agent="random", progress=bar.update if bar else None)
+                          agent="random", progress=bar.update if bar is not None else None)
         finally:
-            if bar:
+            if bar is not None:
                 bar.close()
 
     def _run_dir(self, r: int) -> Path:
@@ -185,9 +185,9 @@ class Improvement:
         try:
             self._collect(r + 1, n_agents=cfg.episodes, steps=100_000, seed=seed, agent=planner,
                           env_kwargs={"autoreset": "off"}, until_empty=True,
-                          progress=bar.update if bar else None)
+                          progress=bar.update if bar is not None else None)
         finally:
-            if bar:
+            if bar is not None:
                 bar.close()
         episodes = RolloutDataset.load(self._data(r + 1)).episodes
         returns = np.array([float(e["reward"].sum()) for e in episodes])  # in copy order (reward[0] is 0)

@@ -46,7 +46,7 @@ def test_pattern_agent_differs_per_agent_and_moves_with_time():
     assert not np.array_equal(agent.act(None, info(3, tick=4)), now)
 
 
-def test_greedy_agent_needs_its_swarm_and_acts_for_all_its_rows():
+def test_greedy_agent_needs_its_swarm_and_acts_for_its_rows():
     from worldssm.envs import make
 
     env = make("swarm_v0", api="batched", n_agents=6)
@@ -55,8 +55,11 @@ def test_greedy_agent_needs_its_swarm_and_acts_for_all_its_rows():
     rows = AgentInfo(ids=reset_info["agent_ids"], tick=0, first=np.ones(6, bool))
     a = agent.act(obs, rows)
     assert a.shape == (6,) and ((a >= 0) & (a < 5)).all()
-    with pytest.raises(ValueError, match="all 6 agents"):
-        agent.act(obs[:2], rows.rows(slice(0, 2)))
+    sub = np.array([4, 1])  # a subset, as when agents of several kinds share the env
+    np.testing.assert_array_equal(agent.act(obs[sub], rows.rows(sub)), a[sub])
+    bare = AgentInfo(ids=reset_info["agent_ids"][:2], tick=0, first=np.ones(2, bool))
+    with pytest.raises(ValueError, match="the 6 agents of its env"):
+        agent.act(obs[:2], bare)  # two rows, and nothing says which
     with pytest.raises(ValueError, match="swarm_v0"):
         GreedyAgent(make("CartPole-v1", api="batched"))
 
@@ -97,3 +100,5 @@ def test_info_rows_select_every_field():
     sub = i.rows(np.array([2, 3]))
     assert sub.ids.tolist() == [2, 3] and sub.first.tolist() == [True, False] and sub.tick == 2
     assert sub.pred_reward.tolist() == [2.0, 3.0] and sub.pred_cont is None and sub.num_agents == 2
+    assert i.env_rows is None and sub.env_rows.tolist() == [2, 3]
+    assert sub.rows(np.array([1])).env_rows.tolist() == [3], "rows of rows keep the env's numbering"

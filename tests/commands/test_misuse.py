@@ -22,7 +22,7 @@ CASES = {
     "simulate unreachable address": ([*SIM[:-5], "--address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127.0.0.1:1"),
     "simulate env kwargs not an object": ([*SIM, "--env-kwargs", "[1]"], "--env-kwargs must be a JSON object"),
     "simulate env kwargs not json": ([*SIM, "--env-kwargs", "{max"], "--env-kwargs is not JSON"),
-    "simulate zero agents": ([*SIM, "--agents", "0"], "SimConfig.agents must be >= 1"),
+    "simulate zero agents": ([*SIM, "--agents", "0"], "SimConfig.agents must be an int >= 1"),
     "simulate greedy dream": (["simulate", "--preset", "DEBUG", "--env", "swarm_v0", "--mode", "dream",
                                "--agent", "greedy"], "dream agents cannot act as 'greedy'"),
     "simulate negative dream fraction": ([*SIM, "--dream-fraction", "-0.5"], "dream_fraction"),

@@ -218,3 +218,21 @@ def test_a_rejection_inside_an_actor_comes_back_as_our_error(ray_session, src, k
         assert "Traceback" not in text and "\x1b" not in text and "\n" not in text
         del sim._overrides
         assert not sim.tick().recovered
+
+
+def test_planner_and_user_agents_agree_on_every_backend(ray_session, src):
+    """Planner rows (real and dream, decided inside the EngineActor) and a user's agent from an
+    import path with kwargs: the three executors leave bit-identical engine states."""
+    user = "tests.sim.user_agents:Constant"
+    states = []
+    for kw in BACKENDS:
+        with Simulation(cfg(src, agents={"planner": 3, "random": 3, user: 3}, agent_kwargs={user: {"value": -1.0}},
+                            dream_agent="planner", engine_actors=1, **kw)) as sim:
+            for _ in range(3):
+                assert not sim.tick().recovered
+            states.append(snapshots(sim))
+    for other in states[1:]:
+        for a, b in zip(states[0], other):
+            assert np.array_equal(a["slots"], b["slots"])
+            for k in a["state"]:
+                assert np.array_equal(a["state"][k], b["state"][k]), k

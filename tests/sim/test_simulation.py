@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.sim.sim_helpers import model_source, slab_states
-from worldssm.errors import TickRejected
+from worldssm.errors import TickRejected, WorldssmError
 from worldssm.sim import SimConfig, Simulation
 from worldssm.sim.ids import DREAM_OWNER, OWNER_SHIFT
 from worldssm.sim.messages import Predictions
@@ -48,7 +48,7 @@ def test_predictions_reach_the_agents():
     """What the engine predicted at tick t for an agent is what that agent's info holds at t+1."""
     sim = local(agents=4, env_actors=1)
     batch = sim.env_actors[0].worker.batches[0]
-    batch.agent = rec = _Recorder(batch.agent)
+    batch.agents[0] = rec = _Recorder(batch.agents[0])
     sim.tick()
     first = rec.infos[-1]
     assert np.isnan(first.pred_reward).all(), "nothing is predicted before the first observe"
@@ -191,3 +191,85 @@ def test_dream_agents_beyond_an_engines_room_are_rejected_before_anything_moves(
     sim.remove_agents(sim.roster.live_dream[0][:3])
     sim.add_agents(3)  # leaving agents make room in the same tick
     assert sim.tick().agents == live + room - 2
+
+
+USER = "tests.sim.user_agents:Constant"
+
+
+def _record_env_actions(sim):
+    """Per tick, the actions each batched env of EnvActor 0 was stepped with, and the rows' kinds."""
+    seen = []
+    for b in sim.env_actors[0].worker.batches:
+        step = b.env.step
+
+        def recording(a, b=b, step=step):
+            seen.append((np.array(a, copy=True), b.kind.copy()))
+            return step(a)
+        b.env.step = recording
+    return seen
+
+
+def test_planner_scripted_and_user_agents_share_an_env():
+    """{kind: count} rows: each kind acts for its own rows; planner rows get the EngineActor's
+    planned actions (inside the action space, not the placeholder), the user's agent (built from
+    an import path with its kwargs) acts for its rows only and sees the engine's predictions."""
+    sim = local(agents={"planner": 2, "random": 2, USER: 2}, agent_kwargs={USER: {"value": 1.5}}, env_actors=1)
+    seen = _record_env_actions(sim)
+    for _ in range(4):
+        sim.tick()
+    worker = sim.env_actors[0].worker
+    kinds = ["planner", "random", USER]  # kind numbers follow SimConfig.agents' order
+    assert len(seen) == 4
+    for actions, kind in seen:
+        assert np.bincount(kind, minlength=3).tolist() == [2, 2, 2], "rows take the kinds' shares"
+        user = kind == kinds.index(USER)
+        plan = kind == kinds.index("planner")
+        np.testing.assert_array_equal(actions[user], 1.5)
+        assert np.all(np.abs(actions[plan]) <= 2.0) and np.all(actions[plan] != 0.0), "planned, not placeholders"
+        assert not np.any(actions[~user] == 1.5)
+    user_agent = worker.batches[0].agents[kinds.index(USER)]
+    assert [i.ids.size for i in user_agent.infos] == [2, 2, 2, 2]
+    assert np.isfinite(user_agent.infos[-1].pred_reward).all(), "the user's agent sees the engine's predictions"
+    planner = sim.engine_actors[0].worker.planner
+    per_decision = planner.cfg.imagined_steps
+    assert planner.stats["decisions"] == 4, "one batched search per tick"
+    assert planner.stats["imagined_steps"] == 4 * 2 * per_decision, "for both planner agents"
+
+
+def test_an_import_path_that_does_not_resolve_is_named_before_any_actor_starts():
+    src = model_source("Pendulum-v1")
+    for path, why in (("tests.sim.no_such_module:Agent", "cannot import"),
+                      ("tests.sim.user_agents:Missing", "has no attribute"),
+                      ("tests.sim.user_agents:Constant", "unexpected keyword")):
+        cfg = SimConfig(model=src, backend="local", agents={"random": 2, path: 2},
+                        agent_kwargs={path: {"colour": "red"}} if why == "unexpected keyword" else {})
+        with pytest.raises(WorldssmError, match=why) as err:
+            Simulation(cfg)
+        assert path in str(err.value)
+    with pytest.raises(ValueError, match="import path"):
+        SimConfig(model=src, agents={"not a path": 2})
+
+
+def test_dream_agents_can_plan():
+    sim = local(mode="dream", agents=3, dream_agent="planner", engine_actors=1)
+    for _ in range(3):
+        sim.tick()
+    assert sim.live_agents().size == 3
+    planner = sim.engine_actors[0].worker.planner
+    assert planner.stats["imagined_steps"] == 3 * 3 * planner.cfg.imagined_steps, "each dream agent plans every tick"
+
+
+def test_greedy_shares_a_swarm_and_the_summary_scores_each_kind():
+    """In swarm_v0 the greedy food seeker acts for its share of the rows beside random agents;
+    the summary's returns_by_agent credits every finished episode to the kind that acted, and
+    greedy eats more than random."""
+    sim = local(env="swarm_v0", env_kwargs={"max_steps": 30}, agents={"greedy": 12, "random": 12},
+                env_actors=1)
+    for _ in range(31):
+        sim.tick()
+    s = sim.summary()
+    by = s["returns_by_agent"]
+    assert set(by) == {"greedy", "random"} and by["greedy"]["episodes"] == by["random"]["episodes"] == 12
+    finished = [a for a in s["agents"].values() if a["episode_return"] is not None]
+    assert sorted(a["agent"] for a in finished) == ["greedy"] * 12 + ["random"] * 12
+    assert by["greedy"]["mean_return"] > by["random"]["mean_return"]

@@ -19,8 +19,14 @@ def configure(parser) -> None:
     parser.add_argument("--out", required=True, help="directory for summary.json")
     parser.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
     parser.add_argument("--env-kwargs", default="{}", help="extra env kwargs as a JSON object, e.g. '{\"max_steps\": 200}'")
+    parser.add_argument("--agents", default="16",
+                        help="agents at the start: a number (acting as --agent), or a JSON object of how many of "
+                             "each kind, e.g. '{\"planner\": 8, \"random\": 24}' (names: worldssm.agents, planner, "
+                             "or package.module:Name) (default: 16)")
+    parser.add_argument("--agent-kwargs", default="{}",
+                        help="JSON object {agent name: {keyword: value}} for import-path agents")
     parser.add_argument("--no-progress", action="store_true", help="no live progress line")
-    add_config_flags(parser, SimConfig, exclude=("model", "env_kwargs"), defaults={"env": None})
+    add_config_flags(parser, SimConfig, exclude=("model", "env_kwargs", "agents", "agent_kwargs"), defaults={"env": None})
 
 
 def _model_source(args):
@@ -55,7 +61,7 @@ def _model_source(args):
     return src, args.env
 
 
-def _env_kwargs(text: str) -> dict:
+def _json_object(text: str, flag: str) -> dict:
     import json
 
     from worldssm.errors import WorldssmError
@@ -63,10 +69,24 @@ def _env_kwargs(text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise WorldssmError(f"--env-kwargs is not JSON: {exc}") from exc
+        raise WorldssmError(f"{flag} is not JSON: {exc}") from exc
     if not isinstance(value, dict):
-        raise WorldssmError(f"--env-kwargs must be a JSON object, got {type(value).__name__}")
+        raise WorldssmError(f"{flag} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def _env_kwargs(text: str) -> dict:
+    return _json_object(text, "--env-kwargs")
+
+
+def _agents(text: str) -> int | dict:
+    from worldssm.errors import WorldssmError
+
+    if text.strip().lstrip("-").isdigit():
+        return int(text)
+    if not text.strip().startswith("{"):
+        raise WorldssmError(f"--agents must be a number or a JSON object of counts, got {text!r}")
+    return _json_object(text, "--agents")
 
 
 def run(args) -> int:
@@ -86,7 +106,8 @@ def run(args) -> int:
     env = args.env or trained_on
     if not env:
         raise WorldssmError("the checkpoint names no env; pass --env")
-    cfg = config_from_args(SimConfig, args, model=source, env=env, env_kwargs=_env_kwargs(args.env_kwargs))
+    cfg = config_from_args(SimConfig, args, model=source, env=env, env_kwargs=_env_kwargs(args.env_kwargs),
+                           agents=_agents(args.agents), agent_kwargs=_json_object(args.agent_kwargs, "--agent-kwargs"))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise WorldssmError(f"--out {out} is a file, not a directory")

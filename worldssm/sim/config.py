@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from worldssm.agents.registry import AGENTS, ENV_FREE
+from worldssm.agents.planners import PLANNER_PRESETS
+from worldssm.agents.registry import ENV_FREE, PLANNER, check_name
 from worldssm.engine.engine import ENGINE_IMPLS
 from worldssm.model.loading import ModelSource
 
@@ -23,14 +24,19 @@ class SimConfig:
     model: ModelSource | None = None  # where EngineActors get the world model (required to run)
     env: str = "Pendulum-v1"  # env name for worldssm.envs.make (real agents, start observations)
     env_kwargs: dict = field(default_factory=dict)  # extra kwargs for the env
-    agents: int = 16  # agents at the start (real + dream)
+    # agents at the start (real + dream): a number (real agents act as `agent`), or how many of
+    # each kind, {name: count}, a name being an agent of worldssm.agents, "planner" or an import
+    # path "package.module:Name" (rows take kinds in these proportions, joiners too)
+    agents: int | dict = 16
+    agent_kwargs: dict = field(default_factory=dict)  # {name: {keyword: value}} for import-path agents
     mode: str = "real"  # "real" (envs step), "dream" (the model is the env) or "mixed"
     dream_fraction: float = 0.5  # share of dream agents in mixed mode
     env_actors: int = 2  # EnvActors (real and mixed modes)
     envs_per_actor: int = 1  # batched envs per EnvActor
     engine_actors: int = 1  # EngineActors (agents are sharded over them)
-    agent: str = "random"  # how real agents act (worldssm.agents)
+    agent: str = "random"  # how real agents act when `agents` is a number (a name as in `agents`)
     dream_agent: str | None = None  # how dream agents act; None: as `agent` where it needs no env
+    planner: str = "fast"  # search settings of "planner" agents (worldssm.agents.planners.PLANNER_PRESETS)
     seed: int = 0  # base seed of envs, agents and sampling
     snapshot_every: int = 50  # ticks between EngineActor snapshots (K)
     executor: str = "compiled"  # "compiled" (Ray Compiled Graph) or "plain" (actor calls)
@@ -48,8 +54,7 @@ class SimConfig:
     keep_ticks: int = 100_000  # ticks whose results are kept for the summary's percentiles
 
     CHOICES: ClassVar[dict] = {"mode": MODES, "executor": EXECUTORS, "backend": BACKENDS,
-                               "device": DEVICES, "agent": AGENTS, "dream_agent": ENV_FREE,
-                               "engine_impl": ENGINE_IMPLS}
+                               "device": DEVICES, "planner": tuple(PLANNER_PRESETS), "engine_impl": ENGINE_IMPLS}
 
     def __post_init__(self):
         if self.model is not None and not isinstance(self.model, ModelSource):
@@ -58,7 +63,8 @@ class SimConfig:
             value = getattr(self, name)
             if value is not None and value not in options:
                 raise ValueError(f"SimConfig.{name} must be one of {options}, got {value!r}")
-        for name in ("agents", "env_actors", "envs_per_actor", "engine_actors", "snapshot_every",
+        self._check_agents()
+        for name in ("env_actors", "envs_per_actor", "engine_actors", "snapshot_every",
                      "torch_threads", "keep_ticks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SimConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -76,15 +82,65 @@ class SimConfig:
             raise ValueError(f"SimConfig.max_recoveries must be >= 0, got {self.max_recoveries}")
         if self.n_dream and self.dream_agent_name is None:
             raise ValueError(f"dream agents cannot act as {self.agent!r} (it reads a real env); "
-                             f"set SimConfig.dream_agent to one of {ENV_FREE}")
+                             f"set SimConfig.dream_agent to one of {ENV_FREE}, 'planner' or an import path")
+
+    def _check_agents(self) -> None:
+        check_name(self.agent, "SimConfig.agent")
+        if self.dream_agent is not None:
+            check_name(self.dream_agent, "SimConfig.dream_agent")
+        if isinstance(self.agents, dict):
+            if self.agent != "random":
+                raise ValueError("give the kinds of agents in SimConfig.agents ({name: count}) or one kind in "
+                                 "SimConfig.agent, not both")
+            for name, count in self.agents.items():
+                check_name(name, "a key of SimConfig.agents")
+                if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                    raise ValueError(f"SimConfig.agents[{name!r}] must be an int >= 0, got {count!r}")
+            if sum(self.agents.values()) < 1:
+                raise ValueError(f"SimConfig.agents must count at least one agent, got {self.agents}")
+        elif isinstance(self.agents, bool) or not isinstance(self.agents, int) or self.agents < 1:
+            raise ValueError(f"SimConfig.agents must be an int >= 1 or a {{name: count}} dict, got {self.agents!r}")
+        if not isinstance(self.agent_kwargs, dict):
+            raise ValueError(f"SimConfig.agent_kwargs must be a dict, got {type(self.agent_kwargs).__name__}")
+        named = set(self.agents) if isinstance(self.agents, dict) else {self.agent}
+        named.add(self.dream_agent_name or "")
+        for name, kw in self.agent_kwargs.items():
+            if name not in named:
+                raise ValueError(f"SimConfig.agent_kwargs names {name!r}, which no agent is")
+            if not isinstance(kw, dict) or not all(isinstance(k, str) for k in kw):
+                raise ValueError(f"SimConfig.agent_kwargs[{name!r}] must be a dict with string keys")
+
+    @property
+    def n_agents(self) -> int:
+        """Agents at the start, real and dream."""
+        return sum(self.agents.values()) if isinstance(self.agents, dict) else self.agents
 
     @property
     def n_dream(self) -> int:
-        return {"real": 0, "dream": self.agents, "mixed": round(self.agents * self.dream_fraction)}[self.mode]
+        n = self.n_agents
+        return {"real": 0, "dream": n, "mixed": round(n * self.dream_fraction)}[self.mode]
 
     @property
     def n_real(self) -> int:
-        return self.agents - self.n_dream
+        return self.n_agents - self.n_dream
+
+    @property
+    def mix(self) -> tuple:
+        """The kinds of real agents and their shares: ((name, share), ...) (shares are the counts
+        of `agents`, or the one `agent` for a number)."""
+        if isinstance(self.agents, dict):
+            return tuple((name, count) for name, count in self.agents.items() if count > 0)
+        return ((self.agent, 1),)
+
+    @property
+    def plans(self) -> bool:
+        """Whether real agents plan (their actions come from the EngineActor)."""
+        return self.n_real > 0 and any(name == PLANNER for name, _ in self.mix)
+
+    def planner_share(self) -> float:
+        """The share of real agents that plan."""
+        total = sum(share for _, share in self.mix)
+        return sum(share for name, share in self.mix if name == PLANNER) / total
 
     @property
     def dream_agent_name(self) -> str | None:
@@ -92,7 +148,8 @@ class SimConfig:
         (then no dream agent may join)."""
         if self.dream_agent is not None:
             return self.dream_agent
-        return self.agent if self.agent in ENV_FREE else None
+        return self.agent if (self.agent in ENV_FREE or self.agent == PLANNER) and not isinstance(self.agents, dict) \
+            else None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -1,11 +1,14 @@
 """The EngineActor's work, as a plain class: an Engine, its EnvActors' slot pools, and the
 agents that dream on it.
 
-One tick, from the EngineActor's side: dream leaves, then joins, are applied; every real agent
-of every EnvActor feeding it is observed in one batched call (their o_t, a_t); dream agents act
-on their decoded observations, and are imagined in one call (a dream agent that just joined
-observes its start observation instead). The result carries the predictions for each EnvActor's
-rows, the dream agents' rewards and continue probabilities, and a snapshot when asked.
+One tick, from the EngineActor's side: dream leaves, then joins, are applied; the planner
+decides for the real agents whose rows are marked `plan` (all of them in one batched search,
+right where their states are); every real agent of every EnvActor feeding it is observed in one
+batched call (their o_t, a_t); dream agents act on their decoded observations (a planner
+dreaming agent searches from its own imagined state), and are imagined in one call (a dream
+agent that just joined observes its start observation instead). The result carries the
+predictions for each EnvActor's rows (with the planned actions), the dream agents' rewards and
+continue probabilities, and a snapshot when asked.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import time
 import numpy as np
 
 from worldssm.agents import AgentInfo, make_agent
+from worldssm.agents.planners import PlannerConfig, make_planner
+from worldssm.agents.registry import PLANNER
 from worldssm.errors import TickRejected
 from worldssm.sim.messages import (
     ActorSpaces,
@@ -52,8 +57,12 @@ class EngineWorker:
         self.engine = Engine(model, setup.capacity, device=setup.device, sample=setup.sample,
                              seed=setup.seed, impl=setup.impl)
         self.decode = setup.decode
-        self.agent = None if setup.agent is None else \
-            make_agent(setup.agent, self.engine.action_space, seed=setup.seed * 7919 + self.index)
+        self.planner = None if setup.planner is None else \
+            make_planner(self.engine, PlannerConfig(**setup.planner), seed=setup.seed * 7919 + self.index)
+        self.dream_plans = setup.agent == PLANNER
+        self.agent = None if setup.agent is None or self.dream_plans else \
+            make_agent(setup.agent, self.engine.action_space, seed=setup.seed * 7919 + self.index,
+                       kwargs=setup.agent_kwargs)
         self.tick = -1
         self._dream_clear()
 
@@ -78,7 +87,7 @@ class EngineWorker:
     def check_membership(self, joins: list[DreamJoin], leave: np.ndarray) -> None:
         """Raise TickRejected unless the joins and leaves can be applied (nothing changes)."""
         where = f"EngineWorker {self.index}"
-        if joins and self.agent is None:
+        if joins and self.agent is None and not self.dream_plans:
             raise TickRejected(f"{where}: no agent can act for dream agents (set SimConfig.dream_agent)")
         for j in joins:
             want = (j.ids.size, *self.engine.obs_shape)
@@ -130,25 +139,25 @@ class EngineWorker:
             live = self.d_ids[~np.isin(self.d_ids, leave)]
             check_overrides(ctrl.ids, ctrl.actions, live, self.engine.action_space, f"EngineWorker {self.index}")
         self.apply_membership(ctrl.joins, leave)
+        t1 = time.perf_counter()
         d_act = None
         if self.d_ids.size:
-            info = AgentInfo(ids=self.d_ids, tick=ctrl.tick, first=self.d_fresh, pred_reward=self.d_reward,
-                             pred_cont=self.d_cont)
-            d_act = apply_overrides(np.asarray(self.agent.act(self.d_obs, info)), self.d_ids, ctrl.ids, ctrl.actions)
-        t1 = time.perf_counter()
+            d_act = self._dream_actions(ctrl)
+        planned = self._plan_real(payloads, ctrl.tick)
         rew = cont = np.zeros(0, np.float32)
         if payloads:  # one observe for every real agent of every EnvWorker feeding this engine
             out = self.engine.observe(
                 np.concatenate([p.slots for p in payloads]), np.concatenate([p.obs for p in payloads]),
-                np.concatenate([p.actions for p in payloads]), np.concatenate([p.resets for p in payloads]))
+                np.concatenate([p.actions if a is None else a for p, a in zip(payloads, planned)]),
+                np.concatenate([p.resets for p in payloads]))
             rew, cont = out.reward.cpu().numpy(), out.cont.cpu().numpy()
         self._dream_step(d_act)
         model_ms = (time.perf_counter() - t1) * 1e3
         both = np.stack([rew, cont]).astype(np.float32, copy=False)  # [2, rows of every payload]
         preds, off = [], 0
-        for p in payloads:
+        for p, a in zip(payloads, planned):
             n = p.slots.size
-            preds.append(Predictions(values=both[:, off:off + n]).to_bytes())
+            preds.append(Predictions(values=both[:, off:off + n], actions=None if a is None else a[p.plan]).to_bytes())
             off += n
         self.tick = ctrl.tick
         dream = self.d_ids.size > 0
@@ -157,6 +166,41 @@ class EngineWorker:
             dream_reward=self.d_reward if dream else None, dream_cont=self.d_cont if dream else None,
             model_ms=model_ms, engine_ms=(time.perf_counter() - t0) * 1e3,
             snapshot=self.snapshot() if ctrl.snapshot else None, t_in=t0, t_out=time.perf_counter())
+
+    def _dream_actions(self, ctrl: EngineControl) -> np.ndarray:
+        """The dream agents' actions: their agent's, or the planner's from their own states."""
+        if self.dream_plans:
+            a = self.planner.plan(self.d_slots, self.d_obs, self.d_fresh, self.d_slots, ctrl.tick,
+                                  standing=~self.d_fresh)
+        else:
+            info = AgentInfo(ids=self.d_ids, tick=ctrl.tick, first=self.d_fresh, pred_reward=self.d_reward,
+                             pred_cont=self.d_cont)
+            a = self.agent.act(self.d_obs, info)
+        return apply_overrides(np.asarray(a), self.d_ids, ctrl.ids, ctrl.actions)
+
+    def _plan_real(self, payloads: list[EnvPayload], tick: int) -> list[np.ndarray | None]:
+        """Per payload: its actions with the planner's in the `plan` rows, or None where no row
+        plans. All planning rows of all payloads are searched together."""
+        rows = [None if p.plan is None or not p.plan.any() else np.flatnonzero(p.plan) for p in payloads]
+        if all(r is None for r in rows):
+            return [None] * len(payloads)
+        if self.planner is None:
+            raise TickRejected(f"EngineWorker {self.index}: a payload asks for planned actions, and this "
+                               "engine has no planner")
+        pick = [(p, r) for p, r in zip(payloads, rows) if r is not None]
+        slots = np.concatenate([p.slots[r] for p, r in pick])
+        acts = self.planner.plan(slots, np.concatenate([p.obs[r] for p, r in pick]),
+                                 np.concatenate([p.resets[r] for p, r in pick]), slots, tick)
+        out, at = [], 0
+        for p, r in zip(payloads, rows):
+            if r is None:
+                out.append(None)
+                continue
+            a = p.actions.copy()
+            a[r] = acts[at:at + r.size]
+            at += r.size
+            out.append(a)
+        return out
 
     def _dream_step(self, d_act: np.ndarray | None) -> None:
         """Dream agents that just joined observe their start observation; the others imagine."""

@@ -6,6 +6,11 @@ go to its EngineActor (`act`); then the envs step with those actions (`step_envs
 engine's observe of o_t does not depend on, so the two can run at the same time. The report says
 who is live, who joined and who left. The engine's predictions for the rows of the last report
 come back with the next control and reach the agents in `AgentInfo`.
+
+Agents of several kinds can share an env (`EnvActorSetup.kinds`): every row has a kind, and each
+agent joining takes the kind furthest below its share of the live rows. Rows of the "planner"
+kind are decided by the EngineActor, which holds their states: their payload rows are marked
+`plan`, and the env step waits for the engine's actions (`step_envs(plan_actions)`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 import numpy as np
 
 from worldssm.agents import AgentInfo, make_agent
+from worldssm.agents.registry import PLANNER
 from worldssm.errors import WorldssmError
 from worldssm.sim.ids import agent_id
 from worldssm.sim.messages import EnvActorSetup, EnvControl, EnvPayload, EnvReport, Predictions
@@ -27,8 +33,9 @@ _NO_IDS = np.zeros(0, np.int64)
 class _EnvBatch:
     """One batched env and the bookkeeping of its live agents, row-aligned with its `agent_ids`."""
 
-    def __init__(self, env, agent):
-        self.env, self.agent = env, agent
+    def __init__(self, env, agents):
+        self.env, self.agents = env, agents  # per kind: the agent object (None: the engine plans)
+        self.kind = np.zeros(0, np.int64)  # [A] each row's kind
         self.ids = _NO_IDS  # int64 [A] simulation-wide agent ids
         self.slots = _NO_IDS  # int64 [A] engine slots
         self.first = np.zeros(0, bool)  # [A] first step of the agent's episode
@@ -47,24 +54,35 @@ class EnvWorker:
     def __init__(self, setup: EnvActorSetup):
         from worldssm.envs import make
 
-        self.index = setup.index
+        self.index, self.row = setup.index, setup.row
         self.seed = setup.seed
         self._free = list(np.asarray(setup.slots, np.int64)[::-1])
         self.tick = 0
         self._next = setup.first_number
         self._reuse = list(setup.reuse_ids[::-1])
         self.batches: list[_EnvBatch] = []
+        self.shares = np.array([k.share for k in setup.kinds], np.float64)
+        self.shares /= self.shares.sum()
+        self.planner_kind = next((i for i, k in enumerate(setup.kinds) if k.name == PLANNER), -1)
         for i in range(setup.n_envs):
             env = make(setup.env, api="batched", n_agents=setup.agents_per_env, **setup.env_kwargs)
             self.action_space = space_to_dict(env.single_action_space)
             self.obs_space = space_to_dict(env.single_observation_space)
-            agent = make_agent(setup.agent, self.action_space, env=env, seed=self.seed * 1000 + i)
-            self.batches.append(_EnvBatch(env, agent))
+            agents = [None if k.name == PLANNER else
+                      make_agent(k.name, self.action_space, env=env, seed=self.seed * 1000 + i + 7919 * n,
+                                 kwargs=k.kwargs) for n, k in enumerate(setup.kinds)]
+            self.batches.append(_EnvBatch(env, agents))
+        if self.action_space["type"] == "discrete":
+            self._act_layout = ((), np.int64)
+        else:
+            self._act_layout = (tuple(self.action_space["shape"]), np.dtype(self.action_space["dtype"]))
+        self._plan_rows: list[np.ndarray] | None = None  # per batch: rows the engine decides, until step_envs
         self._pred_index = _NO_IDS  # per current row: its row in the last report (-1: new)
         self._actions: list[np.ndarray] | None = None  # act's actions, until step_envs
         self._act_times = (0.0, 0.0)
         self._left: list[np.ndarray] = []
         self._left_returns: list[np.ndarray] = []
+        self._left_kinds: list[np.ndarray] = []
         for i, b in enumerate(self.batches):
             self._reset_env(b, seed=self.seed * 1000 + i)
 
@@ -79,6 +97,19 @@ class EnvWorker:
                 self._next += 1
         return out
 
+    def _kinds_for(self, have: np.ndarray, n: int) -> np.ndarray:
+        """Kinds for `n` agents joining rows of kinds `have`: each takes the kind furthest below
+        its share of the live rows (ties: the first kind)."""
+        if self.shares.size == 1:
+            return np.zeros(n, np.int64)
+        count = np.bincount(have, minlength=self.shares.size).astype(np.float64)
+        out = np.empty(n, np.int64)
+        for i in range(n):
+            k = int(np.argmax(self.shares * (count.sum() + 1) - count))
+            out[i] = k
+            count[k] += 1
+        return out
+
     def _take_slots(self, n: int) -> np.ndarray:
         if n > len(self._free):
             raise WorldssmError(f"EnvWorker {self.index}: out of engine slots ({n} needed, "
@@ -91,6 +122,7 @@ class EnvWorker:
         obs, info = b.env.reset(seed=seed)
         n = len(info["agent_ids"])
         b.ids, b.slots = self._mint(n), self._take_slots(n)
+        b.kind = self._kinds_for(np.zeros(0, np.int64), n)
         b.first, b.joined = np.ones(n, bool), np.full(n, self.tick, np.int64)
         b.ret, b.obs = np.zeros(n), obs
 
@@ -98,6 +130,7 @@ class EnvWorker:
         self._free.extend(b.slots[mask][::-1].tolist())
         self._left.append(b.ids[mask])
         self._left_returns.append(b.ret[mask])
+        self._left_kinds.append(b.kind[mask])
 
     def live_ids(self) -> np.ndarray:
         return np.concatenate([b.ids for b in self.batches])
@@ -116,25 +149,38 @@ class EnvWorker:
         """First half of a tick: the agents act on o_t; returns the EngineActor's payload. The
         envs step afterwards, in `step_envs`, while the engine observes."""
         t0 = time.perf_counter()
-        actions = self._actions_for(ctrl)  # validates everything before any state changes
+        actions, plan = self._actions_for(ctrl)  # validates everything before any state changes
         self.tick = ctrl.tick
-        self._actions = actions
+        self._actions, self._plan_rows = actions, plan
         payload = EnvPayload(
             slots=np.concatenate([b.slots for b in self.batches]),
             obs=np.concatenate([b.obs for b in self.batches]),
             actions=np.concatenate(actions),
             resets=np.concatenate([b.first for b in self.batches]),
+            plan=None if plan is None else np.concatenate(plan),
         )
         self._act_times = (t0, time.perf_counter())
         return payload
 
-    def step_envs(self) -> EnvReport:
-        """Second half of a tick: step the envs with the actions of `act`; returns the report for
-        the driver (live, joined and left agents, timings)."""
+    def step_envs(self, plan_actions: np.ndarray | None = None) -> EnvReport:
+        """Second half of a tick: step the envs with the actions of `act` (and, in the rows the
+        engine planned, `plan_actions`, in row order); returns the report for the driver (live,
+        joined and left agents, timings)."""
         t0 = time.perf_counter()
         actions, self._actions = self._actions, None
+        plan, self._plan_rows = self._plan_rows, None
         if actions is None:
             raise WorldssmError(f"EnvWorker {self.index}: step_envs() without a successful act() first")
+        if plan is not None:
+            want = sum(int(p.sum()) for p in plan)
+            if plan_actions is None or len(plan_actions) != want:
+                got = "none" if plan_actions is None else len(plan_actions)
+                raise WorldssmError(f"EnvWorker {self.index}: the engine planned {got} actions for {want} planner rows")
+            at = 0
+            for a, p in zip(actions, plan):
+                k = int(p.sum())
+                a[p] = plan_actions[at:at + k]
+                at += k
         pred_index, joined = [], []
         offset = 0
         for b, a in zip(self.batches, actions):
@@ -152,6 +198,7 @@ class EnvWorker:
                 self._leave(b, ended)
                 keep = ~ended
                 new, new_slots = self._mint(j), self._take_slots(j)
+                b.kind = np.concatenate([b.kind[keep], self._kinds_for(b.kind[keep], j)])
                 b.ids = np.concatenate([b.ids[keep], new])
                 b.slots = np.concatenate([b.slots[keep], new_slots])
                 b.first = np.concatenate([np.zeros(int(keep.sum()), bool), np.ones(j, bool)])
@@ -169,7 +216,8 @@ class EnvWorker:
         self._pred_index = np.concatenate(pred_index).astype(np.int64)
         left = np.concatenate(self._left) if self._left else _NO_IDS
         returns = np.concatenate(self._left_returns) if self._left_returns else np.zeros(0)
-        self._left, self._left_returns = [], []
+        kinds = np.concatenate(self._left_kinds).astype(np.int64) if self._left_kinds else _NO_IDS
+        self._left, self._left_returns, self._left_kinds = [], [], []
         joined = np.concatenate(joined) if joined else _NO_IDS
         a0, a1 = self._act_times
         changed = bool(joined.size or left.size)  # else the same agents in the same rows
@@ -177,29 +225,45 @@ class EnvWorker:
             index=self.index, tick=self.tick, live=self.live_ids() if changed else None,
             joined=joined if joined.size else None, left=left if left.size else None,
             left_return=returns.astype(np.float32) if left.size else None,
+            left_kind=kinds if left.size else None,
             act_ms=(a1 - a0) * 1e3, step_ms=(time.perf_counter() - t0) * 1e3,
             t_act=a0, t_acted=a1, t_step=t0, t_out=time.perf_counter())
 
-    def _actions_for(self, ctrl: EnvControl) -> list[np.ndarray]:
+    def _actions_for(self, ctrl: EnvControl) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Per batch: the actions (placeholders where the engine plans) and, when any row plans,
+        per batch the bool mask of the rows the engine decides (planner rows not overridden)."""
         if ctrl.ids is not None:
             check_overrides(ctrl.ids, ctrl.actions, self.live_ids(), self.action_space,
                             f"EnvWorker {self.index}")
         rew, cont = self._predictions(ctrl.pred)
-        actions, offset = [], 0
+        actions, plans, offset = [], [], 0
+        shape, dtype = self._act_layout
         for b in self.batches:
             n = b.ids.size
             info = AgentInfo(ids=b.ids, tick=ctrl.tick, first=b.first, pred_reward=rew[offset:offset + n],
                              pred_cont=cont[offset:offset + n])
-            a = np.asarray(b.agent.act(b.obs, info))
+            if len(b.agents) == 1 and b.agents[0] is not None:  # one kind: no row gathering
+                a = np.asarray(b.agents[0].act(b.obs, info))
+            else:
+                a = np.zeros((n, *shape), dtype)
+                for k, agent in enumerate(b.agents):
+                    rows = np.flatnonzero(b.kind == k)
+                    if rows.size and agent is not None:
+                        a[rows] = agent.act(b.obs[rows], info.rows(rows))
             actions.append(apply_overrides(a, b.ids, ctrl.ids, ctrl.actions))
+            if self.planner_kind >= 0:
+                plan = b.kind == self.planner_kind
+                if ctrl.ids is not None:
+                    plan &= ~np.isin(b.ids, ctrl.ids)  # a given action wins over the planner
+                plans.append(plan)
             offset += n
-        return actions
+        return actions, (plans if self.planner_kind >= 0 else None)
 
     def _predictions(self, blob: bytes | None) -> tuple[np.ndarray, np.ndarray]:
         """The engine's predictions for the current rows (NaN for agents it has not seen)."""
-        n = self._pred_index.size
+        n = sum(b.ids.size for b in self.batches)
         rew, cont = np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32)
-        if blob is None or n == 0:
+        if blob is None or n == 0 or self._pred_index.size != n:  # nothing observed yet
             return rew, cont
         pred = Predictions.from_bytes(blob)
         rows = pred.values.shape[1]

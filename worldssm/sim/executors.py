@@ -26,25 +26,38 @@ class GraphFacts:
 
     env_step_first: per EnvActor, whether its payload leaves only after its env step.
     step_waits_for: per EnvActor, the other EnvActors whose act its env step waits for.
+    step_after_engine: every env step waits for its EngineActor's tick (planning agents' actions
+        come from the engine; then env_step_first is all False).
     """
 
     env_step_first: tuple
     step_waits_for: tuple
+    step_after_engine: bool = False
 
     @classmethod
     def uniform(cls, n_env: int, env_step_first: bool) -> GraphFacts:
         return cls((env_step_first,) * n_env, ((),) * n_env)
 
+    @classmethod
+    def planned(cls, n_env: int) -> GraphFacts:
+        return cls((False,) * n_env, ((),) * n_env, True)
+
 
 class LocalExecutor:
     """The same shells in this process, one after another (each EnvActor acts and steps, then
-    each EngineActor ticks)."""
+    each EngineActor ticks; with planning agents each EnvActor acts, the EngineActors tick, then
+    the envs step)."""
 
     def __init__(self, topo: Topology, env_actors: list, engine_actors: list):
         self.topo, self.env_actors, self.engine_actors = topo, env_actors, engine_actors
-        self.graph = GraphFacts.uniform(topo.n_env, True)
+        self.graph = GraphFacts.planned(topo.n_env) if topo.plans else GraphFacts.uniform(topo.n_env, True)
 
     def run(self, env_ctrl, eng_ctrl):
+        if self.topo.plans:
+            pays = [a.act(c) for a, c in zip(self.env_actors, env_ctrl)]
+            outs = [a.tick(c, *[pays[e] for e in self.topo.envs_of[j]])
+                    for j, (a, c) in enumerate(zip(self.engine_actors, eng_ctrl))]
+            return outs, [a.step_after_engine(outs[self.topo.engine_of(e)]) for e, a in enumerate(self.env_actors)]
         steps = [a.act_and_step(c) for a, c in zip(self.env_actors, env_ctrl)]
         outs = [a.tick(c, *[steps[e][0] for e in self.topo.envs_of[j]])
                 for j, (a, c) in enumerate(zip(self.engine_actors, eng_ctrl))]
@@ -65,9 +78,16 @@ class PlainExecutor:
     def __init__(self, topo: Topology, env_actors: list, engine_actors: list, ray, timeout_s: float):
         self.topo, self.env_actors, self.engine_actors = topo, env_actors, engine_actors
         self.ray, self.timeout_s = ray, timeout_s
-        self.graph = GraphFacts.uniform(topo.n_env, True)
+        self.graph = GraphFacts.planned(topo.n_env) if topo.plans else GraphFacts.uniform(topo.n_env, True)
 
     def run(self, env_ctrl, eng_ctrl):
+        if self.topo.plans:  # act -> engine (plans) -> env step, chained by object refs
+            pays = [a.act.remote(c) for a, c in zip(self.env_actors, env_ctrl)]
+            outs = [a.tick.remote(c, *[pays[e] for e in self.topo.envs_of[j]])
+                    for j, (a, c) in enumerate(zip(self.engine_actors, eng_ctrl))]
+            reps = [a.step_after_engine.remote(outs[self.topo.engine_of(e)]) for e, a in enumerate(self.env_actors)]
+            got = self.ray.get(outs + reps, timeout=self.timeout_s)
+            return got[:len(outs)], got[len(outs):]
         steps = [a.act_and_step.options(num_returns=2).remote(c) for a, c in zip(self.env_actors, env_ctrl)]
         outs = [a.tick.remote(c, *[steps[e][0] for e in self.topo.envs_of[j]])
                 for j, (a, c) in enumerate(zip(self.engine_actors, eng_ctrl))]
@@ -113,7 +133,8 @@ class CompiledExecutor:
         self.cpus = layout(topo, ray) if pin_cpus else []
         env_cpus = self.cpus[:n_env] if self.cpus else [None] * n_env
         eng_cpus = set(self.cpus[n_env:n_env + self.n_eng]) if self.cpus else set()
-        first = [c is not None and c in eng_cpus for c in env_cpus]
+        # With planning agents every env step waits for its engine (act -> tick -> step).
+        first = [c is not None and c in eng_cpus and not topo.plans for c in env_cpus]
         with InputNode() as inp:
             payloads, reports = [], []
             for e, a in enumerate(env_actors):
@@ -132,10 +153,12 @@ class CompiledExecutor:
                 others = () if first[e] or c is None else \
                     tuple(o for o in range(n_env) if o != e and env_cpus[o] == c)
                 waits.append(others)
-                if reports[e] is None:
+                if topo.plans:
+                    reports[e] = a.step_after_engine.bind(eng_nodes[topo.engine_of(e)])
+                elif reports[e] is None:
                     reports[e] = a.step_envs.bind(payloads[e], *[payloads[o] for o in others])
             dag = MultiOutputNode(eng_nodes + reports)
-        self.graph = GraphFacts(tuple(first), tuple(waits))
+        self.graph = GraphFacts.planned(n_env) if topo.plans else GraphFacts(tuple(first), tuple(waits))
         actors = env_actors + engine_actors
         ray.get([a.pin_graph_thread.remote(c) for a, c in zip(actors, self.cpus)], timeout=timeout_s)
         self.driver_cpu = self.cpus[-1] if self.cpus else None

@@ -264,8 +264,17 @@ def message(kind: str, **schema: _Check):
 
 
 # ----- setup and recovery ---------------------------------------------------------------------
-@message("env_setup", index=INT, env=STR, env_kwargs=DICT, n_envs=INT, agents_per_env=INT, agent=STR,
-         seed=INT, slots=IDS, first_number=INT, reuse_ids=IDS)
+@message("agent_kind", name=STR, share=INT, kwargs=DICT)
+class AgentKind(Message):
+    """One kind of agent of an EnvActor and its share of the rows."""
+
+    name: str  # a name of worldssm.agents, "planner" (decided in the EngineActor) or an import path
+    share: int  # relative share of the rows (SimConfig.agents' count)
+    kwargs: dict  # keyword arguments (import-path agents)
+
+
+@message("env_setup", index=INT, env=STR, env_kwargs=DICT, n_envs=INT, agents_per_env=INT,
+         kinds=list_of(nested(AgentKind)), row=INT, seed=INT, slots=IDS, first_number=INT, reuse_ids=IDS)
 class EnvActorSetup(Message):
     """How to build an EnvActor's worker."""
 
@@ -274,7 +283,8 @@ class EnvActorSetup(Message):
     env_kwargs: dict  # extra env kwargs
     n_envs: int  # batched envs in this actor
     agents_per_env: int  # agents at reset per env
-    agent: str  # agent name (worldssm.agents)
+    kinds: list  # AgentKind: how its agents act, and in which shares
+    row: int  # its position among the EnvActors feeding its EngineActor (its payload's index)
     seed: int  # seed of the envs and agents
     slots: np.ndarray  # int64 [S] the engine slots this actor's agents may use
     first_number: int = 0  # first per-owner number to mint (after a restart: past every id used)
@@ -282,7 +292,7 @@ class EnvActorSetup(Message):
 
 
 @message("engine_setup", index=INT, model=MODEL, capacity=INT, device=STR, sample=BOOL, seed=INT,
-         decode=BOOL, agent=opt(STR), torch_threads=INT, impl=STR)
+         decode=BOOL, agent=opt(STR), agent_kwargs=DICT, planner=opt(DICT), torch_threads=INT, impl=STR)
 class EngineActorSetup(Message):
     """How to build an EngineActor's worker."""
 
@@ -294,6 +304,8 @@ class EngineActorSetup(Message):
     seed: int  # engine and agent seed
     decode: bool  # decode dream agents' observations
     agent: str | None  # how dream agents act (None: no dream agent may join)
+    agent_kwargs: dict  # keyword arguments of the dream agent (import paths)
+    planner: dict | None  # PlannerConfig fields when agents plan here (real or dream), else None
     torch_threads: int  # torch CPU threads
     impl: str  # the engine's step (worldssm.engine.ENGINE_IMPLS)
 
@@ -353,12 +365,14 @@ class EngineSnapshot(Message):
 
 
 # ----- the tick -------------------------------------------------------------------------------
-@message("predictions", values=_Array("float32", 2))
+@message("predictions", values=_Array("float32", 2), actions=opt(NUMERIC))
 class Predictions(Message):
-    """EngineActor -> EnvActor (the driver forwards the bytes unopened): the model's predictions
-    for the rows of the EnvActor's last payload, for the step they are about to arrive in."""
+    """EngineActor -> EnvActor (the driver forwards the bytes unopened; with planning agents the
+    EnvActor also reads them right away, before its env step): the model's predictions for the
+    rows of the EnvActor's last payload, for the step they are about to arrive in."""
 
     values: np.ndarray  # float32 [2, n]: reward, and the probability that the episode goes on
+    actions: np.ndarray | None = None  # the planners' actions for the payload's `plan` rows
 
     @property
     def reward(self) -> np.ndarray:
@@ -392,19 +406,20 @@ class EngineControl(Message):
     leave: np.ndarray | None = None  # int64 dream agents leaving (None: none)
 
 
-@message("env_payload", slots=IDS, obs=NUMERIC, actions=NUMERIC, resets=FLAGS)
+@message("env_payload", slots=IDS, obs=NUMERIC, actions=NUMERIC, resets=FLAGS, plan=opt(FLAGS))
 class EnvPayload(Message):
     """EnvActor -> its EngineActor: what its agents saw and did this tick."""
 
     slots: np.ndarray  # int64 [n] engine slots
     obs: np.ndarray  # [n, *obs_shape] o_t
-    actions: np.ndarray  # [n, ...] a_t
+    actions: np.ndarray  # [n, ...] a_t (placeholders in `plan` rows)
     resets: np.ndarray  # bool [n] first step of an episode
+    plan: np.ndarray | None = None  # bool [n]: rows whose a_t the EngineActor's planner decides
 
 
 @message("env_report", index=INT, tick=INT, live=opt(IDS), joined=opt(IDS), left=opt(IDS),
          left_return=opt(F32), act_ms=FLOAT, step_ms=FLOAT, t_act=FLOAT, t_acted=FLOAT, t_step=FLOAT,
-         t_out=FLOAT)
+         t_out=FLOAT, left_kind=opt(IDS))
 class EnvReport(Message):
     """EnvActor -> driver after its envs stepped. Empty joined / left travel as None (most ticks
     nobody joins or leaves). Timestamps are `time.perf_counter` (CLOCK_MONOTONIC): comparable
@@ -422,6 +437,7 @@ class EnvReport(Message):
     t_acted: float  # when the payload was packed
     t_step: float  # start of the env step
     t_out: float  # when the report was packed
+    left_kind: np.ndarray | None = None  # int64 how each agent that left acted: an index into SimConfig.mix
 
 
 @message("engine_result", index=INT, tick=INT, preds=list_of(BYTES), dream_ids=opt(IDS),

@@ -38,6 +38,7 @@ class AgentRecord:
     ticks_lost: int = 0  # ticks whose observation or step its engine state missed
     resets: int = 0  # forced restarts (its EnvActor died)
     episode_return: float | None = None  # env reward summed over its episode, once it left
+    agent: str | None = None  # how it acted (a name of SimConfig.agents); a real agent's once it left
 
 
 class _Queue:
@@ -68,6 +69,8 @@ class Roster:
 
     def __init__(self, topo: Topology, keep_departed: int = KEEP_DEPARTED):
         self.topo = topo
+        self.agent_names: tuple = ()  # SimConfig.mix's names: what a real agent's kind index means
+        self.dream_agent: str | None = None  # how dream agents act
         self.records: dict[int, AgentRecord] = {}  # live, queued and leaving agents
         self.departed: deque[tuple[int, AgentRecord]] = deque(maxlen=keep_departed)
         self.seen = 0  # agents that ever joined
@@ -159,6 +162,7 @@ class Roster:
             self._queue[j].joins.append(DreamJoin(ids=ids[rows], obs=obs[rows]))
         for g in ids.tolist():
             self._new_record(g, "dream", tick)
+            self.records[g].agent = self.dream_agent
         return ids
 
     def queue_dream_leaves(self, ids: np.ndarray, tick: int) -> None:
@@ -205,9 +209,12 @@ class Roster:
             if rep.joined is not None:
                 self.add_real(rep.joined, tick)
             if rep.left is not None:
-                for g, ret in zip(rep.left.tolist(), rep.left_return.tolist()):
+                kinds = rep.left_kind.tolist() if rep.left_kind is not None else [None] * rep.left.size
+                for g, ret, k in zip(rep.left.tolist(), rep.left_return.tolist(), kinds):
                     rec = self.records[g]
                     rec.left, rec.reason, rec.episode_return = tick, "episode ended", ret
+                    if k is not None and k < len(self.agent_names):
+                        rec.agent = self.agent_names[k]
                 self._depart(rep.left.tolist())
         for j, res in enumerate(results):
             self.live_dream[j] = res.dream_ids if res.dream_ids is not None else _NO_IDS

@@ -11,17 +11,20 @@ from __future__ import annotations
 import os
 
 from worldssm import codec
+from worldssm.errors import WorldssmError
 from worldssm.sim.engine_worker import EngineWorker
 from worldssm.sim.env_worker import EnvWorker
 from worldssm.sim.messages import (
     ActorSpaces,
     EngineActorSetup,
     EngineControl,
+    EngineResult,
     EngineSnapshot,
     EnvActorSetup,
     EnvControl,
     EnvPayload,
     MembershipLog,
+    Predictions,
 )
 
 
@@ -98,6 +101,17 @@ class EnvShell(_Shell):
         """The envs step -> EnvReport bytes. `acted`: the payloads of this EnvActor's act and of
         those it waits for (ordering only: a graph skips this when an act raised)."""
         return self.worker.step_envs().to_bytes()
+
+    def step_after_engine(self, result: bytes) -> bytes:
+        """The envs step once the EngineActor decided for this actor's planning agents: its
+        EngineResult bytes -> EnvReport bytes (the planners' actions are in this actor's
+        Predictions)."""
+        res = EngineResult.from_bytes(result)
+        if not 0 <= self.worker.row < len(res.preds):
+            raise WorldssmError(f"EnvWorker {self.worker.index}: the engine's result has no predictions "
+                                f"for its row {self.worker.row}")
+        pred = Predictions.from_bytes(res.preds[self.worker.row])
+        return self.worker.step_envs(pred.actions).to_bytes()
 
     def act_and_step(self, ctrl: bytes) -> tuple[bytes, bytes]:
         """`act` then `step_envs` in one call: (payload, report). The plain executor's form (each

@@ -28,12 +28,15 @@ from collections import deque
 import numpy as np
 
 from worldssm import codec
+from worldssm.agents.planners import PLANNER_PRESETS
+from worldssm.agents.registry import PLANNER, check_import_path, is_import_path
 from worldssm.errors import TickRejected, WorldssmError
 from worldssm.sim.config import SimConfig
 from worldssm.sim.executors import CompiledExecutor, LocalExecutor, PlainExecutor, is_fault, rejection_reason
 from worldssm.sim.ids import DREAM_OWNER, owner_of
 from worldssm.sim.messages import (
     ActorSpaces,
+    AgentKind,
     EngineActorSetup,
     EngineControl,
     EngineResult,
@@ -62,6 +65,9 @@ class Simulation:
         if cfg.model is None:
             raise ValueError("SimConfig.model is required: ModelSource.of_checkpoint(run) or .of_preset(...)")
         self.cfg, self.topo = cfg, Topology.build(cfg)
+        for name, _ in cfg.mix + ((cfg.dream_agent_name or "", 1),):
+            if is_import_path(name):  # a path that does not resolve is named here, before any actor starts
+                check_import_path(name, cfg.agent_kwargs.get(name))
         if cfg.backend == "ray":
             from worldssm.sim.ray_start import start_ray
 
@@ -70,6 +76,8 @@ class Simulation:
             self.ray = None
         self.t = 0
         self.roster = Roster(self.topo)
+        self.roster.agent_names = tuple(name for name, _ in cfg.mix)
+        self.roster.dream_agent = cfg.dream_agent_name if cfg.n_dream else None
         # The last `keep_ticks` ticks (latency percentiles); totals count every tick.
         self.history: deque[TickResult] = deque(maxlen=cfg.keep_ticks)
         self.totals = {"ticks": 0, "seconds": 0.0, "agent_steps": 0}
@@ -91,6 +99,7 @@ class Simulation:
         self._engine_setups = [EngineActorSetup(
             index=j, model=cfg.model, capacity=topo.capacity(j), device=device, sample=cfg.sample,
             seed=cfg.seed + j, decode=cfg.decode_dream, agent=cfg.dream_agent_name,
+            agent_kwargs=dict(cfg.agent_kwargs.get(cfg.dream_agent_name or "", {})), planner=self._planner_fields(),
             torch_threads=cfg.torch_threads, impl=cfg.engine_impl) for j in range(topo.n_engine)]
         self.engine_actors = [self._new_engine(j) for j in range(topo.n_engine)]
         spaces = ActorSpaces.from_bytes(self._call(self.engine_actors[0], "spaces"))
@@ -101,7 +110,8 @@ class Simulation:
             slots = codec.unpackb(self._call(self.engine_actors[topo.engine_of(e)], "reserve", topo.pool))
             self._env_setups.append(EnvActorSetup(
                 index=e, env=cfg.env, env_kwargs=dict(cfg.env_kwargs), n_envs=cfg.envs_per_actor,
-                agents_per_env=topo.agents_per_env[e], agent=cfg.agent, seed=cfg.seed * 101 + e, slots=slots))
+                agents_per_env=topo.agents_per_env[e], row=topo.row_of(e), seed=cfg.seed * 101 + e, slots=slots,
+                kinds=[AgentKind(name=n, share=k, kwargs=dict(cfg.agent_kwargs.get(n, {}))) for n, k in cfg.mix]))
         self.env_actors = [self._new_env(s) for s in self._env_setups]
         for e, a in enumerate(self.env_actors):
             env_spaces = ActorSpaces.from_bytes(self._call(a, "spaces"))
@@ -119,6 +129,13 @@ class Simulation:
         for j, a in enumerate(self.engine_actors):
             self.roster.snapshot_taken(j, EngineSnapshot.from_bytes(self._call(a, "snapshot")))
         self._exec = self._make_executor()
+
+    def _planner_fields(self) -> dict | None:
+        """PlannerConfig fields for the EngineActors when any agent plans (real or dream)."""
+        cfg = self.cfg
+        if not (cfg.plans or cfg.dream_agent_name == PLANNER):
+            return None
+        return dataclasses.asdict(PLANNER_PRESETS[cfg.planner])
 
     def _use_gpu(self) -> bool:
         if self.cfg.device == "cpu":

@@ -48,6 +48,10 @@ def work_chain(topo: Topology, graph: GraphFacts, reports: list[EnvReport], resu
                   for e in topo.envs_of[j]]
         done.append(max(before, default=0.0) + res.engine_ms)
     work = max(done, default=0.0)
+    if graph.step_after_engine:  # every env step follows its engine's tick
+        for e, rep in enumerate(reports):
+            work = max(work, done[topo.engine_of(e)] + rep.step_ms)
+        return work
     for e, rep in enumerate(reports):
         start = max([rep.act_ms] + [reports[o].act_ms for o in graph.step_waits_for[e]])
         work = max(work, start + rep.step_ms)
@@ -85,6 +89,10 @@ def summarize(cfg: SimConfig, history, totals: dict, roster: Roster, ticks: int,
         return float(np.median([getattr(r, key) for r in ok])) if ok else 0.0
 
     agents = {str(g): dataclasses.asdict(r) for g, r in roster.departed}
+    by_agent: dict[str, list[float]] = {}
+    for _, r in roster.departed:
+        if r.episode_return is not None and r.agent is not None:
+            by_agent.setdefault(r.agent, []).append(r.episode_return)
     agents.update({str(g): dataclasses.asdict(r) for g, r in roster.records.items()})
     return {
         "config": config, "model": config["model"], "ticks": ticks, "recoveries": recoveries,
@@ -98,5 +106,7 @@ def summarize(cfg: SimConfig, history, totals: dict, roster: Roster, ticks: int,
         "agents_left": dict(roster.left_by_reason),
         "agents_missing": [g for g, r in roster.records.items() if r.left is None and g not in live],
         "ticks_lost_total": int(roster.departed_ticks_lost + sum(r.ticks_lost for r in roster.records.values())),
+        "returns_by_agent": {name: {"episodes": len(v), "mean_return": float(np.mean(v))}
+                             for name, v in sorted(by_agent.items())},
         "agents": agents,
     }

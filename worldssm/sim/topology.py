@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from worldssm.agents.planners import PLANNER_PRESETS
+from worldssm.agents.registry import PLANNER
 from worldssm.sim.config import SimConfig
 
 
@@ -18,7 +20,8 @@ class Topology:
     """The actor layout of one Simulation.
 
     EnvActor e feeds EngineActor `e % n_engine`, which owns a pool of `pool` slots for each of
-    its EnvActors plus `dream_room` slots for dream agents.
+    its EnvActors plus `dream_room` slots for dream agents, plus `plan_room` for the candidates
+    of planning agents (samples x particles slots for each, while it decides).
     """
 
     n_env: int  # EnvActors (0 in dream mode)
@@ -27,6 +30,8 @@ class Topology:
     envs_of: tuple  # per EngineActor: the EnvActors feeding it
     pool: int  # engine slots reserved per EnvActor (agents joining mid-step need headroom)
     dream_room: int  # dream agents each EngineActor can hold
+    plan_room: tuple = ()  # per EngineActor: slots for planners' candidates
+    plans: bool = False  # real agents plan in the EngineActors: env steps wait for the engine
 
     @classmethod
     def build(cls, cfg: SimConfig) -> Topology:
@@ -39,7 +44,12 @@ class Topology:
                         for j in range(cfg.engine_actors))
         pool = math.ceil(max(per_env, default=0) * cfg.envs_per_actor * cfg.slot_headroom) + 2
         dream_room = 2 * math.ceil(cfg.n_dream / cfg.engine_actors) + 16
-        return cls(n_env, cfg.engine_actors, per_env, envs_of, pool, dream_room)
+        p = PLANNER_PRESETS[cfg.planner]
+        copies = p.samples * p.particles
+        real = math.ceil(pool * cfg.planner_share()) + 1 if cfg.plans else 0  # planning agents per EnvActor, at most
+        dream = dream_room if cfg.dream_agent_name == PLANNER else 0
+        plan_room = tuple((real * len(envs_of[j]) + dream) * copies for j in range(cfg.engine_actors))
+        return cls(n_env, cfg.engine_actors, per_env, envs_of, pool, dream_room, plan_room, cfg.plans)
 
     def engine_of(self, env_actor: int) -> int:
         """The EngineActor an EnvActor feeds."""
@@ -47,4 +57,9 @@ class Topology:
 
     def capacity(self, engine: int) -> int:
         """Slab slots EngineActor `engine` needs."""
-        return self.pool * len(self.envs_of[engine]) + self.dream_room
+        room = self.plan_room[engine] if self.plan_room else 0
+        return self.pool * len(self.envs_of[engine]) + self.dream_room + room
+
+    def row_of(self, env_actor: int) -> int:
+        """The position of an EnvActor among those feeding its EngineActor (its payload's index)."""
+        return self.envs_of[self.engine_of(env_actor)].index(env_actor)

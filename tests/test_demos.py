@@ -1,0 +1,47 @@
+"""The three demos run as a user runs them (`python demos/NAME.py ...`), with tiny settings: a
+DEBUG model trained for a few updates, a few ticks. What they print is checked, not how well the
+tiny model plays."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DEMOS = Path(__file__).resolve().parents[1] / "demos"
+TINY = ["--preset", "DEBUG", "--train-steps", "4"]
+
+
+def run_demo(name, args, cwd):
+    out = subprocess.run([sys.executable, str(DEMOS / name), *args], cwd=cwd, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_plan_pendulum(tmp_path):
+    out = run_demo("plan_pendulum.py", [*TINY, "--data-steps", "60", "--episodes", "2"], tmp_path)
+    assert "training a DEBUG world model" in out and "MPPIPlanner: 4608 imagined steps per decision" in out
+    assert "returns [" in out and "decision latency p50" in out
+    again = run_demo("plan_pendulum.py", ["--episodes", "1"], tmp_path)  # the trained run is reused
+    assert "using the model in runs/demo-pendulum" in again and "training" not in again
+
+
+def test_ppo_in_dream_then_real_cartpole(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    out = run_demo("ppo_in_dream.py", [*TINY, "--data-steps", "60", "--dreams", "4", "--ppo-steps", "128",
+                                       "--episodes", "2"], tmp_path)
+    assert "PPO: 128 steps in 4 dreams" in out and "in the real CartPole-v1: returns [" in out
+
+
+def test_swarm_mixes_planner_scripted_and_user_agents(tmp_path):
+    out = run_demo("swarm.py", [*TINY, "--data-steps", "20", "--planners", "2", "--seekers", "3", "--sniffers", "3",
+                                "--ticks", "12", "--episode-steps", "10"], tmp_path)
+    kinds = [line.split()[0] for line in out.splitlines() if "episodes, mean return" in line]
+    assert kinds == ["greedy", "my_agents:FoodSniffer", "planner"], out
+
+
+def test_a_demo_with_a_wrong_argument_says_so(tmp_path):
+    out = subprocess.run([sys.executable, str(DEMOS / "swarm.py"), "--planner", "clever"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "invalid choice: 'clever'" in out.stderr
