@@ -101,10 +101,37 @@ def tick_table(name: str, d: dict) -> list[str]:
     return out
 
 
+def fidelity_table(name: str, d: dict) -> list[str]:
+    """One row per env and backbone: open-loop error at horizons 1, 8 and 32 against repeat-last,
+    the reward error at horizon 1 against the mean predictor, the continue head's F1."""
+    out = [f"World-model fidelity, {d['device']} ({name}, git {d['git_sha'][:7]}, seed of each env in the JSON): "
+           "normalised open-loop observation error on held-out episodes after 16 steps of context, "
+           "model / repeat-last.", "",
+           "| env | backbone | preset, updates | k=1 | k=8 | k=32 | reward error k=1, model / mean | "
+           "continue F1 | training (s) |", "|---|---|---|---|---|---|---|---|---|"]
+    for env, rec in d["envs"].items():
+        for backbone, r in rec["backbones"].items():
+            e = r["eval"]
+            hs, m, rep = e["horizons"], e["obs_nmse"]["model"], e["obs_nmse"]["repeat_last"]
+
+            def at(k, hs=hs, m=m, rep=rep):
+                if k not in hs or m[hs.index(k)] is None:
+                    return "—"
+                i = hs.index(k)
+                return f"{m[i]:.4g} / {rep[i]:.4g}"
+            rew = e["reward_mae"]
+            f1 = r["targets"].get("continue_f1")
+            out.append(f"| {env} | {backbone} | {rec['preset']}, {rec['train_steps']:,} | {at(1)} | {at(8)} | {at(32)} | "
+                       f"{_fmt(rew['model'][0], 3)} / {_fmt(rew['mean'][0], 3)} | "
+                       f"{'—' if f1 is None else f'{f1:.2f}'} | {r['train_seconds']:.0f} |")
+    return out
+
+
 def report(results: Path = RESULTS) -> str:
     parts: list[list[str]] = []
     for pattern, table in (("step-nvidia-h200*.json", step_table), ("scan-nvidia-h200*.json", scan_table),
-                           ("env-*.json", env_table), ("tick-*.json", tick_table)):
+                           ("env-*.json", env_table), ("tick-*.json", tick_table),
+                           ("fidelity-*.json", fidelity_table)):
         name, d = _newest(pattern, results)
         if d is not None:
             parts.append(table(name, d))
