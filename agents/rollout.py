@@ -160,8 +160,36 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
         if bar is not None:
             bar.close()
     per_decision = cfg.imagined_steps
+    batch = episodes * cfg.samples * cfg.particles  # rows of one imagined step while every episode runs
+    raw = raw_imagine_rate(engine, batch, seed)
+    planned = planner.imagined_steps_per_second()
     return {"env": env_id, "checkpoint": str(checkpoint), "episodes": episodes, "seed": seed,
             "planner": type(planner).__name__, "planner_config": dataclasses.asdict(cfg),
             **result.summary(), "imagined_steps_per_agent_decision": per_decision,
-            "imagined_steps_per_s": planner.imagined_steps_per_second(),
+            "imagined_steps_per_s": planned, "raw_step_batch": batch, "raw_steps_per_s": raw,
+            "planning_overhead": raw / planned - 1 if planned else None,
             "engine_impl": engine.impl, "device": device}
+
+
+def raw_imagine_rate(engine, batch: int, seed: int = 0, reps: int = 30) -> float:
+    """Agent-steps/s of the engine's bare `imagine` over `batch` rows (median of `reps` timed
+    calls after 3 warm-ups): the step a planner's search pays for, without the search."""
+    from worldssm.spaces import space_from_dict
+
+    if batch > engine.slab.num_free:
+        raise ValueError(f"raw_imagine_rate: {batch} rows need as many free slots; the engine has {engine.slab.num_free} free")
+    space = space_from_dict(engine.action_space)
+    space.seed(seed)
+    actions = np.stack([space.sample() for _ in range(batch)])
+    slots = engine.join(batch)
+    try:
+        times = []
+        for i in range(reps + 3):
+            t0 = time.perf_counter()
+            out = engine.imagine(slots, actions)
+            out.reward.cpu()  # waits for the device
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+    finally:
+        engine.leave(slots)
+    return batch / float(np.median(times))

@@ -53,6 +53,23 @@ def test_plan_in_env_with_a_trained_run(pendulum_run):
     assert result["env"] == "Pendulum-v1" and len(result["returns"]) == 2
     assert result["imagined_steps_per_agent_decision"] == 12 and result["imagined_steps_per_s"] > 0
     assert result["decision_ms_p99"] >= result["decision_ms_p50"] > 0
+    assert result["raw_step_batch"] == 2 * 4 and result["raw_steps_per_s"] > 0
+    assert result["planning_overhead"] == pytest.approx(result["raw_steps_per_s"] / result["imagined_steps_per_s"] - 1)
+
+
+def test_raw_imagine_rate_leaves_the_engine_as_it_was(pendulum_run):
+    from worldssm.agents.rollout import raw_imagine_rate
+    from worldssm.engine import Engine
+    from worldssm.model import load_model
+
+    engine = Engine(load_model(pendulum_run)[0], capacity=8)
+    mine = engine.join(2)
+    before = engine.snapshot(mine)
+    assert raw_imagine_rate(engine, 6, reps=2) > 0
+    assert engine.slab.num_free == 6 and engine.snapshot(mine) == before, "its rows left, the owned states untouched"
+    with pytest.raises(ValueError, match="6 free"):
+        raw_imagine_rate(engine, 7)
+    engine.leave(mine)
 
 
 def test_plan_in_env_refuses_an_env_of_other_spaces(pendulum_run):

@@ -1,4 +1,4 @@
-"""CLI misuse of collect and simulate: one line `worldssm CMD: error: ...`, exit code 2, no
+"""CLI misuse of collect, simulate and plan: one line `worldssm CMD: error: ...`, exit code 2, no
 traceback, and nothing written. (train, eval and quickstart have their table in tests/test_cli.py.)"""
 
 import pytest
@@ -27,6 +27,12 @@ CASES = {
                                "--agent", "greedy"], "dream agents cannot act as 'greedy'"),
     "simulate negative dream fraction": ([*SIM, "--dream-fraction", "-0.5"], "dream_fraction"),
     "simulate nan timeout": ([*SIM, "--timeout-s", "nan"], "timeout_s"),
+    "simulate unknown agent kind": ([*SIM, "--agents", '{"clever": 2}'], "or an import path 'package.module:Name', got 'clever'"),
+    "simulate agent path that does not import": ([*SIM, "--agents", '{"nopkg.mod:Agent": 2}'],
+                                                  "agent 'nopkg.mod:Agent': cannot import 'nopkg.mod'"),
+    "simulate agents not json": ([*SIM, "--agents", "{planner"], "--agents"),
+    "plan missing checkpoint": (["plan", "--checkpoint", "{tmp}/nothing-here"], "no checkpoint found"),
+    "plan zero episodes": (["plan", "--checkpoint", "{tmp}/nothing-here", "--episodes", "0"], "episodes"),
 }
 if not torch.cuda.is_available():
     CASES["simulate cuda without a GPU"] = ([*SIM, "--device", "cuda"], "torch sees no CUDA device")

@@ -41,13 +41,20 @@ def run(args) -> int:
     from worldssm.agents.rollout import plan_in_env
     from worldssm.atomic import atomic_write_text
 
+    from worldssm.errors import WorldssmError
+
+    if args.episodes < 1:  # before the model is loaded
+        raise WorldssmError(f"--episodes must be >= 1, got {args.episodes}")
+
     cfg = planner_config(args)
     result = plan_in_env(args.checkpoint, args.env, cfg, episodes=args.episodes, seed=args.seed,
                          device=args.device, progress=not args.no_progress)
     print(f"{result['env']}: mean return {result['mean_return']:.1f} +- {result['std_return']:.1f} over "
           f"{len(result['returns'])} episodes (returns {', '.join(f'{r:.0f}' for r in result['returns'])})")
     print(f"decision for {result['episodes']} agents: p50 {result['decision_ms_p50']:.1f} ms, "
-          f"p99 {result['decision_ms_p99']:.1f} ms; {result['imagined_steps_per_s']:,.0f} imagined agent-steps/s")
+          f"p99 {result['decision_ms_p99']:.1f} ms; {result['imagined_steps_per_s']:,.0f} imagined agent-steps/s "
+          f"against {result['raw_steps_per_s']:,.0f} for the bare step at batch {result['raw_step_batch']:,} "
+          f"(planning overhead {100 * result['planning_overhead']:.0f}%)")
     if args.out:
         atomic_write_text(args.out, json.dumps(result, indent=1))
         print(f"wrote {args.out}")
