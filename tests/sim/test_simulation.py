@@ -9,6 +9,9 @@ from worldssm.sim import SimConfig, Simulation
 from worldssm.sim.ids import DREAM_OWNER, OWNER_SHIFT
 from worldssm.sim.messages import Predictions
 
+USER = "tests.sim.user_agents:Constant"  # users' agents by import path (tests/sim/user_agents.py)
+USER_DISCRETE = "tests.sim.user_agents:Always"
+
 
 def local(**kw):
     env = kw.get("env", "Pendulum-v1")
@@ -165,6 +168,24 @@ def test_simulate_command_engine_impl_torch(pendulum_run, tmp_path, capsys):
     assert "engine step: torch on cpu" in capsys.readouterr().out
 
 
+def test_simulate_command_mixes_kinds_and_prints_each_kinds_returns(tmp_path, capsys):
+    import json
+
+    from worldssm.cli import main
+
+    rc = main(["simulate", "--preset", "DEBUG", "--env", "swarm_v0", "--env-kwargs", '{"max_steps": 10}',
+               "--agents", '{"planner": 2, "greedy": 3, "' + USER_DISCRETE + '": 3}', "--ticks", "11",
+               "--agent-kwargs", '{"' + USER_DISCRETE + '": {"action": 2}}',
+               "--out", str(tmp_path), "--backend", "local", "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "  greedy: 3 finished episodes" in out and "  planner: 2 finished episodes" in out
+    assert f"  {USER_DISCRETE}: 3 finished episodes" in out
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["config"]["agents"] == {"planner": 2, "greedy": 3, USER_DISCRETE: 3}
+    assert s["config"]["agent_kwargs"] == {USER_DISCRETE: {"action": 2}}
+
+
 def test_simulate_command_needs_a_model(tmp_path, capsys):
     from worldssm.cli import main
 
@@ -191,9 +212,6 @@ def test_dream_agents_beyond_an_engines_room_are_rejected_before_anything_moves(
     sim.remove_agents(sim.roster.live_dream[0][:3])
     sim.add_agents(3)  # leaving agents make room in the same tick
     assert sim.tick().agents == live + room - 2
-
-
-USER = "tests.sim.user_agents:Constant"
 
 
 def _record_env_actions(sim):

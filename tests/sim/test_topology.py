@@ -1,5 +1,6 @@
 """The actor layout: agents split evenly, pools sized with headroom, room for dream agents."""
 
+import numpy as np
 import pytest
 
 from worldssm.sim.config import SimConfig
@@ -29,3 +30,17 @@ def test_env_actors_feed_engines_round_robin_and_capacity_covers_everything():
 def test_dream_mode_has_no_env_actors():
     topo = Topology.build(SimConfig(mode="dream", agents=10, engine_actors=2))
     assert topo.n_env == 0 and topo.envs_of == ((), ()) and topo.dream_room >= 5
+
+
+def test_assign_kinds_gives_exact_counts_well_mixed_and_keeps_shares_for_joiners():
+    from worldssm.sim.topology import assign_kinds
+
+    rows = assign_kinds([2, 3, 3], 8)
+    assert np.bincount(rows).tolist() == [2, 3, 3]
+    assert np.bincount(rows[:4], minlength=3).min() >= 1, "every kind in the first half too"
+    for shares in ([1], [5, 1], [1, 1, 1, 7], [10, 0, 3]):
+        got = assign_kinds(shares, sum(shares))
+        assert np.bincount(got, minlength=len(shares)).tolist() == list(shares)
+    # the three of kind 1 left: the joiners are all of kind 1
+    have = np.array([0, 0, 2, 2, 2])
+    assert assign_kinds([2, 3, 3], 3, have).tolist() == [1, 1, 1]

@@ -16,3 +16,15 @@ class Constant:
 
 def not_an_agent():
     return 42
+
+
+class Always:
+    """Takes one Discrete `action` for every row."""
+
+    def __init__(self, action_space, action=0):
+        if action_space["type"] != "discrete" or not 0 <= action < action_space["n"]:
+            raise ValueError(f"Always needs a Discrete space that has action {action}")
+        self.action = int(action)
+
+    def act(self, obs, info):
+        return np.full(len(obs), self.action, np.int64)

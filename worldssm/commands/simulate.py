@@ -140,5 +140,7 @@ def run(args) -> int:
     print(f"{summary['ticks']} ticks, {summary['agents_live']} agents live: {summary['ticks_per_s']:.1f} ticks/s, "
           f"{summary['agent_steps_per_s']:.0f} agent-steps/s, tick p50 {lat['p50']:.2f} ms p99 {lat['p99']:.2f} ms, "
           f"{summary['recoveries']} recoveries, engine step: {summary['engine']}")
+    for name, r in summary["returns_by_agent"].items():
+        print(f"  {name}: {r['episodes']} finished episodes, mean return {r['mean_return']:.3f}")
     print(f"summary: {out / 'summary.json'}")
     return 0

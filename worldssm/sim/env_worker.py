@@ -25,6 +25,7 @@ from worldssm.errors import WorldssmError
 from worldssm.sim.ids import agent_id
 from worldssm.sim.messages import EnvActorSetup, EnvControl, EnvPayload, EnvReport, Predictions
 from worldssm.sim.overrides import apply_overrides, check_overrides
+from worldssm.sim.topology import assign_kinds
 from worldssm.spaces import space_to_dict
 
 _NO_IDS = np.zeros(0, np.int64)
@@ -42,6 +43,8 @@ class _EnvBatch:
         self.joined = _NO_IDS  # [A] tick each agent joined
         self.ret = np.zeros(0, np.float64)  # [A] return so far
         self.obs = None  # [A, *obs_shape] current observations
+        self.layout = np.zeros(0, np.int64)  # kinds of the rows at every reset (empty: by shares)
+        self.shares = None  # kinds' shares for agents joining mid-episode
 
 
 class EnvWorker:
@@ -62,7 +65,10 @@ class EnvWorker:
         self._reuse = list(setup.reuse_ids[::-1])
         self.batches: list[_EnvBatch] = []
         self.shares = np.array([k.share for k in setup.kinds], np.float64)
-        self.shares /= self.shares.sum()
+        per_env = setup.agents_per_env
+        if setup.layout.size not in (0, setup.n_envs * per_env):
+            raise WorldssmError(f"EnvWorker {self.index}: a layout of {setup.layout.size} kinds for "
+                                f"{setup.n_envs} x {per_env} rows")
         self.planner_kind = next((i for i, k in enumerate(setup.kinds) if k.name == PLANNER), -1)
         for i in range(setup.n_envs):
             env = make(setup.env, api="batched", n_agents=setup.agents_per_env, **setup.env_kwargs)
@@ -71,7 +77,13 @@ class EnvWorker:
             agents = [None if k.name == PLANNER else
                       make_agent(k.name, self.action_space, env=env, seed=self.seed * 1000 + i + 7919 * n,
                                  kwargs=k.kwargs) for n, k in enumerate(setup.kinds)]
-            self.batches.append(_EnvBatch(env, agents))
+            b = _EnvBatch(env, agents)
+            if setup.layout.size:  # the Simulation's split of SimConfig.agents' counts
+                b.layout = setup.layout[i * per_env:(i + 1) * per_env].astype(np.int64)
+                b.shares = np.bincount(b.layout, minlength=self.shares.size).astype(np.float64)
+            else:
+                b.shares = self.shares
+            self.batches.append(b)
         if self.action_space["type"] == "discrete":
             self._act_layout = ((), np.int64)
         else:
@@ -97,19 +109,6 @@ class EnvWorker:
                 self._next += 1
         return out
 
-    def _kinds_for(self, have: np.ndarray, n: int) -> np.ndarray:
-        """Kinds for `n` agents joining rows of kinds `have`: each takes the kind furthest below
-        its share of the live rows (ties: the first kind)."""
-        if self.shares.size == 1:
-            return np.zeros(n, np.int64)
-        count = np.bincount(have, minlength=self.shares.size).astype(np.float64)
-        out = np.empty(n, np.int64)
-        for i in range(n):
-            k = int(np.argmax(self.shares * (count.sum() + 1) - count))
-            out[i] = k
-            count[k] += 1
-        return out
-
     def _take_slots(self, n: int) -> np.ndarray:
         if n > len(self._free):
             raise WorldssmError(f"EnvWorker {self.index}: out of engine slots ({n} needed, "
@@ -122,7 +121,7 @@ class EnvWorker:
         obs, info = b.env.reset(seed=seed)
         n = len(info["agent_ids"])
         b.ids, b.slots = self._mint(n), self._take_slots(n)
-        b.kind = self._kinds_for(np.zeros(0, np.int64), n)
+        b.kind = b.layout if b.layout.size == n else assign_kinds(b.shares, n)
         b.first, b.joined = np.ones(n, bool), np.full(n, self.tick, np.int64)
         b.ret, b.obs = np.zeros(n), obs
 
@@ -198,7 +197,7 @@ class EnvWorker:
                 self._leave(b, ended)
                 keep = ~ended
                 new, new_slots = self._mint(j), self._take_slots(j)
-                b.kind = np.concatenate([b.kind[keep], self._kinds_for(b.kind[keep], j)])
+                b.kind = np.concatenate([b.kind[keep], assign_kinds(b.shares, j, b.kind[keep])])
                 b.ids = np.concatenate([b.ids[keep], new])
                 b.slots = np.concatenate([b.slots[keep], new_slots])
                 b.first = np.concatenate([np.zeros(int(keep.sum()), bool), np.ones(j, bool)])

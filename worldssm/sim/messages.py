@@ -274,7 +274,8 @@ class AgentKind(Message):
 
 
 @message("env_setup", index=INT, env=STR, env_kwargs=DICT, n_envs=INT, agents_per_env=INT,
-         kinds=list_of(nested(AgentKind)), row=INT, seed=INT, slots=IDS, first_number=INT, reuse_ids=IDS)
+         kinds=list_of(nested(AgentKind)), row=INT, seed=INT, slots=IDS, first_number=INT, reuse_ids=IDS,
+         layout=IDS)
 class EnvActorSetup(Message):
     """How to build an EnvActor's worker."""
 
@@ -289,6 +290,7 @@ class EnvActorSetup(Message):
     slots: np.ndarray  # int64 [S] the engine slots this actor's agents may use
     first_number: int = 0  # first per-owner number to mint (after a restart: past every id used)
     reuse_ids: np.ndarray = field(default_factory=lambda: _NO_IDS)  # ids for the first agents (restart)
+    layout: np.ndarray = field(default_factory=lambda: _NO_IDS)  # int64 kinds of the rows at reset, env by env
 
 
 @message("engine_setup", index=INT, model=MODEL, capacity=INT, device=STR, sample=BOOL, seed=INT,

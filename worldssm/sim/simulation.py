@@ -50,7 +50,7 @@ from worldssm.sim.overrides import check_overrides, split_overrides
 from worldssm.sim.roster import Roster
 from worldssm.sim.shells import EngineShell, EnvShell
 from worldssm.sim.timing import TickResult, hops, summarize, work_chain
-from worldssm.sim.topology import Topology
+from worldssm.sim.topology import Topology, assign_kinds
 from worldssm.spaces import first_nonfinite_row, spaces_differ
 
 class Simulation:
@@ -106,12 +106,16 @@ class Simulation:
         self.engine_impl = f"{spaces.impl} on {spaces.device}"  # e.g. "numpy on cpu"
         self.obs_space, self.action_space = spaces.obs, spaces.action
         self._env_setups = []
+        rows = [cfg.envs_per_actor * topo.agents_per_env[e] for e in range(topo.n_env)]
+        layout = assign_kinds([k for _, k in cfg.mix], sum(rows))  # SimConfig.agents' counts, split
+        starts = np.cumsum([0, *rows])
         for e in range(topo.n_env):
             slots = codec.unpackb(self._call(self.engine_actors[topo.engine_of(e)], "reserve", topo.pool))
             self._env_setups.append(EnvActorSetup(
                 index=e, env=cfg.env, env_kwargs=dict(cfg.env_kwargs), n_envs=cfg.envs_per_actor,
                 agents_per_env=topo.agents_per_env[e], row=topo.row_of(e), seed=cfg.seed * 101 + e, slots=slots,
-                kinds=[AgentKind(name=n, share=k, kwargs=dict(cfg.agent_kwargs.get(n, {}))) for n, k in cfg.mix]))
+                kinds=[AgentKind(name=n, share=k, kwargs=dict(cfg.agent_kwargs.get(n, {}))) for n, k in cfg.mix],
+                layout=layout[starts[e]:starts[e + 1]]))
         self.env_actors = [self._new_env(s) for s in self._env_setups]
         for e, a in enumerate(self.env_actors):
             env_spaces = ActorSpaces.from_bytes(self._call(a, "spaces"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from worldssm.agents.planners import PLANNER_PRESETS
 from worldssm.agents.registry import PLANNER
 from worldssm.sim.config import SimConfig
@@ -63,3 +65,21 @@ class Topology:
     def row_of(self, env_actor: int) -> int:
         """The position of an EnvActor among those feeding its EngineActor (its payload's index)."""
         return self.envs_of[self.engine_of(env_actor)].index(env_actor)
+
+
+def assign_kinds(shares, n: int, have=None) -> np.ndarray:
+    """Kinds (indices into `shares`) for `n` agents joining rows whose kinds are `have`: each
+    takes the kind furthest below its share of the rows (ties: the first kind). From no rows and
+    integer `shares` summing to n, every kind gets exactly its share, well mixed along the rows."""
+    shares = np.asarray(shares, np.float64)
+    if shares.size == 1:
+        return np.zeros(n, np.int64)
+    shares = shares / shares.sum()
+    have = np.zeros(0, np.int64) if have is None else np.asarray(have, np.int64)
+    count = np.bincount(have, minlength=shares.size).astype(np.float64)
+    out = np.empty(n, np.int64)
+    for i in range(n):
+        k = int(np.argmax(shares * (count.sum() + 1) - count))
+        out[i] = k
+        count[k] += 1
+    return out
