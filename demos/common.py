@@ -8,12 +8,13 @@ from pathlib import Path
 import worldssm as ws
 
 
-def model_flags(parser: argparse.ArgumentParser, run: str, data_steps: int, train_steps: int) -> None:
+def model_flags(parser: argparse.ArgumentParser, run: str, data_steps: int, train_steps: int,
+                played_by: str = "random") -> None:
     group = parser.add_argument_group("the world model (trained into --run unless it holds one)")
     group.add_argument("--run", type=Path, default=Path(run), help=f"run directory (default {run})")
     group.add_argument("--preset", default="SMALL", help="model size if training: DEBUG, SMALL or BASE")
     group.add_argument("--data-steps", type=int, default=data_steps,
-                       help=f"ticks of random play to train on (default {data_steps})")
+                       help=f"ticks of {played_by} play to train on (default {data_steps})")
     group.add_argument("--train-steps", type=int, default=train_steps,
                        help=f"optimiser updates (default {train_steps})")
 

@@ -16,7 +16,7 @@ from common import ensure_model, model_flags
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     model_flags(parser, "runs/demo-pendulum", data_steps=2500, train_steps=3000)
     parser.add_argument("--episodes", type=int, default=4, help="episodes played side by side (default 4)")
     parser.add_argument("--planner", default="fast", choices=sorted(ws.PLANNER_PRESETS),

@@ -72,7 +72,7 @@ class PolicyAgent:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     model_flags(parser, "runs/demo-cartpole", data_steps=2500, train_steps=3000)
     parser.add_argument("--dreams", type=int, default=16, help="dreams stepped side by side (default 16)")
     parser.add_argument("--ppo-steps", type=int, default=200_000, help="PPO env steps in the dream (default 200k)")

@@ -17,8 +17,8 @@ from common import ensure_model, model_flags
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    model_flags(parser, "runs/demo-swarm", data_steps=600, train_steps=3000)
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    model_flags(parser, "runs/demo-swarm", data_steps=600, train_steps=3000, played_by="greedy")
     parser.add_argument("--planners", type=int, default=4, help="planning agents (default 4)")
     parser.add_argument("--seekers", type=int, default=14, help="scripted food seekers (default 14)")
     parser.add_argument("--sniffers", type=int, default=14, help="agents of my_agents.FoodSniffer (default 14)")
