@@ -18,19 +18,24 @@ def weights(run):
     return load_file(str(resolve_checkpoint(run) / "model.safetensors"))
 
 
+def interrupt_at(trainer, n: int):
+    """Make `trainer` raise KeyboardInterrupt (as Ctrl-C would) before its update number n."""
+    real = trainer.update
+
+    def update():
+        if trainer.updates == n:
+            raise KeyboardInterrupt
+        return real()
+
+    trainer.update = update
+
+
 def test_resume_equals_uninterrupted_run(pendulum_data, tmp_path):
     """A run interrupted at update 7 (Ctrl-C saves) and resumed ends with the same weights as one
     that ran through: the learning-rate schedule, the sampler and the RNG continue exactly."""
     Trainer(pendulum_data, tmp_path / "a", CFG).run(progress=False)
     interrupted = Trainer(pendulum_data, tmp_path / "b", CFG)
-    real = interrupted.update
-
-    def stop_at_7():
-        if interrupted.updates == 7:
-            raise KeyboardInterrupt
-        return real()
-
-    interrupted.update = stop_at_7
+    interrupt_at(interrupted, 7)
     with pytest.raises(KeyboardInterrupt):
         interrupted.run(progress=False)
     resumed = Trainer(pendulum_data, tmp_path / "b", CFG, resume=True)
@@ -51,16 +56,9 @@ def test_different_seed_differs(pendulum_data, tmp_path):
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_ctrl_c_saves_a_checkpoint(pendulum_data, tmp_path, monkeypatch):
+def test_ctrl_c_saves_a_checkpoint(pendulum_data, tmp_path):
     trainer = Trainer(pendulum_data, tmp_path / "r", CFG)
-    real = trainer.update
-
-    def interrupt_at_3():
-        if trainer.updates == 3:
-            raise KeyboardInterrupt
-        return real()
-
-    monkeypatch.setattr(trainer, "update", interrupt_at_3)
+    interrupt_at(trainer, 3)
     with pytest.raises(KeyboardInterrupt):
         trainer.run(progress=False)
     assert resolve_checkpoint(tmp_path / "r").name == "step-00000003"

@@ -15,7 +15,6 @@ a check: the batched dreams equal stepping each one alone (the first 8 rows, 5 s
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from worldssm.atomic import atomic_write_text
 
 ENVS = (1, 64, 1024, 16384)
 
@@ -105,7 +103,7 @@ def run(out_dir="tests/bench/results", device: str = "cpu", envs=ENVS, seconds: 
 
     import torch
 
-    from worldssm.bench.env import git_sha
+    from worldssm.bench.env import git_sha, save_result
     from worldssm.errors import WorldssmError
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -126,9 +124,5 @@ def run(out_dir="tests/bench/results", device: str = "cpu", envs=ENVS, seconds: 
                         "context": 16, "max_steps": 200, "seconds": seconds},
               "correctness": "batched dreams equal dreams stepped one at a time (8 rows, 5 steps)",
               "rows": rows}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"dream-{'cuda' if device == 'cuda' else 'cpu'}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    atomic_write_text(path, json.dumps(result, indent=1))
-    result["path"] = str(path)
+    save_result(result, out_dir, f"dream-{'cuda' if device == 'cuda' else 'cpu'}")
     return result

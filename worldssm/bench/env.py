@@ -47,6 +47,17 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def save_result(result: dict, out_dir, stem: str) -> Path:
+    """Write a benchmark's result atomically as OUT_DIR/STEM-YYYYmmdd-HHMMSS.json (the folder made
+    if needed), record the path in `result["path"]` and return it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    result["path"] = str(path)
+    return path
+
+
 def correctness_check() -> None:
     """Raise AssertionError if the neighbour search or the join/leave bookkeeping is wrong."""
     import numpy as np
@@ -161,11 +172,7 @@ def run_env_bench(out_dir, agents=(1, 64, 1024, 10000), obs_modes=("vector", "im
         "timed": "SwarmEnv.step only (actions drawn outside the timed region)",
         "configs": configs,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"env-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json"
-    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
-    result["path"] = str(path)
+    save_result(result, out_dir, "env")
     return result
 
 

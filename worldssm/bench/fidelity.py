@@ -20,14 +20,12 @@ terminate; reward error below the mean-reward predictor's.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worldssm.atomic import atomic_write_text
 
 BACKBONES = ("mamba2", "gru", "transformer")
 CONTEXTS = (64, 1024, 16384)
@@ -181,7 +179,7 @@ def run(envs=None, device: str = "cpu", backbones=("mamba2",), out_dir="tests/be
     import numpy as np
     import torch
 
-    from worldssm.bench.env import git_sha
+    from worldssm.bench.env import git_sha, save_result
     from worldssm.errors import WorldssmError
 
     names = list(SUITE) if envs is None else list(envs)
@@ -206,13 +204,8 @@ def run(envs=None, device: str = "cpu", backbones=("mamba2",), out_dir="tests/be
               "versions": {"torch": torch.__version__, "numpy": np.__version__},
               "protocol": "open loop, context 16, horizons 1..64, held-out episodes (ANCHORS.md)",
               "backbones": list(backbones), "envs": results}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = out / f"fidelity-{'cuda' if device == 'cuda' else 'cpu'}-{stamp}.json"
-    atomic_write_text(path, json.dumps(result, indent=1))
-    plot_grid(result, out / f"fidelity-{'cuda' if device == 'cuda' else 'cpu'}-{stamp}.png")
-    result["path"] = str(path)
+    path = save_result(result, out_dir, f"fidelity-{'cuda' if device == 'cuda' else 'cpu'}")
+    plot_grid(result, path.with_suffix(".png"))
     return result
 
 

@@ -18,13 +18,10 @@ memory samples, ticks, agents and the verdict.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
-from worldssm.atomic import atomic_write_text
 
 HARSH = {"energy_init": 0.3, "spawn_prob": 0.2, "max_steps": 10**9}
 
@@ -81,7 +78,7 @@ def run(out_dir="tests/bench/results", backend: str = "local", agents: int = 10_
     """Run the soak and write its JSON under `out_dir`; returns the result (see the module docstring)."""
     import numpy as np
 
-    from worldssm.bench.env import git_sha
+    from worldssm.bench.env import git_sha, save_result
     from worldssm.sim import Simulation
 
     if kill and backend != "ray":
@@ -148,11 +145,7 @@ def run(out_dir="tests/bench/results", backend: str = "local", agents: int = 10_
         "rss_window_samples": window, "rss_growth": growth, "rss_untrimmed_growth": raw_growth,
         "tolerance": tolerance, "passed": ok, "samples": samples,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"soak-{backend}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    atomic_write_text(path, json.dumps(result, indent=1))
-    result["path"] = str(path)
+    save_result(result, out_dir, f"soak-{backend}")
     return result
 
 

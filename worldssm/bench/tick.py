@@ -30,9 +30,7 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
-from worldssm.atomic import atomic_write_text
 
 ENV = "swarm_v0"
 
@@ -176,7 +174,7 @@ def run(out_dir="tests/bench/results", agents=(16, 256, 4096), ticks: int = 200,
     import numpy as np
     import torch
 
-    from worldssm.bench.env import git_sha
+    from worldssm.bench.env import git_sha, save_result
     from worldssm.sim import Simulation, start_ray
 
     source = _source()
@@ -214,11 +212,7 @@ def run(out_dir="tests/bench/results", agents=(16, 256, 4096), ticks: int = 200,
         "results": results,
         "engine_observe_ms": impls,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"tick-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    atomic_write_text(path, json.dumps(result, indent=1))
-    result["path"] = str(path)
+    save_result(result, out_dir, "tick")
     return result
 
 
