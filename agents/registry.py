@@ -64,17 +64,23 @@ def resolve(name: str):
     return obj
 
 
+def _parameters(factory):
+    """(the factory's parameters, or None where its signature cannot be read; whether it takes
+    **kwargs)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return None, False
+    return params, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def check_import_path(name: str, kwargs: dict | None = None) -> None:
     """WorldssmError, naming `name`, unless the import path resolves and its signature takes
     `kwargs` (plus whichever of action_space, seed and env it names): the check a Simulation makes
     before any actor starts."""
-    factory = resolve(name)
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return  # a builtin or C factory: only building it can tell
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
+    params, takes_all = _parameters(resolve(name))
+    if params is None or takes_all:
+        return  # a builtin or C factory, or one that takes **kwargs: only building it can tell
     unknown = sorted(set(kwargs or {}) - set(params))
     if unknown:
         raise WorldssmError(f"agent {name!r} got unexpected keyword arguments {unknown}; it takes {sorted(params)}")
@@ -104,13 +110,9 @@ def make_agent(name: str, action_space: dict, env=None, seed: int = 0, kwargs: d
     kwargs = dict(kwargs or {})
     if is_import_path(name):
         factory = resolve(name)
-        try:
-            params = inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            params = {}
+        params, takes_all = _parameters(factory)
         given = {"action_space": action_space, "seed": seed, "env": env}
-        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        args = {k: v for k, v in given.items() if k in params or takes_all}
+        args = {k: v for k, v in given.items() if takes_all or k in (params or {})}
         try:
             agent = factory(**args, **kwargs)
         except TypeError as exc:
