@@ -13,4 +13,7 @@ packages = ["worldssm"] + [f"worldssm.{p}" for p in find_packages("worldssm")]
 for name, folder in MAPPED.items():
     packages += [name] + [f"{name}.{p}" for p in find_packages(folder)]
 
-setup(packages=packages, package_dir={"worldssm": "worldssm", **MAPPED})
+# The small CartPole-v1 model that `worldssm play` opens without a checkpoint (scripts/make_play_model.py).
+PACKAGE_DATA = {"worldssm.play": ["assets/cartpole/checkpoint.json", "assets/cartpole/model.safetensors"]}
+
+setup(packages=packages, package_dir={"worldssm": "worldssm", **MAPPED}, package_data=PACKAGE_DATA)

@@ -21,6 +21,7 @@ import importlib
 from worldssm.errors import require
 
 APIS = ("parallel", "batched")
+ENVS_EXTRA = "worldssm[envs]"  # the extra that brings the Gymnasium envs' own dependencies
 PETTINGZOO_PREFIX = "pettingzoo/"
 # PettingZoo envs with a parallel_env that need no extra download beyond pettingzoo itself and
 # their family's pure-python dependencies; others are reachable by the same prefix.
@@ -109,7 +110,8 @@ def make(name: str, api: str = "parallel", n_agents: int | None = None, **kwargs
 
     Raises:
         ValueError: unknown name or api, an n_agents the env cannot have, or kwargs it rejects.
-        MissingDependencyError: pettingzoo (or an env's own dependency) is not installed.
+        MissingDependencyError: pettingzoo (or an env's own dependency: Box2D, MuJoCo, ale-py)
+            is not installed; the message names the extra to install.
     """
     if api not in APIS:
         raise ValueError(f"api must be one of {APIS}, got {api!r}")
@@ -142,7 +144,13 @@ def make(name: str, api: str = "parallel", n_agents: int | None = None, **kwargs
             )
         from worldssm.envs.adapters.gym_agents import GymAgents
 
-        batched = GymAgents(name, n_agents=1 if n_agents is None else n_agents, **kwargs)
+        try:
+            batched = GymAgents(name, n_agents=1 if n_agents is None else n_agents, **kwargs)
+        except (ImportError, gym.error.DependencyNotInstalled) as exc:
+            from worldssm.errors import MissingDependencyError
+
+            raise MissingDependencyError(f"{name} needs a package that is not installed ({exc}); "
+                                         f"install it with: pip install '{ENVS_EXTRA}'") from exc
     if api == "batched":
         return batched
     from worldssm.envs.parallel import ParallelFromBatched

@@ -21,6 +21,7 @@ COMMANDS = {
     "simulate": "worldssm.commands.simulate",
     "plan": "worldssm.commands.plan",
     "improve": "worldssm.commands.improve",
+    "play": "worldssm.commands.play",
     "bench": "worldssm.commands.bench",
 }
 

@@ -66,20 +66,12 @@ def check_entry(name: str, entry: EnvEntry) -> None:
     """Refuse an env before anything is collected: a missing extra names the extra; spaces the
     model cannot take (Dict, MultiDiscrete, ...) name the space."""
     from worldssm import envs
-    from worldssm.errors import MissingDependencyError, WorldssmError
+    from worldssm.errors import WorldssmError
     from worldssm.spaces import space_to_dict
 
     try:
-        env = envs.make(entry.env, api="batched", **entry.env_kwargs)
-    except MissingDependencyError:
-        raise
-    except ImportError as exc:
-        raise MissingDependencyError(f"{name} needs a package that is not installed ({exc}); "
-                                     f"install it with: pip install '{entry.extra or 'worldssm[envs]'}'") from exc
-    except Exception as exc:  # noqa: BLE001 - gymnasium's DependencyNotInstalled and friends
-        if "install" in str(exc).lower() or type(exc).__name__ == "DependencyNotInstalled":
-            raise MissingDependencyError(f"{name} needs a package that is not installed ({exc}); "
-                                         f"install it with: pip install '{entry.extra or 'worldssm[envs]'}'") from exc
+        env = envs.make(entry.env, api="batched", **entry.env_kwargs)  # a missing extra is named there
+    except ValueError as exc:
         raise WorldssmError(f"{name}: cannot make {entry.env!r}: {exc}") from exc
     from worldssm.model.world_model import observation_kind
 

@@ -1,4 +1,4 @@
-"""`worldssm bench step | scan | env | soak | tick | fidelity`: GPU kernel benchmarks, the
+"""`worldssm bench step | scan | env | soak | tick | fidelity | dream | play`: GPU kernel benchmarks, the
 environment benchmark, the soak, the Ray tick and the world model's accuracy per env."""
 
 from __future__ import annotations
@@ -41,6 +41,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fid.add_argument("--backbones", default="mamba2", help="comma-separated: mamba2, gru, transformer")
     fid.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu: SMALL preset; cuda: BASE")
     fid.add_argument("--seed", type=int, default=0, help="seed of collection, training and evaluation")
+    play = sub.add_parser("play", help="frames/s of worldssm play's whole loop, headless (worldssm.bench.play)")
+    play.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
+    play.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    play.add_argument("--scenarios", nargs="+", default=["vector", "pixel"], choices=["vector", "pixel"],
+                      help="vector: the bundled CartPole model; pixel: Pong64 with an untrained model of the preset")
+    play.add_argument("--frames", type=int, default=600, help="timed frames per scenario")
+    play.add_argument("--checkpoint", default=None, help="the vector scenario's model (default: the bundled one)")
     dream = sub.add_parser("dream", help="DreamVectorEnv env-steps/s at 1 to 16,384 envs (worldssm.bench.dream)")
     dream.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
     dream.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu: SMALL preset; cuda: BASE")
@@ -90,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
         from worldssm.bench import dream
 
         result = dream.run(args.out, args.device, tuple(args.envs), args.seconds)
+        print(f"wrote {result['path']}")
+    elif args.bench == "play":
+        from worldssm.bench import play
+
+        result = play.run(args.out, args.device, tuple(args.scenarios), args.frames, checkpoint=args.checkpoint)
         print(f"wrote {result['path']}")
     elif args.bench == "tick":
         from worldssm.bench import tick

@@ -181,15 +181,16 @@ class EpisodeRecorder:
         return records
 
 
-def _write_shard(out_dir: Path, index: int, header: dict, records: list[dict]) -> Path:
-    """Write one shard whose header lists exactly the agents of `records` (in record order).
+def write_shard(path: Path, header: dict, records: list[dict]) -> Path:
+    """Write one shard (atomically: all of it or nothing) whose header lists exactly the agents
+    of `records` (in record order).
 
     A record too long for the format's record size limit is written as consecutive pieces.
     """
     agents = list(dict.fromkeys(r["agent"] for r in records))
     header = {**header, "agent_ids": agents}
     max_steps = max_record_steps(header)
-    with ShardWriter(out_dir / f"shard-{index:05d}{SHARD_SUFFIX}", header) as writer:
+    with ShardWriter(path, header) as writer:
         for record in records:
             for piece in split_steps(record, max_steps):
                 writer.write(piece)
@@ -314,7 +315,7 @@ def _collect_locked(env, actor, name, env_id, n_agents, steps, out_dir, seed, sh
     def roll() -> None:
         records = recorder.flush()
         if records:
-            paths.append(_write_shard(out_dir, len(paths), header, records))
+            paths.append(write_shard(out_dir / f"shard-{len(paths):05d}{SHARD_SUFFIX}", header, records))
 
     total, resets, agents, ticks = _run_ticks(env, actor, steps, seed, recorder, shard_steps, roll, progress,
                                               until_empty)
