@@ -21,7 +21,8 @@ What is here:
   `PLANNER_PRESETS`, `make_planner`) and `run_episodes` / `plan_in_env` to score them;
 - simulations of many agents on Ray (or in this process): `Simulation`, `SimConfig`,
   `ModelSource`;
-- environments by name: `make_env` (swarm_v0, PettingZoo names, Gymnasium ids).
+- environments by name: `make_env` (swarm_v0, PettingZoo names, Gymnasium ids);
+- play inside a model beside reality: `open_play` (the `worldssm play` window).
 
 Everything else in the package is internal and may change between versions.
 """
@@ -74,6 +75,16 @@ def train_model(data: str | Path, run: str | Path, config: TrainConfig | None = 
     return _train(data, run, cfg, resume=resume, progress=progress)
 
 
+def open_play(checkpoint=None, env: str | None = None, **options):
+    """The `worldssm play` window for a run directory (None: the small CartPole-v1 model that
+    ships with worldssm), open and not yet stepped: `app.run()` plays until it is closed,
+    `app.session` holds reality, the dreams and the switches. Options: see
+    `worldssm.play.open_app` (fps, resync, record_dir, agent, keymap, ...)."""
+    from worldssm.play import open_app
+
+    return open_app(checkpoint, env=env, **options)
+
+
 def load(path: str | Path, device: str = "cpu") -> WorldModel:
     """The world model of a run directory (its latest checkpoint) or of a checkpoint directory,
     in eval mode on `device`. Its spaces are `model.obs_space` and `model.action_space`.
@@ -92,6 +103,7 @@ __all__ = [
     "PLANNER_PRESETS", "Agent", "AgentInfo", "CEMPlanner", "Contexts", "DreamEnv", "DreamParallelEnv",
     "DreamVectorEnv", "Engine", "EngineOutput", "EpisodeResult", "GreedyAgent", "MPPIPlanner", "ModelSource",
     "PatternAgent", "PlannerConfig", "PlannerError", "RandomAgent", "SimConfig", "Simulation", "WorldModel",
-    "TrainConfig", "WorldModelConfig", "WorldssmError", "collect", "load", "make_env", "make_planner", "plan_in_env",
+    "TrainConfig", "WorldModelConfig", "WorldssmError", "collect", "load", "make_env", "make_planner", "open_play",
+    "plan_in_env",
     "preset", "run_episodes", "train_model",
 ]

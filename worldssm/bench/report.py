@@ -127,11 +127,27 @@ def fidelity_table(name: str, d: dict) -> list[str]:
     return out
 
 
+def play_table(name: str, d: dict) -> list[str]:
+    """`worldssm bench play`: frames per second of play's whole loop, headless, no frame cap."""
+    load = ", ".join(f"{x:.2f}" for x in d["load_avg_before"])
+    out = [f"`worldssm play`'s whole loop (events, real env step, model step with decoding, drawing), headless, "
+           f"no frame cap, {d['device']}, {d['cpus']} CPUs ({name}, git {(d['git_sha'] or '')[:7]}, "
+           f"load average before {load}):", "",
+           "| scenario | env | model | frames/s | frame median / p99 (ms) | model step p50 / p99 (ms) |",
+           "|---|---|---|---|---|---|"]
+    model = {"vector": d["setup"]["vector_model"], "pixel": f"{d['setup']['preset_pixel']}, untrained weights"}
+    for r in d["rows"]:
+        out.append(f"| {r['scenario']} | {r['env']} | {model[r['scenario']]} | {r['fps']:.0f} | "
+                   f"{r['median_ms']:.2f} / {r['p99_ms']:.2f} | {r['model_step_p50_ms']:.2f} / {r['model_step_p99_ms']:.2f} |")
+    return out
+
+
 def report(results: Path = RESULTS) -> str:
     parts: list[list[str]] = []
     for pattern, table in (("step-nvidia-h200*.json", step_table), ("scan-nvidia-h200*.json", scan_table),
                            ("env-*.json", env_table), ("tick-*.json", tick_table),
-                           ("fidelity-*.json", fidelity_table)):
+                           ("fidelity-*.json", fidelity_table), ("play-cpu-*.json", play_table),
+                           ("play-cuda-*.json", play_table)):
         name, d = _newest(pattern, results)
         if d is not None:
             parts.append(table(name, d))
