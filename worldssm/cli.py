@@ -22,6 +22,7 @@ COMMANDS = {
     "plan": "worldssm.commands.plan",
     "improve": "worldssm.commands.improve",
     "play": "worldssm.commands.play",
+    "serve": "worldssm.commands.serve",
     "bench": "worldssm.commands.bench",
 }
 

@@ -170,32 +170,34 @@ class Dreams:
         low, high = self._scale
         return (low + (np.clip(actions, -1, 1) + 1) / 2 * (high - low)).astype(np.float32)
 
-    def step(self, actions: np.ndarray, rng: np.random.Generator):
-        """Advance every dream: (obs, reward, terminated, truncated), one row per dream; actions
-        in `action_space`."""
+    def step(self, actions: np.ndarray, rng: np.random.Generator, rows=None):
+        """Advance the dreams in `rows` (default: all, in order): (obs, reward, terminated,
+        truncated), one row per dream stepped; actions in `action_space`, one per row."""
+        rows = np.arange(self.n) if rows is None else np.asarray(rows, np.int64)
         actions = self.to_model(actions)
-        out_rew = np.zeros(self.n, np.float32)
-        out_cont = np.zeros(self.n, np.float32)
-        new_obs = np.zeros((self.n, *self.model.obs_shape), np.float32)
-        for rows, real in ((np.flatnonzero(self.real), True), (np.flatnonzero(~self.real), False)):
-            if rows.size == 0:
+        k = rows.size
+        out_rew, out_cont = np.zeros(k, np.float32), np.zeros(k, np.float32)
+        new_obs = np.zeros((k, *self.model.obs_shape), np.float32)
+        real = self.real[rows]
+        for pick, observe in ((np.flatnonzero(real), True), (np.flatnonzero(~real), False)):
+            if pick.size == 0:
                 continue
-            if real:
-                out = self.engine.observe(self.slots[rows], self.obs[rows], actions[rows], self.first[rows],
-                                          decode=True)
+            r = rows[pick]
+            if observe:
+                out = self.engine.observe(self.slots[r], self.obs[r], actions[pick], self.first[r], decode=True)
             else:
-                out = self.engine.imagine(self.slots[rows], actions[rows], decode=True)
-            out_rew[rows], out_cont[rows] = out.reward.cpu().numpy(), out.cont.cpu().numpy()
-            new_obs[rows] = out.obs.cpu().numpy()
-        self.real[:] = False
-        self.steps += 1
-        self.obs = self._clip(new_obs)
+                out = self.engine.imagine(self.slots[r], actions[pick], decode=True)
+            out_rew[pick], out_cont[pick] = out.reward.cpu().numpy(), out.cont.cpu().numpy()
+            new_obs[pick] = out.obs.cpu().numpy()
+        self.real[rows] = False
+        self.steps[rows] += 1
+        self.obs[rows] = self._clip(new_obs)
         if self.sample:
-            terminated = rng.random(self.n) >= out_cont
+            terminated = rng.random(k) >= out_cont
         else:
             terminated = out_cont < 0.5
-        truncated = (self.steps >= self.max_steps) & ~terminated
-        return self.obs.copy(), out_rew, terminated, truncated
+        truncated = (self.steps[rows] >= self.max_steps) & ~terminated
+        return self.obs[rows].copy(), out_rew, terminated, truncated
 
     def _clip(self, obs: np.ndarray) -> np.ndarray:
         space = self.observation_space

@@ -362,6 +362,7 @@ def test_cli_plays_and_refuses_bad_input(tmp_path):
             (["--checkpoint", str(tmp_path / "missing")], "missing"),
             (["--env-kwargs", "{nope"], "--env-kwargs is not JSON"),
             (["--fps", "-1"], "--fps must be >= 0"),
+            (["--agent", "clever"], "unknown agent 'clever'"),
             (["--env", "Pendulum-v1"], "space differs from the model's")):
         out = _cli(*args, "--frames", "1")
         assert out.returncode == 2 and message in out.stderr, (args, out.stderr)

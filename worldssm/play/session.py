@@ -108,15 +108,19 @@ class PlaySession:
         self.view, self.human, self.paused = "both", True, False
         self.agent_name, self.planner = agent, None
         self.driver = None
-        if agent == "planner":
+        if agent == "planner":  # the planner imagines with its own engine: its candidates need room
             from worldssm.agents.planners import make_planner, preset_config
 
             cfg = preset_config(planner)
             self.planner_engine = Engine(model, cfg.samples * cfg.particles + 2, device=device)
             self.planner = make_planner(self.planner_engine, cfg, seed=seed)
-        elif not (self.swarm and agent == "greedy"):
-            self.driver = make_agent(agent, self.act_space, env=self.env, seed=seed)
-        self.others = make_agent(others, self.act_space, env=self.env, seed=seed + 1) if self.swarm else None
+        try:
+            if agent != "planner" and not (self.swarm and agent == "greedy"):
+                self.driver = make_agent(agent, self.act_space, env=self.env, seed=seed)
+            self.others = make_agent(others, self.act_space, env=self.env, seed=seed + 1) if self.swarm else None
+        except ValueError as exc:  # an unknown name, or greedy outside swarm_v0
+            self.env.close()
+            raise WorldssmError(f"agent: {exc} (play also takes 'planner')") from None
         self.tick = 0
         self.episode = 0
         self.latency_ms: collections.deque = collections.deque(maxlen=300)
