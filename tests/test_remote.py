@@ -324,3 +324,25 @@ def test_the_dependency_free_demo_client_plays(real):
     text = demo.read_text()
     assert len(text.splitlines()) < 150
     assert "import worldssm" not in text and "from worldssm" not in text, "it needs only socket and msgpack"
+
+
+def test_bench_serve_writes_round_trips_and_tick_rates(tmp_path):
+    from worldssm.bench import serve
+
+    result = serve.run(tmp_path, agents=(1, 8), clients=(1, 2), seconds=0.5, steps=30)
+    assert [r["agents"] for r in result["round_trip"]] == [1, 8]
+    assert all(r["p99_ms"] >= r["p50_ms"] > 0 for r in result["round_trip"])
+    assert [r["clients"] for r in result["clients"]] == [1, 2]
+    assert all(r["ticks_per_s"] > 0 and min(r["client_steps"]) > 0 for r in result["clients"])
+    assert Path(result["path"]).exists()
+
+
+def test_readme_remote_example_runs(real):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Remote agents")[1].split("\n## ")[0]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[0].replace("127.0.0.1:7447", real.address)
+    scope = {"token": TOKEN}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["env"].observation_space.shape == (4,) and len(scope["penv"].possible_agents) == 4

@@ -142,12 +142,31 @@ def play_table(name: str, d: dict) -> list[str]:
     return out
 
 
+def serve_table(name: str, d: dict) -> list[str]:
+    """`worldssm bench serve`: a remote agent's round trip, and ticks/s with many client processes."""
+    load = ", ".join(f"{x:.2f}" for x in d["load_avg_before"])
+    out = [f"Remote agents over TCP loopback, {d['setup']['env']}, {d['cpus']} CPUs ({name}, git "
+           f"{(d['git_sha'] or '')[:7]}, load average before {load}): one client's `step` round trip, "
+           "and the tick rate when every tick waits for N client processes.", "",
+           "| agents of one client | round trip p50 / p99 (ms) | server tick p50 (ms) | agent-steps/s |",
+           "|---|---|---|---|"]
+    for r in d["round_trip"]:
+        out.append(f"| {r['agents']:,} | {r['p50_ms']:.3f} / {r['p99_ms']:.3f} | {r['server_tick_p50_ms']:.3f} | "
+                   f"{r['agent_steps_per_s']:,.0f} |")
+    out += ["", "| client processes (1 agent each) | ticks/s | agent-steps/s | tick slowdown vs 1 client |",
+            "|---|---|---|---|"]
+    for r in d["clients"]:
+        out.append(f"| {r['clients']} | {r['ticks_per_s']:,.0f} | {r['agent_steps_per_s']:,.0f} | "
+                   f"{r['slowdown_vs_first']:.1f}x |")
+    return out
+
+
 def report(results: Path = RESULTS) -> str:
     parts: list[list[str]] = []
     for pattern, table in (("step-nvidia-h200*.json", step_table), ("scan-nvidia-h200*.json", scan_table),
                            ("env-*.json", env_table), ("tick-*.json", tick_table),
                            ("fidelity-*.json", fidelity_table), ("play-cpu-*.json", play_table),
-                           ("play-cuda-*.json", play_table)):
+                           ("play-cuda-*.json", play_table), ("serve-*.json", serve_table)):
         name, d = _newest(pattern, results)
         if d is not None:
             parts.append(table(name, d))

@@ -1,4 +1,4 @@
-"""`worldssm bench step | scan | env | soak | tick | fidelity | dream | play`: GPU kernel benchmarks, the
+"""`worldssm bench step | scan | env | soak | tick | fidelity | dream | play | serve`: GPU kernel benchmarks, the
 environment benchmark, the soak, the Ray tick and the world model's accuracy per env."""
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fid.add_argument("--backbones", default="mamba2", help="comma-separated: mamba2, gru, transformer")
     fid.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu: SMALL preset; cuda: BASE")
     fid.add_argument("--seed", type=int, default=0, help="seed of collection, training and evaluation")
+    serve = sub.add_parser("serve", help="remote agents: step round trip and ticks/s with many clients (worldssm.bench.serve)")
+    serve.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
+    serve.add_argument("--agents", type=int, nargs="+", default=[1, 1024], help="agents of the one-client round trip")
+    serve.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64], help="client processes, one agent each")
+    serve.add_argument("--seconds", type=float, default=5.0, help="timed seconds per client count")
     play = sub.add_parser("play", help="frames/s of worldssm play's whole loop, headless (worldssm.bench.play)")
     play.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
     play.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
@@ -97,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
         from worldssm.bench import dream
 
         result = dream.run(args.out, args.device, tuple(args.envs), args.seconds)
+        print(f"wrote {result['path']}")
+    elif args.bench == "serve":
+        from worldssm.bench import serve
+
+        result = serve.run(args.out, tuple(args.agents), tuple(args.clients), args.seconds)
         print(f"wrote {result['path']}")
     elif args.bench == "play":
         from worldssm.bench import play
