@@ -103,6 +103,24 @@ def test_real_agents_get_the_models_prediction(pendulum_run):
         r.close()
 
 
+def test_mixed_worlds_hold_real_agents_and_dreams(pendulum_run):
+    r = Running(make_world(pendulum_run, env="Pendulum-v1", mode="mixed", agents=2))
+    try:
+        assert list(r.world.kind) == ["real", "dream"]
+        penv = r.connect().parallel_env(2)
+        obs, _ = penv.reset(seed=0)
+        out = penv.step({a: np.array([0.1], np.float32) for a in penv.agents})
+        assert set(out[0]) == {"agent_0", "agent_1"}
+        assert "pred" in out[4]["agent_0"] and "pred" not in out[4]["agent_1"], "the real agent gets predictions"
+    finally:
+        r.close()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def test_a_late_client_gets_the_fallback_and_is_told(real):
     fast, slow = real.connect(), real.connect()
     a = fast.join(1)["agents"][0]
@@ -213,6 +231,7 @@ def test_fuzzed_frames_leave_the_server_up_and_fair(real):
     a = good.join(1)["agents"][0]
     good.reset([a], 0)
     hello = encode({"kind": "hello", "id": 1, "version": [1, 0], "token": TOKEN})
+    rss = _rss_mb()
     stop, sent = time.perf_counter() + seconds, 0
     ticks = []
     while time.perf_counter() < stop:
@@ -236,6 +255,11 @@ def test_fuzzed_frames_leave_the_server_up_and_fair(real):
         if res["terminated"] or res["truncated"]:
             good.reset([a], 0)
     assert sent > 20
+    grew = _rss_mb() - rss
+    print(f"fuzz: {sent} malformed frames in {seconds:.0f} s, {len(ticks)} good ticks (p50 "
+          f"{np.median(ticks) * 1e3:.2f} ms, max {max(ticks) * 1e3:.1f} ms), memory +{grew:.1f} MB, "
+          f"{real.server.stats['errors']} errors sent")
+    assert grew < 64, f"memory grew by {grew:.0f} MB"
     assert np.median(ticks) < 0.1, "the good client's ticks were not held up"
     assert real.server.stats["errors"] > 0
     assert good.ping()["kind"] == "pong"
