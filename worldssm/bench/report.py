@@ -101,15 +101,21 @@ def tick_table(name: str, d: dict) -> list[str]:
     return out
 
 
-def fidelity_table(name: str, d: dict) -> list[str]:
-    """One row per env and backbone: open-loop error at horizons 1, 8 and 32 against repeat-last,
-    the reward error at horizon 1 against the mean predictor, the continue head's F1."""
-    out = [f"World-model fidelity, {d['device']} ({name}, git {d['git_sha'][:7]}, seed of each env in the JSON): "
-           "normalised open-loop observation error on held-out episodes after 16 steps of context, "
-           "model / repeat-last.", "",
+def fidelity_table(files: list[tuple[str, dict]]) -> list[str]:
+    """One row per env and backbone, each from the newest result file that holds the env: open-loop
+    error at horizons 1, 8 and 32 against repeat-last, the reward error at horizon 1 against the
+    mean predictor, the continue head's F1."""
+    newest: dict[str, tuple[str, dict, dict]] = {}
+    for name, d in files:  # oldest first: later files replace an env's record
+        for env, rec in d["envs"].items():
+            newest[env] = (name, d, rec)
+    sources = sorted({(name, d["git_sha"][:7], d["device"]) for name, d, _ in newest.values()})
+    out = ["World-model fidelity (" + "; ".join(f"{n}, git {g}, {dev}" for n, g, dev in sources) +
+           "; the seed of each env is in its JSON): normalised open-loop observation error on held-out episodes "
+           "after 16 steps of context, model / repeat-last.", "",
            "| env | backbone | preset, updates | k=1 | k=8 | k=32 | reward error k=1, model / mean | "
            "continue F1 | training (s) |", "|---|---|---|---|---|---|---|---|---|"]
-    for env, rec in d["envs"].items():
+    for env, (_, _, rec) in newest.items():
         for backbone, r in rec["backbones"].items():
             e = r["eval"]
             hs, m, rep = e["horizons"], e["obs_nmse"]["model"], e["obs_nmse"]["repeat_last"]
@@ -165,8 +171,13 @@ def report(results: Path = RESULTS) -> str:
     parts: list[list[str]] = []
     for pattern, table in (("step-nvidia-h200*.json", step_table), ("scan-nvidia-h200*.json", scan_table),
                            ("env-*.json", env_table), ("tick-*.json", tick_table),
-                           ("fidelity-*.json", fidelity_table), ("play-cpu-*.json", play_table),
+                           ("fidelity-*.json", None), ("play-cpu-*.json", play_table),
                            ("play-cuda-*.json", play_table), ("serve-*.json", serve_table)):
+        if table is None:
+            files = _load(pattern, results)
+            if files:
+                parts.append(fidelity_table(files))
+            continue
         name, d = _newest(pattern, results)
         if d is not None:
             parts.append(table(name, d))
