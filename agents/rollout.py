@@ -97,16 +97,12 @@ def check_env_spaces(env_id: str, model, where: str) -> None:
     `model` (anything with `obs_space` and `action_space` SPACE dicts); the error names the env,
     `where` the model came from, which space and the field that differs."""
     from worldssm.envs import make
-    from worldssm.errors import WorldssmError
-    from worldssm.spaces import space_to_dict, spaces_differ
+    from worldssm.spaces import require_same_spaces, space_to_dict
 
     probe = make(env_id, api="batched", n_agents=1)
     try:
-        for what, space, own in (("observation", probe.single_observation_space, model.obs_space),
-                                 ("action", probe.single_action_space, model.action_space)):
-            field = spaces_differ(space_to_dict(space), own)
-            if field is not None:
-                raise WorldssmError(f"{env_id}'s {what} space differs from the model's ({where}) in {field}")
+        require_same_spaces(env_id, space_to_dict(probe.single_observation_space),
+                            space_to_dict(probe.single_action_space), model, where)
     finally:
         probe.close()
 

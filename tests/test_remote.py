@@ -1,13 +1,11 @@
 """`worldssm serve` and its clients: the env APIs over the wire, deadlines and fallbacks, and a
 server that stays up and fair under malformed, slow, flooding and non-reading clients."""
 
-import asyncio
 import os
 import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,38 +15,22 @@ import pytest
 from worldssm import codec
 from worldssm.remote import connect, make_world
 from worldssm.remote.protocol import ProtocolError, encode
-from worldssm.remote.server import Server
+from worldssm.remote.server import ServerThread
 
 TOKEN = "a-test-token-of-some-length"
 
 
-class Running:
-    """A Server on its own event loop thread."""
+class Running(ServerThread):
+    """A server on its own thread, with the test token."""
 
     def __init__(self, world, **kwargs):
-        self.world = world
-        self.server = Server(world, TOKEN, **kwargs)
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run():
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.server.start())
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        ready.wait(10)
-        self.address = f"127.0.0.1:{self.server.port}"
+        super().__init__(world, TOKEN, **kwargs)
 
     def connect(self, timeout=30.0):
         return connect(self.address, TOKEN, timeout)
 
     def close(self):
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        super().close()
         self.world.close()
 
 

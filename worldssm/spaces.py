@@ -119,6 +119,18 @@ def spaces_differ(a: dict, b: dict) -> str | None:
     return None
 
 
+def require_same_spaces(env: str, obs_space: dict, action_space: dict, model, where: str = "", hint: str = "") -> None:
+    """WorldssmError unless an env's SPACE dicts are those of `model` (anything with `obs_space`
+    and `action_space`): the message names the env, which space, the field and both values
+    (`where`: where the model came from; `hint`: what to do)."""
+    for what, mine, own in (("observation", obs_space, model.obs_space), ("action", action_space, model.action_space)):
+        field = spaces_differ(mine, own)
+        if field is not None:
+            values = f" ({reprlib.repr(mine.get(field))} against {reprlib.repr(own.get(field))})"
+            raise WorldssmError(f"{env}'s {what} space differs from the model's{f' ({where})' if where else ''} "
+                                f"in {field}{values}" + (f"; {hint}" if hint else ""))
+
+
 def check_batch(space: dict, values: np.ndarray, batch: int, what: str = "actions") -> None:
     """Raise SpaceError unless `values` [batch, ...] is one valid value of `space` per row.
 

@@ -291,3 +291,9 @@ def test_greedy_shares_a_swarm_and_the_summary_scores_each_kind():
     finished = [a for a in s["agents"].values() if a["episode_return"] is not None]
     assert sorted(a["agent"] for a in finished) == ["greedy"] * 12 + ["random"] * 12
     assert by["greedy"]["mean_return"] > by["random"]["mean_return"]
+
+
+def test_an_env_whose_spaces_are_not_the_models_is_refused_by_name():
+    src = model_source("Pendulum-v1")
+    with pytest.raises(WorldssmError, match=r"CartPole-v1's observation space differs from the model's in shape"):
+        Simulation(SimConfig(model=src, env="CartPole-v1", backend="local", agent="random"))

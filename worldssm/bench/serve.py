@@ -15,12 +15,10 @@ tick falls back). Writes `serve-<time>.json` with medians and p99s and the load 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -57,28 +55,10 @@ print(steps)
 """
 
 
-class _Thread:
-    def __init__(self, world, **kwargs):
-        from worldssm.remote.server import Server
+def _serve(world):
+    from worldssm.remote.server import ServerThread
 
-        self.server = Server(world, TOKEN, deadline_ms=1000.0, **kwargs)
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run():
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.server.start())
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        ready.wait(30)
-
-    def close(self):
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
+    return ServerThread(world, TOKEN, deadline_ms=1000.0)
 
 
 def round_trip(agents: int, steps: int) -> dict:
@@ -86,7 +66,7 @@ def round_trip(agents: int, steps: int) -> dict:
     from worldssm.remote.world import World
 
     world = World("CartPole-v1", "real", agents)
-    srv = _Thread(world)
+    srv = _serve(world)
     try:
         conn = connect(f"127.0.0.1:{srv.server.port}", TOKEN)
         ids = conn.join(agents)["agents"]
@@ -115,7 +95,7 @@ def throughput(clients: int, seconds: float) -> dict:
     from worldssm.remote.world import World
 
     world = World("CartPole-v1", "real", clients)
-    srv = _Thread(world)
+    srv = _serve(world)
     try:
         port = srv.server.port
         procs = [subprocess.Popen([sys.executable, "-c", LOAD, "127.0.0.1", str(port), str(seconds + 4), TOKEN],

@@ -76,7 +76,7 @@ class PlaySession:
         from worldssm import envs
         from worldssm.agents.registry import make_agent
         from worldssm.engine import Engine
-        from worldssm.spaces import space_to_dict, spaces_differ
+        from worldssm.spaces import require_same_spaces, space_to_dict
 
         if context < 1 or resync < 0 or max_forks < 0:
             raise ValueError(f"need context >= 1, resync >= 0 and max_forks >= 0; got {context}, {resync}, {max_forks}")
@@ -91,12 +91,8 @@ class PlaySession:
         try:
             self.obs_space = space_to_dict(self.env.single_observation_space)
             self.act_space = space_to_dict(self.env.single_action_space)
-            for what, space, own in (("observation", self.obs_space, model.obs_space),
-                                     ("action", self.act_space, model.action_space)):
-                diff = spaces_differ(space, own)
-                if diff is not None:
-                    raise WorldssmError(f"{env_id}'s {what} space differs from the model's in {diff}; "
-                                        f"play the env the model was trained on")
+            require_same_spaces(env_id, self.obs_space, self.act_space, model,
+                                hint="play the env the model was trained on (or pass its --env-kwargs)")
         except Exception:
             self.env.close()
             raise

@@ -23,8 +23,6 @@ import hmac
 import socket
 import time
 
-import numpy as np
-
 from worldssm.remote.protocol import (
     DEFAULT_MAX_FRAME,
     HEADER,
@@ -345,6 +343,36 @@ class Server:
             del ms[:5_000]
 
 
-def tick_percentiles(server: Server) -> dict:
-    ms = np.array(server.stats["tick_ms"] or [0.0])
-    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
+class ServerThread:
+    """A Server on its own event-loop thread of this process (tests, benchmarks, notebooks):
+    listening when the constructor returns, at `address`; `close()` stops it."""
+
+    def __init__(self, world, token: str, **kwargs):
+        import threading
+
+        self.world, self.server = world, Server(world, token, **kwargs)
+        self.loop = asyncio.new_event_loop()
+        ready, failed = threading.Event(), []
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            try:
+                self.loop.run_until_complete(self.server.start())
+            except Exception as exc:  # noqa: BLE001 - handed to the constructor's thread
+                failed.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True, name="worldssm-serve")
+        self.thread.start()
+        ready.wait(60)
+        if failed:
+            raise failed[0]
+        self.address = f"{self.server.host}:{self.server.port}"
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)

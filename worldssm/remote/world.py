@@ -74,14 +74,10 @@ class World:
             dream_obs = space_to_dict(self.dreams.observation_space)
             if not n_real:
                 obs_space, act_space = dream_obs, model.action_space
-        if model is not None:
-            from worldssm.spaces import spaces_differ
+        if model is not None and n_real:
+            from worldssm.spaces import require_same_spaces
 
-            for what, space, own in (("observation", obs_space, model.obs_space),
-                                     ("action", act_space, model.action_space)):
-                if spaces_differ(space if n_real else own, own) is not None:
-                    raise WorldssmError(f"{env_id}'s {what} space differs from the model's "
-                                        f"({spaces_differ(space, own)}); serve the env the model was trained on")
+            require_same_spaces(env_id, obs_space, act_space, model, hint="serve the env the model was trained on")
         self.observation_space, self.action_space = obs_space, act_space
         self._act = space_from_dict(act_space)
         self.engine = None

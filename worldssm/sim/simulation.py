@@ -51,7 +51,7 @@ from worldssm.sim.roster import Roster
 from worldssm.sim.shells import EngineShell, EnvShell
 from worldssm.sim.timing import TickResult, hops, summarize, work_chain
 from worldssm.sim.topology import Topology, assign_kinds
-from worldssm.spaces import first_nonfinite_row, spaces_differ
+from worldssm.spaces import first_nonfinite_row, require_same_spaces
 
 class Simulation:
     """Run agents in real envs, in the model's dream, or both, over Ray actors (or locally).
@@ -119,12 +119,7 @@ class Simulation:
         self.env_actors = [self._new_env(s) for s in self._env_setups]
         for e, a in enumerate(self.env_actors):
             env_spaces = ActorSpaces.from_bytes(self._call(a, "spaces"))
-            for name, mine, model in (("observation", env_spaces.obs, self.obs_space),
-                                      ("action", env_spaces.action, self.action_space)):
-                diff = spaces_differ(mine, model)
-                if diff is not None:
-                    raise WorldssmError(f"env {cfg.env!r}: its {name} space differs from the model's in "
-                                        f"{diff!r} ({mine.get(diff)!r} against {model.get(diff)!r})")
+            require_same_spaces(cfg.env, env_spaces.obs, env_spaces.action, self)
             live = codec.unpackb(self._call(a, "live_ids"))
             self.roster.live_env[e] = live
             self.roster.add_real(live, 0)
