@@ -3,8 +3,10 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
+from worldssm.errors import WorldssmError
 from worldssm.train import TrainConfig, Trainer
 from worldssm.train.evaluate import HORIZONS, EvalConfig, evaluate, open_loop, summary_table
 
@@ -100,3 +102,33 @@ def test_continue_scores_count_ends_on_observed_steps():
     s = _continue_scores(cont, w, context=3)
     assert s["terminal_steps"] == 2 and s["steps"] == 5
     assert s["precision"] == 1.0 and s["recall"] == 0.5 and abs(s["f1"] - 2 / 3) < 1e-12
+
+
+def test_video_of_an_image_model(tmp_path):
+    """--video: real | predicted | error per window, context frames then imagined ones."""
+    from PIL import Image
+
+    from worldssm.data import collect
+
+    collect("swarm_v0", 4, 80, tmp_path / "data", seed=0, env_kwargs={"obs_mode": "image", "max_steps": 80})
+    cfg = TrainConfig(preset="DEBUG", steps=2, batch_size=2, seq_len=16, log_every=2, checkpoint_every=2)
+    Trainer(tmp_path / "data", tmp_path / "run", cfg).run(progress=False)
+    res = evaluate(tmp_path / "run", tmp_path / "data", tmp_path / "ev",
+                   EvalConfig(context=8, video=True, video_horizon=12, video_windows=2, split="all"))
+    gif = Image.open(res["video"])
+    assert gif.n_frames == 8 + 12
+    assert gif.size == (3 * 32 * 3, 2 * 32 * 3 + 6), "two windows of three 32x32 tiles, scaled x3, under a bar"
+    first = np.asarray(gif.convert("RGB")).astype(int)
+    real, guess = first[6:6 + 96, :96], first[6:6 + 96, 96:192]
+    assert np.abs(real - guess).max() < 3, "context frames show reality in both tiles"
+    assert real.std() > 1, "a real frame is drawn"
+    gif.seek(8 + 11)
+    last = np.asarray(gif.convert("RGB")).astype(int)
+    assert last[0, -1].tolist() != [0, 0, 0] and first[0, -1].tolist() == [0, 0, 0], "the bar fills up"
+    assert last[0, 0, 0] > last[0, 0, 1], "and turns red for imagined frames"
+
+
+def test_video_refuses_a_vector_model(pendulum_run, pendulum_data, tmp_path):
+    with pytest.raises(WorldssmError, match="--video draws image observations"):
+        evaluate(pendulum_run, pendulum_data, tmp_path / "ev", EvalConfig(video=True))
+    assert not (tmp_path / "ev").exists(), "refused before anything was evaluated"

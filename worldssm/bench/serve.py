@@ -98,15 +98,19 @@ def throughput(clients: int, seconds: float) -> dict:
     srv = _serve(world)
     try:
         port = srv.server.port
-        procs = [subprocess.Popen([sys.executable, "-c", LOAD, "127.0.0.1", str(port), str(seconds + 4), TOKEN],
+        procs = [subprocess.Popen([sys.executable, "-c", LOAD, "127.0.0.1", str(port), str(seconds + 12), TOKEN],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(clients)]
         deadline = time.perf_counter() + 120
         while len(srv.server.owner) < clients and time.perf_counter() < deadline:  # all joined
             time.sleep(0.05)
         time.sleep(1.0)
+        joined = len(srv.server.owner)
         t0, ticks0 = time.perf_counter(), srv.server.stats["ticks"]
         time.sleep(seconds)
         t1, ticks1 = time.perf_counter(), srv.server.stats["ticks"]
+        if len(srv.server.owner) != clients or joined != clients:
+            raise RuntimeError(f"{clients} clients were to step through the timed window; "
+                               f"{joined} were there at its start and {len(srv.server.owner)} at its end")
         steps = []
         for p in procs:
             out, err = p.communicate(timeout=seconds + 120)

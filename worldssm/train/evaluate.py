@@ -44,10 +44,13 @@ class EvalConfig:
     seed: int = 0  # seed of the window choice and the latent draws
     device: str = "cpu"  # where to run the model; auto: cuda if torch sees one, else cpu
     stride: int = 8  # steps between the starts of consecutive windows in an episode
+    video: bool = False  # image models: also write openloop.gif (real | predicted | error; context, then imagined)
+    video_horizon: int = 48  # imagined frames after the context in the video
+    video_windows: int = 4  # episode windows shown one above the other in the video
 
     def __post_init__(self):
         # Written so that NaN fails every check.
-        for name in ("context", "max_windows", "stride"):
+        for name in ("context", "max_windows", "stride", "video_horizon", "video_windows"):
             if not getattr(self, name) >= 1:
                 raise ValueError(f"EvalConfig.{name} must be >= 1, got {getattr(self, name)}")
         check_seed("EvalConfig", self.seed)
@@ -119,7 +122,11 @@ def open_loop(model, episodes, context=16, horizons=HORIZONS, stride=8, max_wind
     w = make_windows(episodes, context, hmax, stride, max_windows, seed)
     all_obs = np.concatenate([ep["obs"] for ep in episodes]).astype(np.float64)
     mean = all_obs.mean(0)
-    var = np.maximum(all_obs.var(0), 1e-12)
+    var = all_obs.var(0)
+    if all_obs.ndim > 2:  # images: one scale for all pixels, or a pixel that never changes weighs infinitely
+        var = np.full_like(var, max(float(var.mean()), 1e-12))
+    else:  # vectors: each dimension in its own units, a constant one floored at 1% of the mean spread
+        var = np.maximum(var, max(1e-2 * float(var.mean()), 1e-12))
     gen = torch.Generator(device=device).manual_seed(seed)
     preds, rews, conts, ctx_conts = [], [], [], []
     n = len(w["obs"])
@@ -219,6 +226,9 @@ def evaluate(checkpoint, data, out_dir, cfg: EvalConfig = EvalConfig()) -> dict:
     device = pick_device(cfg.device)
     ckpt = resolve_checkpoint(checkpoint)
     model, sidecar = load_model(ckpt, device=device)
+    if cfg.video and model.obs_kind != "image":
+        raise WorldssmError("--video draws image observations, and this model's are vectors "
+                            "(openloop.png shows their error against the horizon)")
     dataset = RolloutDataset.load(data)
     check_spaces(sidecar["data"], dataset.spec, ckpt)
     if cfg.split == "val":
@@ -236,7 +246,49 @@ def evaluate(checkpoint, data, out_dir, cfg: EvalConfig = EvalConfig()) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "eval.json", json.dumps(result, indent=1, allow_nan=False))
     plot(result, out / "openloop.png", f"{dataset.spec.env_id}: open-loop error (context {cfg.context})")
+    if cfg.video:
+        result["video"] = str(video(model, episodes, out / "openloop.gif", cfg.context, cfg.video_horizon,
+                                    cfg.video_windows, cfg.seed, device))
     return result
+
+
+def video(model, episodes, path: Path, context: int = 16, horizon: int = 48, windows: int = 4, seed: int = 0,
+          device="cpu", scale: int = 3) -> Path:
+    """An animated GIF of open-loop imagination for an image model: per window (one row each),
+    the real frame | the predicted frame | their absolute difference (x3), through `context`
+    observed steps (a green bar on top) and `horizon` imagined ones (a red bar); steps past an
+    episode's end are black. Written atomically."""
+    import os
+
+    from PIL import Image
+
+    w = make_windows(episodes, context, horizon, stride=10**9, max_windows=windows, seed=seed)
+    obs = torch.as_tensor(w["obs"], device=device)
+    act = torch.as_tensor(w["action"], device=device)
+    first = torch.zeros(obs.shape[:2], dtype=torch.bool, device=device)
+    first[:, 0] = True
+    with torch.no_grad():
+        state, pred = model.observe_sequence(obs[:, :context], act[:, :context], first[:, :context])
+        last = type(pred)(*(f[:, -1] for f in pred))
+        _, roll = model.rollout(state, last, act[:, context:])
+    real = w["obs"].astype(np.float32)  # [W, C+H, h, w, 3]
+    guess = real.copy()
+    guess[:, context:] = np.clip(roll["obs"].float().cpu().numpy(), 0, 255)
+    err = np.clip(np.abs(real - guess) * 3, 0, 255)
+    tiles = np.concatenate([real, guess, err], axis=3)  # [W, T, h, 3w, 3]
+    tiles[~w["valid"]] = 0
+    frames = []
+    for t in range(tiles.shape[1]):
+        grid = np.concatenate(list(tiles[:, t]), axis=0).astype(np.uint8)  # windows stacked
+        grid = np.kron(grid, np.ones((scale, scale, 1), np.uint8))
+        bar = np.zeros((6, grid.shape[1], 3), np.uint8)
+        bar[:, : int(grid.shape[1] * (t + 1) / tiles.shape[1])] = (60, 200, 90) if t < context else (230, 70, 60)
+        frames.append(Image.fromarray(np.concatenate([bar, grid], axis=0)))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    os.replace(tmp, path)
+    return path
 
 
 def finite_or_none(obj):
