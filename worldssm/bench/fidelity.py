@@ -157,7 +157,8 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
         t1 = time.perf_counter()
         Trainer(data, run, cfg).run(progress=progress)
         train_s = time.perf_counter() - t1
-        result = evaluate(run, data, work / name / f"eval-{backbone}", EvalConfig(seed=seed, device=device))
+        result = evaluate(run, data, work / name / f"eval-{backbone}",
+                          EvalConfig(seed=seed, device=device, video=entry.pixels))  # pixels: openloop.gif too
         record["backbones"][backbone] = {
             "train_seconds": train_s, "eval": result, "targets": verdict(result),
             "state_bytes_per_agent": state_bytes(preset, backbone, spec.observation_space, spec.action_space),
