@@ -102,34 +102,38 @@ def tick_table(name: str, d: dict) -> list[str]:
 
 
 def fidelity_table(files: list[tuple[str, dict]]) -> list[str]:
-    """One row per env and backbone, each from the newest result file that holds the env: open-loop
+    """One row per env and backbone, each from the newest result file that holds it: open-loop
     error at horizons 1, 8 and 32 against repeat-last, the reward error at horizon 1 against the
     mean predictor, the continue head's F1."""
-    newest: dict[str, tuple[str, dict, dict]] = {}
-    for name, d in files:  # oldest first: later files replace an env's record
+    newest: dict[tuple[str, str], tuple[str, dict, dict]] = {}
+    for name, d in files:  # oldest first: later files replace an (env, backbone) record
         for env, rec in d["envs"].items():
-            newest[env] = (name, d, rec)
+            for backbone in rec["backbones"]:
+                newest[env, backbone] = (name, d, rec)
     sources = sorted({(name, d["git_sha"][:7], d["device"]) for name, d, _ in newest.values()})
     out = ["World-model fidelity (" + "; ".join(f"{n}, git {g}, {dev}" for n, g, dev in sources) +
            "; the seed of each env is in its JSON): normalised open-loop observation error on held-out episodes "
            "after 16 steps of context, model / repeat-last.", "",
            "| env | backbone | preset, updates | k=1 | k=8 | k=32 | reward error k=1, model / mean | "
            "continue F1 | training (s) |", "|---|---|---|---|---|---|---|---|---|"]
-    for env, (_, _, rec) in newest.items():
-        for backbone, r in rec["backbones"].items():
-            e = r["eval"]
-            hs, m, rep = e["horizons"], e["obs_nmse"]["model"], e["obs_nmse"]["repeat_last"]
+    envs = list(dict.fromkeys(env for env, _ in newest))
+    order = {"mamba2": 0, "gru": 1, "transformer": 2}
+    for env, backbone in sorted(newest, key=lambda k: (envs.index(k[0]), order.get(k[1], 9))):
+        rec = newest[env, backbone][2]
+        r = rec["backbones"][backbone]
+        e = r["eval"]
+        hs, m, rep = e["horizons"], e["obs_nmse"]["model"], e["obs_nmse"]["repeat_last"]
 
-            def at(k, hs=hs, m=m, rep=rep):
-                if k not in hs or m[hs.index(k)] is None:
-                    return "—"
-                i = hs.index(k)
-                return f"{m[i]:.4g} / {rep[i]:.4g}"
-            rew = e["reward_mae"]
-            f1 = r["targets"].get("continue_f1")
-            out.append(f"| {env} | {backbone} | {rec['preset']}, {rec['train_steps']:,} | {at(1)} | {at(8)} | {at(32)} | "
-                       f"{_fmt(rew['model'][0], 3)} / {_fmt(rew['mean'][0], 3)} | "
-                       f"{'—' if f1 is None else f'{f1:.2f}'} | {r['train_seconds']:.0f} |")
+        def at(k, hs=hs, m=m, rep=rep):
+            if k not in hs or m[hs.index(k)] is None:
+                return "—"
+            i = hs.index(k)
+            return f"{m[i]:.4g} / {rep[i]:.4g}"
+        rew = e["reward_mae"]
+        f1 = r["targets"].get("continue_f1")
+        out.append(f"| {env} | {backbone} | {rec['preset']}, {rec['train_steps']:,} | {at(1)} | {at(8)} | {at(32)} | "
+                   f"{_fmt(rew['model'][0], 3)} / {_fmt(rew['mean'][0], 3)} | "
+                   f"{'—' if f1 is None else f'{f1:.2f}'} | {r['train_seconds']:.0f} |")
     return out
 
 
