@@ -31,6 +31,7 @@ CONTROLS = {
 PANE = (420, 280)  # a pane of a vector env drawn by its renderer, or plotted
 IMAGE_PANE = (256, 256)  # 64x64 frames x4
 ARENA = 480  # swarm_v0's arena pane
+VIEW = 200  # swarm_v0 with image observations: the controlled agent's real and dreamed views
 HUD_W = 300
 STRIP_H = 90
 BG, FG, DIM = (16, 16, 22), (230, 230, 230), (140, 140, 150)
@@ -55,8 +56,8 @@ class App:
             raise ValueError(f"fps must be >= 0 (0: no cap), got {fps}")
         s = session
         self.view = StateView(s.env_id, s.image, s.env_kwargs) if not s.swarm else None
-        if s.swarm:
-            self.pane, n_panes = (ARENA, ARENA), 1
+        if s.swarm:  # image observations: the controlled agent's own view, real and dreamed, beside the arena
+            self.pane, n_panes = (ARENA + (VIEW if s.image else 0), ARENA), 1
         else:
             self.pane, n_panes = (IMAGE_PANE if s.image else PANE), 2 + s.max_forks
         self.cols = min(2, n_panes)  # panes in a grid two wide: reality, dream / forks below
@@ -280,7 +281,24 @@ class App:
             if rows.size:
                 pg.draw.circle(self.screen, (255, 230, 60), to_px(pos[rows[0]]), max(7, int(k)), 2)
         pg.draw.rect(self.screen, REAL_C, (0, 0, ARENA, ARENA), 2)
-        self.screen.blit(self._text("REAL arena; orange rings: dreamed positions", REAL_C), (6, 6))
+        label = "REAL arena; click an agent, t: it dreams" if s.image else "REAL arena; orange rings: dreamed positions"
+        self.screen.blit(self._text(label, REAL_C), (6, 6))
+        if s.image:
+            self._draw_views()
+
+    def _draw_views(self) -> None:
+        """The controlled agent's egocentric view in reality and in its dream (image models)."""
+        s = self.session
+        x, side = ARENA + 4, VIEW - 8
+        track = next((t for t in s.tracks if t.agent == s.controlled), None)
+        real = s._row_obs(s.controlled)
+        for k, (label, colour, frame) in enumerate((("its view", REAL_C, real),
+                                                    ("its dream", DREAM_C, None if track is None else track.obs))):
+            y = 24 + k * (side + 40)
+            self.screen.blit(self._text(label, colour, small=True), (x, y - 18))
+            self.pg.draw.rect(self.screen, colour, (x - 2, y - 2, side + 4, side + 4), 2)
+            if frame is not None:
+                self._blit_frame(frame, x, y, side, side)
 
     def _draw_strip(self) -> None:
         """Each dream's error against reality over the last steps."""
@@ -288,7 +306,7 @@ class App:
         y0, w = self.size[1] - STRIP_H, self.size[0] - HUD_W
         pg.draw.rect(self.screen, (28, 28, 36), (0, y0, w, STRIP_H))
         tracks = [t for t in s.tracks if (t.agent == s.controlled or s.swarm) and t.errors]
-        unit = "arena units" if s.swarm else "std of reality"
+        unit = "pixels, share of 255" if s.image else "arena units" if s.swarm else "std of reality"
         self.screen.blit(self._text(f"dream error ({unit})", DIM, small=True), (6, y0 + 3))
         if not tracks:
             return

@@ -43,6 +43,7 @@ class Track:
     first: bool = False  # ... as the first step of an episode
     since_sync: int = 0  # steps imagined since the dream was last set to reality
     ended: bool = False  # the model predicted the episode's end
+    fresh: bool = False  # it stepped this tick: its prediction is compared with reality
     pos: np.ndarray | None = None  # swarm_v0: predicted position
     reward: float = 0.0  # predicted return since the last sync
     errors: collections.deque = field(default_factory=lambda: collections.deque(maxlen=HISTORY))
@@ -396,11 +397,11 @@ class PlaySession:
             rew, cont = out.reward.float().cpu().numpy(), out.cont.float().cpu().numpy()
             for k, (t, _) in enumerate(group):
                 t.obs = self._clip(pred[k])
-                t.observe, t.first = False, False
+                t.observe, t.first, t.fresh = False, False, True
                 t.since_sync += 1
                 t.reward += float(rew[k])
                 t.ended = bool(cont[k] < 0.5)
-                if self.swarm:
+                if self.swarm and not self.image:  # the vector's first two entries: velocity / max_speed
                     vel = t.obs[0:2].astype(np.float64) * self.env.cfg.max_speed
                     r, side = self.env.cfg.agent_radius, self.env.cfg.side
                     t.pos = np.clip(t.pos + vel, r, side - r)
@@ -418,10 +419,11 @@ class PlaySession:
             self.real_trace.append(np.asarray(real, np.float32).reshape(-1)[:8])
         for track in self.tracks:
             rows = np.flatnonzero(self.ids == track.agent)
-            if not rows.size or track.observe or track.ended:
+            fresh, track.fresh = track.fresh, False
+            if not rows.size or not fresh:
                 continue
             truth = self.obs[rows[0]]
-            if self.swarm:
+            if self.swarm and not self.image:
                 track.errors.append(float(np.linalg.norm(track.pos - self.positions[rows[0]])))
             else:
                 diff = np.abs(track.obs.astype(np.float64) - truth.astype(np.float64)).reshape(-1) / self._scale
