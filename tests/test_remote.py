@@ -316,6 +316,18 @@ def test_serve_cli_listens_on_loopback_with_a_token(tmp_path):
         proc.terminate()
         out, err = proc.communicate(timeout=30)
     assert "listening on 127.0.0.1" in out and "token from $WORLDSSM_TOKEN" in out and TOKEN not in out
+    wide = subprocess.Popen([sys.executable, "-m", "worldssm", "serve", "--env", "CartPole-v1", "--host", "0.0.0.0",
+                             "--port", "0", "--port-file", str(tmp_path / "port2")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            if (tmp_path / "port2").exists() or wide.poll() is not None:
+                break
+            time.sleep(0.1)
+    finally:
+        wide.terminate()
+        _, err = wide.communicate(timeout=30)
+    assert "listening on 0.0.0.0, not loopback" in err, err[-500:]
     short = subprocess.run([sys.executable, "-m", "worldssm", "serve", "--env", "CartPole-v1"],
                            env={**os.environ, "WORLDSSM_TOKEN": "short"}, capture_output=True, text=True, timeout=60)
     assert short.returncode == 2 and "use at least 16" in short.stderr
