@@ -481,3 +481,21 @@ def test_swarm_with_image_observations_shows_the_agents_own_views(tmp_path):
         assert view.std() > 3, "the agent's own view is drawn beside the arena"
     finally:
         app.close()
+
+
+def test_recording_twice_in_one_session_stays_loadable(app, tmp_path):
+    s = app.session
+    for _ in range(2):
+        press(app, "r")
+        for _ in range(5):
+            app.tick()
+        press(app, "r")
+        app.tick()
+    data = RolloutDataset.load(tmp_path / "rec")
+    assert len(data.episodes) == 2 and sum(len(e["obs"]) for e in data.episodes) == s.recorded_steps
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    s.record_dir = blocked / "sub"
+    press(app, "r")
+    app.tick()
+    assert not s.recording and "cannot record into" in s.message, "a directory that cannot be made is said"

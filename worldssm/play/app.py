@@ -33,6 +33,7 @@ IMAGE_PANE = (256, 256)  # 64x64 frames x4
 ARENA = 480  # swarm_v0's arena pane
 VIEW = 200  # swarm_v0 with image observations: the controlled agent's real and dreamed views
 HUD_W = 300
+MESSAGE_TICKS = 45  # a message stays on the HUD this many steps (3 s at 15 fps)
 STRIP_H = 90
 BG, FG, DIM = (16, 16, 22), (230, 230, 230), (140, 140, 150)
 REAL_C, DREAM_C = (90, 200, 120), (255, 150, 40)
@@ -74,6 +75,7 @@ class App:
         self._presses = 0
         self.running, self.show_help, self._one_step = True, True, False
         self.frames = 0
+        self._drawn_episode = None
         self.frame_ms: collections.deque = collections.deque(maxlen=120)
         self._text_cache: dict = {}
 
@@ -126,7 +128,7 @@ class App:
             elif key == "escape":
                 self.running = False
         except WorldssmError as exc:  # a switch that cannot be made now is said, not fatal
-            s.message = str(exc)
+            s.say(str(exc))
 
     # ----- the loop -----------------------------------------------------------------------------
     def tick(self) -> None:
@@ -140,6 +142,9 @@ class App:
         if not s.paused or self._one_step:
             s.step(self.keymap.action(self.held) if s.human else None)
             self._one_step = False
+        if self.view is not None and self._drawn_episode != s.episode:  # a new real episode: its terrain, seed
+            self.view.reset(s.episode_seed)
+            self._drawn_episode = s.episode
         self.draw()
         self.pg.display.flip()
         self.frames += 1
@@ -344,7 +349,7 @@ class App:
         ]
         if s.swarm:
             lines.append((f"agents {s.ids.size}, dreaming {len(s.tracks)}, controlled {s.controlled}", FG))
-        if s.message:
+        if s.message and s.tick - s.message_tick <= MESSAGE_TICKS:
             lines.append((s.message[:48], (255, 220, 120)))
         for text, colour in lines:
             self.screen.blit(self._text(text, colour, small=True), (x, y))

@@ -78,6 +78,7 @@ class Keymap:
     low: np.ndarray | None = None
     high: np.ndarray | None = None
     rest: np.ndarray | None = None
+    shape: tuple | None = None  # Box: the action's shape (the dimensions above are its flat entries)
 
     def action(self, held: dict[str, int]):
         """The action for `held` (key name -> the order it was pressed in; later is larger)."""
@@ -95,7 +96,7 @@ class Keymap:
             if key in held:
                 push[dim] += sign
         out = np.where(push > 0, self.high, np.where(push < 0, self.low, out))
-        return out.astype(np.float32)
+        return out.astype(np.float32).reshape(self.shape or out.shape)
 
     def describe(self) -> list[str]:
         """Lines for the screen: which keys do what."""
@@ -179,7 +180,7 @@ def derive(space: dict, env_id: str = "", action_meanings: list[str] | None = No
     if family == "LunarLander":
         rest = rest.copy()
         rest[0] = low[0]  # the main engine is off below 0; rest is "off", up fires it
-    return Keymap("box", axes=axes, low=low, high=high, rest=rest)
+    return Keymap("box", axes=axes, low=low, high=high, rest=rest, shape=tuple(space["shape"]))
 
 
 def load(path, space: dict) -> Keymap:
@@ -232,7 +233,7 @@ def load(path, space: dict) -> Keymap:
     if discrete:
         return Keymap("discrete", combos=combos, default=default)
     low, high, rest = _box_bounds(space)
-    return Keymap("box", axes=axes, low=low, high=high, rest=rest)
+    return Keymap("box", axes=axes, low=low, high=high, rest=rest, shape=tuple(space["shape"]))
 
 
 def _discrete_action(text: str, n: int, where: str) -> int:

@@ -18,6 +18,7 @@ only (the dreams go on unseen); "dream" steps the controlled agent's dreams only
 from __future__ import annotations
 
 import collections
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,9 +76,6 @@ class PlaySession:
                  others: str = "greedy", context: int = 16, resync: int = 0, max_forks: int = 2,
                  record_dir=None, device: str = "cpu", seed: int = 0, planner: str = "fast"):
         from worldssm import envs
-        from worldssm.agents.registry import make_agent
-        from worldssm.engine import Engine
-        from worldssm.spaces import require_same_spaces, space_to_dict
 
         if context < 1 or resync < 0 or max_forks < 0:
             raise ValueError(f"need context >= 1, resync >= 0 and max_forks >= 0; got {context}, {resync}, {max_forks}")
@@ -89,14 +87,22 @@ class PlaySession:
         if not self.swarm:
             kwargs.update(autoreset="off")
         self.env = envs.make(env_id, api="batched", n_agents=agents, render_mode="rgb_array", **kwargs)
-        try:
-            self.obs_space = space_to_dict(self.env.single_observation_space)
-            self.act_space = space_to_dict(self.env.single_action_space)
-            require_same_spaces(env_id, self.obs_space, self.act_space, model,
-                                hint="play the env the model was trained on (or pass its --env-kwargs)")
-        except Exception:
+        try:  # whatever fails from here on, the env made above is closed
+            self._build(model, agents, agent, others, context, resync, max_forks, record_dir, device, seed, planner)
+        except BaseException:
             self.env.close()
             raise
+
+    def _build(self, model, agents, agent, others, context, resync, max_forks, record_dir, device, seed, planner):
+        from worldssm.agents.registry import make_agent
+        from worldssm.engine import Engine
+        from worldssm.spaces import require_same_spaces, space_to_dict
+
+        env_id = self.env_id
+        self.obs_space = space_to_dict(self.env.single_observation_space)
+        self.act_space = space_to_dict(self.env.single_action_space)
+        require_same_spaces(env_id, self.obs_space, self.act_space, model,
+                            hint="play the env the model was trained on (or pass its --env-kwargs)")
         self.image = model.obs_kind == "image"
         self.context, self.resync, self.max_forks, self.seed = context, resync, max_forks, seed
         self.tracks_cap = max(8, 2 * agents if self.swarm else 1 + max_forks)
@@ -116,22 +122,28 @@ class PlaySession:
                 self.driver = make_agent(agent, self.act_space, env=self.env, seed=seed)
             self.others = make_agent(others, self.act_space, env=self.env, seed=seed + 1) if self.swarm else None
         except ValueError as exc:  # an unknown name, or greedy outside swarm_v0
-            self.env.close()
             raise WorldssmError(f"agent: {exc} (play also takes 'planner')") from None
         self.tick = 0
         self.episode = 0
         self.latency_ms: collections.deque = collections.deque(maxlen=300)
         self.decide_ms: collections.deque = collections.deque(maxlen=300)
         self.returns = {"real": 0.0}
-        self.message = ""  # the last thing the session wants the player to know
+        self.message, self.message_tick = "", 0  # the last thing the session wants the player to know, and when
         self.recorder = None
         self.recorded_shards: list[Path] = []
         self.recorded_steps = 0
-        self._stamp = time.strftime("%Y%m%d-%H%M%S")
+        # Names of recorded agents and shards: this session's start and a random tag (two sessions
+        # in one second do not collide), then the recording's number (episode numbers restart in each).
+        self._stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        self._recordings = 0
         self._scale = self._obs_scale()
         self.tracks: list[Track] = []
         self._forks_made = 0
         self.reset()
+
+    def say(self, text: str) -> None:
+        """Tell the player something (the HUD shows it for a few seconds)."""
+        self.message, self.message_tick = text, self.tick
 
     # ----- episodes -----------------------------------------------------------------------------
     def reset(self) -> None:
@@ -206,7 +218,7 @@ class PlaySession:
         for track in self.tracks:
             if not track.fork:
                 self._sync(track)
-        self.message = "dreams set to reality"
+        self.say("dreams set to reality")
 
     def fork(self) -> Track:
         """A new dream of the controlled agent branched from its current real state."""
@@ -219,7 +231,7 @@ class PlaySession:
             self._drop(forks[0])
         self._forks_made += 1
         track = self._add_track(self.controlled, f"fork {self._forks_made}", fork=True)
-        self.message = f"forked {track.name} from reality"
+        self.say(f"forked {track.name} from reality")
         return track
 
     def toggle_dream(self, agent: int | None = None) -> bool:
@@ -232,10 +244,10 @@ class PlaySession:
         if mine:
             for track in mine:
                 self._drop(track)
-            self.message = f"agent {agent}: real"
+            self.say(f"agent {agent}: real")
             return False
         self._add_track(agent, "dream")
-        self.message = f"agent {agent}: dreaming"
+        self.say(f"agent {agent}: dreaming")
         return True
 
     # ----- control ------------------------------------------------------------------------------
@@ -259,7 +271,7 @@ class PlaySession:
         if agent is not None and agent not in set(self.ids.tolist()):
             raise WorldssmError(f"agent {agent} is not in the env")
         self.controlled = agent
-        self.message = "no agent controlled" if agent is None else f"controlling agent {agent}"
+        self.say("no agent controlled" if agent is None else f"controlling agent {agent}")
 
     def agent_at(self, point) -> int | None:
         """swarm_v0: the live agent nearest to arena `point` within two body radii, or None."""
@@ -275,7 +287,6 @@ class PlaySession:
         agent drives it)."""
         from worldssm.agents.base import AgentInfo
 
-        self.message = ""
         self.tick += 1
         main = [t for t in self.tracks if t.agent == self.controlled]
         if self.view == "dream" and not main:
@@ -288,7 +299,7 @@ class PlaySession:
             for track in main:
                 track.trace.append(np.asarray(track.obs, np.float32).reshape(-1)[:8])
                 if track.ended and not track.fork:
-                    self.message = f"{track.name} ended (predicted): return {track.reward:.1f}; set to reality"
+                    self.say(f"{track.name} ended (predicted): return {track.reward:.1f}; set to reality")
                     self._sync(track)
             return
         actions = self._actions(mine, AgentInfo)
@@ -365,10 +376,10 @@ class PlaySession:
         self._compare()
         if self.controlled is not None and self.controlled not in self.history:
             if self.swarm:
-                self.message = f"agent {self.controlled} left the arena"
+                self.say(f"agent {self.controlled} left the arena")
                 self.controlled = None
             else:
-                self.message = f"episode over: return {self.returns['real']:.1f}"
+                self.say(f"episode over: return {self.returns['real']:.1f}")
                 self.reset()
                 return
         if self.swarm and self.ids.size == 0:
@@ -478,11 +489,16 @@ class PlaySession:
         if self.recorder is None:
             from worldssm.data import EpisodeRecorder
 
-            self.record_dir.mkdir(parents=True, exist_ok=True)
-            self.recorder = EpisodeRecorder(self.obs_space, self.act_space, lambda i: f"play-{self._stamp}-{i}")
+            try:
+                self.record_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WorldssmError(f"cannot record into {self.record_dir}: {exc.strerror or exc}") from None
+            self._recordings += 1
+            tag = f"play-{self._stamp}-r{self._recordings}"
+            self.recorder = EpisodeRecorder(self.obs_space, self.act_space, lambda i: f"{tag}-{i}")
             self._rec_open = {}
             self._open_recording(self.ids)
-            self.message = f"recording to {self.record_dir}"
+            self.say(f"recording to {self.record_dir}")
             return True
         self.stop_recording()
         return False
@@ -495,7 +511,7 @@ class PlaySession:
         self._close_recording(self.ids)
         path = self._write()
         self.recorder = None
-        self.message = f"recorded {path}" if path else "nothing recorded"
+        self.say(f"recorded {path}" if path else "nothing recorded")
         return path
 
     def _open_recording(self, ids) -> None:

@@ -88,7 +88,9 @@ def decode(payload: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> dict:
         raise ProtocolError("bad_frame", f"payload is not a worldssm msgpack message: {str(exc)[:200]}",
                             fatal=True) from None
     if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
-        raise ProtocolError("bad_message", "a message is a map with a string 'kind'")
+        rid = message.get("id") if isinstance(message, dict) else None
+        valid = isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid < MAX_ID
+        raise ProtocolError("bad_message", "a message is a map with a string 'kind'", request_id=rid if valid else None)
     return message
 
 

@@ -49,6 +49,7 @@ class Connection:
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=server.max_pipeline)
         self.pending = None  # (actions, future) of the step waiting for the next tick
         self.late: dict[int, int] = {}  # agent -> ticks it acted with the fallback since its last result
+        self.missed: dict[int, dict] = {}  # agent -> the result of the step that ended it while its client was late
         self.closed = False
 
     def send(self, message: dict) -> None:
@@ -56,14 +57,16 @@ class Connection:
             return
         try:
             data = encode(message, self.server.max_frame)
-        except ProtocolError as exc:
-            data = encode(ProtocolError("internal", str(exc), request_id=message.get("id")).to_message())
+        except Exception as exc:  # noqa: BLE001 - too big, or a value the codec refuses: say so, in its place
+            data = encode(ProtocolError("internal", f"the response could not be sent: {str(exc)[:200]}",
+                                        request_id=message.get("id")).to_message())
         self.writer.write(data)
         if self.writer.transport.get_write_buffer_size() > self.server.max_unread:
             self.server.stats["dropped"] += 1
-            self.close("it does not read its responses")
+            self.close("not_reading")
 
     def close(self, why: str = "") -> None:
+        """Close the connection; `why` is a short fixed reason (an error code), counted in stats."""
         if self.closed:
             return
         self.closed = True
@@ -86,24 +89,26 @@ class Server:
         max_clients: connections at once.
         max_frame: the largest frame accepted or sent, in bytes.
         frame_timeout: seconds a frame may take to arrive once its first byte has.
-        idle_timeout: seconds a connection may stay silent (None: forever).
+        idle_timeout: seconds a connection may stay silent after hello (None: forever).
+        hello_timeout: seconds each frame may take to start before hello is answered.
         max_pipeline: requests a client may have waiting.
         max_unread: bytes of responses a client may leave unread.
     """
 
     def __init__(self, world, token: str, host: str = "127.0.0.1", port: int = 0, deadline_ms: float = 100.0,
                  max_clients: int = 256, max_frame: int = DEFAULT_MAX_FRAME, frame_timeout: float = 10.0,
-                 idle_timeout: float | None = None, max_pipeline: int = 64, max_unread: int = 16 * 2**20):
+                 idle_timeout: float | None = None, max_pipeline: int = 64, max_unread: int = 16 * 2**20,
+                 hello_timeout: float = 10.0):
         self.world, self.token, self.host, self.port = world, token.encode(), host, port
         self.deadline, self.max_clients, self.max_frame = deadline_ms / 1e3, max_clients, max_frame
-        self.frame_timeout, self.idle_timeout = frame_timeout, idle_timeout
+        self.frame_timeout, self.idle_timeout, self.hello_timeout = frame_timeout, idle_timeout, hello_timeout
         self.max_pipeline, self.max_unread = max_pipeline, max_unread
         self.clients: set[Connection] = set()
         self.owner: dict[int, Connection] = {}  # agent -> the connection controlling it
         self._numbers = 0
         self._tick_timer = None
         self.stats = {"ticks": 0, "tick_ms": [], "connections": 0, "refused": 0, "errors": 0, "dropped": 0,
-                      "closed": {}}  # dropped: clients that did not read; closed: why connections were closed
+                      "closed": {}}  # dropped: clients that did not read; closed: connections closed, by reason
         self._server = None
 
     # ----- lifecycle ---------------------------------------------------------------------------
@@ -118,8 +123,11 @@ class Server:
             await self._server.serve_forever()
 
     async def stop(self) -> None:
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+            self._tick_timer = None
         for c in list(self.clients):
-            c.close("the server stops")
+            c.close("stop")
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -154,7 +162,10 @@ class Server:
     async def _read(self, conn: Connection) -> None:
         while not conn.closed:
             try:
-                header = await asyncio.wait_for(conn.reader.readexactly(HEADER.size), self.idle_timeout)
+                # Until hello is answered a connection holds a slot without proof of the token:
+                # it gets `hello_timeout` seconds for each frame, so silent sockets cannot hold them all.
+                wait = self.idle_timeout if conn.hello else self.hello_timeout
+                header = await asyncio.wait_for(conn.reader.readexactly(HEADER.size), wait)
                 n = frame_length(header, self.max_frame)
                 payload = await asyncio.wait_for(conn.reader.readexactly(n), self.frame_timeout)
                 message = decode(payload, self.max_frame)
@@ -167,9 +178,7 @@ class Server:
                 if exc.fatal:
                     self._fatal(conn, exc)
                     return
-                self.stats["errors"] += 1
-                conn.send(exc.to_message())
-                continue
+                message = exc  # answered by the worker, in its place among the requests
             if conn.queue.full():
                 self._fatal(conn, ProtocolError("busy", f"more than {self.max_pipeline} requests waiting", fatal=True))
                 return
@@ -178,22 +187,36 @@ class Server:
     def _fatal(self, conn: Connection, exc: ProtocolError) -> None:
         self.stats["errors"] += 1
         conn.send(exc.to_message())
-        conn.close(exc.detail)
+        conn.close(exc.code)
 
     def disconnected(self, conn: Connection, why: str) -> None:
         """A client is gone: its agents act with the fallback from now on."""
         self.clients.discard(conn)
-        for i in conn.agents:
-            self.owner.pop(i, None)
+        self._release(conn, list(conn.agents))
         if conn.pending is not None and not conn.pending[1].done():
             conn.pending[1].cancel()
         conn.pending = None
         self._maybe_tick()
 
+    def _release(self, conn: Connection, ids: list[int]) -> None:
+        """`conn` gives up `ids`: they act with the fallback, and one whose episode has ended
+        starts its next one (as every agent nobody controls does)."""
+        for i in ids:
+            if i in conn.agents:
+                conn.agents.remove(i)
+            self.owner.pop(i, None)
+            conn.late.pop(i, None)
+            conn.missed.pop(i, None)
+        self.world.release(ids)
+
     # ----- requests ----------------------------------------------------------------------------
     async def _work(self, conn: Connection) -> None:
         while True:
             message = await conn.queue.get()
+            if isinstance(message, ProtocolError):  # a frame the reader could not take as a request
+                self.stats["errors"] += 1
+                conn.send(message.to_message())
+                continue
             rid = message.get("id") if isinstance(message.get("id"), int) else None
             try:
                 reply = await self._handle(conn, message)
@@ -228,9 +251,7 @@ class Server:
             return self._join(conn, msg, rid)
         if kind == "leave":
             ids = self._own(conn, agent_list(msg.get("agents"), "agents"))
-            for i in ids:
-                conn.agents.remove(i)
-                self.owner.pop(i, None)
+            self._release(conn, ids)
             self._maybe_tick()
             return {"kind": "left", "id": rid, "agents": ids}
         if kind == "reset":
@@ -238,6 +259,7 @@ class Server:
             obs = self.world.reset(ids, msg.get("seed"))
             for i in ids:
                 conn.late.pop(i, None)
+                conn.missed.pop(i, None)
             return {"kind": "reset_result", "id": rid, "obs": {str(i): o for i, o in obs.items()}, "info": {}}
         return await self._step(conn, msg, rid)
 
@@ -274,6 +296,7 @@ class Server:
     def _own(self, conn: Connection, ids) -> list[int]:
         if ids is None:
             return list(conn.agents)
+        ids = list(dict.fromkeys(ids))  # each once
         self.world.check_ids(ids)
         foreign = [i for i in ids if self.owner.get(i) is not conn]
         if foreign:
@@ -284,24 +307,34 @@ class Server:
         raw = msg.get("actions")
         if not isinstance(raw, dict) or len(raw) > len(conn.agents):
             raise ProtocolError("bad_message", "step needs actions {agent id (as a string): action} for your agents")
-        actions = {}
+        actions, missed = {}, {}
         for key, action in raw.items():
-            if not key.isdigit() or len(key) > 16:
+            if not (key.isascii() and key.isdigit()) or len(key) > 16:
                 raise ProtocolError("bad_message", f"agent keys are decimal ids, got {key[:20]!r}")
             i = int(key)
             if self.owner.get(i) is not conn:
                 raise ProtocolError("unknown_agent", f"agent {i} is not yours")
-            if self.world.done[i]:
+            if i in conn.missed:  # it ended while its client was late: that result, not a new step
+                missed[i] = None
+            elif self.world.done[i]:
                 raise ProtocolError("bad_action", f"agent {i}'s episode has ended: reset it first")
-            actions[i] = self.world.check_action(i, action)
-        future = asyncio.get_running_loop().create_future()
-        conn.pending = (actions, future)
-        self._maybe_tick(first=True)
-        results = await future
+            else:
+                actions[i] = self.world.check_action(i, action)
+        for i in missed:
+            r = conn.missed.pop(i)
+            r["late"] = conn.late.pop(i, 0)
+            missed[i] = r
+        results = {}
+        if actions:
+            future = asyncio.get_running_loop().create_future()
+            conn.pending = (actions, future)
+            self._maybe_tick()
+            results = await future
+        results.update({str(i): r for i, r in missed.items()})
         return {"kind": "step_result", "id": rid, "tick": self.world.tick, "results": results}
 
     # ----- ticks -------------------------------------------------------------------------------
-    def _maybe_tick(self, first: bool = False) -> None:
+    def _maybe_tick(self) -> None:
         waiting = [c for c in self.clients if c.pending is not None]
         if not waiting:
             return
@@ -320,11 +353,24 @@ class Server:
             return
         t0 = time.perf_counter()
         actions = {i: a for c in waiting for i, a in c.pending[0].items()}
-        results, late = self.world.step(actions, set(self.owner))
+        try:
+            results, late = self.world.step(actions, set(self.owner))
+        except Exception as exc:  # noqa: BLE001 - an env or the model failed: every waiting step hears it
+            self.stats["errors"] += 1
+            for c in waiting:
+                _, future = c.pending
+                c.pending = None
+                if not future.done():
+                    future.set_exception(ProtocolError("internal", f"the world failed to step: "
+                                                                   f"{type(exc).__name__}: {exc}"[:300]))
+            return
         for i in late:
             c = self.owner.get(i)
             if c is not None:
                 c.late[i] = c.late.get(i, 0) + 1
+                r = results.get(i)
+                if r is not None and (r["terminated"] or r["truncated"]):
+                    c.missed[i] = dict(r)  # its client was late for the step that ended it
         for c in waiting:
             out = {}
             for i in c.agents:

@@ -116,6 +116,12 @@ class World:
             raise ProtocolError("bad_message", f"seed must be a non-negative int or nil, got {seed!r}")
         return {i: self._reset_one(i, None if seed is None else seed + k) for k, i in enumerate(ids)}
 
+    def release(self, ids) -> None:
+        """Agents nobody controls any more: one whose episode has ended starts its next one."""
+        for i in ids:
+            if self.done[i]:
+                self._reset_one(i, None)
+
     def check_ids(self, ids) -> None:
         bad = [i for i in ids if not 0 <= i < self.n]
         if bad:
