@@ -22,9 +22,11 @@ from worldssm.remote.protocol import DEFAULT_MAX_FRAME, HEADER, VERSION, Protoco
 
 
 def _address(address) -> tuple[str, int]:
+    """("host", port) from "HOST:PORT" or "[IPv6]:PORT"."""
     if isinstance(address, tuple):
         return address
     host, _, port = str(address).rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not host or not port.isdigit():
         raise WorldssmError(f"address must be HOST:PORT, got {address!r}")
     return host, int(port)
@@ -48,6 +50,9 @@ class Connection:
         except BaseException:
             self.sock.close()
             raise
+        theirs = self.welcome.get("max_frame")
+        if isinstance(theirs, int) and theirs > self.max_frame:  # the server's responses may be this large
+            self.max_frame = theirs
 
     def send(self, message: dict) -> int:
         """Send a request without waiting; returns its id."""
@@ -57,9 +62,15 @@ class Connection:
         return self._next
 
     def receive(self) -> dict:
-        """The next response (an error response raises ProtocolError)."""
-        n = frame_length(self._read(HEADER.size), self.max_frame)
-        message = decode(self._read(n), self.max_frame)
+        """The next response (an error response raises ProtocolError). A read that fails part
+        way (a timeout, a frame this client refuses) closes the connection: the stream could not
+        be trusted to be at a frame boundary any more."""
+        try:
+            n = frame_length(self._read(HEADER.size), self.max_frame)
+            message = decode(self._read(n), self.max_frame)
+        except (OSError, ProtocolError):
+            self.sock.close()
+            raise
         if message["kind"] == "error":
             raise ProtocolError(str(message.get("code")), str(message.get("message")), bool(message.get("fatal")),
                                 message.get("id"))
@@ -67,8 +78,15 @@ class Connection:
 
     def request(self, message: dict) -> dict:
         rid = self.send(message)
-        reply = self.receive()
+        try:
+            reply = self.receive()
+        except ProtocolError as exc:
+            if exc.request_id not in (None, rid):
+                self.sock.close()
+                raise ProtocolError("order", f"an error for request {exc.request_id} came for request {rid}") from None
+            raise
         if reply.get("id") != rid:
+            self.sock.close()
             raise ProtocolError("order", f"response {reply.get('id')} to request {rid}")
         return reply
 

@@ -11,7 +11,7 @@ order the requests came (a client may send several before reading: pipelining).
 
 | request | fields | response | fields |
 |---|---|---|---|
-| hello | version [major, minor], token, capabilities [str] | welcome | version, server, capabilities, env, mode, agents_free, deadline_ms |
+| hello | version [major, minor], token, capabilities [str] | welcome | version, server, capabilities, env, mode, agents_free, deadline_ms, max_frame |
 | join | n (agents to control) | specs | agents [int], observation_space, action_space (SPACE dicts) |
 | reset | agents [int] or absent (all yours), seed (int or nil) | reset_result | obs {agent: array}, info {} |
 | step | actions {agent: action} | step_result | tick, results {agent: {obs, reward, terminated, truncated, late, pred?}} |

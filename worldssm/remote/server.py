@@ -277,7 +277,8 @@ class Server:
         w = self.world
         return {"kind": "welcome", "id": rid, "version": list(VERSION), "server": "worldssm",
                 "capabilities": CAPABILITIES, "env": w.env_id, "mode": w.mode,
-                "agents_free": w.n - len(self.owner), "deadline_ms": self.deadline * 1e3}
+                "agents_free": w.n - len(self.owner), "deadline_ms": self.deadline * 1e3,
+                "max_frame": self.max_frame}
 
     def _join(self, conn: Connection, msg: dict, rid: int) -> dict:
         n = msg.get("n", 1)
@@ -419,6 +420,14 @@ class ServerThread:
         self.address = f"{self.server.host}:{self.server.port}"
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
+        async def stop():
+            await self.server.stop()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:  # the connections' readers and workers
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(30)
+        self.loop.close()
