@@ -2,6 +2,7 @@
 verdicts and state bytes per backbone; bad envs are refused before anything is collected."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,15 @@ def test_smoke_run_writes_json_png_and_verdicts(tmp_path):
         assert set(r["state_bytes_per_agent"]) == {"64", "1024", "16384"}
         assert len(set(r["state_bytes_per_agent"].values())) == 1, "a recurrent state does not grow with context"
     assert saved["git_sha"] is None or len(saved["git_sha"]) == 40
+    # a change of the evaluation re-evaluates the same runs: same training, a new file naming the old
+    import time
+
+    time.sleep(1.1)  # result files are named by the second
+    again = fidelity.reevaluate(result["path"], tmp_path / "w", tmp_path)
+    assert again["reevaluated_from"] == Path(result["path"]).name and again["path"] != result["path"]
+    old, new = rec["backbones"]["gru"], again["envs"]["Pendulum-v1"]["backbones"]["gru"]
+    assert new["train_seconds"] == old["train_seconds"]
+    assert new["eval"]["obs_nmse"]["model"] == pytest.approx(old["eval"]["obs_nmse"]["model"])
 
 
 def test_transformer_state_grows_with_context():

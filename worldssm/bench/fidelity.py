@@ -202,6 +202,39 @@ def run(envs=None, device: str = "cpu", backbones=("mamba2",), out_dir="tests/be
     return result
 
 
+def reevaluate(path, work, out_dir="tests/bench/results") -> dict:
+    """Evaluate the runs a fidelity result was made from (in `work`) again with this version's
+    evaluation, keeping everything else (collection, training time, seed); writes a new result
+    whose "reevaluated_from" names the old file. For a change of the evaluation, not the model."""
+    import json
+
+    from worldssm.bench.env import git_sha, save_result
+    from worldssm.errors import WorldssmError
+    from worldssm.train.evaluate import EvalConfig, evaluate
+
+    path, work = Path(path), Path(work)
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise WorldssmError(f"{path}: not a readable fidelity result ({exc})") from None
+    device = "cuda" if result["device"] != "cpu" else "cpu"
+    for name, rec in result["envs"].items():
+        pixels = SUITE[name].pixels if name in SUITE else False
+        for backbone, r in rec["backbones"].items():
+            run, data = work / name / f"run-{backbone}", work / name / "data"
+            if not run.is_dir() or not data.is_dir():
+                raise WorldssmError(f"{name}: {run} or {data} is missing; re-evaluation needs the suite's --work")
+            r["eval"] = evaluate(run, data, work / name / f"eval-{backbone}",
+                                 EvalConfig(seed=rec["seed"], device=device, video=pixels))
+            r["targets"] = verdict(r["eval"])
+        print(line(name, rec), flush=True)
+    result.update(reevaluated_from=path.name, reevaluated_git_sha=git_sha(), time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    result.pop("path", None)
+    new = save_result(result, out_dir, f"fidelity-{device}")
+    plot_grid(result, new.with_suffix(".png"))
+    return result
+
+
 def line(name: str, record: dict) -> str:
     parts = []
     for b, r in record["backbones"].items():

@@ -37,6 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fid = sub.add_parser("fidelity", help="world-model accuracy per env against naive predictors (worldssm.bench.fidelity)")
     fid.add_argument("--out", default="tests/bench/results", help="directory for the JSON and PNG results")
     fid.add_argument("--work", default="runs/fidelity", help="directory for the collected data and trained runs")
+    fid.add_argument("--reevaluate", metavar="JSON", default=None,
+                     help="evaluate the runs of this earlier result (in --work) again with this version's evaluation")
     fid.add_argument("--envs", default=None, help="comma-separated names of the suite (default: all)")
     fid.add_argument("--backbones", default="mamba2", help="comma-separated: mamba2, gru, transformer")
     fid.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu: SMALL preset; cuda: BASE")
@@ -96,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
 
         envs = None if args.envs is None else [e.strip() for e in args.envs.split(",") if e.strip()]
         backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
-        result = fidelity.run(envs, args.device, backbones, args.out, args.work, args.seed)
+        if args.reevaluate:
+            result = fidelity.reevaluate(args.reevaluate, args.work, args.out)
+        else:
+            result = fidelity.run(envs, args.device, backbones, args.out, args.work, args.seed)
         print(f"wrote {result['path']}")
     elif args.bench == "dream":
         from worldssm.bench import dream
