@@ -4,7 +4,9 @@ The protocol (ANCHORS.md): on held-out episodes, observe C context steps, then i
 recorded actions for k = 1, 2, 4, ..., 64 steps. The observation error at each k is the squared
 error divided per dimension by the variance of the observations (so 1.0 is the error of the best
 constant guess), averaged over dimensions and over the windows whose target step k is still inside
-the episode. The same is reported for repeating the last context observation and for predicting
+the episode. A dimension that hardly varies would weigh without bound, so each variance is floored
+at 1% of the mean variance; images use one variance for all pixels (the mean over pixels), since a
+pixel that never changes is no reason to weigh its error a trillion times. The same is reported for repeating the last context observation and for predicting
 the mean observation, with the reward's absolute error and the termination F1 per k.
 """
 
