@@ -153,6 +153,9 @@ class Server:
         worker = asyncio.ensure_future(self._work(conn))
         try:
             await self._read(conn)
+        except asyncio.CancelledError:
+            pass  # the server is stopping: this connection ends like any other (asyncio's stream callback
+            # would otherwise report the cancelled handler as an error)
         finally:
             conn.close()
             worker.cancel()
