@@ -137,12 +137,16 @@ def fidelity_table(files: list[tuple[str, dict]]) -> list[str]:
     return out
 
 
+def _source(name: str, d: dict) -> str:
+    """"(FILE, git SHA, load average before A, B, C)" of a CPU result."""
+    load = ", ".join(f"{x:.2f}" for x in d["load_avg_before"])
+    return f"({name}, git {(d['git_sha'] or '')[:7]}, load average before {load})"
+
+
 def play_table(name: str, d: dict) -> list[str]:
     """`worldssm bench play`: frames per second of play's whole loop, headless, no frame cap."""
-    load = ", ".join(f"{x:.2f}" for x in d["load_avg_before"])
     out = [f"`worldssm play`'s whole loop (events, real env step, model step with decoding, drawing), headless, "
-           f"no frame cap, {d['device']}, {d['cpus']} CPUs ({name}, git {(d['git_sha'] or '')[:7]}, "
-           f"load average before {load}):", "",
+           f"no frame cap, {d['device']}, {d['cpus']} CPUs {_source(name, d)}:", "",
            "| scenario | env | model | frames/s | frame median / p99 (ms) | model step p50 / p99 (ms) |",
            "|---|---|---|---|---|---|"]
     model = {"vector": d["setup"]["vector_model"], "pixel": f"{d['setup']['preset_pixel']}, untrained weights"}
@@ -154,10 +158,8 @@ def play_table(name: str, d: dict) -> list[str]:
 
 def serve_table(name: str, d: dict) -> list[str]:
     """`worldssm bench serve`: a remote agent's round trip, and ticks/s with many client processes."""
-    load = ", ".join(f"{x:.2f}" for x in d["load_avg_before"])
-    out = [f"Remote agents over TCP loopback, {d['setup']['env']}, {d['cpus']} CPUs ({name}, git "
-           f"{(d['git_sha'] or '')[:7]}, load average before {load}): one client's `step` round trip, "
-           "and the tick rate when every tick waits for N client processes.", "",
+    out = [f"Remote agents over TCP loopback, {d['setup']['env']}, {d['cpus']} CPUs {_source(name, d)}: one client's "
+           "`step` round trip, and the tick rate when every tick waits for N client processes.", "",
            "| agents of one client | round trip p50 / p99 (ms) | server tick p50 (ms) | agent-steps/s |",
            "|---|---|---|---|"]
     for r in d["round_trip"]:
