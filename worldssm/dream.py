@@ -170,11 +170,12 @@ class Dreams:
         low, high = self._scale
         return (low + (np.clip(actions, -1, 1) + 1) / 2 * (high - low)).astype(np.float32)
 
-    def step(self, actions: np.ndarray, rng: np.random.Generator, rows=None):
+    def step(self, actions: np.ndarray, rng: np.random.Generator, rows=None, model_space: bool = False):
         """Advance the dreams in `rows` (default: all, in order): (obs, reward, terminated,
-        truncated), one row per dream stepped; actions in `action_space`, one per row."""
+        truncated), one row per dream stepped; actions in `action_space`, one per row (or, with
+        `model_space`, already in the model's own action space)."""
         rows = np.arange(self.n) if rows is None else np.asarray(rows, np.int64)
-        actions = self.to_model(actions)
+        actions = np.asarray(actions) if model_space else self.to_model(actions)
         k = rows.size
         out_rew, out_cont = np.zeros(k, np.float32), np.zeros(k, np.float32)
         new_obs = np.zeros((k, *self.model.obs_shape), np.float32)

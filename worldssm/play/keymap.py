@@ -118,7 +118,9 @@ class Keymap:
 
 def _family(env_id: str) -> str:
     """The known layout's name for an env id ("LunarLanderContinuous-v3" -> "LunarLander")."""
-    name = env_id.split("/")[-1].split("-v")[0]
+    from worldssm.play.views import family
+
+    name = family(env_id)
     return next((k for k in (*_DISCRETE_LAYOUTS, *_BOX_LAYOUTS) if name.startswith(k)), name)
 
 

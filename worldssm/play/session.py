@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from worldssm.agents.base import AgentInfo
 from worldssm.errors import WorldssmError
 
 VIEWS = ("both", "real", "dream")
@@ -285,15 +286,13 @@ class PlaySession:
     def step(self, human_action=None) -> None:
         """Advance one tick with the human's action for the controlled agent (ignored while an
         agent drives it)."""
-        from worldssm.agents.base import AgentInfo
-
         self.tick += 1
         main = [t for t in self.tracks if t.agent == self.controlled]
         if self.view == "dream" and not main:
             self._add_track(self.controlled, "dream")
             main = [t for t in self.tracks if t.agent == self.controlled]
         played = main[0].obs if self.view == "dream" else self._row_obs(self.controlled)
-        mine = self._decide(played, human_action, AgentInfo)
+        mine = self._decide(played, human_action)
         if self.view == "dream":
             self._advance([(t, mine) for t in main if not t.ended])
             for track in main:
@@ -302,7 +301,7 @@ class PlaySession:
                     self.say(f"{track.name} ended (predicted): return {track.reward:.1f}; set to reality")
                     self._sync(track)
             return
-        actions = self._actions(mine, AgentInfo)
+        actions = self._actions(mine)
         self._step_real(actions)
 
     def _row_obs(self, agent):
@@ -311,7 +310,7 @@ class PlaySession:
         rows = np.flatnonzero(self.ids == agent)
         return self.obs[rows[0]] if rows.size else None
 
-    def _decide(self, played, human_action, AgentInfo):
+    def _decide(self, played, human_action):
         """The controlled agent's action (None when there is no controlled agent)."""
         if self.controlled is None or played is None:
             return None
@@ -331,7 +330,7 @@ class PlaySession:
         self.decide_ms.append((time.perf_counter() - t0) * 1e3)
         return action
 
-    def _actions(self, mine, AgentInfo) -> np.ndarray:
+    def _actions(self, mine) -> np.ndarray:
         if self.swarm:
             actions = np.asarray(self.others.act(self.obs, AgentInfo(ids=self.ids, tick=self.tick, first=self.first)))
             if mine is not None and self.controlled is not None:
@@ -456,7 +455,6 @@ class PlaySession:
             return np.array([255.0])
         from worldssm import envs
         from worldssm.agents.scripted import RandomAgent
-        from worldssm.agents.base import AgentInfo
 
         kwargs = {} if self.swarm else {"autoreset": "new_agent"}
         probe = envs.make(self.env_id, api="batched", n_agents=self.n_agents,

@@ -182,8 +182,8 @@ class World:
         dream = [i for i in live if self.kind[i] == "dream"]
         if dream:
             rows = np.array(dream) - len(self.envs)
-            acts = np.stack([np.asarray(self._to_unit(used[i])) for i in dream])
-            obs, rew, term, trunc = self.dreams.step(acts, self.rng, rows)
+            acts = np.stack([np.asarray(used[i]) for i in dream])  # the world's actions are the model's
+            obs, rew, term, trunc = self.dreams.step(acts, self.rng, rows, model_space=True)
             for k, i in enumerate(dream):
                 results[i] = {"obs": obs[k], "reward": float(rew[k]), "terminated": bool(term[k]),
                               "truncated": bool(trunc[k])}
@@ -194,13 +194,6 @@ class World:
                 if i not in controlled:
                     self._reset_one(i, None)
         return results, late
-
-    def _to_unit(self, action):
-        """Dreams take bounded Box actions in [-1, 1] (DreamEnv's convention); the world's are the env's."""
-        if self.dreams is None or self.dreams._scale is None:
-            return action
-        low, high = self.dreams._scale
-        return (2 * (np.asarray(action, np.float64) - low) / np.maximum(high - low, 1e-12) - 1).astype(np.float32)
 
     def _predict(self, real: list[int], used: dict) -> dict[int, dict]:
         slots = self.slots[np.array(real)]
