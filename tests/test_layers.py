@@ -1,7 +1,7 @@
 """The layer rules of DESIGN.md, read from the source: every `import` of every module, at module
 level or inside a function, must point down the layers.
 
-    leaf (spaces, checkpoint, codec, errors, atomic, locks) -> numpy, msgpack, safetensors, torch
+    leaf (spaces, checkpoint, codec, errors, atomic, locks, choices) -> numpy, msgpack, safetensors, torch
     kernels  -> leaf                              (torch, triton)
     model    -> kernels, leaf                     (no gymnasium, ray, pygame)
     engine   -> model, kernels, leaf              (no ray, no envs, no data, no train)
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Source folders and the package each one is installed as.
 FOLDERS = {"worldssm": ROOT / "worldssm", "worldssm.kernels": ROOT / "kernels",
            "worldssm.envs": ROOT / "envs", "worldssm.agents": ROOT / "agents"}
-LEAF = {"spaces", "checkpoint", "codec", "errors", "atomic", "locks"}
+LEAF = {"spaces", "checkpoint", "codec", "errors", "atomic", "locks", "choices"}
 HEAVY = {"gymnasium", "ray", "pygame", "pettingzoo", "matplotlib"}
 
 # layer -> (worldssm layers it may import, third-party top-level modules it must not import)

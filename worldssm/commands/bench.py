@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from worldssm.choices import BACKENDS, TORCH_DEVICES
+
 HELP = "benchmark the fused step, the training scan, the environments or the Ray tick; writes JSON results"
 
 
@@ -27,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     env.add_argument("--seconds", type=float, default=3.0, help="timed seconds per configuration")
     soak = sub.add_parser("soak", help="thousands of agents joining and leaving for minutes, memory watched")
     soak.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
-    soak.add_argument("--backend", choices=["local", "ray"], default="local", help="Simulation backend")
+    soak.add_argument("--backend", choices=BACKENDS, default="local", help="Simulation backend")
     soak.add_argument("--agents", type=int, default=10_000, help="agents at the start (half real, half dream)")
     soak.add_argument("--seconds", type=float, default=600.0, help="how long to run")
     soak.add_argument("--warmup-s", type=float, default=None, help="warm-up before memory is judged (default a fifth)")
@@ -41,7 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="evaluate the runs of this earlier result (in --work) again with this version's evaluation")
     fid.add_argument("--envs", default=None, help="comma-separated names of the suite (default: all)")
     fid.add_argument("--backbones", default="mamba2", help="comma-separated: mamba2, gru, transformer")
-    fid.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu: SMALL preset; cuda: BASE")
+    fid.add_argument("--device", choices=TORCH_DEVICES, default="cpu", help="cpu: SMALL preset; cuda: BASE")
     fid.add_argument("--seed", type=int, default=0, help="seed of collection, training and evaluation")
     serve = sub.add_parser("serve", help="remote agents: step round trip and ticks/s with many clients (worldssm.bench.serve)")
     serve.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
@@ -50,14 +52,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--seconds", type=float, default=5.0, help="timed seconds per client count")
     play = sub.add_parser("play", help="frames/s of worldssm play's whole loop, headless (worldssm.bench.play)")
     play.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
-    play.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    play.add_argument("--device", choices=TORCH_DEVICES, default="cpu", help="where the model runs")
     play.add_argument("--scenarios", nargs="+", default=["vector", "pixel"], choices=["vector", "pixel"],
                       help="vector: the bundled CartPole model; pixel: Pong64 with an untrained model of the preset")
     play.add_argument("--frames", type=int, default=600, help="timed frames per scenario")
     play.add_argument("--checkpoint", default=None, help="the vector scenario's model (default: the bundled one)")
     dream = sub.add_parser("dream", help="DreamVectorEnv env-steps/s at 1 to 16,384 envs (worldssm.bench.dream)")
     dream.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
-    dream.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu: SMALL preset; cuda: BASE")
+    dream.add_argument("--device", choices=TORCH_DEVICES, default="cpu", help="cpu: SMALL preset; cuda: BASE")
     dream.add_argument("--envs", type=int, nargs="+", default=[1, 64, 1024, 16384], help="numbers of envs")
     dream.add_argument("--seconds", type=float, default=3.0, help="timed seconds per configuration")
     tick = sub.add_parser("tick", help="Ray tick latency: Compiled Graph vs plain calls (worldssm.bench.tick)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from worldssm.choices import TORCH_DEVICES
+
 import dataclasses
 
 HELP = "act in the real env with a planner (MPPI or categorical CEM) that imagines with a trained model"
@@ -17,7 +19,7 @@ def configure(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the env copies and of the planner")
     parser.add_argument("--planner", choices=sorted(PLANNER_PRESETS), default="fast",
                         help="preset of the search settings; the flags below override single fields")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model imagines")
+    parser.add_argument("--device", choices=TORCH_DEVICES, default="cpu", help="where the model imagines")
     parser.add_argument("--out", default=None, help="write the result as JSON to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_flags(parser, PlannerConfig, prefix="plan",

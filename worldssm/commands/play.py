@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from worldssm.choices import TORCH_DEVICES
+
 HELP = "play inside a world model beside reality (pygame window; no checkpoint: the bundled CartPole model)"
 
 EPILOG = """keys: the window lists them. m human <-> agent, v view both/real/dream, p pause, n one step,
@@ -33,7 +35,7 @@ def configure(parser) -> None:
     parser.add_argument("--resync", type=int, default=0, help="set the dream to reality every K steps (0: free)")
     parser.add_argument("--forks", type=int, default=2, help="forks shown at once")
     parser.add_argument("--record-dir", default="recordings", help="where recordings go (r starts one)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    parser.add_argument("--device", choices=TORCH_DEVICES, default="cpu", help="where the model runs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes and the agents")
     parser.add_argument("--frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--screenshot", default=None, metavar="PNG", help="save the window here when play ends")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from worldssm.choices import FALLBACKS, MODES, TORCH_DEVICES
+
 HELP = "serve a real env, a dream or both to remote agents (versioned msgpack protocol, token required)"
 
 
 def configure(parser) -> None:
     parser.add_argument("--checkpoint", default=None, help="run directory: its model dreams (and predicts for real agents)")
     parser.add_argument("--env", default=None, help="Gymnasium id of the real agents (default: the model's env)")
-    parser.add_argument("--mode", choices=["real", "dream", "mixed"], default="real",
+    parser.add_argument("--mode", choices=MODES, default="real",
                         help="real: copies of the env; dream: the model is the env; mixed: half each")
     parser.add_argument("--agents", type=int, default=16, help="agents in the world (clients take control of them)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
@@ -18,12 +20,12 @@ def configure(parser) -> None:
                         help="read the token from this file (default: $WORLDSSM_TOKEN, else a new one is printed)")
     parser.add_argument("--deadline-ms", type=float, default=100.0,
                         help="a tick waits this long for late clients; their agents then act with the fallback")
-    parser.add_argument("--fallback", choices=["repeat", "random"], default="repeat",
+    parser.add_argument("--fallback", choices=FALLBACKS, default="repeat",
                         help="how an agent acts without its client's action: its last action, or a random one")
     parser.add_argument("--max-clients", type=int, default=256, help="connections at once")
     parser.add_argument("--max-frame", type=int, default=4 * 2**20, help="largest frame in bytes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes and the fallback")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    parser.add_argument("--device", choices=TORCH_DEVICES, default="cpu", help="where the model runs")
 
 
 def load_token(token_file) -> tuple[str, str]:

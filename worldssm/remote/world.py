@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from worldssm.choices import FALLBACKS, MODES
 from worldssm.errors import WorldssmError
 from worldssm.remote.protocol import ProtocolError
 
-MODES = ("real", "dream", "mixed")
-FALLBACKS = ("repeat", "random")
 
 
 class World:

@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from worldssm.agents.planners import PLANNER_PRESETS
+from worldssm.choices import BACKENDS, MODES, TORCH_DEVICES
 from worldssm.agents.registry import ENV_FREE, PLANNER, check_name
 from worldssm.engine.engine import ENGINE_IMPLS
 from worldssm.model.loading import ModelSource
 
-MODES = ("real", "dream", "mixed")
 EXECUTORS = ("compiled", "plain")
-BACKENDS = ("ray", "local")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", *TORCH_DEVICES)
 
 
 @dataclass(frozen=True)
