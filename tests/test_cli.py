@@ -117,6 +117,8 @@ BAD_VALUES = [
     ("quickstart", ["--agents", "0"], "QuickstartConfig.agents must be >= 1, got 0"),
     ("quickstart", ["--env-steps", "0"], "QuickstartConfig.env_steps must be >= 1, got 0"),
     ("quickstart", ["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    ("train", ["--threads", "-3"], "TrainConfig.threads must be >= 0, got -3"),
+    ("train", ["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ]
 
 
@@ -130,10 +132,10 @@ def test_bad_values_exit_2_with_one_error_line(command, flags, message, tmp_path
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     lines = err.strip().splitlines()
-    assert lines[-1] == f"worldssm {command}: error: {message}" or (
-        from_argparse and lines[-1].startswith(f"worldssm {command}: error: {message}"))
-    if not from_argparse:
-        assert len(lines) == 1  # our errors are one line; argparse's come after its usage lines
+    assert len(lines) == 1, err  # argparse's errors too: one line, no usage dump
+    assert lines[0] == f"worldssm {command}: error: {message}" or (
+        from_argparse and lines[0].startswith(f"worldssm {command}: error: {message}")
+        and lines[0].endswith(f"(see worldssm {command} --help)"))
     assert not (tmp_path / "out").exists()  # rejected before any work started
 
 
@@ -188,6 +190,11 @@ MISUSE = [
     ("quickstart out names a file", ["quickstart", "--out", "{file}"], r"\S+a_file exists and is not a directory"),
     ("quickstart cuda without CUDA", ["quickstart", "--out", "{tmp}/qs", "--device", "cuda"],
      "device 'cuda' was requested", NO_CUDA),
+    ("bench out names a file", ["bench", "soak", "--out", "{file}", "--agents", "10", "--seconds", "600"],
+     r"--out \S+a_file is a file"),
+    ("soak warm-up past half the run", ["bench", "soak", "--out", "{tmp}/r", "--seconds", "10", "--warmup-s", "8"],
+     r"--warmup-s 8.0 must lie in \[0, --seconds / 2 = 5\]"),
+    ("soak kill without ray", ["bench", "soak", "--out", "{tmp}/r", "--kill"], "--kill needs --backend ray"),
 ]
 
 
@@ -204,6 +211,23 @@ def test_misuse_is_one_error_line_and_exit_2(argv, message, data, trained, tmp_p
     assert re.match(rf"worldssm {command}: error: .*{message}", err), err
     assert sorted(p.name for p in trained.rglob("*")) == before  # the run is untouched
     assert not any((tmp_path / n).exists() for n in ("r", "ev", "qs"))  # nothing was started
+
+
+def test_a_full_disk_is_one_error_line_naming_the_file(data, trained, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    import worldssm.atomic
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(worldssm.atomic.os, "fsync", full)
+    code = main([a.format(run=trained, data=data) for a in EVAL] + ["--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("worldssm eval: error: No space left on device (") and "eval.json)" in err, err
+    assert not [p for p in (tmp_path / "ev").iterdir() if p.name.endswith(".tmp")]  # no temporary file left
 
 
 def test_quickstart_report_shows_null_errors(tmp_path, capsys, monkeypatch):

@@ -174,6 +174,12 @@ def _bad_calls(eng, s):
     yield lambda: eng.observe(np.array([s[0], s[0]]), o[:2], a[:2])  # repeated slot
     yield lambda: eng.imagine(s, a[:2])
     yield lambda: eng.imagine(s, "left")
+    # finite in float64, inf in the float32 the model computes in
+    big = o.astype(np.float64)
+    big[1, 0] = 1e39
+    yield lambda: eng.observe(s, big, a)
+    yield lambda: eng.observe(s, o, np.full((3, 1), 1e39))
+    yield lambda: eng.imagine(s, np.full((3, 1), -1e39))
 
 
 def test_rejected_call_changes_no_state():
@@ -188,7 +194,7 @@ def test_rejected_call_changes_no_state():
         with pytest.raises(EngineInputError):
             call()
         n += 1
-    assert n == 10
+    assert n == 13
     for k, t in eng.slab.tensors.items():
         assert torch.equal(t, before[k]), k
     assert np.array_equal(eng.rng_state(), rng_before)

@@ -72,6 +72,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark and print its table."""
+    from pathlib import Path
+
+    from worldssm.errors import WorldssmError
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():  # found now, not after a 10-minute run
+        raise WorldssmError(f"--out {out} is a file; it names the directory the JSON result goes to")
     if args.bench == "step":
         from worldssm.bench import step
 
@@ -84,10 +91,12 @@ def run(args: argparse.Namespace) -> int:
         print(scan.format_table(result))
     elif args.bench == "soak":
         from worldssm.bench import soak
-        from worldssm.errors import WorldssmError
 
         if args.agents < 2 or not args.seconds > 0 or not args.sample_s > 0:
             raise WorldssmError("soak needs --agents >= 2 and positive --seconds and --sample-s")
+        if args.warmup_s is not None and not 0 <= args.warmup_s <= args.seconds / 2:
+            raise WorldssmError(f"--warmup-s {args.warmup_s} must lie in [0, --seconds / 2 = {args.seconds / 2:g}]: "
+                                "memory growth is judged on the samples after the warm-up")
         if args.kill and args.backend != "ray":
             raise WorldssmError("--kill needs --backend ray")
         result = soak.run(args.out, args.backend, args.agents, args.seconds, args.warmup_s, args.sample_s,
