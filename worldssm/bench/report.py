@@ -47,6 +47,24 @@ def step_table(name: str, d: dict) -> list[str]:
                    f"{_fmt(f.get('fraction_of_bound'), 2)} | {_fmt(g.get('median_us'))} | {_fmt(c.get('median_us'))} | "
                    f"{_fmt(pc.get('median_us'))} | {_fmt(min(ratios) if ratios else None, 2)}x | "
                    f"{_fmt(w.get('median_us'))} |")
+    extra = [r for r in d["rows"] if r.get("backbone") not in (None, "mamba2")]
+    if extra:
+        out += ["", "The whole world-model step with each backbone (same file, same heads; GRU and Transformer-KV in "
+                "PyTorch under a CUDA graph, Mamba-2 fused):", "",
+                "| backbone | B | median / p99 (us) | agent-steps/s | state bytes per agent | Mamba-2 faster by |",
+                "|---|---|---|---|---|---|"]
+        ratio = {(r["baseline"], r["batch"]): r["throughput_ratio"] for r in d.get("backbone_ratios", [])}
+        for r in [x for x in d["rows"] if x["arm"] == "world_model fused+graph"] + extra:
+            name = "Mamba-2" if r.get("backbone") in (None, "mamba2") else r["arm"].replace("world_model ", "").replace(
+                " reference+graph", "")
+            per = r.get("state_bytes_per_agent")
+            if "median_us" not in r:
+                out.append(f"| {name} | {r['batch']:,} | {r.get('error', '?')[:70]} | | {_fmt(per, 0)} | |")
+                continue
+            speed = ratio.get((r["arm"], r["batch"]))
+            out.append(f"| {name} | {r['batch']:,} | {_fmt(r['median_us'])} / {_fmt(r['p99_us'])} | "
+                       f"{r['batch'] / (r['median_us'] * 1e-6):,.0f} | {_fmt(per, 0)} | "
+                       f"{'' if speed is None else f'{speed:.1f}x'} |")
     return out
 
 

@@ -244,21 +244,39 @@ def bench_batch(bb, batch: int, bandwidth: float, arms: tuple[str, ...], reps: i
     return rows
 
 
-def bench_world_model(batch: int, reps: int, arms=("fused+graph", "reference+graph")) -> list[dict]:
-    """The whole observe step: encoder (fp32) -> bf16 backbone step -> heads (fp32)."""
-    from worldssm.model import WorldModel, preset
+def bench_world_model(batch: int, reps: int, arms=("fused+graph", "reference+graph"), backbone: str = "mamba2",
+                      context: int | None = None) -> list[dict]:
+    """The whole observe step: encoder (fp32) -> bf16 backbone step -> heads (fp32).
+
+    `backbone` swaps Mamba-2 for the GRU or the Transformer-KV baseline at a matched parameter
+    count (`preset_for`); `context` sets the Transformer's window (its KV cache is full: every
+    slot valid, so each step attends `context` keys).
+    """
+    from worldssm.model import WorldModel
+    from worldssm.model.config import preset_for
 
     torch.manual_seed(0)
     obs_dim, n_actions = 64, 8
-    wm = WorldModel(preset("BASE"), {"type": "box", "shape": [obs_dim], "dtype": "float32", "low": -1, "high": 1},
+    cfg = preset_for("BASE", backbone)
+    if context is not None:
+        cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, context=context))
+    wm = WorldModel(cfg, {"type": "box", "shape": [obs_dim], "dtype": "float32", "low": -1, "high": 1},
                     {"type": "discrete", "n": n_actions}).to("cuda").eval()
     wm.backbone.to(torch.bfloat16)
+    per_agent = state_bytes_per_agent(wm.backbone)
+    label = "world_model " if backbone == "mamba2" else f"world_model {backbone}{'' if context is None else f' ctx {context}'} "
+    need = fits(wm.backbone, batch)
+    if need:
+        return [{"arm": label + arm, "batch": batch, "backbone": backbone, "context": context,
+                 "state_bytes_per_agent": per_agent, "error": need} for arm in arms]
     gen = torch.Generator(device="cuda").manual_seed(batch + 1)
     slab = random_slab(wm.backbone, batch + 1, gen)
+    if "pos" in slab:  # a full window: every KV slot is valid, each step attends `context` keys
+        slab["pos"].fill_(wm.backbone.cfg.context * 3)
     slots = torch.randperm(batch + 1, generator=gen, device="cuda")[:batch]
     obs = torch.randn(batch, obs_dim, generator=gen, device="cuda")
     action = torch.randint(0, n_actions, (batch,), generator=gen, device="cuda")
-    reset = torch.rand(batch, generator=gen, device="cuda") < 0.01
+    reset = torch.rand(batch, generator=gen, device="cuda") < (0.01 if backbone != "transformer" else 0.0)
 
     def step():
         # observe_slots with explicit casts around the bf16 backbone (the model's own
@@ -270,17 +288,77 @@ def bench_world_model(batch: int, reps: int, arms=("fused+graph", "reference+gra
     rows = []
     for arm in arms:
         set_kernels(wm, "triton" if arm.startswith("fused") else "reference")
-        row = {"arm": "world_model " + arm, "batch": batch}
+        row = {"arm": label + arm, "batch": batch, "backbone": backbone, "context": context,
+               "state_bytes_per_agent": per_agent}
         try:
             with torch.no_grad():
                 graph, _ = capture(step)
                 row.update(time_calls(graph.replay, reps))
                 del graph
+            row["agent_steps_per_s"] = batch / (row["median_us"] * 1e-6)
         except Exception as exc:  # noqa: BLE001
             row["error"] = f"{type(exc).__name__}: {exc}"[:500]
         rows.append(row)
         torch.cuda.empty_cache()
+    del slab
+    torch.cuda.empty_cache()
     return rows
+
+
+def state_bytes_per_agent(bb) -> int:
+    return int(sum(int(np.prod(shape)) * torch.empty((), dtype=dt).element_size()
+                   for shape, dt in bb.state_spec().values()))
+
+
+def fits(bb, batch: int) -> str | None:
+    """None when a step of `batch` agents fits the free GPU memory, else why not (bytes needed).
+
+    Counted: the slab, plus for the Transformer the per-layer window it gathers (fp32 rows and
+    two bf16 copies, see `TransformerBackbone.step_slots`).
+    """
+    per = state_bytes_per_agent(bb)
+    need = (batch + 1) * per
+    if getattr(bb.cfg, "kind", "") == "transformer":
+        c = bb.cfg
+        need += batch * c.context * c.n_heads * c.head_dim * (4 + 2 + 2) * 2
+    free, _ = torch.cuda.mem_get_info()
+    if need > 0.85 * free:
+        return f"does not fit: needs about {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
+    return None
+
+
+BACKBONES_HELP = "also the whole world-model step with the GRU and Transformer-KV (context 256, 4,096, 16,384) backbones"
+BACKBONE_ROWS = (("gru", None), ("transformer", 256), ("transformer", 4096), ("transformer", 16384))
+
+
+def bench_backbones(batches, reps: int) -> list[dict]:
+    """The whole world-model step with the GRU and the Transformer-KV baselines (reference
+    PyTorch under a CUDA graph), at the same batch sizes as the Mamba-2 rows."""
+    rows = []
+    for b in batches:
+        for backbone, context in BACKBONE_ROWS:
+            rows += bench_world_model(b, reps if b < 4096 else max(20, reps // 8), ("reference+graph",),
+                                      backbone, context)
+            print({k: v for k, v in rows[-1].items() if k != "error"} | {"error": rows[-1].get("error", "")[:80]},
+                  flush=True)
+    return rows
+
+
+def backbone_ratios(rows: list[dict]) -> list[dict]:
+    """Mamba-2 (fused) agent-steps/s over each baseline's, per batch; the state bytes each reads
+    and writes per agent and step give the floor of that ratio (both bound by memory traffic)."""
+    out = []
+    for r in rows:
+        if r.get("backbone") in (None, "mamba2") or "median_us" not in r:
+            continue
+        m = next((x for x in rows if x["batch"] == r["batch"] and x["arm"] == "world_model fused+graph"
+                  and "median_us" in x), None)
+        if m is None:
+            continue
+        out.append({"batch": r["batch"], "baseline": r["arm"], "mamba2_us": m["median_us"], "baseline_us": r["median_us"],
+                    "throughput_ratio": r["median_us"] / m["median_us"],
+                    "state_bytes_ratio": r["state_bytes_per_agent"] / m["state_bytes_per_agent"]})
+    return out
 
 
 def kernel_only(bandwidth: float, batch: int = 16384) -> list[dict]:
@@ -318,7 +396,8 @@ def kernel_only(bandwidth: float, batch: int = 16384) -> list[dict]:
     return rows
 
 
-def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True, world_model: bool = True) -> dict:
+def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True, world_model: bool = True,
+        backbones: bool = False) -> dict:
     """Run the step benchmark; write `step-<device>.json` under `out_dir` (if given) and return it.
 
     Raises:
@@ -353,8 +432,15 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
                           and "median_us" in x), None)
             if plain is not None:
                 r["speedup_vs_plain_compile_graph"] = plain["median_us"] / r["median_us"]
+    ratios = []
+    if backbones and world_model:
+        rows += bench_backbones(batches, reps)
+        ratios = backbone_ratios(rows)
+        for r in ratios:
+            print(r, flush=True)
     result = {
         "benchmark": "step", "env": env_info(), "correctness": check, "copy_bandwidth_Bps": bandwidth,
+        "backbone_ratios": ratios,
         "shape": {"preset": "BASE", "d_model": 256, "n_layers": 4, "H": 8, "P": 64, "N": 64, "K": 4,
                   "weights": "bfloat16", "ssm_state": "float32", "conv_state": "float32",
                   "slots": "random permutation of B+1 slots", "reset_fraction": 0.01},
@@ -397,8 +483,9 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=200)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile arm")
     p.add_argument("--no-world-model", action="store_true", help="skip the whole world-model rows")
+    p.add_argument("--backbones", action="store_true", help=BACKBONES_HELP)
     a = p.parse_args(argv)
-    result = run(a.out, tuple(a.batches), a.reps, not a.no_compile, not a.no_world_model)
+    result = run(a.out, tuple(a.batches), a.reps, not a.no_compile, not a.no_world_model, a.backbones)
     print(format_table(result))
     return 0
 

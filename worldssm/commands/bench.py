@@ -19,6 +19,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     step.add_argument("--reps", type=int, default=200, help="timed graph replays per row")
     step.add_argument("--no-compile", action="store_true", help="skip the torch.compile + graph arm")
     step.add_argument("--no-world-model", action="store_true", help="skip the whole world-model rows")
+    step.add_argument("--backbones", action="store_true", help="also the whole world-model step with the GRU and "
+                      "Transformer-KV (context 256, 4,096, 16,384) backbones")
     scan = sub.add_parser("scan", help="scan forward+backward tokens/s: Triton vs references (CUDA)")
     scan.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
     scan.add_argument("--reps", type=int, default=20, help="timed forward+backward passes per row")
@@ -82,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if args.bench == "step":
         from worldssm.bench import step
 
-        result = step.run(args.out, tuple(args.batches), args.reps, not args.no_compile, not args.no_world_model)
+        result = step.run(args.out, tuple(args.batches), args.reps, not args.no_compile, not args.no_world_model,
+                          args.backbones)
         print(step.format_table(result))
     elif args.bench == "scan":
         from worldssm.bench import scan
