@@ -70,6 +70,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tick.add_argument("--ticks", type=int, default=200, help="timed ticks per configuration")
     tick.add_argument("--warmup", type=int, default=20, help="untimed ticks first")
     tick.add_argument("--rounds", type=int, default=3, help="rounds per configuration on fresh actors (median reported)")
+    tick.add_argument("--device", choices=TORCH_DEVICES, default="cpu",
+                      help="cpu: DEBUG model, 2 EnvActors, --agents; cuda: BASE on the GPU, 4 EnvActors, 1,024 real, "
+                      "16,384 dream and 16,384 mixed agents")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.bench == "tick":
         from worldssm.bench import tick
 
-        result = tick.run(args.out, tuple(args.agents), args.ticks, args.warmup, args.rounds)
+        if args.device == "cuda":
+            result = tick.run_gpu(args.out, args.ticks, args.warmup)
+        else:
+            result = tick.run(args.out, tuple(args.agents), args.ticks, args.warmup, args.rounds)
         print(f"wrote {result['path']}")
     else:
         from worldssm.bench.env import run_env_bench
