@@ -2,6 +2,7 @@
 EngineActors on CPU, recovery from killed actors, rejected ticks. One Ray session per module."""
 
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -96,6 +97,27 @@ def test_killed_engine_actor_is_restored(ray_session, src, executor):
         assert all(lost[g] >= 8 - 4 for g in on_1 if g not in set(new_dreamers.tolist()))
         assert all(lost[g] <= 1 for g in on_0)
         assert s["ticks"] == sim.t and results[-1].agents == 14
+
+
+def test_who_is_live_is_read_back_after_a_recovery(ray_session, src):
+    """The tick that fails returns no results: after the recovery the Simulation asks the
+    engines who is live. A leave and a join queued for the failed tick were replayed; the
+    leaver is gone, the joiner is live, and every listed dream agent can be removed."""
+    with Simulation(cfg(src)) as sim:
+        for _ in range(6):  # snapshot at tick 4
+            sim.tick()
+        leaving = sim.roster.live_dream[1][:1].copy()
+        sim.remove_agents(leaving)
+        joined = sim.add_agents(1, engine=1)
+        os.kill(int(sim.ray.get(sim.engine_actors[1].pid.remote())), signal.SIGKILL)
+        res = sim.tick()
+        assert res.recovered
+        live = set(sim.live_agents().tolist())
+        assert int(leaving[0]) not in live and int(joined[0]) in live
+        assert res.agents == len(live) == sim.summary()["agents_live"]
+        sim.remove_agents(sim.roster.dream_live_after_queue(1)[:2])  # no stale id is offered
+        assert not sim.tick().recovered
+        assert sim.summary()["agents_missing"] == []
 
 
 @pytest.mark.parametrize("victim", [0, 1])

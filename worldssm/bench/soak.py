@@ -115,7 +115,7 @@ def run(out_dir="tests/bench/results", backend: str = "local", agents: int = 10_
                               "actor": "EnvActor 0" if len(kill_at) == 2
                               else "EngineActor 0"})
                 kill_at.pop(0)
-            dream = sim.roster.live_dream[0]
+            dream = sim.roster.dream_live_after_queue(0)
             leaving = dream[rng.permutation(dream.size)[:churn]] if dream.size > churn else dream[:0]
             if leaving.size:
                 sim.remove_agents(leaving)

@@ -118,6 +118,10 @@ class WorldModelConfig:
     loss_dyn: float = 1.0  # weight of KL(sg(post) || prior)
     loss_rep: float = 0.1  # weight of KL(post || sg(prior))
     obs_norm: bool = True  # standardise vector observations per dimension with the training data's statistics
+    # Training: this fraction of each batch's sequences feeds the backbone the posterior's mode
+    # instead of a sample, as the engine, planners and eval do (heads trained only on samples
+    # misjudge mode inputs: CartPole's continue head then ends episodes a step early).
+    mode_rows: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.backbone, dict):
@@ -126,6 +130,8 @@ class WorldModelConfig:
                      "action_embed", "reward_bins"):
             if getattr(self, name) < 1:
                 raise ValueError(f"WorldModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.mode_rows <= 1.0:
+            raise ValueError(f"WorldModelConfig.mode_rows must be in [0, 1], got {self.mode_rows}")
         if not 0.0 <= self.unimix < 1.0:
             raise ValueError(f"WorldModelConfig.unimix must be in [0, 1), got {self.unimix}")
         if self.reward_bins < 2:

@@ -227,6 +227,9 @@ class WorldModel(nn.Module):
         cfg = self.cfg
         post = self.posterior(batch["obs"])  # [B, T, V, K]
         z = sample_onehot(post, sample, generator)  # [B, T, V*K]
+        if sample and cfg.mode_rows > 0:  # these rows see what inference sees: the mode
+            rows = torch.rand(z.shape[0], generator=generator, device=z.device) < cfg.mode_rows
+            z = torch.where(rows[:, None, None], sample_onehot(post, False), z)
         h, state = self.backbone(self._inputs(z, batch["action"]), state, resets=batch["is_first"].bool())
         prior = self.prior(h)  # [B, T, V, K]: predicts z_{t+1}
         valid = (~batch["is_first"][:, 1:].bool()).float()  # [B, T-1]: t+1 continues the episode of t

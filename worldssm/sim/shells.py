@@ -158,3 +158,7 @@ class EngineShell(_Shell):
     def replay(self, log: bytes) -> int:
         """Re-apply dream joins and leaves logged since a snapshot (MembershipLog bytes)."""
         return self.worker.replay(MembershipLog.from_bytes(log).ops)
+
+    def dream_ids(self) -> bytes:
+        """The ids of the dream agents live on this EngineActor now (packed int64)."""
+        return codec.packb(self.worker.d_ids)

@@ -351,6 +351,10 @@ class Simulation:
                                         first_number=self.roster.next_number(e))
             self.env_actors[e] = self._new_env(setup)
             self.roster.env_restarted(e, codec.unpackb(self._call(self.env_actors[e], "live_ids")), t)
+        # No tick result reports who is live after a recovery: ask the engines. A restored one
+        # replayed joins and leaves since its snapshot, a surviving one may have run tick t.
+        for j, actor in enumerate(self.engine_actors):
+            self.roster.live_dream[j] = codec.unpackb(self._call(actor, "dream_ids"))
         self._preds = [None] * self.topo.n_env
         self._exec = self._make_executor()
 
