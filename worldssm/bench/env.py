@@ -39,6 +39,10 @@ def pin_one_core() -> dict:
 
 
 def git_sha() -> str | None:
+    """The commit of the code that ran: $WORLDSSM_GIT_SHA where the checkout's own history is not
+    the one measured (a copy on another machine), else `git rev-parse HEAD`."""
+    if os.environ.get("WORLDSSM_GIT_SHA"):
+        return os.environ["WORLDSSM_GIT_SHA"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).resolve().parent, timeout=10)

@@ -159,6 +159,8 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
         train_s = time.perf_counter() - t1
         result = evaluate(run, data, work / name / f"eval-{backbone}",
                           EvalConfig(seed=seed, device=device, video=entry.pixels))  # pixels: openloop.gif too
+        if "video" in result:  # where under the work folder (a machine's path does not belong in the record)
+            result["video"] = "WORK/" + Path(result["video"]).relative_to(work).as_posix()
         record["backbones"][backbone] = {
             "train_seconds": train_s, "eval": result, "targets": verdict(result),
             "state_bytes_per_agent": state_bytes(preset, backbone, spec.observation_space, spec.action_space),

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -191,16 +192,79 @@ def serve_table(name: str, d: dict) -> list[str]:
     return out
 
 
+def tick_cuda_table(name: str, d: dict) -> list[str]:
+    st = d["setup"]
+    out = [f"The tick on the GPU host ({name}, git {d['git_sha'][:7]}, {d['device']}, {d['cpus']} CPUs): "
+           f"{st['model']} EngineActor on the GPU, {st['env_actors']} EnvActors on CPU cores, swarm_v0; "
+           "the local backend runs the same actors' code in one process, without Ray.", "",
+           "| scenario | path | p50 / p99 tick (ms) | env (ms) | engine (ms) | of which model (ms) | overhead p50 (ms) "
+           "| agent-steps/s |", "|---|---|---|---|---|---|---|---|"]
+    names = {"compiled": "Compiled Graph", "plain": "plain calls", "local": "local (no Ray)"}
+    for r in d["results"]:
+        for path, label in names.items():
+            x = r.get(path, {})
+            if "error" in x or not x:
+                err = re.sub(r"\x1b\[[0-9;]*m|\s*\(pid=[^)]*\)", "", x.get("error", "not run")).splitlines()[0]
+                out.append(f"| {r['scenario']} | {label} | error: {err[:100]} "
+                           "| | | | | |")
+                continue
+            out.append(f"| {r['scenario']} | {label} | {x['latency_ms']['p50']:.2f} / {x['latency_ms']['p99']:.2f} | "
+                       f"{x['env_ms_p50']:.2f} | {x['engine_ms_p50']:.2f} | {x['model_ms_p50']:.2f} | "
+                       f"{x['overhead_ms']['p50']:.2f} | {x['agent_steps_per_s']:,.0f} |")
+    return out
+
+
+def dream_table(name: str, d: dict) -> list[str]:
+    st = d["setup"]
+    out = [f"`DreamVectorEnv` on {d['device']} ({name}, git {(d.get('git_sha') or '?')[:7]}, {st['model']} model, "
+           f"{st['spaces']} spaces):", "", "| envs | step median / p99 (ms) | env-steps/s |", "|---|---|---|"]
+    for r in d["rows"]:
+        out.append(f"| {r['envs']:,} | {r['median_ms']:.2f} / {r['p99_ms']:.2f} | {r['env_steps_per_s']:,.0f} |")
+    return out
+
+
+def plan_tables(files: list[tuple[str, dict]]) -> list[str]:
+    out = ["Planners acting in the real env (10 seeded episodes side by side; decision latency for all 10 agents):",
+           "", "| env | device | planner (S, H, I) | mean return | episodes at the maximum | decision p50 / p99 (ms) "
+           "| imagined agent-steps/s | planning overhead | file |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, d in files:
+        c = d["planner_config"]
+        top = (f"{sum(1 for r in d['returns'] if r >= 500)} of {len(d['returns'])}"
+               if d["env"].startswith("CartPole") else "")
+        out.append(f"| {d['env']} | {d['device']} | {d['planner']} ({c['samples']}, {c['horizon']}, {c['iterations']}) | "
+                   f"{d['mean_return']:.1f} | {top} | "
+                   f"{d['decision_ms_p50']:.0f} / {d['decision_ms_p99']:.0f} | {d['imagined_steps_per_s']:,.0f} | "
+                   f"{100 * d['planning_overhead']:.0f}% | {name} |")
+    return out
+
+
+def soak_tables(files: list[tuple[str, dict]]) -> list[str]:
+    out = ["Soak: a Simulation with agents joining and leaving (swarm_v0, half dream, DEBUG model), resident memory "
+           "of every process after warm-up against the end (medians of the first and last tenth of the samples):",
+           "", "| backend | agents | minutes | kills (SIGKILL) | ticks | agents seen | missing | RSS after warm-up → "
+           "end (MiB) | growth | verdict | file |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, d in files:
+        st = d["setup"]
+        kills = ", ".join(k["actor"] for k in d["kills"]) or "none"
+        out.append(f"| {d['backend']} | {st['agents']:,} | {st['seconds'] / 60:.0f} | {kills} | {d['ticks']:,} | "
+                   f"{d['agents_seen']:,} | {len(d['agents_missing'])} | {d['rss_after_warmup_kb'] / 1024:,.0f} → "
+                   f"{d['rss_at_end_kb'] / 1024:,.0f} | {100 * d['rss_growth']:+.1f}% | "
+                   f"{'passed' if d['passed'] else 'failed'} | {name} |")
+    return out
+
+
 def report(results: Path = RESULTS) -> str:
     parts: list[list[str]] = []
+    many = {"fidelity-*.json": fidelity_table, "plan-*.json": plan_tables, "soak-*.json": soak_tables}
     for pattern, table in (("step-nvidia-h200*.json", step_table), ("scan-nvidia-h200*.json", scan_table),
-                           ("env-*.json", env_table), ("tick-*.json", tick_table),
-                           ("fidelity-*.json", None), ("play-cpu-*.json", play_table),
-                           ("play-cuda-*.json", play_table), ("serve-*.json", serve_table)):
+                           ("env-*.json", env_table), ("tick-2*.json", tick_table), ("tick-cuda-*.json", tick_cuda_table),
+                           ("fidelity-*.json", None), ("plan-*.json", None), ("dream-cpu-*.json", dream_table),
+                           ("dream-cuda-*.json", dream_table), ("play-cpu-*.json", play_table),
+                           ("play-cuda-*.json", play_table), ("serve-*.json", serve_table), ("soak-*.json", None)):
         if table is None:
             files = _load(pattern, results)
             if files:
-                parts.append(fidelity_table(files))
+                parts.append(many[pattern](files))
             continue
         name, d = _newest(pattern, results)
         if d is not None:

@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import time
 
@@ -84,7 +85,7 @@ def run_gpu(out_dir="tests/bench/results", ticks: int = 200, warmup: int = 20, e
                 with Simulation(cfg) as sim:
                     row[label] = _measure(sim, warmup, ticks)
             except Exception as exc:  # noqa: BLE001 - one arm failing is recorded, the others still run
-                row[label] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+                row[label] = {"error": re.sub(r"\x1b\[[0-9;]*m", "", f"{type(exc).__name__}: {exc}")[:2000]}
             m = row[label]
             print(f"{name:>13} {label:>8}: " + (m["error"] if "error" in m else
                   f"p50 {m['latency_ms']['p50']:.2f} ms p99 {m['latency_ms']['p99']:.2f} (env {m['env_ms_p50']:.2f}, "
