@@ -15,6 +15,8 @@ def test_local_soak_accounts_for_every_agent(tmp_path):
     assert saved["passed"] and saved["agents_missing"] == [] and saved["recoveries"] == 0
     assert saved["agents_seen"] > 200, "agents left and new ones joined"
     assert len(saved["samples"]) >= 8 and all(s["rss_kb"] > 0 for s in saved["samples"])
+    # VmRSS = RssAnon + RssFile + RssShmem: the private part is most of a local run's memory
+    assert all(0 < s["rss_anon_kb"] <= 1.1 * s["rss_kb"] and s["rss_shmem_kb"] >= 0 for s in saved["samples"])
     assert saved["rss_growth"] == pytest.approx(
         (saved["rss_at_end_kb"] - saved["rss_after_warmup_kb"]) / saved["rss_after_warmup_kb"])
     assert saved["rss_peak_after_warmup_kb"] >= max(saved["rss_at_end_kb"], saved["rss_after_warmup_kb"])

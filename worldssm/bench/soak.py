@@ -27,12 +27,14 @@ import time
 HARSH = {"energy_init": 0.3, "spawn_prob": 0.2, "max_steps": 10**9}
 
 
-def rss_kb(pid: int) -> int:
-    """Resident memory of a process in KiB (0 when it is gone)."""
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory of a process in KiB (0 when it is gone): `field` of /proc/PID/status,
+    VmRSS (all), RssAnon (private heap and stacks) or RssShmem (shared memory it touched, such
+    as Ray's object store, where Compiled Graph channels live)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         return 0
@@ -102,7 +104,9 @@ def run(out_dir="tests/bench/results", backend: str = "local", agents: int = 10_
                 per = {str(p): rss_kb(p) for p in pids}
                 samples.append({"t_s": round(now, 2), "tick": sim.t, "agents": sim.roster.count(),
                                 "rss_kb": sum(per.values()), "rss_untrimmed_kb": sum(raw.values()),
-                                "per_process_kb": per, "pids": pids})
+                                "per_process_kb": per, "pids": pids,
+                                "rss_anon_kb": sum(rss_kb(p, "RssAnon") for p in pids),
+                                "rss_shmem_kb": sum(rss_kb(p, "RssShmem") for p in pids)})
                 next_sample += sample_s
             if now >= seconds and not kill_at:  # (a slow recovery may delay a kill past the end: wait for it)
                 break
