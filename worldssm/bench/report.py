@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from statistics import median
 import sys
 from pathlib import Path
 
@@ -242,13 +243,21 @@ def soak_tables(files: list[tuple[str, dict]]) -> list[str]:
     out = ["Soak: a Simulation with agents joining and leaving (swarm_v0, half dream, DEBUG model), resident memory "
            "of every process after warm-up against the end (medians of the first and last tenth of the samples):",
            "", "| backend | agents | minutes | kills (SIGKILL) | ticks | agents seen | missing | RSS after warm-up → "
-           "end (MiB) | growth | verdict | file |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "end (MiB) | growth | of which private (RssAnon) / shared (RssShmem) growth | verdict | file |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, d in files:
         st = d["setup"]
         kills = ", ".join(k["actor"] for k in d["kills"]) or "none"
-        out.append(f"| {d['backend']} | {st['agents']:,} | {st['seconds'] / 60:.0f} | {kills} | {d['ticks']:,} | "
+        split = "—"
+        after = [x for x in d["samples"] if x["t_s"] >= st["warmup_s"] and "rss_anon_kb" in x]
+        if after:
+            w = d["rss_window_samples"]
+            grow = [(median([x[k] for x in after[-w:]]) - median([x[k] for x in after[:w]])) / 1024
+                    for k in ("rss_anon_kb", "rss_shmem_kb")]
+            split = f"{grow[0]:+,.0f} / {grow[1]:+,.0f} MiB"
+        out.append(f"| {d['backend']} | {st['agents']:,} | {st['seconds'] / 60:.1f} | {kills} | {d['ticks']:,} | "
                    f"{d['agents_seen']:,} | {len(d['agents_missing'])} | {d['rss_after_warmup_kb'] / 1024:,.0f} → "
-                   f"{d['rss_at_end_kb'] / 1024:,.0f} | {100 * d['rss_growth']:+.1f}% | "
+                   f"{d['rss_at_end_kb'] / 1024:,.0f} | {100 * d['rss_growth']:+.1f}% | {split} | "
                    f"{'passed' if d['passed'] else 'failed'} | {name} |")
     return out
 
