@@ -13,3 +13,13 @@ def test_engine_impls_times_both_steps_and_the_table_shows_them():
     table = "\n".join(tick_table("tick-x.json", doc))
     speedup = rows[1]["torch_ms"] / rows[1]["numpy_ms"]
     assert f"| 20 | {rows[1]['numpy_ms']:.3f} | {rows[1]['torch_ms']:.3f} | {speedup:.2f}x |" in table
+
+
+def test_an_arm_failure_is_recorded_without_colours_or_ray_process_detail():
+    from worldssm.bench.tick import error_text
+
+    exc = RuntimeError("\x1b[36mray::EngineActor.snapshot()\x1b[39m (pid=1616, ip=127.0.0.1, actor_id=ab12)\n"
+                       "CodecError: cannot encode: bytes object is too large")
+    text = error_text(exc)
+    assert text.splitlines()[0] == "RuntimeError: ray::EngineActor.snapshot()"
+    assert text.splitlines()[1] == "CodecError: cannot encode: bytes object is too large"

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import re
 from statistics import median
 import sys
 from pathlib import Path
@@ -205,7 +204,7 @@ def tick_cuda_table(name: str, d: dict) -> list[str]:
         for path, label in names.items():
             x = r.get(path, {})
             if "error" in x or not x:
-                err = re.sub(r"\x1b\[[0-9;]*m|\s*\(pid=[^)]*\)", "", x.get("error", "not run")).splitlines()[0]
+                err = x.get("error", "not run").splitlines()[0]
                 out.append(f"| {r['scenario']} | {label} | error: {err[:100]} "
                            "| | | | | |")
                 continue

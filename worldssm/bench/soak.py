@@ -27,18 +27,23 @@ import time
 HARSH = {"energy_init": 0.3, "spawn_prob": 0.2, "max_steps": 10**9}
 
 
-def rss_kb(pid: int, field: str = "VmRSS") -> int:
-    """Resident memory of a process in KiB (0 when it is gone): `field` of /proc/PID/status,
-    VmRSS (all), RssAnon (private heap and stacks) or RssShmem (shared memory it touched, such
-    as Ray's object store, where Compiled Graph channels live)."""
+def memory_kb(pid: int) -> dict[str, int]:
+    """Resident memory of a process in KiB from one read of /proc/PID/status (zeros when it is
+    gone): VmRSS (all), RssAnon (private heap and stacks) and RssShmem (shared memory it touched,
+    such as Ray's object store, where Compiled Graph channels live)."""
+    out = dict.fromkeys(MEMORY_FIELDS, 0)
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
+                name = line.split(":", 1)[0]
+                if name in out:
+                    out[name] = int(line.split()[1])
     except OSError:
-        return 0
-    return 0
+        pass
+    return out
+
+
+MEMORY_FIELDS = ("VmRSS", "RssAnon", "RssShmem")
 
 
 def _config(backend: str, agents: int, seed: int):
@@ -99,14 +104,15 @@ def run(out_dir="tests/bench/results", backend: str = "local", agents: int = 10_
         while True:
             now = time.perf_counter() - t_start
             if now >= next_sample - t_start:
-                raw = {str(p): rss_kb(p) for p in pids}
+                raw = {str(p): memory_kb(p)["VmRSS"] for p in pids}
                 _trim(sim)  # what the heap holds free goes back first: live memory is what is judged
-                per = {str(p): rss_kb(p) for p in pids}
+                mem = {str(p): memory_kb(p) for p in pids}
+                per = {p: m["VmRSS"] for p, m in mem.items()}
                 samples.append({"t_s": round(now, 2), "tick": sim.t, "agents": sim.roster.count(),
                                 "rss_kb": sum(per.values()), "rss_untrimmed_kb": sum(raw.values()),
                                 "per_process_kb": per, "pids": pids,
-                                "rss_anon_kb": sum(rss_kb(p, "RssAnon") for p in pids),
-                                "rss_shmem_kb": sum(rss_kb(p, "RssShmem") for p in pids)})
+                                "rss_anon_kb": sum(m["RssAnon"] for m in mem.values()),
+                                "rss_shmem_kb": sum(m["RssShmem"] for m in mem.values())})
                 next_sample += sample_s
             if now >= seconds and not kill_at:  # (a slow recovery may delay a kill past the end: wait for it)
                 break

@@ -11,10 +11,9 @@ nothing is reported. Imports only torch, triton, numpy and the project's model/k
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
+import sys
 import time
 from pathlib import Path
 
@@ -32,16 +31,9 @@ def env_info() -> dict:
 
     import triton
 
-    sha = os.environ.get("WORLDSSM_GIT_SHA")
-    if not sha:
-        try:
-            import subprocess
+    from worldssm.bench.env import git_sha
 
-            root = Path(__file__).resolve().parents[2]
-            sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                 text=True, timeout=10).stdout.strip() or "unknown"
-        except Exception:  # noqa: BLE001 - no git on the machine: say so in the record
-            sha = "unknown"
+    sha = git_sha() or "unknown"  # no git on the machine and no $WORLDSSM_GIT_SHA: say so in the record
     dev = torch.cuda.get_device_properties(0)
     return {
         "git_sha": sha, "device": torch.cuda.get_device_name(0), "sm_count": dev.multi_processor_count,
@@ -327,7 +319,6 @@ def fits(bb, batch: int) -> str | None:
     return None
 
 
-BACKBONES_HELP = "also the whole world-model step with the GRU and Transformer-KV (context 256, 4,096, 16,384) backbones"
 BACKBONE_ROWS = (("gru", None), ("transformer", 256), ("transformer", 4096), ("transformer", 16384))
 
 
@@ -477,17 +468,10 @@ def format_table(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m worldssm.bench.step", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
-    p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
-    p.add_argument("--reps", type=int, default=200)
-    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile arm")
-    p.add_argument("--no-world-model", action="store_true", help="skip the whole world-model rows")
-    p.add_argument("--backbones", action="store_true", help=BACKBONES_HELP)
-    a = p.parse_args(argv)
-    result = run(a.out, tuple(a.batches), a.reps, not a.no_compile, not a.no_world_model, a.backbones)
-    print(format_table(result))
-    return 0
+    """`python -m worldssm.bench.step ARGS` is `worldssm bench step ARGS` (one parser)."""
+    from worldssm.cli import main as cli
+
+    return cli(["bench", "step", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ after the same ticks; the benchmark refuses to report otherwise. Imports ray onl
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -34,8 +33,6 @@ import time
 
 
 ENV = "swarm_v0"
-DEVICE_HELP = ("cpu: DEBUG model, 2 EnvActors, --agents; cuda: the GPU host's scenarios (BASE on the GPU, "
-               "4 EnvActors; 1,024 real, 16,384 dream, 16,384 mixed agents)")
 
 
 def _source(preset: str = "DEBUG"):
@@ -52,6 +49,13 @@ def _source(preset: str = "DEBUG"):
 # (name, mode, agents, dream fraction). BASE model, EngineActor on the GPU, 4 EnvActors on CPU cores.
 GPU_SCENARIOS = (("real 1,024", "real", 1024, 0.0), ("dream 16,384", "dream", 16384, 1.0),
                  ("mixed 16,384", "mixed", 16384, 0.5))
+
+
+def error_text(exc) -> str:
+    """An arm's failure for the record: its type and message, without terminal colours or Ray's
+    (pid=..., ip=..., actor_id=...) detail."""
+    text = re.sub(r"\x1b\[[0-9;]*m|\s*\(pid=[^)]*\)", "", f"{type(exc).__name__}: {exc}")
+    return text[:2000]
 
 
 def run_gpu(out_dir="tests/bench/results", ticks: int = 200, warmup: int = 20, env_actors: int = 4,
@@ -85,7 +89,7 @@ def run_gpu(out_dir="tests/bench/results", ticks: int = 200, warmup: int = 20, e
                 with Simulation(cfg) as sim:
                     row[label] = _measure(sim, warmup, ticks)
             except Exception as exc:  # noqa: BLE001 - one arm failing is recorded, the others still run
-                row[label] = {"error": re.sub(r"\x1b\[[0-9;]*m", "", f"{type(exc).__name__}: {exc}")[:2000]}
+                row[label] = {"error": error_text(exc)}
             m = row[label]
             print(f"{name:>13} {label:>8}: " + (m["error"] if "error" in m else
                   f"p50 {m['latency_ms']['p50']:.2f} ms p99 {m['latency_ms']['p99']:.2f} (env {m['env_ms_p50']:.2f}, "
@@ -290,20 +294,10 @@ def _line(row: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worldssm.bench.tick", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="tests/bench/results", help="folder for the JSON result")
-    parser.add_argument("--agents", type=int, nargs="+", default=[16, 256, 4096])
-    parser.add_argument("--ticks", type=int, default=200, help="timed ticks per config (a quarter above 1024 agents)")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed ticks first")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per config on fresh actors (median reported)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help=DEVICE_HELP)
-    args = parser.parse_args(argv)
-    if args.device == "cuda":
-        result = run_gpu(args.out, args.ticks, args.warmup)
-    else:
-        result = run(args.out, tuple(args.agents), args.ticks, args.warmup, args.rounds)
-    print(f"wrote {result['path']}")
-    return 0
+    """`python -m worldssm.bench.tick ARGS` is `worldssm bench tick ARGS` (one parser)."""
+    from worldssm.cli import main as cli
+
+    return cli(["bench", "tick", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
