@@ -88,7 +88,7 @@ class _Planner:
     def __init__(self, engine, cfg: PlannerConfig = PLANNER_PRESETS["fast"], seed: int = 0):
         if cfg.particles > 1 and not engine.sample:
             raise PlannerError("particles > 1 need an engine that samples latents (Engine(sample=True)); "
-                               "with the mode every particle is the same rollout")
+                               "with the expected latent every particle is the same rollout")
         self.engine, self.cfg, self.stream = engine, cfg, TickStream(seed)
         self.space = engine.action_space
         self._slot: dict[int, int] = {}  # agent id -> its slot in the engine

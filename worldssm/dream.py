@@ -108,7 +108,7 @@ class Dreams:
         n: dreams.
         contexts: where dreams start.
         max_steps: steps before a dream is truncated.
-        sample: draw latents and terminations instead of taking the mode and the 0.5 threshold.
+        sample: draw latents and terminations instead of taking the expected latent and the 0.5 threshold.
         device: the engine's device.
     """
 
@@ -216,7 +216,7 @@ class DreamEnv(gym.Env):
             recorded at training).
         context: steps of real context per start (default 16).
         max_steps: steps before truncation (default 500).
-        sample: sample latents and terminations (default: the mode and the 0.5 threshold).
+        sample: sample latents and terminations (default: the expected latent and the 0.5 threshold).
         render_mode: None or "rgb_array".
         device: "cpu" or "cuda".
         env: the real env the dreams stand for (a Gymnasium id or worldssm env name), if any: its

@@ -212,7 +212,7 @@ def test_discrete_actions_checked():
 
 
 def test_imagine_feeds_the_latent_observe_predicted():
-    """imagine after observe equals the model's own observe -> imagine with the mode latent."""
+    """imagine after observe equals the model's own observe -> imagine with the expected latent."""
     eng = engine()
     s = eng.join(2)
     obs, act = obs_actions(2, 2, seed=4)

@@ -77,7 +77,7 @@ class Twin:
         return self._check(got, want)
 
     def _outputs(self, pred):
-        z = self.model.latent(pred.prior_logp)  # the mode [B, V*K]
+        z = self.model.latent(pred.prior_logp)  # the expectation [B, V*K]
         return z.numpy(), pred.reward.numpy(), pred.cont.numpy(), pred.h.numpy(), self.model.decode(z, pred.h).numpy()
 
     def _check(self, got, want):
@@ -113,7 +113,7 @@ def test_numpy_step_matches_torch(case):
     outs = run_sequence(Twin(model, capacity=9))
     reward, cont = np.concatenate([o[1] for o in outs]), np.concatenate([o[2] for o in outs])
     # Not the degenerate agreement of a zero head: the heads' outputs vary across agents and steps.
-    assert reward.std() > 0.1 and cont.std() > 0.01
+    assert reward.std() > 0.1 and cont.std() > 0.005
     assert len({o[0].tobytes() for o in outs}) > 1, "the latents must differ"
 
 

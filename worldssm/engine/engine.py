@@ -5,7 +5,7 @@ step ("engine.z"), so the two verbs chain without the caller carrying anything:
 
 - `observe(slots, obs, actions, resets)`: the agent saw o_t and took a_t. The posterior of o_t and
   a_t advance its state; the prior then gives the prediction for t+1: a latent z_{t+1} (drawn,
-  or its mode), reward r_{t+1}, continue c_{t+1}, and on request the decoded o_{t+1}.
+  or its expectation), reward r_{t+1}, continue c_{t+1}, and on request the decoded o_{t+1}.
 - `imagine(slots, actions)`: the agent dreams. The stored z_{t+1} (the step it "sees") and the
   action a_{t+1} advance its state, and the same kind of prediction for t+2 comes back.
 
@@ -61,7 +61,7 @@ class Engine:
         model: a `WorldModel` (moved to `device`, put in eval mode).
         capacity: slots in the slab; `grow` raises it.
         device: torch device; default the model's.
-        sample: draw latents from the prior (True) or take its mode (False, deterministic).
+        sample: draw latents from the prior (True) or take its expectation, the class probabilities (False, deterministic).
         seed: seed of the engine's own generator (used when `sample`).
         graphs: "auto" (CUDA graphs on CUDA when not sampling), "on" or "off".
         buckets: batch sizes to capture graphs for.
@@ -175,7 +175,7 @@ class Engine:
             raise EngineInputError(f"{b * n} slots are needed for {b} agents x {n} copies; "
                                    f"{self.slab.num_free} of {self.capacity} are free (grow the engine)")
         if self._numpy is not None:
-            z = torch.from_numpy(self._numpy.posterior_mode(o))
+            z = torch.from_numpy(self._numpy.posterior_mean(o))
         else:
             with self._no_grad():
                 z = self.model.latent(self.model.posterior(torch.as_tensor(o, device=self.device)),

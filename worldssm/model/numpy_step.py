@@ -5,13 +5,12 @@ per-op dispatch, not arithmetic: the DEBUG model's observe is ~160 PyTorch ops a
 and numpy's ops on small arrays cost a third to a half of that. `worldssm bench tick` times both
 steps side by side (`engine_observe_ms` in `tests/bench/results/tick-*.json`).
 
-`NumpyStep` mirrors `WorldModel.observe_slots` / `imagine_slots` / `decode` with the mode latent
-(no sampling) for vector observations and the Mamba-2 backbone with float32 weights and states:
+`NumpyStep` mirrors `WorldModel.observe_slots` / `imagine_slots` / `decode` with the expected
+latent (no sampling) for vector observations and the Mamba-2 backbone with float32 weights and states:
 the same formulas, float32 throughout. Results agree with the PyTorch path to float32 rounding,
 not bit for bit: the matrix products are BLAS's, not ATen's, and two products are regrouped
 (a discrete action's share of the input projection is a table lookup; the prior, reward and
-continue heads run as one stack); and the mode latent is the argmax of the logits, which is the
-argmax of their unimix log-probs up to rounding ties. It reads the model only through
+continue heads run as one stack). It reads the model only through
 `WorldModel.step_weights` (the model's one list of the arrays a step reads), and takes that view
 again when any parameter's version counter moved (an optimizer step or `load_state_dict` in
 place). It writes the backbone states of a slab in place. What it cannot run, `supports` says,
@@ -33,7 +32,7 @@ def supports(model, sample: bool, device: torch.device) -> str | None:
     if device.type != "cpu":
         return f"the engine is on {device}"
     if sample:
-        return "latents are sampled (the numpy path takes the mode)"
+        return "latents are sampled (the numpy path takes their expectation)"
     return model.why_no_step_weights()
 
 
@@ -140,7 +139,7 @@ class NumpyStep:
         self.v, self.k = w.latent_vars, w.latent_classes
         self.h, self.p, self.n = w.n_heads, w.head_dim, w.d_state
         self.eps, self.obs_shape = w.norm_eps, w.obs_shape
-        self.eye_k = np.eye(self.k, dtype=F32)
+        self.unimix = w.unimix
         self.encoder, self.decoder = _MLP(w.encoder), _MLP(w.decoder)
         self.obs_loc, self.obs_scale = w.obs_loc, w.obs_scale
         self.heads = _Heads([w.prior_head, w.reward_head, w.cont_head])
@@ -161,12 +160,16 @@ class NumpyStep:
         self.bins = w.reward_bins
 
     # ----- pieces (each mirrors the WorldModel method of the same name) --------------------------
-    def _mode(self, logits: np.ndarray) -> np.ndarray:
-        """One-hot of each variable's most likely class [B, V*K] from logits [B, V*K]: the mode
-        of `nets.unimix_logits(logits)` (mixing in a uniform share and taking logs keep the
-        order of the classes), as `nets.sample_onehot` takes it without sampling."""
+    def _mean(self, logits: np.ndarray) -> np.ndarray:
+        """The expected one-hot [B, V*K] of logits [B, V*K]: each variable's softmax with the
+        uniform share mixed in (`nets.unimix_logits`, then exp), as `nets.latent_of` takes it
+        without sampling."""
         b = logits.shape[0]
-        return self.eye_k[logits.reshape(b, self.v, self.k).argmax(-1)].reshape(b, -1)
+        x = logits.reshape(b, self.v, self.k)
+        e = np.exp(x - x.max(-1, keepdims=True))
+        e *= F32(1.0 - self.unimix) / e.sum(-1, keepdims=True)
+        e += F32(self.unimix / self.k)
+        return e.reshape(b, -1)
 
     def _rms(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         """x / sqrt(mean(x^2) + eps) * w over the last dim: `mamba2.RMSNorm`, and per head the
@@ -236,7 +239,7 @@ class NumpyStep:
 
     def _heads(self, h: np.ndarray):
         prior, logits, cont = self.heads(h)
-        z = self._mode(prior)
+        z = self._mean(prior)
         e = np.exp(logits - logits.max(-1, keepdims=True))
         reward = _symexp((e @ self.bins) / e.sum(-1))
         cont = 1.0 / (1.0 + np.exp(-cont[:, 0]))
@@ -244,7 +247,7 @@ class NumpyStep:
 
     # ----- the model's verbs (`WorldModel.observe_slots`, `imagine_slots`, `decode`) --------------
     def observe(self, slab: dict, slots: np.ndarray, obs: np.ndarray, action: np.ndarray, reset: np.ndarray):
-        """`WorldModel.observe_slots` with the mode latent: the agents in `slots` saw `obs` and
+        """`WorldModel.observe_slots` with the expected latent: the agents in `slots` saw `obs` and
         took `action`.
 
         Args:
@@ -257,17 +260,17 @@ class NumpyStep:
             reset: bool [B]; True zeroes the row's state before the step.
 
         Returns:
-            float32 (mode latent z_{t+1} [B, V*K], reward [B], cont [B], h [B, D]).
+            float32 (expected latent z_{t+1} [B, V*K], reward [B], cont [B], h [B, D]).
         """
-        z = self.posterior_mode(obs)
+        z = self.posterior_mean(obs)
         return self._heads(self._backbone(self._inputs(z, action), slab, slots, reset if reset.any() else None))
 
-    def posterior_mode(self, obs: np.ndarray) -> np.ndarray:
-        """The mode of the posterior latent of observations [B, *obs_shape] -> [B, V*K]
+    def posterior_mean(self, obs: np.ndarray) -> np.ndarray:
+        """The expected posterior latent of observations [B, *obs_shape] -> [B, V*K]
         (`WorldModel.latent(WorldModel.posterior(obs))`)."""
         self._sync()
         x = obs.astype(F32, copy=False).reshape(obs.shape[0], -1)
-        return self._mode(self.encoder(_symlog((x - self.obs_loc) / self.obs_scale)))
+        return self._mean(self.encoder(_symlog((x - self.obs_loc) / self.obs_scale)))
 
     def imagine(self, slab: dict, slots: np.ndarray, z: np.ndarray, action: np.ndarray):
         """`WorldModel.imagine_slots`: step with latent z [B, V*K] (drawn from a prior) and

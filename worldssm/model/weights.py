@@ -93,6 +93,7 @@ class StepWeights:
     norm_eps: float  # epsilon of every RMSNorm (pre-norms, gated norms, final norm)
     latent_vars: int  # V
     latent_classes: int  # K
+    unimix: float  # share of a uniform distribution mixed into every categorical
     n_heads: int  # H
     head_dim: int  # P
     d_state: int  # N

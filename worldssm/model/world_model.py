@@ -31,7 +31,7 @@ from worldssm.model.nets import (
     categorical_kl,
     mlp,
     run_mlp,
-    sample_onehot,
+    latent_of,
     symexp,
     symlog,
     unimix_logits,
@@ -209,6 +209,7 @@ class WorldModel(nn.Module):
             obs_loc=array(self.obs_loc) if self.normalises_obs else np.zeros(int(np.prod(self.obs_shape)), np.float32),
             obs_scale=array(self.obs_scale) if self.normalises_obs else np.ones(int(np.prod(self.obs_shape)), np.float32),
             norm_eps=float(bb.norm_eps), latent_vars=cfg.latent_vars, latent_classes=cfg.latent_classes,
+            unimix=float(cfg.unimix),
             n_heads=bb.n_heads, head_dim=bb.head_dim, d_state=bb.d_state, obs_shape=self.obs_shape,
         )
 
@@ -219,17 +220,17 @@ class WorldModel(nn.Module):
         Args:
             batch: tensors [B, T, ...]: obs, action, reward, is_first, is_terminal.
             state: backbone state carried in from a previous segment, or None.
-            sample: draw posterior latents (training) or take their mode.
+            sample: draw posterior latents (training) or take their expectation.
 
         Returns:
             (loss scalar, metrics dict of floats-as-tensors, final backbone state, outputs dict).
         """
         cfg = self.cfg
         post = self.posterior(batch["obs"])  # [B, T, V, K]
-        z = sample_onehot(post, sample, generator)  # [B, T, V*K]
-        if sample and cfg.mode_rows > 0:  # these rows see what inference sees: the mode
+        z = latent_of(post, sample, generator)  # [B, T, V*K]
+        if sample and cfg.mode_rows > 0:  # these rows see what inference sees: the expectation
             rows = torch.rand(z.shape[0], generator=generator, device=z.device) < cfg.mode_rows
-            z = torch.where(rows[:, None, None], sample_onehot(post, False), z)
+            z = torch.where(rows[:, None, None], latent_of(post, False), z)
         h, state = self.backbone(self._inputs(z, batch["action"]), state, resets=batch["is_first"].bool())
         prior = self.prior(h)  # [B, T, V, K]: predicts z_{t+1}
         valid = (~batch["is_first"][:, 1:].bool()).float()  # [B, T-1]: t+1 continues the episode of t
@@ -275,8 +276,9 @@ class WorldModel(nn.Module):
         return sum(t.numel() * t.element_size() for t in state.values())
 
     def latent(self, logp: torch.Tensor, sample: bool = False, generator=None) -> torch.Tensor:
-        """One-hot latent [..., V*K] from log-probs [..., V, K] (mode, or a draw)."""
-        return sample_onehot(logp, sample, generator).detach()
+        """Latent [..., V*K] from log-probs [..., V, K]: a one-hot draw, or (sample=False) the
+        expected one-hot, i.e. the class probabilities (`nets.latent_of`)."""
+        return latent_of(logp, sample, generator).detach()
 
     def observe_slots(self, slab: State, slots, obs, action, reset, sample=False, generator=None) -> Prediction:
         """In-place observe for rows `slots` of a state slab (the engine's path)."""

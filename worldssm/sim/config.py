@@ -41,7 +41,7 @@ class SimConfig:
     executor: str = "compiled"  # "compiled" (Ray Compiled Graph) or "plain" (actor calls)
     backend: str = "ray"  # "ray" or "local" (same workers in this process; no Ray)
     device: str = "auto"  # EngineActor device: "auto" (cuda when the cluster has GPUs), "cpu", "cuda"
-    sample: bool = False  # draw latents from the prior instead of taking its mode
+    sample: bool = False  # draw latents from the prior instead of taking its expectation
     decode_dream: bool = True  # decode dream agents' observations each tick (their agent's input)
     slot_headroom: float = 1.25  # engine slots per env agent slot (agents joining mid-step)
     actor_cpus: float = 0.0  # CPUs each actor reserves (raise on a cluster to spread actors)

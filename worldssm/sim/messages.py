@@ -302,7 +302,7 @@ class EngineActorSetup(Message):
     model: ModelSource  # where the world model comes from
     capacity: int  # slab slots
     device: str  # torch device
-    sample: bool  # draw latents instead of taking the mode
+    sample: bool  # draw latents instead of taking their expectation
     seed: int  # engine and agent seed
     decode: bool  # decode dream agents' observations
     agent: str | None  # how dream agents act (None: no dream agent may join)

@@ -41,7 +41,7 @@ class EvalConfig:
 
     context: int = 16  # observed steps before imagining
     split: str = "val"  # val: the training run's held-out episodes of the data; all: every episode
-    sample: bool = False  # sample imagined latents instead of taking the mode
+    sample: bool = False  # sample imagined latents instead of taking their expectation
     max_windows: int = 512  # cap on evaluation windows (a random subset beyond it)
     seed: int = 0  # seed of the window choice and the latent draws
     device: str = "cpu"  # where to run the model; auto: cuda if torch sees one, else cpu
