@@ -161,6 +161,31 @@ def test_which_step_the_engine_runs():
         Engine(model, 4, impl="fast")
 
 
+def test_bfloat16_backbone_tracks_float32():
+    """precision="bfloat16" casts the backbone only (states, latents, heads stay float32), runs
+    the PyTorch step, and follows the float32 engine over 12 steps to bf16 rounding; "auto" on
+    CPU is float32 (the numpy step)."""
+    obs, act = obs_actions(4, 12, seed=3)
+    ref = Engine(randomise_parameters(debug_model(), 0), 8)
+    low = Engine(randomise_parameters(debug_model(), 0), 8, precision="bfloat16")
+    assert (ref.precision, ref.impl) == ("float32", "numpy")
+    assert (low.precision, low.impl) == ("bfloat16", "torch")
+    assert low.model.backbone.final_norm.weight.dtype == torch.bfloat16
+    assert low.model.in_proj.weight.dtype == torch.float32
+    assert all(t.dtype == torch.float32 for t in low.slab.tensors.values())
+    s, s2 = ref.join(4), low.join(4)
+    for t in range(12):
+        first = np.full(4, t == 0)
+        a, b = (ref.observe(s, obs[t], act[t], first), low.observe(s2, obs[t], act[t], first)) if t < 6 \
+            else (ref.imagine(s, act[t]), low.imagine(s2, act[t]))
+        assert b.reward.dtype == torch.float32
+        torch.testing.assert_close(b.reward, a.reward, rtol=0.05, atol=0.05)
+        torch.testing.assert_close(b.z, a.z, rtol=0.0, atol=0.05)
+    assert not torch.equal(b.z, a.z)  # the casts happened: not the same arithmetic
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Engine(debug_model(), 4, precision="fp8")
+
+
 def _bad_calls(eng, s):
     obs, act = obs_actions(3, 1)
     o, a = obs[0], act[0]

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from worldssm.choices import PRECISIONS
 from worldssm.engine.state import SlabError, StateSlab
 from worldssm.errors import WorldssmError
 from worldssm.model import numpy_step
@@ -67,16 +68,25 @@ class Engine:
         buckets: batch sizes to capture graphs for.
         impl: "auto" (numpy on CPU when `numpy_step.supports` the model, else torch), "numpy"
             (an error where it cannot run) or "torch".
+        precision: the backbone's weights: "bfloat16" (the model's backbone is cast in place;
+            states, encoder, latents and heads stay float32, as training's autocast keeps
+            them), "float32", or "auto": bfloat16 on CUDA, float32 elsewhere.
     """
 
     def __init__(self, model, capacity: int, device=None, sample: bool = False, seed: int = 0,
-                 graphs: str = "auto", buckets=DEFAULT_BUCKETS, impl: str = "auto"):
+                 graphs: str = "auto", buckets=DEFAULT_BUCKETS, impl: str = "auto", precision: str = "auto"):
         if graphs not in ("auto", "on", "off"):
             raise ValueError(f"graphs must be 'auto', 'on' or 'off', got {graphs!r}")
         if impl not in ENGINE_IMPLS:
             raise ValueError(f"impl must be one of {ENGINE_IMPLS}, got {impl!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        if precision == "auto":
+            precision = "bfloat16" if self.device.type == "cuda" else "float32"
+        self.precision = precision
         self.model = model.to(self.device).eval()
+        self.model.backbone.to(torch.bfloat16 if precision == "bfloat16" else torch.float32)
         self.sample = bool(sample)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))

@@ -283,13 +283,18 @@ class WorldModel(nn.Module):
     def observe_slots(self, slab: State, slots, obs, action, reset, sample=False, generator=None) -> Prediction:
         """In-place observe for rows `slots` of a state slab (the engine's path)."""
         z = self.latent(self.posterior(obs), sample, generator)
-        h = self.backbone.step_slots(slab, slots, self._inputs(z, action), reset)
-        return self._heads(h)
+        return self._heads(self._step_backbone(slab, slots, self._inputs(z, action), reset))
 
     def imagine_slots(self, slab: State, slots, z, action) -> Prediction:
         """In-place imagine for rows `slots`: feed latent z [B, V*K] (drawn from a prior) with an action."""
-        h = self.backbone.step_slots(slab, slots, self._inputs(z, action), torch.zeros_like(slots, dtype=torch.bool))
-        return self._heads(h)
+        x = self._inputs(z, action)
+        return self._heads(self._step_backbone(slab, slots, x, torch.zeros_like(slots, dtype=torch.bool)))
+
+    def _step_backbone(self, slab: State, slots, x, reset):
+        """The backbone's in-place step in its own weights' dtype (bfloat16 after
+        `Engine(precision="bfloat16")`), its output back in the dtype of `x`."""
+        dt = self.backbone.final_norm.weight.dtype
+        return self.backbone.step_slots(slab, slots, x.to(dt), reset).to(x.dtype)
 
     def observe(self, state: State, obs, action, reset, sample=False, generator=None):
         """(state, o_t [B, ...], a_t [B, ...], reset [B]) -> (new state, Prediction for t+1)."""
