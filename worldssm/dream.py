@@ -174,31 +174,39 @@ class Dreams:
         """Advance the dreams in `rows` (default: all, in order): (obs, reward, terminated,
         truncated), one row per dream stepped; actions in `action_space`, one per row (or, with
         `model_space`, already in the model's own action space)."""
-        rows = np.arange(self.n) if rows is None else np.asarray(rows, np.int64)
+        # All rows (a vector env's step) index with a slice: no gathers or scatters of the rows.
+        rows = slice(None) if rows is None else np.asarray(rows, np.int64)
         actions = np.asarray(actions) if model_space else self.to_model(actions)
-        k = rows.size
-        out_rew, out_cont = np.zeros(k, np.float32), np.zeros(k, np.float32)
-        new_obs = np.zeros((k, *self.model.obs_shape), np.float32)
         real = self.real[rows]
-        for pick, observe in ((np.flatnonzero(real), True), (np.flatnonzero(~real), False)):
-            if pick.size == 0:
-                continue
-            r = rows[pick]
-            if observe:
-                out = self.engine.observe(self.slots[r], self.obs[r], actions[pick], self.first[r], decode=True)
-            else:
-                out = self.engine.imagine(self.slots[r], actions[pick], decode=True)
-            out_rew[pick], out_cont[pick] = out.reward.cpu().numpy(), out.cont.cpu().numpy()
-            new_obs[pick] = out.obs.cpu().numpy()
+        k = real.size
+        if not real.any():  # every row dreams on: one imagine, its outputs as they come
+            out = self.engine.imagine(self.slots[rows], actions, decode=True)
+            out_rew, out_cont = out.reward.cpu().numpy(), out.cont.cpu().numpy()
+            new_obs = out.obs.cpu().numpy()
+        else:
+            idx = np.arange(self.n)[rows]
+            out_rew, out_cont = np.zeros(k, np.float32), np.zeros(k, np.float32)
+            new_obs = np.zeros((k, *self.model.obs_shape), np.float32)
+            for pick, observe in ((np.flatnonzero(real), True), (np.flatnonzero(~real), False)):
+                if pick.size == 0:
+                    continue
+                r = idx[pick]
+                if observe:
+                    out = self.engine.observe(self.slots[r], self.obs[r], actions[pick], self.first[r], decode=True)
+                else:
+                    out = self.engine.imagine(self.slots[r], actions[pick], decode=True)
+                out_rew[pick], out_cont[pick] = out.reward.cpu().numpy(), out.cont.cpu().numpy()
+                new_obs[pick] = out.obs.cpu().numpy()
         self.real[rows] = False
         self.steps[rows] += 1
-        self.obs[rows] = self._clip(new_obs)
+        obs = self._clip(new_obs)
+        self.obs[rows] = obs
         if self.sample:
             terminated = rng.random(k) >= out_cont
         else:
             terminated = out_cont < 0.5
         truncated = (self.steps[rows] >= self.max_steps) & ~terminated
-        return self.obs[rows].copy(), out_rew, terminated, truncated
+        return obs, out_rew, terminated, truncated
 
     def _clip(self, obs: np.ndarray) -> np.ndarray:
         space = self.observation_space

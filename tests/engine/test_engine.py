@@ -293,7 +293,8 @@ class FakeGraphedStep:
 
 
 def test_graph_path_padding_matches_eager(monkeypatch):
-    """The functions handed to GraphedStep give eager results and touch only real + scratch rows."""
+    """The functions handed to GraphedStep give eager results and touch only real + scratch rows;
+    decoding runs in its own graph; a batch above the largest bucket runs eagerly."""
     import worldssm.kernels.graphs as graphs
 
     made = []
@@ -302,18 +303,23 @@ def test_graph_path_padding_matches_eager(monkeypatch):
     eager = engine(impl="torch")
     padded = engine(impl="torch")
     padded.use_graphs = True
-    padded.buckets = (4, 16)
+    padded.buckets = (4,)
     padded._build_steps()
-    obs, act = obs_actions(3, 3, seed=6)
+    obs, act = obs_actions(6, 4, seed=6)
     for e in (eager, padded):
         e.join(8)
     s = np.array([5, 1, 6])
     for t in range(3):
         r = np.full(3, t == 0)
-        x = eager.observe(s, obs[t], act[t], r) if t < 2 else eager.imagine(s, act[t])
-        y = padded.observe(s, obs[t], act[t], r) if t < 2 else padded.imagine(s, act[t])
+        x = eager.observe(s, obs[t, :3], act[t, :3], r) if t < 2 else eager.imagine(s, act[t, :3], decode=True)
+        y = padded.observe(s, obs[t, :3], act[t, :3], r) if t < 2 else padded.imagine(s, act[t, :3], decode=True)
         torch.testing.assert_close(x.reward, y.reward)
-    assert [m.calls for m in made] == [[4, 4], [4]], "two observes and one imagine, padded to 4"
+    torch.testing.assert_close(x.obs, y.obs)
+    six = np.array([0, 2, 3, 4, 5, 7])
+    x, y = eager.observe(six, obs[3], act[3]), padded.observe(six, obs[3], act[3])  # above the bucket
+    torch.testing.assert_close(x.reward, y.reward)
+    # made: observe, imagine, observe + decode, imagine + decode
+    assert [m.calls for m in made] == [[4, 4], [], [], [4]], "two observes and one decoding imagine, padded to 4"
     for k, t in eager.slab.tensors.items():
         torch.testing.assert_close(padded.slab.tensors[k][:8], t[:8])
 

@@ -24,8 +24,8 @@ def test_graphed_kernel_engine_matches_reference(preset_name):
     ref_model = copy.deepcopy(fast_model)
     ref_model.backbone.apply(lambda m: setattr(m, "cfg", dataclasses.replace(m.cfg, kernels="reference"))
                              if hasattr(m, "cfg") else None)
-    fast = Engine(fast_model, 96, device="cuda")
-    ref = Engine(ref_model, 96, device="cuda", graphs="off")
+    fast = Engine(fast_model, 96, device="cuda", precision="float32")
+    ref = Engine(ref_model, 96, device="cuda", graphs="off", precision="float32")
     assert fast.use_graphs and not ref.use_graphs
     slots = fast.join(40)
     assert (ref.join(40) == slots).all()
@@ -45,3 +45,20 @@ def test_graphed_kernel_engine_matches_reference(preset_name):
     # Row `capacity` is the scratch slot that padded graph rows write to: not an agent's state.
     for k, v in fast.slab.tensors.items():
         torch.testing.assert_close(v[:96].float(), ref.slab.tensors[k][:96].float(), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_engine_defaults_to_a_bfloat16_backbone_that_tracks_float32():
+    torch.manual_seed(0)
+    model = WorldModel(preset("BASE"), VEC_OBS, BOX_ACT)
+    low = Engine(copy.deepcopy(model), 64, device="cuda")
+    ref = Engine(model, 64, device="cuda", precision="float32")
+    assert low.precision == "bfloat16" and low.model.backbone.final_norm.weight.dtype == torch.bfloat16
+    slots = low.join(40)
+    assert (ref.join(40) == slots).all()
+    obs, act = obs_actions(40, 8, seed=3)
+    for t in range(8):
+        a = low.observe(slots, obs[t], act[t], np.full(40, t == 0)) if t < 5 else low.imagine(slots, act[t])
+        b = ref.observe(slots, obs[t], act[t], np.full(40, t == 0)) if t < 5 else ref.imagine(slots, act[t])
+        torch.testing.assert_close(a.reward, b.reward, rtol=0.05, atol=0.05)
+        torch.testing.assert_close(a.cont, b.cont, rtol=0.05, atol=0.05)

@@ -68,7 +68,9 @@ def check(model, contexts, device: str) -> None:
         b_obs, b_rew, *_ = batch.dreams.step(actions[t], rng)
         for i, one in enumerate(singles):
             o, r, *_ = one.dreams.step(actions[t, i:i + 1], rng)
-            tol = 1e-3 if device == "cuda" else 1e-4
+            # CUDA: a bfloat16 backbone (Engine precision "auto"), whose products round
+            # differently at batch 1 and 8; a row mixed up with another is off by far more.
+            tol = 3e-2 if device == "cuda" else 1e-4
             torch.testing.assert_close(torch.as_tensor(o[0]), torch.as_tensor(b_obs[i]), rtol=tol, atol=tol)
             torch.testing.assert_close(torch.as_tensor(r[0]), torch.as_tensor(b_rew[i]), rtol=tol, atol=tol)
 

@@ -30,7 +30,11 @@ from worldssm.errors import WorldssmError
 from worldssm.model import numpy_step
 from worldssm.spaces import SpaceError, check_batch, first_nonfinite_row
 
-DEFAULT_BUCKETS = (1, 8, 64, 512, 4096, 16384)
+# Graph buckets: powers of two, and 1.5x steps from 1,024 on (a batch pads up to at most 2x
+# below 1,024 rows, where a step costs about the same at any size, and 1.33x above). A bucket
+# is captured on its first use; batches above the largest run eagerly.
+DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288,
+                   16384)
 ENGINE_IMPLS = ("auto", "numpy", "torch")
 
 
@@ -224,10 +228,10 @@ class Engine:
             return self._numpy_output(*self._numpy_observe(s, r, o, a), decode)
         dev = self.device
         with self._no_grad():
-            z, rew, cont, h = self._observe_step(
+            out = self._steps["observe", decode](
                 torch.as_tensor(s, device=dev), torch.as_tensor(r, device=dev),
                 torch.as_tensor(o, device=dev), torch.as_tensor(a, device=dev))
-            return self._output(z, rew, cont, h, decode)
+            return self._output(*out)
 
     def imagine(self, slots, actions, decode: bool = False) -> EngineOutput:
         """The agents in `slots` take `actions` in the step they were last predicted into.
@@ -247,9 +251,9 @@ class Engine:
         dev = self.device
         with self._no_grad():
             st = torch.as_tensor(s, device=dev)
-            z, rew, cont, h = self._imagine_step(st, torch.zeros_like(st, dtype=torch.bool),
+            out = self._steps["imagine", decode](st, torch.zeros_like(st, dtype=torch.bool),
                                                  torch.as_tensor(a, device=dev))
-            return self._output(z, rew, cont, h, decode)
+            return self._output(*out)
 
     # ----- internals ----------------------------------------------------------------------------
     def _slots(self, slots) -> np.ndarray:
@@ -307,23 +311,37 @@ class Engine:
         self._numpy_slab["engine.z"][slots] = z
         return z, rew, cont, h
 
+    def _decoding(self, core):
+        """`core` with the decoded next observation as a fifth output (inside the same graph)."""
+        def step(*args):
+            z, rew, cont, h = core(*args)
+            return z, rew, cont, h, self.model.decode(z, h)
+        return step
+
     def _build_steps(self) -> None:
         # The numpy step reads and writes the slab through numpy views that share the tensors'
         # memory; `grow` replaces the tensors, so the views are taken again here.
         self._numpy_slab = None if self._numpy is None else {k: t.numpy() for k, t in self.slab.tensors.items()}
+        cores = {("observe", False): self._observe_core, ("imagine", False): self._imagine_core}
+        cores["observe", True] = self._decoding(self._observe_core)
+        cores["imagine", True] = self._decoding(self._imagine_core)
         if not self.use_graphs:
-            self._observe_step, self._imagine_step = self._observe_core, self._imagine_core
+            self._steps = cores
             return
         from worldssm.kernels.graphs import GraphedStep
 
-        graphed_obs = GraphedStep(self._observe_core, self.buckets, self.slab.scratch_slot)
-        graphed_img = GraphedStep(self._imagine_core, self.buckets, self.slab.scratch_slot)
-        # Graph outputs are views of static buffers that the next replay overwrites: copy them.
-        self._observe_step = lambda *a: tuple(t.clone() for t in graphed_obs(*a))
-        self._imagine_step = lambda *a: tuple(t.clone() for t in graphed_img(*a))
+        largest = max(self.buckets)
 
-    def _output(self, z, rew, cont, h, decode: bool) -> EngineOutput:
-        obs = self.model.decode(z, h) if decode else None
+        def graphed(core):
+            graph = GraphedStep(core, self.buckets, self.slab.scratch_slot)
+            # Graph outputs are views of static buffers that the next replay overwrites: copy
+            # them. A batch above the largest bucket runs eagerly (launches are a small share
+            # of a step that size).
+            return lambda *a: tuple(t.clone() for t in graph(*a)) if a[0].shape[0] <= largest else core(*a)
+
+        self._steps = {key: graphed(core) for key, core in cores.items()}
+
+    def _output(self, z, rew, cont, h, obs=None) -> EngineOutput:
         return EngineOutput(z, rew.float(), cont.float(), obs)
 
     def _numpy_output(self, z, rew, cont, h, decode: bool) -> EngineOutput:

@@ -110,7 +110,7 @@ class StateSlab:
         if bad.any():
             raise SlabError(f"{what}: slot {int(arr[np.argmax(bad)])} is not an owned slot "
                             f"(capacity {self.capacity})")
-        if np.unique(arr).size != arr.size:
+        if arr.size > 1 and np.bincount(arr, minlength=0).max() > 1:  # O(B + capacity), no sort
             raise SlabError(f"{what} repeat a slot; each agent may appear once per call")
         return arr
 
