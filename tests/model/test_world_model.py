@@ -209,20 +209,20 @@ def test_a_config_from_before_observation_statistics_loads_without_them():
     assert "obs_loc" not in model.state_dict() and not model.normalises_obs
 
 
-def test_mode_rows_feed_the_backbone_the_mode_in_training():
-    """mode_rows=1: a training pass sees what inference sees (the loss of sample=False);
-    mode_rows=0: samples (a different loss); 0.5: some rows each way."""
-    cfg = dataclasses.replace(preset("DEBUG"), mode_rows=1.0)
+def test_mean_rows_feed_the_backbone_the_expectation_in_training():
+    """mean_rows=1: a training pass sees what inference sees (the loss of sample=False);
+    mean_rows=0: samples (a different loss); 0.5: some rows each way."""
+    cfg = dataclasses.replace(preset("DEBUG"), mean_rows=1.0)
     torch.manual_seed(0)
     model = WorldModel(cfg, VEC_OBS, BOX_ACT)
     batch = random_batch(VEC_OBS, BOX_ACT, 8, 6, seed=2)
-    mode_loss = model(batch, sample=False)[0]
-    assert torch.equal(model(batch, sample=True)[0], mode_loss)
-    model.cfg = dataclasses.replace(cfg, mode_rows=0.0)
+    mean_loss = model(batch, sample=False)[0]
+    assert torch.equal(model(batch, sample=True)[0], mean_loss)
+    model.cfg = dataclasses.replace(cfg, mean_rows=0.0)
     sampled = model(batch, sample=True)[0]
-    assert not torch.equal(sampled, mode_loss)
-    model.cfg = dataclasses.replace(cfg, mode_rows=0.5)
+    assert not torch.equal(sampled, mean_loss)
+    model.cfg = dataclasses.replace(cfg, mean_rows=0.5)
     half = model(batch, sample=True, generator=torch.Generator().manual_seed(3))[0]
-    assert not torch.equal(half, mode_loss) and not torch.equal(half, sampled)
-    with pytest.raises(ValueError, match="mode_rows"):
-        dataclasses.replace(cfg, mode_rows=1.5)
+    assert not torch.equal(half, mean_loss) and not torch.equal(half, sampled)
+    with pytest.raises(ValueError, match="mean_rows"):
+        dataclasses.replace(cfg, mean_rows=1.5)

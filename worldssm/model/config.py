@@ -118,10 +118,10 @@ class WorldModelConfig:
     loss_dyn: float = 1.0  # weight of KL(sg(post) || prior)
     loss_rep: float = 0.1  # weight of KL(post || sg(prior))
     obs_norm: bool = True  # standardise vector observations per dimension with the training data's statistics
-    # Training: this fraction of each batch's sequences feeds the backbone the posterior's mode
-    # instead of a sample, as the engine, planners and eval do (heads trained only on samples
-    # misjudge mode inputs: CartPole's continue head then ends episodes a step early).
-    mode_rows: float = 0.0
+    # Training: this fraction of each batch's sequences feeds the backbone the posterior's
+    # expectation (class probabilities) instead of a one-hot sample, as the engine, planners and
+    # eval do, so the heads also learn from what they are given at inference.
+    mean_rows: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.backbone, dict):
@@ -130,8 +130,8 @@ class WorldModelConfig:
                      "action_embed", "reward_bins"):
             if getattr(self, name) < 1:
                 raise ValueError(f"WorldModelConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.mode_rows <= 1.0:
-            raise ValueError(f"WorldModelConfig.mode_rows must be in [0, 1], got {self.mode_rows}")
+        if not 0.0 <= self.mean_rows <= 1.0:
+            raise ValueError(f"WorldModelConfig.mean_rows must be in [0, 1], got {self.mean_rows}")
         if not 0.0 <= self.unimix < 1.0:
             raise ValueError(f"WorldModelConfig.unimix must be in [0, 1), got {self.unimix}")
         if self.reward_bins < 2:

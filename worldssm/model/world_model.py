@@ -228,8 +228,8 @@ class WorldModel(nn.Module):
         cfg = self.cfg
         post = self.posterior(batch["obs"])  # [B, T, V, K]
         z = latent_of(post, sample, generator)  # [B, T, V*K]
-        if sample and cfg.mode_rows > 0:  # these rows see what inference sees: the expectation
-            rows = torch.rand(z.shape[0], generator=generator, device=z.device) < cfg.mode_rows
+        if sample and cfg.mean_rows > 0:  # these rows see what inference sees: the expectation
+            rows = torch.rand(z.shape[0], generator=generator, device=z.device) < cfg.mean_rows
             z = torch.where(rows[:, None, None], latent_of(post, False), z)
         h, state = self.backbone(self._inputs(z, batch["action"]), state, resets=batch["is_first"].bool())
         prior = self.prior(h)  # [B, T, V, K]: predicts z_{t+1}
