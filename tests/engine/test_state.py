@@ -84,6 +84,31 @@ def test_snapshot_restore_bit_exact_bf16_and_into_other_slots():
     assert same.is_owned([6, 1, 3]).all() and same.num_owned == 3
 
 
+
+def test_large_states_travel_in_row_blocks_and_format_1_still_loads(monkeypatch):
+    """A state over CHUNK_BYTES is cut into row blocks (msgpack's ext holds < 4 GiB: a BASE slab
+    of 16,384 agents is 8.5 GiB) and restores bit-exact; a format-1 snapshot (one array per state)
+    still loads; blocks that disagree are refused."""
+    import worldssm.engine.state as state
+    from worldssm import codec
+
+    slab, _ = filled()
+    monkeypatch.setattr(state, "CHUNK_BYTES", 3 * 7 * 4 * 3)  # three rows of "0.conv" per block
+    data = slab.snapshot()
+    doc = codec.unpackb(data)
+    assert [b.shape[0] for b in doc["state"]["0.conv"]] == [3, 3, 2]
+    other = StateSlab(SPEC, 8)
+    other.restore(data, "same")
+    for k, t in slab.tensors.items():
+        assert torch.equal(other.tensors[k][:8].view(torch.int16) if t.dtype == torch.bfloat16 else other.tensors[k][:8],
+                           t[:8].view(torch.int16) if t.dtype == torch.bfloat16 else t[:8]), k
+    old = dict(doc, format=1, state={k: np.concatenate(v) for k, v in doc["state"].items()})
+    assert StateSlab(SPEC, 8).restore(codec.packb(old), "same").tolist() == list(range(8))
+    bad = dict(doc, state=dict(doc["state"], z=[doc["state"]["z"][0], doc["state"]["z"][1].astype(np.float32)]))
+    with pytest.raises(SlabError, match="blocks differ"):
+        StateSlab(SPEC, 8).restore(codec.packb(bad))
+
+
 def test_restore_rejects_damage_and_other_spec_without_change():
     slab, _ = filled()
     data = slab.snapshot([0, 1])
@@ -100,7 +125,7 @@ def _tampered(data: bytes, key: str, change) -> bytes:
     from worldssm import codec
 
     doc = codec.unpackb(data)
-    doc["state"][key] = change(doc["state"][key])
+    doc["state"][key] = [change(np.concatenate(doc["state"][key]))]
     return codec.packb(doc)
 
 

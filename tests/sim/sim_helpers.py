@@ -20,4 +20,4 @@ def model_source(env="Pendulum-v1", **kwargs) -> ModelSource:
 
 def slab_states(raw_snapshots) -> list[dict]:
     """The decoded slab of each EngineActor snapshot (bytes): {"slots", "state": {name: array}}."""
-    return [codec.unpackb(EngineSnapshot.from_bytes(r).slab) for r in raw_snapshots]
+    return [codec.unpackb(EngineSnapshot.from_bytes(r).slab_bytes) for r in raw_snapshots]

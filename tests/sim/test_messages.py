@@ -15,7 +15,7 @@ OBS = np.arange(6, dtype=np.float32).reshape(2, 3)
 
 def examples():
     join = m.DreamJoin(ids=np.array([7, 9]), obs=OBS)
-    snap = m.EngineSnapshot(tick=4, slab=b"\x01\x02", rng=np.arange(5, dtype=np.uint8), dream_ids=np.array([7, 9]),
+    snap = m.EngineSnapshot(tick=4, slab=[b"\x01\x02", b"\x03"], rng=np.arange(5, dtype=np.uint8), dream_ids=np.array([7, 9]),
                             dream_slots=np.array([0, 1]), dream_obs=OBS, dream_fresh=np.array([True, False]),
                             dream_reward=np.array([0.5, np.nan], np.float32), dream_cont=np.ones(2, np.float32))
     return [
@@ -125,3 +125,15 @@ def test_schema_must_match_the_fields():
         class Broken(m.Message):
             a: int
             b: int
+
+
+def test_engine_snapshot_pieces_rejoin(monkeypatch):
+    """Slab bytes travel in pieces (msgpack's bin holds < 4 GiB) and come back whole."""
+    monkeypatch.setattr(m.EngineSnapshot, "PIECE_BYTES", 4)
+    data = bytes(range(10))
+    assert m.EngineSnapshot.pieces(data) == [data[:4], data[4:8], data[8:]]
+    e = np.zeros(0, np.int64)
+    one = m.EngineSnapshot(tick=1, slab=m.EngineSnapshot.pieces(data), rng=np.zeros(1, np.uint8), dream_ids=e,
+                           dream_slots=e, dream_obs=np.zeros((0, 3), np.float32), dream_fresh=np.zeros(0, bool),
+                           dream_reward=np.zeros(0, np.float32), dream_cont=np.zeros(0, np.float32))
+    assert m.EngineSnapshot.from_bytes(one.to_bytes()).slab_bytes == data

@@ -24,7 +24,7 @@ def obs(n):
 
 def snap(tick):
     e = np.zeros(0, np.int64)
-    return EngineSnapshot(tick=tick, slab=b"", rng=np.zeros(1, np.uint8), dream_ids=e, dream_slots=e,
+    return EngineSnapshot(tick=tick, slab=[b""], rng=np.zeros(1, np.uint8), dream_ids=e, dream_slots=e,
                           dream_obs=np.zeros((0, 3), np.float32), dream_fresh=np.zeros(0, bool),
                           dream_reward=np.zeros(0, np.float32), dream_cont=np.zeros(0, np.float32))
 

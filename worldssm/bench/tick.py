@@ -133,7 +133,7 @@ def correctness_check(source) -> None:
             for _ in range(5):
                 sim.tick()
             raw = sim.ray.get(sim.engine_actors[0].snapshot.remote())
-            states.append(codec.unpackb(EngineSnapshot.from_bytes(raw).slab))
+            states.append(codec.unpackb(EngineSnapshot.from_bytes(raw).slab_bytes))
     a, b = states
     assert np.array_equal(a["slots"], b["slots"]), "executors own different slots"
     for k in a["state"]:

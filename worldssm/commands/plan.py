@@ -39,10 +39,11 @@ def planner_config(args):
 
 def run(args) -> int:
     import json
+    import time
 
     from worldssm.agents.rollout import plan_in_env
     from worldssm.atomic import atomic_write_text
-
+    from worldssm.bench.env import git_sha
     from worldssm.errors import WorldssmError
 
     if args.episodes < 1:  # before the model is loaded
@@ -58,6 +59,7 @@ def run(args) -> int:
           f"against {result['raw_steps_per_s']:,.0f} for the bare step at batch {result['raw_step_batch']:,} "
           f"(planning overhead {100 * result['planning_overhead']:.0f}%)")
     if args.out:
+        result.update(git_sha=git_sha(), time=time.strftime("%Y-%m-%dT%H:%M:%S"))
         atomic_write_text(args.out, json.dumps(result, indent=1))
         print(f"wrote {args.out}")
     return 0

@@ -20,7 +20,8 @@ import torch
 from worldssm import codec
 from worldssm.errors import WorldssmError
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # 2: each state a list of row blocks; 1 (still read): one array per state
+CHUNK_BYTES = 1 << 30  # a snapshot's arrays are cut into row blocks of at most this (msgpack's ext < 4 GiB)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
            "float16": torch.float16, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool,
            "uint8": torch.uint8}
@@ -43,6 +44,20 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
 def _from_numpy(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(a))
     return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
+
+
+def _row_blocks(a: np.ndarray) -> list[np.ndarray]:
+    """`a` cut along its first axis into blocks of at most `CHUNK_BYTES` (one block if it fits)."""
+    rows = max(1, CHUNK_BYTES // max(1, a[:1].nbytes))
+    return [a[i:i + rows] for i in range(0, a.shape[0], rows)] or [a]
+
+
+def _join_blocks(blocks, name: str) -> np.ndarray:
+    if not isinstance(blocks, list) or not blocks or not all(isinstance(b, np.ndarray) for b in blocks):
+        raise SlabError(f"snapshot state {name!r} must be a non-empty list of arrays")
+    if any(b.shape[1:] != blocks[0].shape[1:] or b.dtype != blocks[0].dtype for b in blocks):
+        raise SlabError(f"snapshot state {name!r}: its blocks differ in shape or dtype")
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
 class StateSlab:
@@ -204,7 +219,7 @@ class StateSlab:
             "format": SNAPSHOT_FORMAT,
             "spec": {k: [list(shape), _NAMES[dt]] for k, (shape, dt) in self.spec.items()},
             "slots": arr,
-            "state": {k: _to_numpy(t[idx]) for k, t in self.tensors.items()},
+            "state": {k: _row_blocks(_to_numpy(t[idx])) for k, t in self.tensors.items()},
         })
 
     def restore(self, data: bytes, slots=None) -> np.ndarray:
@@ -242,7 +257,7 @@ class StateSlab:
             doc = codec.unpackb(data)
         except codec.CodecError as exc:
             raise SlabError(f"damaged snapshot: {exc}") from exc
-        if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
+        if not isinstance(doc, dict) or doc.get("format") not in (1, SNAPSHOT_FORMAT):
             raise SlabError("not a state-slab snapshot (format field missing or unknown)")
         spec = {k: [list(shape), _NAMES[dt]] for k, (shape, dt) in self.spec.items()}
         if doc.get("spec") != spec:
@@ -254,6 +269,9 @@ class StateSlab:
             raise SlabError(f"snapshot states must be exactly {sorted(self.spec)}")
         for k, (shape, dt) in self.spec.items():
             arr = doc["state"][k]
+            if doc["format"] > 1:
+                arr = _join_blocks(arr, k)
+                doc["state"][k] = arr
             want = (saved.size, *shape)
             if not isinstance(arr, np.ndarray) or arr.shape != want:
                 raise SlabError(f"snapshot state {k!r} must have shape {want}")

@@ -221,7 +221,7 @@ class EngineWorker:
     # ----- snapshots ----------------------------------------------------------------------------
     def snapshot(self) -> EngineSnapshot:
         """Everything needed to rebuild this worker at the current tick."""
-        return EngineSnapshot(tick=self.tick, slab=self.engine.snapshot(), rng=self.engine.rng_state(),
+        return EngineSnapshot(tick=self.tick, slab=EngineSnapshot.pieces(self.engine.snapshot()), rng=self.engine.rng_state(),
                               dream_ids=self.d_ids, dream_slots=self.d_slots, dream_obs=self.d_obs,
                               dream_fresh=self.d_fresh, dream_reward=self.d_reward, dream_cont=self.d_cont)
 
@@ -230,7 +230,7 @@ class EngineWorker:
         owned = self.engine.slab.owned_slots()
         if owned.size:
             self.engine.leave(owned)
-        self.engine.restore(snap.slab, "same")
+        self.engine.restore(snap.slab_bytes, "same")
         self.engine.set_rng_state(snap.rng)
         self.d_ids, self.d_slots = snap.dream_ids, snap.dream_slots
         self.d_obs, self.d_fresh = snap.dream_obs.astype(np.float32, copy=False), snap.dream_fresh

@@ -350,13 +350,13 @@ class MembershipLog(Message):
     ops: list
 
 
-@message("engine_snapshot", tick=INT, slab=BYTES, rng=_Array("uint8", 1), dream_ids=IDS,
+@message("engine_snapshot", tick=INT, slab=list_of(BYTES), rng=_Array("uint8", 1), dream_ids=IDS,
          dream_slots=IDS, dream_obs=NUMERIC, dream_fresh=FLAGS, dream_reward=F32, dream_cont=F32)
 class EngineSnapshot(Message):
     """Everything an EngineActor needs to resume at `tick`."""
 
     tick: int
-    slab: bytes  # StateSlab.snapshot bytes
+    slab: list  # StateSlab.snapshot bytes in pieces (`pieces`: msgpack's bin holds < 4 GiB)
     rng: np.ndarray  # the engine generator's state
     dream_ids: np.ndarray  # int64 [D]
     dream_slots: np.ndarray  # int64 [D]
@@ -364,6 +364,18 @@ class EngineSnapshot(Message):
     dream_fresh: np.ndarray  # bool [D] joined, start observation not observed yet
     dream_reward: np.ndarray  # float32 [D] the model's last reward prediction per dream agent
     dream_cont: np.ndarray  # float32 [D] and continue probability
+
+    PIECE_BYTES = 1 << 30
+
+    @classmethod
+    def pieces(cls, data: bytes) -> list[bytes]:
+        """`data` (StateSlab.snapshot bytes) cut into `slab` pieces."""
+        return [data[i:i + cls.PIECE_BYTES] for i in range(0, len(data), cls.PIECE_BYTES)] or [b""]
+
+    @property
+    def slab_bytes(self) -> bytes:
+        """The StateSlab.snapshot bytes, whole again."""
+        return self.slab[0] if len(self.slab) == 1 else b"".join(self.slab)
 
 
 # ----- the tick -------------------------------------------------------------------------------
