@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from worldssm.agents.base import AgentInfo, TickStream
 from worldssm.errors import WorldssmError, WorldssmWarning
@@ -198,13 +199,16 @@ class _Planner:
         forks = self._forks(slots, obs, first, copies, standing)  # [A * S * P], agent-major
         try:
             ret = np.zeros(a * copies)
-            alive = np.ones(a * copies)
+            log_alive = np.zeros(a * copies)  # log P(still going): sums of log c_j, which keep the
+            # differences between safe states that c itself rounds away (1.0 in float32)
             for h in range(cfg.horizon):
                 step = np.repeat(cand[:, :, h], cfg.particles, axis=1).reshape(a * copies, *cand.shape[3:])
                 out = self.engine.imagine(forks, step)
-                r, c = out.reward.cpu().numpy().astype(np.float64), out.cont.cpu().numpy().astype(np.float64)
-                ret += cfg.discount ** h * alive * r
-                alive = alive * c
+                r = out.reward.cpu().numpy().astype(np.float64)
+                log_c = getattr(out, "log_cont", None)
+                log_c = (torch.log(out.cont) if log_c is None else log_c).cpu().numpy()
+                ret += cfg.discount ** h * np.exp(log_alive) * r
+                log_alive = log_alive + log_c.astype(np.float64)
         finally:
             self.engine.leave(forks)
         ret = ret.reshape(a, s, cfg.particles)

@@ -55,7 +55,7 @@ def random_inputs(model, b: int, rng):
 
 class Twin:
     """The numpy step and the PyTorch path stepping the same agents, each on its own slab; every
-    call checks the outputs (z, reward, cont, h, the decoded observation) and both slabs whole."""
+    call checks the outputs (z, reward, continue logit, h, the decoded observation) and both slabs whole."""
 
     def __init__(self, model, capacity: int):
         self.model, self.step = model, NumpyStep(model)
@@ -78,11 +78,11 @@ class Twin:
 
     def _outputs(self, pred):
         z = self.model.latent(pred.prior_logp)  # the expectation [B, V*K]
-        return z.numpy(), pred.reward.numpy(), pred.cont.numpy(), pred.h.numpy(), self.model.decode(z, pred.h).numpy()
+        return z.numpy(), pred.reward.numpy(), pred.cont_logit.numpy(), pred.h.numpy(), self.model.decode(z, pred.h).numpy()
 
     def _check(self, got, want):
         got = (*got, self.step.decode(got[0], got[3]))
-        for name, g, w in zip(("z", "reward", "cont", "h", "decoded obs"), got, want):
+        for name, g, w in zip(("z", "reward", "continue logit", "h", "decoded obs"), got, want):
             assert g.dtype == np.float32 and g.shape == w.shape, name
             np.testing.assert_allclose(g, w, **TOL, err_msg=name)
         for k, v in self.ref.items():
@@ -113,7 +113,7 @@ def test_numpy_step_matches_torch(case):
     outs = run_sequence(Twin(model, capacity=9))
     reward, cont = np.concatenate([o[1] for o in outs]), np.concatenate([o[2] for o in outs])
     # Not the degenerate agreement of a zero head: the heads' outputs vary across agents and steps.
-    assert reward.std() > 0.1 and cont.std() > 0.005
+    assert reward.std() > 0.1 and cont.std() > 0.02
     assert len({o[0].tobytes() for o in outs}) > 1, "the latents must differ"
 
 

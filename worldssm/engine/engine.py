@@ -49,6 +49,9 @@ class EngineOutput(NamedTuple):
     reward: torch.Tensor  # predicted reward on arriving there [B]
     cont: torch.Tensor  # probability the episode continues there [B]
     obs: torch.Tensor | None  # decoded next observation [B, *obs_shape], when asked for
+    # log of `cont`, from the logit: exact where `cont` rounds to 1 in float32 (a planner ranks
+    # safe states by it)
+    log_cont: torch.Tensor | None = None
 
 
 def _as_numpy(x, what: str) -> np.ndarray:
@@ -287,7 +290,7 @@ class Engine:
                                         self.sample, self.generator)
         z = self.model.latent(pred.prior_logp, self.sample, self.generator)  # [B, V*K]
         self.slab.tensors["engine.z"][slots] = z
-        return z, pred.reward, pred.cont, pred.h
+        return z, pred.reward, pred.cont_logit, pred.h
 
     def _imagine_core(self, slots, reset, action):
         # `reset` is unused: real rows never reset while dreaming, and padded graph rows only
@@ -296,7 +299,7 @@ class Engine:
         pred = self.model.imagine_slots(self.slab.tensors, slots, z_now, action)
         z = self.model.latent(pred.prior_logp, self.sample, self.generator)
         self.slab.tensors["engine.z"][slots] = z
-        return z, pred.reward, pred.cont, pred.h
+        return z, pred.reward, pred.cont_logit, pred.h
 
     def _numpy_observe(self, slots, reset, obs, action):
         """`_observe_core` with the numpy step (numpy arrays in and out)."""
@@ -341,15 +344,16 @@ class Engine:
 
         self._steps = {key: graphed(core) for key, core in cores.items()}
 
-    def _output(self, z, rew, cont, h, obs=None) -> EngineOutput:
-        return EngineOutput(z, rew.float(), cont.float(), obs)
+    def _output(self, z, rew, logit, h, obs=None) -> EngineOutput:
+        logit = logit.float()
+        return EngineOutput(z, rew.float(), torch.sigmoid(logit), obs, torch.nn.functional.logsigmoid(logit))
 
     def _numpy_output(self, z, rew, cont, h, decode: bool) -> EngineOutput:
         obs = torch.from_numpy(self._numpy.decode(z, h)) if decode else None
-        return EngineOutput(torch.from_numpy(z), torch.from_numpy(rew), torch.from_numpy(cont), obs)
+        return self._output(torch.from_numpy(z), torch.from_numpy(rew), torch.from_numpy(cont), None, obs)
 
     def _empty(self, decode: bool) -> EngineOutput:
         v = self.slab.spec["engine.z"][0][0]
         e = torch.zeros(0, device=self.device)
         obs = torch.zeros(0, *self.obs_shape, device=self.device) if decode else None
-        return EngineOutput(torch.zeros(0, v, dtype=self.dtype, device=self.device), e, e, obs)
+        return EngineOutput(torch.zeros(0, v, dtype=self.dtype, device=self.device), e, e, obs, e)

@@ -242,8 +242,7 @@ class NumpyStep:
         z = self._mean(prior)
         e = np.exp(logits - logits.max(-1, keepdims=True))
         reward = _symexp((e @ self.bins) / e.sum(-1))
-        cont = 1.0 / (1.0 + np.exp(-cont[:, 0]))
-        return z, reward.astype(F32, copy=False), cont.astype(F32, copy=False), h
+        return z, reward.astype(F32, copy=False), cont[:, 0].astype(F32, copy=False), h
 
     # ----- the model's verbs (`WorldModel.observe_slots`, `imagine_slots`, `decode`) --------------
     def observe(self, slab: dict, slots: np.ndarray, obs: np.ndarray, action: np.ndarray, reset: np.ndarray):
@@ -260,7 +259,7 @@ class NumpyStep:
             reset: bool [B]; True zeroes the row's state before the step.
 
         Returns:
-            float32 (expected latent z_{t+1} [B, V*K], reward [B], cont [B], h [B, D]).
+            float32 (expected latent z_{t+1} [B, V*K], reward [B], continue logit [B], h [B, D]).
         """
         z = self.posterior_mean(obs)
         return self._heads(self._backbone(self._inputs(z, action), slab, slots, reset if reset.any() else None))

@@ -47,6 +47,7 @@ class Prediction(NamedTuple):
     reward: torch.Tensor  # expected r_{t+1} [B]
     cont: torch.Tensor  # probability that the episode continues after t+1 [B]
     h: torch.Tensor  # backbone output h_t [B, D]
+    cont_logit: torch.Tensor | None = None  # the continue head's logit [B] (float32)
 
 
 def observation_kind(space: dict) -> str:
@@ -166,12 +167,9 @@ class WorldModel(nn.Module):
         return F.linear(torch.cat([z, a.to(z.dtype)], -1), self.in_proj.weight, self.in_proj.bias)
 
     def _heads(self, h: torch.Tensor) -> Prediction:
-        return Prediction(
-            prior_logp=self.prior(h),
-            reward=self.twohot.mean(run_mlp(self.reward_head, h)),
-            cont=torch.sigmoid(upcast(run_mlp(self.cont_head, h).squeeze(-1))),
-            h=h,
-        )
+        logit = upcast(run_mlp(self.cont_head, h).squeeze(-1))
+        return Prediction(prior_logp=self.prior(h), reward=self.twohot.mean(run_mlp(self.reward_head, h)),
+                          cont=torch.sigmoid(logit), h=h, cont_logit=logit)
 
     # ----- the weights of one step, for a step outside PyTorch ----------------------------------
     def why_no_step_weights(self) -> str | None:
