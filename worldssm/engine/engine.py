@@ -348,9 +348,13 @@ class Engine:
         logit = logit.float()
         return EngineOutput(z, rew.float(), torch.sigmoid(logit), obs, torch.nn.functional.logsigmoid(logit))
 
-    def _numpy_output(self, z, rew, cont, h, decode: bool) -> EngineOutput:
+    def _numpy_output(self, z, rew, cont, h, decode: bool) -> EngineOutput:  # cont: the logit
         obs = torch.from_numpy(self._numpy.decode(z, h)) if decode else None
-        return self._output(torch.from_numpy(z), torch.from_numpy(rew), torch.from_numpy(cont), None, obs)
+        # The continue logit's sigmoid and log-sigmoid in numpy: a torch op here wakes torch's
+        # thread pool between numpy's BLAS calls (log_sigmoid of 640 values cost 6 ms).
+        log_cont = -np.logaddexp(np.float32(0.0), -cont)
+        return EngineOutput(torch.from_numpy(z), torch.from_numpy(rew), torch.from_numpy(np.exp(log_cont)), obs,
+                            torch.from_numpy(log_cont))
 
     def _empty(self, decode: bool) -> EngineOutput:
         v = self.slab.spec["engine.z"][0][0]
