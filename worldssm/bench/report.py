@@ -231,10 +231,10 @@ def plan_tables(files: list[tuple[str, dict]]) -> list[str]:
         c = d["planner_config"]
         top = (f"{sum(1 for r in d['returns'] if r >= 500)} of {len(d['returns'])}"
                if d["env"].startswith("CartPole") else "")
-        out.append(f"| {d['env']} | {d['device']} | {d['planner']} ({c['samples']}, {c['horizon']}, {c['iterations']}) | "
+        out.append(f"| {d['env']} | {d.get('device_name', d['device'])} | {d['planner']} ({c['samples']}, {c['horizon']}, {c['iterations']}) | "
                    f"{d['mean_return']:.1f} | {top} | "
                    f"{d['decision_ms_p50']:.0f} / {d['decision_ms_p99']:.0f} | {d['imagined_steps_per_s']:,.0f} | "
-                   f"{100 * d['planning_overhead']:.0f}% | {name} |")
+                   f"{100 * d['planning_overhead']:.0f}% | {name}{': ' + d['note'] if d.get('note') else ''} |")
     return out
 
 
@@ -273,6 +273,10 @@ def report(results: Path = RESULTS) -> str:
             files = _load(pattern, results)
             if files:
                 parts.append(many[pattern](files))
+            continue
+        if pattern == "dream-cuda-*.json":  # the newest of each card: H100 and H200 rows differ
+            newest = {d["device"]: (name, d) for name, d in _load(pattern, results)}
+            parts.extend(table(name, d) for name, d in newest.values())
             continue
         name, d = _newest(pattern, results)
         if d is not None:

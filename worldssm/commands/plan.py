@@ -59,7 +59,10 @@ def run(args) -> int:
           f"against {result['raw_steps_per_s']:,.0f} for the bare step at batch {result['raw_step_batch']:,} "
           f"(planning overhead {100 * result['planning_overhead']:.0f}%)")
     if args.out:
-        result.update(git_sha=git_sha(), time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        import torch
+
+        card = torch.cuda.get_device_name() if result["device"] == "cuda" else "cpu"
+        result.update(git_sha=git_sha(), time=time.strftime("%Y-%m-%dT%H:%M:%S"), device_name=card)
         atomic_write_text(args.out, json.dumps(result, indent=1))
         print(f"wrote {args.out}")
     return 0
