@@ -5,8 +5,11 @@
     python demos/ppo_in_dream.py --run runs/cartpole  # with a model you trained
 
 The world model is the only environment PPO ever sees: `ws.DreamVectorEnv` steps all its dreams
-in one batched model call, restarting finished ones from real context. Uses only the public API
-(`import worldssm as ws`) and stable-baselines3.
+in one batched model call, restarting finished ones from real context. The dreams sample their
+latents and endings (`sample=True`), as Dreamer's actor learns in imagination: on the round-2
+CartPole-v1 model of `worldssm improve`, PPO trained in sampled dreams scored 500 in 10 of 10
+real episodes, and 147 in dreams of the expected latent, which are smoother than reality. Uses only
+the public API (`import worldssm as ws`) and stable-baselines3.
 """
 
 from __future__ import annotations
@@ -82,7 +85,8 @@ def main(argv=None) -> dict:
     from stable_baselines3 import PPO
 
     run = ensure_model("CartPole-v1", args)
-    dreams = ws.DreamVectorEnv(run, num_envs=args.dreams, env="CartPole-v1", autoreset_mode="SameStep")
+    dreams = ws.DreamVectorEnv(run, num_envs=args.dreams, env="CartPole-v1", autoreset_mode="SameStep",
+                                sample=True)
     n_steps = max(8, min(2048, args.ppo_steps) // args.dreams)  # steps per dream per PPO update
     ppo = PPO("MlpPolicy", sb3_vec_env(dreams), n_steps=n_steps, batch_size=min(256, n_steps * args.dreams),
               seed=args.seed, verbose=0)
