@@ -99,9 +99,9 @@ def test_large_states_travel_in_row_blocks_and_format_1_still_loads(monkeypatch)
     assert [b.shape[0] for b in doc["state"]["0.conv"]] == [3, 3, 2]
     other = StateSlab(SPEC, 8)
     other.restore(data, "same")
+    bits = lambda x: x.view(torch.int16) if x.dtype == torch.bfloat16 else x  # noqa: E731
     for k, t in slab.tensors.items():
-        assert torch.equal(other.tensors[k][:8].view(torch.int16) if t.dtype == torch.bfloat16 else other.tensors[k][:8],
-                           t[:8].view(torch.int16) if t.dtype == torch.bfloat16 else t[:8]), k
+        assert torch.equal(bits(other.tensors[k][:8]), bits(t[:8])), k
     old = dict(doc, format=1, state={k: np.concatenate(v) for k, v in doc["state"].items()})
     assert StateSlab(SPEC, 8).restore(codec.packb(old), "same").tolist() == list(range(8))
     bad = dict(doc, state=dict(doc["state"], z=[doc["state"]["z"][0], doc["state"]["z"][1].astype(np.float32)]))

@@ -69,7 +69,8 @@ class Engine:
         model: a `WorldModel` (moved to `device`, put in eval mode).
         capacity: slots in the slab; `grow` raises it.
         device: torch device; default the model's.
-        sample: draw latents from the prior (True) or take its expectation, the class probabilities (False, deterministic).
+        sample: draw latents from the prior (True) or take its expectation, the class
+            probabilities (False, deterministic).
         seed: seed of the engine's own generator (used when `sample`).
         graphs: "auto" (CUDA graphs on CUDA when not sampling), "on" or "off".
         buckets: batch sizes to capture graphs for.
