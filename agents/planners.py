@@ -24,7 +24,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from worldssm.agents.base import AgentInfo, TickStream
 from worldssm.errors import WorldssmError, WorldssmWarning
@@ -205,10 +204,8 @@ class _Planner:
                 step = np.repeat(cand[:, :, h], cfg.particles, axis=1).reshape(a * copies, *cand.shape[3:])
                 out = self.engine.imagine(forks, step)
                 r = out.reward.cpu().numpy().astype(np.float64)
-                log_c = getattr(out, "log_cont", None)
-                log_c = (torch.log(out.cont) if log_c is None else log_c).cpu().numpy()
                 ret += cfg.discount ** h * np.exp(log_alive) * r
-                log_alive = log_alive + log_c.astype(np.float64)
+                log_alive = log_alive + out.log_cont.cpu().numpy().astype(np.float64)
         finally:
             self.engine.leave(forks)
         ret = ret.reshape(a, s, cfg.particles)

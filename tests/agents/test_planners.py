@@ -26,8 +26,8 @@ class ScriptedEngine(Engine):
         self.calls += 1
         self.rows.append(len(slots))
         reward, cont = self.rule(np.asarray(actions))
-        return EngineOutput(out.z, torch.as_tensor(reward, dtype=torch.float32),
-                            torch.as_tensor(cont, dtype=torch.float32), out.obs)
+        cont = torch.as_tensor(cont, dtype=torch.float32)
+        return EngineOutput(out.z, torch.as_tensor(reward, dtype=torch.float32), cont, out.obs, torch.log(cont))
 
 
 def model_for(action_space):
@@ -180,7 +180,8 @@ class TrueDynamics:
         from types import SimpleNamespace
 
         reward, cont, self.s[slots] = self.step(self.s[slots], actions)
-        return SimpleNamespace(reward=torch.as_tensor(reward), cont=torch.as_tensor(cont))
+        cont = torch.as_tensor(cont)
+        return SimpleNamespace(reward=torch.as_tensor(reward), cont=cont, log_cont=torch.log(cont))
 
 
 class TruePendulum(TrueDynamics):

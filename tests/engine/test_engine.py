@@ -146,6 +146,8 @@ def test_numpy_and_torch_engines_agree_across_grow():
             for g, w in zip(got, want):
                 torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
     assert outs[0].reward.std() > 0.1, "rewards must vary (the initial reward head is zero)"
+    for o in outs[:2]:  # log_cont is the log of cont on both paths
+        torch.testing.assert_close(o.log_cont.exp(), o.cont)
     for k in ref.slab.tensors:
         torch.testing.assert_close(fast.slab.tensors[k], ref.slab.tensors[k], rtol=1e-4, atol=1e-5)
 

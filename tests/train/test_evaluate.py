@@ -28,7 +28,8 @@ class Oracle:
         from worldssm.model import Prediction
 
         n, c = obs.shape[:2]
-        return None, Prediction(torch.zeros(n, c, 1), torch.zeros(n, c), torch.ones(n, c), torch.zeros(n, c, 1))
+        return None, Prediction(torch.zeros(n, c, 1), torch.zeros(n, c), torch.ones(n, c), torch.zeros(n, c, 1),
+                                torch.full((n, c), 30.0))
 
     def rollout(self, state, last, actions, sample=False, generator=None):
         t = actions[..., 0].double()

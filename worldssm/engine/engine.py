@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from worldssm.choices import PRECISIONS
 from worldssm.engine.state import SlabError, StateSlab
@@ -51,7 +52,7 @@ class EngineOutput(NamedTuple):
     obs: torch.Tensor | None  # decoded next observation [B, *obs_shape], when asked for
     # log of `cont`, from the logit: exact where `cont` rounds to 1 in float32 (a planner ranks
     # safe states by it)
-    log_cont: torch.Tensor | None = None
+    log_cont: torch.Tensor
 
 
 def _as_numpy(x, what: str) -> np.ndarray:
@@ -291,7 +292,7 @@ class Engine:
                                         self.sample, self.generator)
         z = self.model.latent(pred.prior_logp, self.sample, self.generator)  # [B, V*K]
         self.slab.tensors["engine.z"][slots] = z
-        return z, pred.reward, pred.cont_logit, pred.h
+        return z, pred.reward, pred.cont, F.logsigmoid(pred.cont_logit), pred.h
 
     def _imagine_core(self, slots, reset, action):
         # `reset` is unused: real rows never reset while dreaming, and padded graph rows only
@@ -300,26 +301,26 @@ class Engine:
         pred = self.model.imagine_slots(self.slab.tensors, slots, z_now, action)
         z = self.model.latent(pred.prior_logp, self.sample, self.generator)
         self.slab.tensors["engine.z"][slots] = z
-        return z, pred.reward, pred.cont_logit, pred.h
+        return z, pred.reward, pred.cont, F.logsigmoid(pred.cont_logit), pred.h
 
     def _numpy_observe(self, slots, reset, obs, action):
         """`_observe_core` with the numpy step (numpy arrays in and out)."""
-        z, rew, cont, h = self._numpy.observe(self._numpy_slab, slots, obs, action, reset)
+        z, rew, logit, h = self._numpy.observe(self._numpy_slab, slots, obs, action, reset)
         self._numpy_slab["engine.z"][slots] = z
-        return z, rew, cont, h
+        return z, rew, logit, h
 
     def _numpy_imagine(self, slots, action):
         """`_imagine_core` with the numpy step."""
         z_now = self._numpy_slab["engine.z"][slots]  # [B, V*K]
-        z, rew, cont, h = self._numpy.imagine(self._numpy_slab, slots, z_now, action)
+        z, rew, logit, h = self._numpy.imagine(self._numpy_slab, slots, z_now, action)
         self._numpy_slab["engine.z"][slots] = z
-        return z, rew, cont, h
+        return z, rew, logit, h
 
     def _decoding(self, core):
         """`core` with the decoded next observation as a fifth output (inside the same graph)."""
         def step(*args):
-            z, rew, cont, h = core(*args)
-            return z, rew, cont, h, self.model.decode(z, h)
+            z, rew, cont, log_cont, h = core(*args)
+            return z, rew, cont, log_cont, h, self.model.decode(z, h)
         return step
 
     def _build_steps(self) -> None:
@@ -345,15 +346,14 @@ class Engine:
 
         self._steps = {key: graphed(core) for key, core in cores.items()}
 
-    def _output(self, z, rew, logit, h, obs=None) -> EngineOutput:
-        logit = logit.float()
-        return EngineOutput(z, rew.float(), torch.sigmoid(logit), obs, torch.nn.functional.logsigmoid(logit))
+    def _output(self, z, rew, cont, log_cont, h, obs=None) -> EngineOutput:
+        return EngineOutput(z, rew.float(), cont.float(), obs, log_cont.float())
 
-    def _numpy_output(self, z, rew, cont, h, decode: bool) -> EngineOutput:  # cont: the logit
+    def _numpy_output(self, z, rew, logit, h, decode: bool) -> EngineOutput:
         obs = torch.from_numpy(self._numpy.decode(z, h)) if decode else None
         # The continue logit's sigmoid and log-sigmoid in numpy: a torch op here wakes torch's
         # thread pool between numpy's BLAS calls (log_sigmoid of 640 values cost 6 ms).
-        log_cont = -np.logaddexp(np.float32(0.0), -cont)
+        log_cont = -np.logaddexp(np.float32(0.0), -logit)
         return EngineOutput(torch.from_numpy(z), torch.from_numpy(rew), torch.from_numpy(np.exp(log_cont)), obs,
                             torch.from_numpy(log_cont))
 

@@ -47,7 +47,7 @@ class Prediction(NamedTuple):
     reward: torch.Tensor  # expected r_{t+1} [B]
     cont: torch.Tensor  # probability that the episode continues after t+1 [B]
     h: torch.Tensor  # backbone output h_t [B, D]
-    cont_logit: torch.Tensor | None = None  # the continue head's logit [B] (float32)
+    cont_logit: torch.Tensor  # the continue head's logit [B] (float32): `cont` is its sigmoid
 
 
 def observation_kind(space: dict) -> str:

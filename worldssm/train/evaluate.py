@@ -140,7 +140,7 @@ def open_loop(model, episodes, context=16, horizons=HORIZONS, stride=8, max_wind
         first[:, 0] = True
         state, pred = model.observe_sequence(obs[:, :context], act[:, :context], first[:, :context])
         ctx_conts.append(pred.cont.double().cpu().numpy())  # [W, C]: c_{t+1} predicted at each observed t
-        last = type(pred)(*(None if f is None else f[:, -1] for f in pred))
+        last = type(pred)(*(f[:, -1] for f in pred))
         _, roll = model.rollout(state, last, act[:, context:], sample=sample, generator=gen)
         preds.append(roll["obs"].double().cpu().numpy())
         rews.append(roll["reward"].double().cpu().numpy())
