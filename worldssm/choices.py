@@ -8,4 +8,5 @@ MODES = ("real", "dream", "mixed")  # what a Simulation's or a served World's ag
 BACKENDS = ("ray", "local")  # how a Simulation runs its actors
 FALLBACKS = ("repeat", "random")  # how a served agent acts without its client's action
 TORCH_DEVICES = ("cpu", "cuda")  # where a model runs when the user names it
+STATE_DTYPES = ("float32", "bfloat16")  # how an Engine stores Mamba-2 SSM states (None: the model's config)
 PRECISIONS = ("auto", "float32", "bfloat16")  # the backbone weights of an Engine ("auto": bf16 on CUDA)

@@ -110,15 +110,16 @@ class Dreams:
         max_steps: steps before a dream is truncated.
         sample: draw latents and terminations instead of taking the expected latent and the 0.5 threshold.
         device: the engine's device.
+        state_dtype: the engine's storage of SSM states (`Engine`'s argument; None: the model's).
     """
 
     def __init__(self, model, n: int, contexts: Contexts, max_steps: int = DEFAULT_MAX_STEPS,
-                 sample: bool = False, device: str = "cpu"):
+                 sample: bool = False, device: str = "cpu", state_dtype: str | None = None):
         from worldssm.engine import Engine
 
         if n < 1 or max_steps < 1:
             raise ValueError(f"need n >= 1 and max_steps >= 1, got {n}, {max_steps}")
-        self.engine = Engine(model, n, device=device, sample=sample)
+        self.engine = Engine(model, n, device=device, sample=sample, state_dtype=state_dtype)
         self.model, self.n, self.contexts, self.max_steps, self.sample = model, n, contexts, max_steps, sample
         self.observation_space = _obs_space(model, contexts)
         from worldssm.spaces import space_from_dict
@@ -230,17 +231,19 @@ class DreamEnv(gym.Env):
         env: the real env the dreams stand for (a Gymnasium id or worldssm env name), if any: its
             observation and action spaces must be the model's (else a WorldssmError names the
             field that differs).
+        state_dtype: how the engine stores SSM states, "float32" or "bfloat16" (half the bytes
+            per dream; see `Engine`); None: the model's config.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
     def __init__(self, checkpoint, data=None, context: int = DEFAULT_CONTEXT, max_steps: int = DEFAULT_MAX_STEPS,
                  sample: bool = False, render_mode: str | None = None, device: str = "cpu",
-                 env: str | None = None):
+                 env: str | None = None, state_dtype: str | None = None):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         model, contexts = _source(checkpoint, data, context, device, env)
-        self.dreams = Dreams(model, 1, contexts, max_steps, sample, device)
+        self.dreams = Dreams(model, 1, contexts, max_steps, sample, device, state_dtype)
         self.observation_space, self.action_space = self.dreams.observation_space, self.dreams.action_space
         self.render_mode = render_mode
 
@@ -298,13 +301,13 @@ class DreamVectorEnv(gym.vector.VectorEnv):
 
     def __init__(self, checkpoint, num_envs: int, data=None, context: int = DEFAULT_CONTEXT,
                  max_steps: int = DEFAULT_MAX_STEPS, sample: bool = False, device: str = "cpu",
-                 env: str | None = None, autoreset_mode: str = "NextStep"):
+                 env: str | None = None, autoreset_mode: str = "NextStep", state_dtype: str | None = None):
         modes = {m.value: m for m in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP)}
         if autoreset_mode not in modes:
             raise ValueError(f"autoreset_mode must be one of {sorted(modes)}, got {autoreset_mode!r}")
         self.metadata = {**self.metadata, "autoreset_mode": modes[autoreset_mode]}
         model, contexts = _source(checkpoint, data, context, device, env)
-        self.dreams = Dreams(model, num_envs, contexts, max_steps, sample, device)
+        self.dreams = Dreams(model, num_envs, contexts, max_steps, sample, device, state_dtype)
         self.num_envs = num_envs
         self.single_observation_space = self.dreams.observation_space
         self.single_action_space = self.dreams.action_space
@@ -360,9 +363,9 @@ class DreamParallelEnv:
 
     def __init__(self, checkpoint, n_agents: int, data=None, context: int = DEFAULT_CONTEXT,
                  max_steps: int = DEFAULT_MAX_STEPS, sample: bool = False, device: str = "cpu",
-                 env: str | None = None):
+                 env: str | None = None, state_dtype: str | None = None):
         model, contexts = _source(checkpoint, data, context, device, env)
-        self.dreams = Dreams(model, n_agents, contexts, max_steps, sample, device)
+        self.dreams = Dreams(model, n_agents, contexts, max_steps, sample, device, state_dtype)
         self.possible_agents = [f"agent_{i}" for i in range(n_agents)]
         self.agents: list[str] = []
         self.render_mode = None

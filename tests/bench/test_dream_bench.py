@@ -31,3 +31,24 @@ def test_check_catches_rows_that_differ(monkeypatch, tmp_path):
     monkeypatch.setattr(Dreams, "step", swapped)
     with pytest.raises(AssertionError):
         dream.check(model, contexts, "cpu")
+
+
+def test_drift_compares_bfloat16_states_with_float32(tmp_path):
+    """bfloat16 states move the dreams a little and the weights pair is exact on the CPU (both
+    float32); a drift that compared an engine with itself would read 0 for the states too."""
+    model, contexts = dream._setup("cpu", tmp_path)
+    d = dream.drift(model, contexts, "cpu", steps=12, n=3)
+    s, w = d["state_bf16"], d["weights"]
+    assert d["steps"] == 12 and d["dreams"] == 3 and set(s["at_step"]) == {"1", "10", "12"}
+    assert 0 < s["obs_mean"] <= s["obs_max"] < 1.0
+    assert w["obs_max"] == 0.0 and w["reward_max"] == 0.0
+    assert next(model.parameters()).dtype == model.backbone.final_norm.weight.dtype  # weights restored
+
+
+def test_run_with_bfloat16_states_records_drift_and_bytes(tmp_path):
+    result = dream.run(tmp_path, "cpu", envs=(2,), seconds=0.05, workdir=tmp_path / "w", state_dtype="bfloat16",
+                       drift_steps=8)
+    f32 = dream.run(tmp_path, "cpu", envs=(2,), seconds=0.05, workdir=tmp_path / "w2")
+    assert result["setup"]["state_dtype"] == "bfloat16" and result["drift"]["steps"] == 8
+    assert f32["drift"] is None
+    assert result["rows"][0]["state_bytes_per_env"] < f32["rows"][0]["state_bytes_per_env"]

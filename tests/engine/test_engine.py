@@ -353,3 +353,38 @@ def test_fork_observed_then_imagine_equals_observe(impl, reset):
     with pytest.raises(EngineInputError, match="slots are needed"):
         eng.fork_observed(slots, obs[3], n=5)
     assert eng.slab.num_owned == 3, "a refused fork takes nothing"
+
+
+def test_state_dtype_stores_ssm_states_in_bfloat16_with_the_same_weights():
+    """Engine(state_dtype="bfloat16") on a float32-configured model: the SSM rows are bfloat16
+    (half the bytes), conv rows and latents stay float32, and the predictions track a float32
+    state engine with the same weights closely but not bit for bit."""
+    obs, act = obs_actions(4, 6, seed=3)
+    ref, half = engine(), Engine(debug_model(), 16, state_dtype="bfloat16")
+    assert half.impl == "torch"  # the numpy step reads float32 rows only
+    for k, t in half.slab.tensors.items():
+        assert t.dtype == (torch.bfloat16 if k.endswith(".ssm") else torch.float32), k
+    assert half.model.cfg.backbone.state_dtype == "float32"  # the model itself is untouched
+    s_ref, s_half = ref.join(4), half.join(4)
+    differ = False
+    for t in range(6):
+        a = ref.observe(s_ref, obs[t], act[t], decode=True) if t < 3 else ref.imagine(s_ref, act[t], decode=True)
+        b = half.observe(s_half, obs[t], act[t], decode=True) if t < 3 else half.imagine(s_half, act[t], decode=True)
+        torch.testing.assert_close(b.obs, a.obs, rtol=5e-2, atol=5e-2)
+        torch.testing.assert_close(b.reward, a.reward, rtol=5e-2, atol=5e-2)
+        differ |= not torch.equal(a.obs, b.obs)
+    assert differ  # the states really were rounded
+
+
+def test_state_dtype_bad_values_are_refused():
+    with pytest.raises(ValueError, match="state_dtype must be None or one of"):
+        Engine(debug_model(), 4, state_dtype="float16")
+    import dataclasses
+
+    from worldssm.model import WorldModel, preset
+    from tests.engine.engine_helpers import BOX_ACT, VEC_OBS
+    cfg = preset("DEBUG")
+    gru = WorldModel(dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, kind="gru")), VEC_OBS, BOX_ACT)
+    with pytest.raises(ValueError, match="stores Mamba-2 SSM states; this model's backbone is gru"):
+        Engine(gru, 4, state_dtype="bfloat16")
+    assert Engine(gru, 4, state_dtype="float32").slab.spec == Engine(gru, 4).slab.spec

@@ -11,6 +11,11 @@ continue head is biased to say "the episode goes on", so dreams end by truncatio
 as dreams of a trained model of a long episode would (an untrained head ends half of them every
 step, and the restarts' burn-in would be what is timed). Before timing,
 a check: the batched dreams equal stepping each one alone (the first 8 rows, 5 steps).
+
+`--checkpoint RUN` times a trained model instead (dreams start from the run's data).
+`--state-dtype bfloat16` stores the SSM states in bfloat16 (`Engine(state_dtype=...)`, half an
+agent's bytes) and adds `drift`: the same dreams imagined 1,000 steps with bfloat16 and float32
+states, same weights and actions, compared step by step (see `drift`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 ENVS = (1, 64, 1024, 16384)
 
 
-def _setup(device: str, workdir: Path):
+def _setup(device: str, workdir: Path, checkpoint=None):
     import torch
 
     from worldssm.data import collect
@@ -35,6 +40,10 @@ def _setup(device: str, workdir: Path):
     from worldssm.model import WorldModel, preset
     from worldssm.spaces import space_to_dict
 
+    if checkpoint is not None:
+        from worldssm.dream import _source
+
+        return _source(checkpoint, None, 16, device)
     env = make("Pendulum-v1", api="batched")
     obs_space, act_space = space_to_dict(env.single_observation_space), space_to_dict(env.single_action_space)
     env.close()
@@ -49,16 +58,25 @@ def _setup(device: str, workdir: Path):
     return model, Contexts.from_data(data, 16)
 
 
-def check(model, contexts, device: str) -> None:
+def _random_actions(space, shape: tuple, rng) -> np.ndarray:
+    """Uniform random actions [*shape, ...] of a DreamVectorEnv's single action space."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Discrete):
+        return rng.integers(0, space.n, shape).astype(np.int64)
+    return rng.uniform(space.low, space.high, (*shape, *space.shape)).astype(np.float32)
+
+
+def check(model, contexts, device: str, state_dtype=None) -> None:
     """Batched dreams equal dreams stepped one at a time (AssertionError otherwise)."""
     import torch
 
     from worldssm.dream import DreamVectorEnv
 
-    batch = DreamVectorEnv(model, 8, data=contexts, device=device)
-    singles = [DreamVectorEnv(model, 1, data=contexts, device=device) for _ in range(8)]
+    batch = DreamVectorEnv(model, 8, data=contexts, device=device, state_dtype=state_dtype)
+    singles = [DreamVectorEnv(model, 1, data=contexts, device=device, state_dtype=state_dtype) for _ in range(8)]
     rng = np.random.default_rng(0)
-    actions = rng.uniform(-1, 1, (5, 8, 1)).astype(np.float32)
+    actions = _random_actions(batch.single_action_space, (5, 8), rng)
     # Start every single dream from the batch's own context (same windows), then step both ways.
     ctx_obs, ctx_act = contexts.draw(np.random.default_rng(11), 8)
     batch.dreams.start(np.arange(8), None, (ctx_obs, ctx_act))
@@ -75,15 +93,15 @@ def check(model, contexts, device: str) -> None:
             torch.testing.assert_close(torch.as_tensor(r[0]), torch.as_tensor(b_rew[i]), rtol=tol, atol=tol)
 
 
-def measure(model, contexts, n: int, seconds: float, device: str) -> dict:
+def measure(model, contexts, n: int, seconds: float, device: str, state_dtype=None) -> dict:
     import torch
 
     from worldssm.dream import DreamVectorEnv
 
-    env = DreamVectorEnv(model, n, data=contexts, device=device, max_steps=200)
+    env = DreamVectorEnv(model, n, data=contexts, device=device, max_steps=200, state_dtype=state_dtype)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
-    actions = rng.uniform(-1, 1, (16, n, 1)).astype(np.float32)
+    actions = _random_actions(env.single_action_space, (16, n), rng)
     for i in range(5):
         env.step(actions[i % 16])
     times = []
@@ -97,10 +115,82 @@ def measure(model, contexts, n: int, seconds: float, device: str) -> dict:
     t = np.array(times)
     return {"envs": n, "steps": len(times), "median_ms": float(np.median(t) * 1e3),
             "p99_ms": float(np.percentile(t, 99) * 1e3), "env_steps_per_s": float(n / np.median(t)),
-            "engine_impl": env.dreams.engine.impl}
+            "engine_impl": env.dreams.engine.impl, "state_bytes_per_env": _state_bytes(env.dreams.engine)}
 
 
-def run(out_dir="tests/bench/results", device: str = "cpu", envs=ENVS, seconds: float = 3.0, workdir=None) -> dict:
+def _state_bytes(engine) -> int:
+    """Bytes of one agent's row in the engine's slab (backbone states and the pending latent)."""
+    return int(sum(t[0].numel() * t.element_size() for t in engine.slab.tensors.values()))
+
+
+def drift(model, contexts, device: str, steps: int = 1000, n: int = 64, seed: int = 0) -> dict:
+    """How far dreams with bfloat16 SSM states drift from the same dreams with float32 states.
+
+    `n` dreams burn in the same real context windows in two engines that differ only in
+    `state_dtype` (same weights, the engine's default precision), then imagine `steps` steps
+    with the same random actions. Per step, the decoded observations differ by |d| (in units of
+    the context data's per-dimension standard deviation, averaged over dimensions) and the
+    rewards by |dr|. For scale, the same is measured between two float32-state engines whose
+    weights differ: the engine's default precision and float32 (on the CPU both are float32,
+    so that pair is identical).
+
+    Returns: {"steps", "dreams", "state_bf16": {...}, "weights": {...}, "obs_std"}, each pair
+    with the mean and max over dreams of the observation and reward divergence at steps 1, 10,
+    100 and `steps`, and over the whole rollout.
+    """
+    import torch
+
+    from worldssm.engine import Engine
+
+    rng = np.random.default_rng(seed)
+    ctx_obs, ctx_act = contexts.draw(rng, n)
+    ctx_obs = np.asarray(ctx_obs, np.float32)
+    std = ctx_obs.reshape(-1, *ctx_obs.shape[2:]).std(0).astype(np.float32) + 1e-6
+    weights = next(model.parameters()).dtype
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def rollout(state_dtype, precision):
+        model.to(weights)  # an Engine casts the backbone in place: start from the same weights
+        model.load_state_dict(state)
+        eng = Engine(model, n, device=device, state_dtype=state_dtype, precision=precision, graphs="off")
+        slots = eng.join(n)
+        for t in range(ctx_act.shape[1]):
+            eng.observe(slots, ctx_obs[:, t], ctx_act[:, t], resets=np.full(n, t == 0))
+        out = eng.observe(slots, ctx_obs[:, -1], acts[0], decode=True)
+        obs, rew = [out.obs.float().cpu().numpy()], [out.reward.cpu().numpy()]
+        for t in range(1, steps):
+            out = eng.imagine(slots, acts[t], decode=True)
+            obs.append(out.obs.float().cpu().numpy())
+            rew.append(out.reward.cpu().numpy())
+        return np.stack(obs), np.stack(rew)  # [steps, n, ...], [steps, n]
+
+    space = model.action_space
+    if space["type"] == "discrete":
+        acts = rng.integers(0, int(space["n"]), (steps, n)).astype(np.int64)
+    else:
+        acts = rng.uniform(space["low"], space["high"], (steps, n, *space["shape"])).astype(np.float32)
+    with torch.no_grad():
+        ref = rollout("float32", "auto")
+        bf16 = rollout("bfloat16", "auto")
+        full = rollout("float32", "float32")
+    model.to(weights)
+    model.load_state_dict(state)
+
+    def compare(a, b) -> dict:
+        d_obs = (np.abs(a[0] - b[0]) / std).reshape(steps, n, -1).mean(-1)  # [steps, n]
+        d_rew = np.abs(a[1] - b[1])
+        at = {str(k): {"obs_mean": float(d_obs[k - 1].mean()), "obs_max": float(d_obs[k - 1].max()),
+                       "reward_mean": float(d_rew[k - 1].mean()), "reward_max": float(d_rew[k - 1].max())}
+              for k in sorted({1, 10, 100, steps}) if k <= steps}
+        return {"at_step": at, "obs_mean": float(d_obs.mean()), "obs_max": float(d_obs.max()),
+                "reward_mean": float(d_rew.mean()), "reward_max": float(d_rew.max())}
+
+    return {"steps": steps, "dreams": n, "obs_std": std.tolist(), "state_bf16": compare(ref, bf16),
+            "weights": compare(ref, full)}
+
+
+def run(out_dir="tests/bench/results", device: str = "cpu", envs=ENVS, seconds: float = 3.0, workdir=None,
+        checkpoint=None, state_dtype=None, drift_steps: int = 1000) -> dict:
     import tempfile
 
     import torch
@@ -111,19 +201,27 @@ def run(out_dir="tests/bench/results", device: str = "cpu", envs=ENVS, seconds: 
     if device == "cuda" and not torch.cuda.is_available():
         raise WorldssmError("--device cuda but torch sees no CUDA device")
     with tempfile.TemporaryDirectory() as tmp:
-        model, contexts = _setup(device, Path(workdir or tmp))
-        check(model, contexts, device)
+        model, contexts = _setup(device, Path(workdir or tmp), checkpoint)
+        drifted = drift(model, contexts, device, drift_steps) if state_dtype == "bfloat16" else None
+        if drifted is not None:
+            s = drifted["state_bf16"]
+            print(f"bfloat16 states over {drifted['steps']} steps: observations off by {s['obs_mean']:.4f} std "
+                  f"(max {s['obs_max']:.4f}), rewards by {s['reward_mean']:.4f} (max {s['reward_max']:.4f})", flush=True)
+        check(model, contexts, device, state_dtype)
         rows = []
         for n in envs:
-            rows.append(measure(model, contexts, n, seconds, device))
+            rows.append(measure(model, contexts, n, seconds, device, state_dtype))
             print(f"{n:>6} envs: {rows[-1]['median_ms']:.2f} ms per step, {rows[-1]['env_steps_per_s']:,.0f} env-steps/s",
                   flush=True)
     result = {"bench": "dream", "git_sha": git_sha(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "cpus": os.cpu_count(),
               "platform": platform.platform(), "load_avg_before": os.getloadavg(),
               "versions": {"torch": torch.__version__, "numpy": np.__version__},
-              "setup": {"model": "BASE" if device == "cuda" else "SMALL", "spaces": "Pendulum-v1",
-                        "context": 16, "max_steps": 200, "seconds": seconds},
+              "setup": {"model": str(checkpoint) if checkpoint else ("BASE" if device == "cuda" else "SMALL"),
+                        "spaces": "the run's" if checkpoint else "Pendulum-v1",
+                        "context": 16, "max_steps": 200, "seconds": seconds,
+                        "state_dtype": state_dtype or model.cfg.backbone.state_dtype},
+              "drift": drifted,
               "correctness": "batched dreams equal dreams stepped one at a time (8 rows, 5 steps)",
               "rows": rows}
     save_result(result, out_dir, f"dream-{'cuda' if device == 'cuda' else 'cpu'}")

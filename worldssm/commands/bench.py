@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from worldssm.choices import BACKENDS, TORCH_DEVICES
+from worldssm.choices import BACKENDS, STATE_DTYPES, TORCH_DEVICES
 
 HELP = "benchmark the fused step, the training scan, the environments or the Ray tick; writes JSON results"
 
@@ -64,6 +64,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     dream.add_argument("--device", choices=TORCH_DEVICES, default="cpu", help="cpu: SMALL preset; cuda: BASE")
     dream.add_argument("--envs", type=int, nargs="+", default=[1, 64, 1024, 16384], help="numbers of envs")
     dream.add_argument("--seconds", type=float, default=3.0, help="timed seconds per configuration")
+    dream.add_argument("--checkpoint", default=None, help="a trained run to dream with (default: an untrained preset)")
+    dream.add_argument("--state-dtype", choices=STATE_DTYPES, default=None,
+                       help="how the engine stores SSM states (default: the model's); bfloat16 adds a drift "
+                       "measurement against float32 over 1,000 imagined steps")
     tick = sub.add_parser("tick", help="Ray tick latency: Compiled Graph vs plain calls (worldssm.bench.tick)")
     tick.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
     tick.add_argument("--agents", type=int, nargs="+", default=[16, 256, 4096], help="agent counts")
@@ -123,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.bench == "dream":
         from worldssm.bench import dream
 
-        result = dream.run(args.out, args.device, tuple(args.envs), args.seconds)
+        result = dream.run(args.out, args.device, tuple(args.envs), args.seconds, checkpoint=args.checkpoint,
+                           state_dtype=args.state_dtype)
         print(f"wrote {result['path']}")
     elif args.bench == "serve":
         from worldssm.bench import serve

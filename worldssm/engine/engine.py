@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldssm.choices import PRECISIONS
+from worldssm.choices import PRECISIONS, STATE_DTYPES
 from worldssm.engine.state import SlabError, StateSlab
 from worldssm.errors import WorldssmError
 from worldssm.model import numpy_step
@@ -80,16 +80,26 @@ class Engine:
         precision: the backbone's weights: "bfloat16" (the model's backbone is cast in place;
             states, encoder, latents and heads stay float32, as training's autocast keeps
             them), "float32", or "auto": bfloat16 on CUDA, float32 elsewhere.
+        state_dtype: how the slab stores each Mamba-2 layer's SSM state, the bulk of an agent's
+            bytes: "float32", "bfloat16" (half the bytes a step reads and writes; updates are
+            computed in float32 and rounded on store), or None: the model's config. The weights
+            do not change. Other backbones take only "float32" or None.
     """
 
     def __init__(self, model, capacity: int, device=None, sample: bool = False, seed: int = 0,
-                 graphs: str = "auto", buckets=DEFAULT_BUCKETS, impl: str = "auto", precision: str = "auto"):
+                 graphs: str = "auto", buckets=DEFAULT_BUCKETS, impl: str = "auto", precision: str = "auto",
+                 state_dtype: str | None = None):
         if graphs not in ("auto", "on", "off"):
             raise ValueError(f"graphs must be 'auto', 'on' or 'off', got {graphs!r}")
         if impl not in ENGINE_IMPLS:
             raise ValueError(f"impl must be one of {ENGINE_IMPLS}, got {impl!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        kind = model.cfg.backbone.kind
+        if state_dtype not in (None,) + STATE_DTYPES:
+            raise ValueError(f"state_dtype must be None or one of {STATE_DTYPES}, got {state_dtype!r}")
+        if state_dtype == "bfloat16" and kind != "mamba2":
+            raise ValueError(f"state_dtype='bfloat16' stores Mamba-2 SSM states; this model's backbone is {kind}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if precision == "auto":
             precision = "bfloat16" if self.device.type == "cuda" else "float32"
@@ -103,7 +113,8 @@ class Engine:
         self.obs_space, self.action_space = model.obs_space, model.action_space
         self.dtype = model.in_proj.weight.dtype
         latent = model.cfg.latent_vars * model.cfg.latent_classes
-        spec = dict(model.backbone.state_spec())
+        spec = dict(model.backbone.state_spec() if state_dtype is None or kind != "mamba2"
+                    else model.backbone.state_spec(state_dtype))
         spec["engine.z"] = ((latent,), self.dtype)
         self.slab = StateSlab(spec, capacity, self.device)
         use = graphs == "on" or (graphs == "auto" and self.device.type == "cuda" and not self.sample)
@@ -113,6 +124,8 @@ class Engine:
             raise ValueError(f"graphs='on' needs a CUDA device, got {self.device}")
         self.use_graphs = use
         why_not = numpy_step.supports(self.model, self.sample, self.device)
+        if why_not is None and any(dt != torch.float32 for _, dt in spec.values()):
+            why_not = "bfloat16 states"
         if impl == "numpy" and why_not is not None:
             raise ValueError(f"impl='numpy' cannot run this engine: {why_not}")
         self.impl = "numpy" if impl == "numpy" or (impl == "auto" and why_not is None) else "torch"

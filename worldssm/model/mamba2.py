@@ -108,10 +108,15 @@ class Mamba2Backbone(nn.Module):
         self.mixers = nn.ModuleList(Mamba2Mixer(cfg, i) for i in range(cfg.n_layers))
         self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
 
-    def state_spec(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        """Per-agent state tensors: name -> (shape without the batch dim, dtype)."""
+    def state_spec(self, state_dtype: str | None = None) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Per-agent state tensors: name -> (shape without the batch dim, dtype). `state_dtype`
+        ("float32" or "bfloat16") overrides the config's storage of the SSM states; the step
+        kernels follow the dtype of the tensors they are given."""
         c = self.cfg
-        ssm_dtype = torch.bfloat16 if c.state_dtype == "bfloat16" else torch.float32
+        sd = c.state_dtype if state_dtype is None else state_dtype
+        if sd not in ("float32", "bfloat16"):
+            raise ValueError(f"state_dtype must be 'float32' or 'bfloat16', got {sd!r}")
+        ssm_dtype = torch.bfloat16 if sd == "bfloat16" else torch.float32
         spec = {}
         for i in range(c.n_layers):
             spec[f"{i}.conv"] = ((c.d_conv - 1, c.conv_dim), torch.float32)
