@@ -62,3 +62,28 @@ def test_cuda_engine_defaults_to_a_bfloat16_backbone_that_tracks_float32():
         b = ref.observe(slots, obs[t], act[t], np.full(40, t == 0)) if t < 5 else ref.imagine(slots, act[t])
         torch.testing.assert_close(a.reward, b.reward, rtol=0.05, atol=0.05)
         torch.testing.assert_close(a.cont, b.cont, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_engine_with_bfloat16_states_tracks_float32_states():
+    """The graphed Triton step with bfloat16 SSM rows: the slab holds bfloat16, and rewards,
+    continues and decoded observations stay close to float32 rows with the same weights."""
+    torch.manual_seed(0)
+    model = WorldModel(preset("BASE"), VEC_OBS, BOX_ACT)
+    half = Engine(copy.deepcopy(model), 64, device="cuda", state_dtype="bfloat16")
+    ref = Engine(model, 64, device="cuda")
+    assert half.use_graphs and half.slab.tensors["0.ssm"].dtype == torch.bfloat16
+    slots = half.join(40)
+    assert (ref.join(40) == slots).all()
+    obs, act = obs_actions(40, 12, seed=4)
+    for t in range(12):
+        if t < 5:
+            a = half.observe(slots, obs[t], act[t], np.full(40, t == 0), decode=True)
+            b = ref.observe(slots, obs[t], act[t], np.full(40, t == 0), decode=True)
+        else:
+            a, b = half.imagine(slots, act[t], decode=True), ref.imagine(slots, act[t], decode=True)
+        torch.testing.assert_close(a.reward, b.reward, rtol=0.05, atol=0.05)
+        torch.testing.assert_close(a.cont, b.cont, rtol=0.05, atol=0.05)
+        torch.testing.assert_close(a.obs, b.obs, rtol=0.05, atol=0.05)
+    ssm_h, ssm_r = half.slab.tensors["3.ssm"][:40].float(), ref.slab.tensors["3.ssm"][:40]
+    torch.testing.assert_close(ssm_h, ssm_r, rtol=0.05, atol=0.05)
