@@ -74,3 +74,23 @@ def test_backbone_flag_trains_the_matched_baseline(pendulum_data, tmp_path):
         t = Trainer(pendulum_data, tmp_path / kind, TrainConfig(preset="DEBUG", backbone=kind, steps=1, batch_size=2, seq_len=16))
         assert t.model.cfg.backbone.kind == kind
         t.close()
+
+
+def test_mean_rows_flag_sets_the_models_share_of_expected_latent_rows(pendulum_data, tmp_path):
+    from worldssm.improve import ImproveConfig
+    from worldssm.train import Trainer
+
+    t = Trainer(pendulum_data, tmp_path / "half", TrainConfig(preset="DEBUG", mean_rows=0.5, steps=1, batch_size=2, seq_len=16))
+    assert t.model.cfg.mean_rows == 0.5
+    t.close()
+    t = Trainer(pendulum_data, tmp_path / "preset", TrainConfig(preset="DEBUG", steps=1, batch_size=2, seq_len=16))
+    assert t.model.cfg.mean_rows == 0.0  # none: the preset's
+    t.close()
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="mean_rows must be in"):
+            TrainConfig(mean_rows=bad)
+        with pytest.raises(ValueError, match="ImproveConfig.mean_rows must be in"):
+            ImproveConfig(env="CartPole-v1", mean_rows=bad)
+    old = TrainConfig(preset="DEBUG").to_dict()
+    del old["mean_rows"]
+    assert TrainConfig.from_dict(old).mean_rows is None, "a run saved before the field resumes with the preset's"

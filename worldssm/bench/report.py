@@ -216,10 +216,23 @@ def tick_cuda_table(name: str, d: dict) -> list[str]:
 
 def dream_table(name: str, d: dict) -> list[str]:
     st = d["setup"]
+    states = st.get("state_dtype", "float32")
+    per_env = d["rows"][0].get("state_bytes_per_env") if d["rows"] else None
     out = [f"`DreamVectorEnv` on {d['device']} ({name}, git {(d.get('git_sha') or '?')[:7]}, {st['model']} model, "
-           f"{st['spaces']} spaces):", "", "| envs | step median / p99 (ms) | env-steps/s |", "|---|---|---|"]
+           f"{st['spaces']} spaces, {states} SSM states{f', {per_env:,} state bytes per env' if per_env else ''}):",
+           "", "| envs | step median / p99 (ms) | env-steps/s |", "|---|---|---|"]
     for r in d["rows"]:
         out.append(f"| {r['envs']:,} | {r['median_ms']:.2f} / {r['p99_ms']:.2f} | {r['env_steps_per_s']:,.0f} |")
+    drift = d.get("drift")
+    if drift:
+        s, w, k = drift["state_bf16"], drift["weights"], str(drift["steps"])
+        out += ["", f"Drift over {drift['steps']:,} imagined steps ({drift['dreams']} dreams, same weights and actions; "
+                "observation error in standard deviations of the data): bfloat16 against float32 SSM states "
+                f"{s['at_step']['1']['obs_mean']:.4f} at step 1, {s['at_step'][k]['obs_mean']:.3f} at step {k} "
+                f"(reward {s['at_step']['1']['reward_mean']:.4f} / {s['at_step'][k]['reward_mean']:.2f}); for scale, "
+                f"the bfloat16 backbone weights the engine uses by default against float32 weights: "
+                f"{w['at_step']['1']['obs_mean']:.4f} / {w['at_step'][k]['obs_mean']:.3f} "
+                f"(reward {w['at_step']['1']['reward_mean']:.4f} / {w['at_step'][k]['reward_mean']:.2f})."]
     return out
 
 
@@ -274,8 +287,9 @@ def report(results: Path = RESULTS) -> str:
             if files:
                 parts.append(many[pattern](files))
             continue
-        if pattern == "dream-cuda-*.json":  # the newest of each card: H100 and H200 rows differ
-            newest = {d["device"]: (name, d) for name, d in _load(pattern, results)}
+        if pattern == "dream-cuda-*.json":  # the newest of each card and state dtype: H100 and H200 rows differ
+            newest = {(d["device"], d["setup"].get("state_dtype", "float32")): (name, d)
+                      for name, d in _load(pattern, results)}
             parts.extend(table(name, d) for name, d in newest.values())
             continue
         name, d = _newest(pattern, results)

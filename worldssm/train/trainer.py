@@ -16,6 +16,7 @@ another size is refused with both sizes named: resume with the old data or train
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -306,7 +307,11 @@ class Trainer:
             if resume:
                 self._resume(data, cfg.steps)
             else:
-                self._configure(data, cfg, model_cfg if model_cfg is not None else preset_for(cfg.preset, cfg.backbone))
+                if model_cfg is None:
+                    model_cfg = preset_for(cfg.preset, cfg.backbone)
+                    if cfg.mean_rows is not None:
+                        model_cfg = dataclasses.replace(model_cfg, mean_rows=cfg.mean_rows)
+                self._configure(data, cfg, model_cfg)
                 self.files.acquire()
                 self.files.check(resume, overwrite)
         except BaseException:
