@@ -26,7 +26,7 @@ def examples():
                         layout=np.array([0, 0, 1, 0, 0, 0])),
         m.EngineActorSetup(index=0, model=model_source(), capacity=64, device="cpu", sample=False, seed=2,
                            decode=True, agent=None, agent_kwargs={}, planner={"samples": 4, "horizon": 2},
-                           torch_threads=1, impl="auto"),
+                           torch_threads=1, impl="auto", state_dtype="bfloat16"),
         m.ActorSpaces(obs={"type": "discrete", "n": 3}, action={"type": "discrete", "n": 2}, impl="numpy", device="cpu"),
         join,
         m.Membership(tick=3, joins=[join], leave=np.array([5])),

@@ -297,3 +297,17 @@ def test_an_env_whose_spaces_are_not_the_models_is_refused_by_name():
     src = model_source("Pendulum-v1")
     with pytest.raises(WorldssmError, match=r"CartPole-v1's observation space differs from the model's in shape"):
         Simulation(SimConfig(model=src, env="CartPole-v1", backend="local", agent="random"))
+
+
+def test_simulate_command_engine_state_dtype_reaches_the_engine(pendulum_run, tmp_path, capsys):
+    """bfloat16 SSM rows in the EngineActor: the numpy step declines them, so the summary says torch."""
+    import json
+
+    from worldssm.cli import main
+
+    rc = main(["simulate", "--checkpoint", str(pendulum_run), "--agents", "4", "--mode", "real",
+               "--ticks", "5", "--out", str(tmp_path), "--backend", "local", "--no-progress",
+               "--engine-state-dtype", "bfloat16"])
+    assert rc == 0
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["engine"] == "torch on cpu" and s["config"]["engine_state_dtype"] == "bfloat16"

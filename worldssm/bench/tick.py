@@ -59,11 +59,11 @@ def error_text(exc) -> str:
 
 
 def run_gpu(out_dir="tests/bench/results", ticks: int = 200, warmup: int = 20, env_actors: int = 4,
-            scenarios=GPU_SCENARIOS) -> dict:
+            scenarios=GPU_SCENARIOS, state_dtype: str | None = None) -> dict:
     """The tick on a GPU host: EngineActor on the GPU (BASE), EnvActors on CPU cores; each
     scenario through the Compiled Graph, plain Ray calls and the local backend (no Ray: the
     same actors' code called in this process), so the Ray share is visible. Writes
-    `tick-cuda-<time>.json`."""
+    `tick-cuda-<time>.json`. `state_dtype` is the engine's SSM state storage (None: the model's)."""
     import numpy as np
     import torch
 
@@ -84,7 +84,7 @@ def run_gpu(out_dir="tests/bench/results", ticks: int = 200, warmup: int = 20, e
             cfg = SimConfig(model=source, env=ENV, env_kwargs={"max_steps": 100_000}, agents=n, mode=mode,
                             dream_fraction=dream, env_actors=env_actors, engine_actors=1, agent="greedy",
                             dream_agent="random", device="cuda", seed=0, snapshot_every=10_000, timeout_s=300.0,
-                            **kw)
+                            engine_state_dtype=state_dtype, **kw)
             try:
                 with Simulation(cfg) as sim:
                     row[label] = _measure(sim, warmup, ticks)
@@ -104,6 +104,7 @@ def run_gpu(out_dir="tests/bench/results", ticks: int = 200, warmup: int = 20, e
         "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
         "setup": {"env": ENV, "env_actors": env_actors, "engine_actors": 1, "model": "BASE", "engine": "cuda",
                   "agent": "greedy (real), random (dream)", "ticks": ticks, "warmup": warmup,
+                  "state_dtype": state_dtype or "float32",
                   "ray": f"local, {os.cpu_count()} CPUs, token auth, loopback"},
         "results": results,
     }

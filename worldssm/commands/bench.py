@@ -77,6 +77,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tick.add_argument("--device", choices=TORCH_DEVICES, default="cpu",
                       help="cpu: DEBUG model, 2 EnvActors, --agents; cuda: BASE on the GPU, 4 EnvActors, 1,024 real, "
                       "16,384 dream and 16,384 mixed agents")
+    tick.add_argument("--state-dtype", choices=STATE_DTYPES, default=None,
+                      help="--device cuda: how the engine stores SSM states (default: the model's, float32)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         from worldssm.bench import tick
 
         if args.device == "cuda":
-            result = tick.run_gpu(args.out, args.ticks, args.warmup)
+            result = tick.run_gpu(args.out, args.ticks, args.warmup, state_dtype=args.state_dtype)
         else:
             result = tick.run(args.out, tuple(args.agents), args.ticks, args.warmup, args.rounds)
         print(f"wrote {result['path']}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from worldssm.agents.planners import PLANNER_PRESETS
-from worldssm.choices import BACKENDS, MODES, TORCH_DEVICES
+from worldssm.choices import BACKENDS, MODES, STATE_DTYPES, TORCH_DEVICES
 from worldssm.agents.registry import ENV_FREE, PLANNER, check_name
 from worldssm.engine.engine import ENGINE_IMPLS
 from worldssm.model.loading import ModelSource
@@ -47,13 +47,15 @@ class SimConfig:
     actor_cpus: float = 0.0  # CPUs each actor reserves (raise on a cluster to spread actors)
     torch_threads: int = 1  # torch threads per EngineActor on CPU
     engine_impl: str = "auto"  # the engine's step: "auto" (numpy on CPU where it can), "numpy", "torch"
+    engine_state_dtype: str | None = None  # how engines store Mamba-2 SSM states: "float32", "bfloat16"; none: the model's
     pin_cpus: bool = True  # compiled, one-node Ray: pin the graph's threads to cores (executors.py)
     timeout_s: float = 60.0  # seconds to wait for one tick before treating it as failed
     max_recoveries: int = 10  # actor restarts allowed before the run gives up
     keep_ticks: int = 100_000  # ticks whose results are kept for the summary's percentiles
 
     CHOICES: ClassVar[dict] = {"mode": MODES, "executor": EXECUTORS, "backend": BACKENDS,
-                               "device": DEVICES, "planner": tuple(PLANNER_PRESETS), "engine_impl": ENGINE_IMPLS}
+                               "device": DEVICES, "planner": tuple(PLANNER_PRESETS), "engine_impl": ENGINE_IMPLS,
+                               "engine_state_dtype": STATE_DTYPES}
 
     def __post_init__(self):
         if self.model is not None and not isinstance(self.model, ModelSource):

@@ -55,7 +55,7 @@ class EngineWorker:
             torch.set_num_threads(setup.torch_threads)
         model = setup.model.load(device="cpu")
         self.engine = Engine(model, setup.capacity, device=setup.device, sample=setup.sample,
-                             seed=setup.seed, impl=setup.impl)
+                             seed=setup.seed, impl=setup.impl, state_dtype=setup.state_dtype)
         self.decode = setup.decode
         self.planner = None if setup.planner is None else \
             make_planner(self.engine, PlannerConfig(**setup.planner), seed=setup.seed * 7919 + self.index)

@@ -294,7 +294,8 @@ class EnvActorSetup(Message):
 
 
 @message("engine_setup", index=INT, model=MODEL, capacity=INT, device=STR, sample=BOOL, seed=INT,
-         decode=BOOL, agent=opt(STR), agent_kwargs=DICT, planner=opt(DICT), torch_threads=INT, impl=STR)
+         decode=BOOL, agent=opt(STR), agent_kwargs=DICT, planner=opt(DICT), torch_threads=INT, impl=STR,
+         state_dtype=opt(STR))
 class EngineActorSetup(Message):
     """How to build an EngineActor's worker."""
 
@@ -310,6 +311,7 @@ class EngineActorSetup(Message):
     planner: dict | None  # PlannerConfig fields when agents plan here (real or dream), else None
     torch_threads: int  # torch CPU threads
     impl: str  # the engine's step (worldssm.engine.ENGINE_IMPLS)
+    state_dtype: str | None = None  # the engine's SSM state storage (Engine's state_dtype); None: the model's
 
 
 @message("spaces", obs=SPACE, action=SPACE, impl=opt(STR), device=opt(STR))

@@ -100,7 +100,8 @@ class Simulation:
             index=j, model=cfg.model, capacity=topo.capacity(j), device=device, sample=cfg.sample,
             seed=cfg.seed + j, decode=cfg.decode_dream, agent=cfg.dream_agent_name,
             agent_kwargs=dict(cfg.agent_kwargs.get(cfg.dream_agent_name or "", {})), planner=self._planner_fields(),
-            torch_threads=cfg.torch_threads, impl=cfg.engine_impl) for j in range(topo.n_engine)]
+            torch_threads=cfg.torch_threads, impl=cfg.engine_impl,
+            state_dtype=cfg.engine_state_dtype) for j in range(topo.n_engine)]
         self.engine_actors = [self._new_engine(j) for j in range(topo.n_engine)]
         spaces = ActorSpaces.from_bytes(self._call(self.engine_actors[0], "spaces"))
         self.engine_impl = f"{spaces.impl} on {spaces.device}"  # e.g. "numpy on cpu"
