@@ -195,7 +195,8 @@ def serve_table(name: str, d: dict) -> list[str]:
 def tick_cuda_table(name: str, d: dict) -> list[str]:
     st = d["setup"]
     out = [f"The tick on the GPU host ({name}, git {d['git_sha'][:7]}, {d['device']}, {d['cpus']} CPUs): "
-           f"{st['model']} EngineActor on the GPU, {st['env_actors']} EnvActors on CPU cores, swarm_v0; "
+           f"{st['model']} EngineActor on the GPU ({st.get('state_dtype', 'float32')} SSM states), "
+           f"{st['env_actors']} EnvActors on CPU cores, swarm_v0; "
            "the local backend runs the same actors' code in one process, without Ray.", "",
            "| scenario | path | p50 / p99 tick (ms) | env (ms) | engine (ms) | of which model (ms) | overhead p50 (ms) "
            "| agent-steps/s |", "|---|---|---|---|---|---|---|---|"]
