@@ -252,6 +252,26 @@ def plan_tables(files: list[tuple[str, dict]]) -> list[str]:
     return out
 
 
+def improve_tables(files: list[tuple[str, dict]]) -> list[str]:
+    out = ["`worldssm improve` from nothing (random-policy data, then one round of planner-played episodes per "
+           "round; each round trains a fresh model on all data so far and its planner plays 10 seeded episodes):",
+           "", "| env | preset, updates | mean_rows | seed | planner (S, H, I) | mean return by round | episodes at the "
+           "maximum by round | ms per decision (10 agents) | file |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, d in files:
+        c, scores = d["config"], d["scores"]
+        if not scores:
+            continue
+        p = scores[0]["planner_config"]
+        top = (", ".join(f"{sum(1 for r in s['returns'] if r >= 500)} of {len(s['returns'])}" for s in scores)
+               if c["env"].startswith("CartPole") else "")
+        means = ", ".join(f"{s['mean_return']:.1f}" for s in scores)
+        ms = ", ".join(f"{s['mean_decision_ms']:.0f}" for s in scores)
+        out.append(f"| {c['env']} | {c['preset']}, {c['train_steps']:,} | {c.get('mean_rows') or 0} | {c['seed']} | "
+                   f"{scores[0]['planner']} ({p['samples']}, {p['horizon']}, {p['iterations']}) | {means} | {top} | "
+                   f"{ms} | {name} |")
+    return out
+
+
 def soak_tables(files: list[tuple[str, dict]]) -> list[str]:
     out = ["Soak: a Simulation with agents joining and leaving (swarm_v0, half dream, DEBUG model), resident memory "
            "of every process after warm-up against the end (medians of the first and last tenth of the samples):",
@@ -277,10 +297,12 @@ def soak_tables(files: list[tuple[str, dict]]) -> list[str]:
 
 def report(results: Path = RESULTS) -> str:
     parts: list[list[str]] = []
-    many = {"fidelity-*.json": fidelity_table, "plan-*.json": plan_tables, "soak-*.json": soak_tables}
+    many = {"fidelity-*.json": fidelity_table, "plan-*.json": plan_tables, "improve-*.json": improve_tables,
+            "soak-*.json": soak_tables}
     for pattern, table in (("step-nvidia-h200*.json", step_table), ("scan-nvidia-h200*.json", scan_table),
                            ("env-*.json", env_table), ("tick-2*.json", tick_table), ("tick-cuda-*.json", tick_cuda_table),
-                           ("fidelity-*.json", None), ("plan-*.json", None), ("dream-cpu-*.json", dream_table),
+                           ("fidelity-*.json", None), ("plan-*.json", None), ("improve-*.json", None),
+                           ("dream-cpu-*.json", dream_table),
                            ("dream-cuda-*.json", dream_table), ("play-cpu-*.json", play_table),
                            ("play-cuda-*.json", play_table), ("serve-*.json", serve_table), ("soak-*.json", None)):
         if table is None:
