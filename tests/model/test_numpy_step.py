@@ -225,3 +225,22 @@ def test_step_weights_are_read_only_float32_copies():
     with torch.no_grad():
         model.reward_head[-1].weight.add_(1.0)
     assert not np.array_equal(w.reward_head.out.w, model.reward_head[-1].weight.detach().numpy().T)
+
+
+def test_consecutive_slots_update_the_slab_in_place_and_match_torch():
+    """A run of consecutive ascending slots takes the in-place (slice) path; descending or gapped
+    runs gather and scatter. Both agree with the PyTorch step, resets included."""
+    from worldssm.model.numpy_step import _as_slice
+
+    assert _as_slice(np.array([2, 3, 4, 5])) == slice(2, 6) and _as_slice(np.array([7])) == slice(7, 8)
+    for gathered in ([5, 4, 3], [2, 4], [0, 2, 1, 3], []):
+        assert _as_slice(np.array(gathered, dtype=np.int64)) is None
+    twin = Twin(random_model("box"), capacity=9)
+    rng = np.random.default_rng(5)
+    for t, rows in enumerate(([2, 3, 4, 5], [3, 4], [5, 4, 3], [2, 3, 4, 5, 6], [6, 8])):
+        rows = np.array(rows)
+        reset = np.full(rows.size, t == 0) | (rng.random(rows.size) < 0.3)
+        obs, act = random_inputs(twin.model, rows.size, rng)
+        z = twin.observe(rows, obs, act, reset)[0]
+        _, act = random_inputs(twin.model, rows.size, rng)
+        twin.imagine(rows, z, act)

@@ -36,6 +36,15 @@ def supports(model, sample: bool, device: torch.device) -> str | None:
     return model.why_no_step_weights()
 
 
+def _as_slice(slots: np.ndarray) -> slice | None:
+    """`slots` as a slice when they are consecutive and ascending, else None."""
+    if slots.size == 0 or int(slots[-1]) - int(slots[0]) != slots.size - 1:
+        return None
+    if slots.size > 2 and not (np.diff(slots) == 1).all():
+        return None
+    return slice(int(slots[0]), int(slots[-1]) + 1)
+
+
 def _symlog(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
@@ -204,6 +213,9 @@ class NumpyStep:
         h, p, n = self.h, self.p, self.n
         hp, b = h * p, u.shape[0]
         conv_slab, ssm_slab = slab[f"{i}.conv"], slab[f"{i}.ssm"]
+        # A run of consecutive slots (all of a dream batch, a planner's forks) is a slice: the
+        # SSM rows are then updated in place, with no gather and scatter of the largest state.
+        rows = _as_slice(slots)
         zx = u @ in_w  # [B, 2*H*P + 2N + H]: z, x, B, C, dt
         old = conv_slab[slots]  # [B, K-1, Cd]
         if reset is not None:
@@ -220,13 +232,14 @@ class NumpyStep:
         # log1p(exp(20)) < x; the minimum keeps exp finite)
         dt = np.maximum(np.log1p(np.exp(np.minimum(dt, F32(20.0)))), dt)  # [B, H]
         decay = np.exp(dt * a)  # [B, H]
-        state = ssm_slab[slots]  # [B, H, P, N]
+        state = ssm_slab[slots if rows is None else rows]  # [B, H, P, N]: a copy, or a view of the slab
         if reset is not None:
             state[reset] = 0.0
         state *= decay[:, :, None, None]
         dtx = dt[:, :, None] * x  # [B, H, P]
         state += dtx[..., None] * bm[:, None, None, :]
-        ssm_slab[slots] = state
+        if rows is None:
+            ssm_slab[slots] = state
         y = (state.reshape(b, hp, n) @ cm[:, :, None]).reshape(b, h, p)  # C readout
         y += d * x
         y *= _silu(zx[:, :hp].reshape(b, h, p))  # the z gate
