@@ -365,6 +365,8 @@ def test_state_dtype_stores_ssm_states_in_bfloat16_with_the_same_weights():
     for k, t in half.slab.tensors.items():
         assert t.dtype == (torch.bfloat16 if k.endswith(".ssm") else torch.float32), k
     assert half.model.cfg.backbone.state_dtype == "float32"  # the model itself is untouched
+    ssm_values = sum(t[0].numel() for k, t in half.slab.tensors.items() if k.endswith(".ssm"))
+    assert ref.slab.slot_nbytes - half.slab.slot_nbytes == 2 * ssm_values  # 4 -> 2 bytes per SSM value
     s_ref, s_half = ref.join(4), half.join(4)
     differ = False
     for t in range(6):

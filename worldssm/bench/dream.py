@@ -115,12 +115,7 @@ def measure(model, contexts, n: int, seconds: float, device: str, state_dtype=No
     t = np.array(times)
     return {"envs": n, "steps": len(times), "median_ms": float(np.median(t) * 1e3),
             "p99_ms": float(np.percentile(t, 99) * 1e3), "env_steps_per_s": float(n / np.median(t)),
-            "engine_impl": env.dreams.engine.impl, "state_bytes_per_env": _state_bytes(env.dreams.engine)}
-
-
-def _state_bytes(engine) -> int:
-    """Bytes of one agent's row in the engine's slab (backbone states and the pending latent)."""
-    return int(sum(t[0].numel() * t.element_size() for t in engine.slab.tensors.values()))
+            "engine_impl": env.dreams.engine.impl, "state_bytes_per_env": env.dreams.engine.slab.slot_nbytes}
 
 
 def drift(model, contexts, device: str, steps: int = 1000, n: int = 64, seed: int = 0) -> dict:
@@ -141,6 +136,7 @@ def drift(model, contexts, device: str, steps: int = 1000, n: int = 64, seed: in
     import torch
 
     from worldssm.engine import Engine
+    from worldssm.spaces import space_from_dict
 
     rng = np.random.default_rng(seed)
     ctx_obs, ctx_act = contexts.draw(rng, n)
@@ -164,11 +160,7 @@ def drift(model, contexts, device: str, steps: int = 1000, n: int = 64, seed: in
             rew.append(out.reward.cpu().numpy())
         return np.stack(obs), np.stack(rew)  # [steps, n, ...], [steps, n]
 
-    space = model.action_space
-    if space["type"] == "discrete":
-        acts = rng.integers(0, int(space["n"]), (steps, n)).astype(np.int64)
-    else:
-        acts = rng.uniform(space["low"], space["high"], (steps, n, *space["shape"])).astype(np.float32)
+    acts = _random_actions(space_from_dict(model.action_space), (steps, n), rng)  # the model's own bounds
     with torch.no_grad():
         ref = rollout("float32", "auto")
         bf16 = rollout("bfloat16", "auto")

@@ -102,7 +102,7 @@ def state_bytes(preset: str, backbone: str, obs_space: dict, action_space: dict)
         if backbone == "transformer":
             cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, context=ctx))
         engine = Engine(WorldModel(cfg, obs_space, action_space), 1, device="cpu", impl="torch")
-        out[str(ctx)] = sum(t[0].numel() * t.element_size() for t in engine.slab.tensors.values())
+        out[str(ctx)] = engine.slab.slot_nbytes
     return out
 
 

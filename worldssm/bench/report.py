@@ -237,16 +237,22 @@ def dream_table(name: str, d: dict) -> list[str]:
     return out
 
 
+def _at_max(env: str, returns) -> str:
+    """"k of n" episodes at CartPole's maximum return of 500 ("" for other envs)."""
+    return f"{sum(1 for r in returns if r >= 500)} of {len(returns)}" if env.startswith("CartPole") else ""
+
+
+def _planner(name: str, c: dict) -> str:
+    return f"{name} ({c['samples']}, {c['horizon']}, {c['iterations']})"
+
+
 def plan_tables(files: list[tuple[str, dict]]) -> list[str]:
     out = ["Planners acting in the real env (10 seeded episodes side by side; decision latency for all 10 agents):",
            "", "| env | device | planner (S, H, I) | mean return | episodes at the maximum | decision p50 / p99 (ms) "
            "| imagined agent-steps/s | planning overhead | file |", "|---|---|---|---|---|---|---|---|---|"]
     for name, d in files:
-        c = d["planner_config"]
-        top = (f"{sum(1 for r in d['returns'] if r >= 500)} of {len(d['returns'])}"
-               if d["env"].startswith("CartPole") else "")
-        out.append(f"| {d['env']} | {d.get('device_name', d['device'])} | {d['planner']} ({c['samples']}, {c['horizon']}, {c['iterations']}) | "
-                   f"{d['mean_return']:.1f} | {top} | "
+        out.append(f"| {d['env']} | {d.get('device_name', d['device'])} | {_planner(d['planner'], d['planner_config'])} | "
+                   f"{d['mean_return']:.1f} | {_at_max(d['env'], d['returns'])} | "
                    f"{d['decision_ms_p50']:.0f} / {d['decision_ms_p99']:.0f} | {d['imagined_steps_per_s']:,.0f} | "
                    f"{100 * d['planning_overhead']:.0f}% | {name}{': ' + d['note'] if d.get('note') else ''} |")
     return out
@@ -261,13 +267,11 @@ def improve_tables(files: list[tuple[str, dict]]) -> list[str]:
         c, scores = d["config"], d["scores"]
         if not scores:
             continue
-        p = scores[0]["planner_config"]
-        top = (", ".join(f"{sum(1 for r in s['returns'] if r >= 500)} of {len(s['returns'])}" for s in scores)
-               if c["env"].startswith("CartPole") else "")
+        top = ", ".join(_at_max(c["env"], s["returns"]) for s in scores) if c["env"].startswith("CartPole") else ""
         means = ", ".join(f"{s['mean_return']:.1f}" for s in scores)
         ms = ", ".join(f"{s['mean_decision_ms']:.0f}" for s in scores)
         out.append(f"| {c['env']} | {c['preset']}, {c['train_steps']:,} | {c.get('mean_rows') or 0} | {c['seed']} | "
-                   f"{scores[0]['planner']} ({p['samples']}, {p['horizon']}, {p['iterations']}) | {means} | {top} | "
+                   f"{_planner(scores[0]['planner'], scores[0]['planner_config'])} | {means} | {top} | "
                    f"{ms} | {name} |")
     return out
 

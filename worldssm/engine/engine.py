@@ -123,9 +123,7 @@ class Engine:
         if use and self.device.type != "cuda":
             raise ValueError(f"graphs='on' needs a CUDA device, got {self.device}")
         self.use_graphs = use
-        why_not = numpy_step.supports(self.model, self.sample, self.device)
-        if why_not is None and any(dt != torch.float32 for _, dt in spec.values()):
-            why_not = "bfloat16 states"
+        why_not = numpy_step.supports(self.model, self.sample, self.device, state_dtype)
         if impl == "numpy" and why_not is not None:
             raise ValueError(f"impl='numpy' cannot run this engine: {why_not}")
         self.impl = "numpy" if impl == "numpy" or (impl == "auto" and why_not is None) else "torch"

@@ -91,6 +91,11 @@ class StateSlab:
         return self.capacity
 
     @property
+    def slot_nbytes(self) -> int:
+        """Bytes of one slot's row across every state tensor."""
+        return int(sum(t[0].numel() * t.element_size() for t in self.tensors.values()))
+
+    @property
     def num_free(self) -> int:
         return len(self._free)
 

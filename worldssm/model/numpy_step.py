@@ -27,12 +27,16 @@ from worldssm.model.weights import MLPWeights, StepWeights
 F32 = np.float32
 
 
-def supports(model, sample: bool, device: torch.device) -> str | None:
-    """None when `NumpyStep` can run this model, else the reason it cannot."""
+def supports(model, sample: bool, device: torch.device, state_dtype: str | None = None) -> str | None:
+    """None when `NumpyStep` can run this model, else the reason it cannot. `state_dtype` is how
+    the engine stores the SSM states (None: the model's config); the step reads float32 rows."""
     if device.type != "cpu":
         return f"the engine is on {device}"
     if sample:
         return "latents are sampled (the numpy path takes their expectation)"
+    states = state_dtype or model.cfg.backbone.state_dtype
+    if states != "float32":
+        return f"{states} states"
     return model.why_no_step_weights()
 
 

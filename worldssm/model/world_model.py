@@ -179,8 +179,6 @@ class WorldModel(nn.Module):
             return f"{self.obs_kind} observations"
         if bb.kind != "mamba2":
             return f"the {bb.kind} backbone"
-        if bb.state_dtype != "float32":
-            return f"{bb.state_dtype} states"
         if any(p.dtype != torch.float32 for p in self.parameters()):
             return "weights are not float32"
         return None
