@@ -210,16 +210,13 @@ class NumpyStep:
         u += self.in_b
         return u
 
-    def _layer(self, i: int, u: np.ndarray, slab: dict, slots: np.ndarray,
+    def _layer(self, i: int, u: np.ndarray, slab: dict, slots: np.ndarray, rows: slice | None,
                reset: np.ndarray | None) -> np.ndarray:
         """One mixer step (`kernels.step.ref.mamba2_step_ref` between the projections)."""
         in_w, conv_wt, conv_b, dt_bias, a, d, norm_w, out_w = self.mixers[i]
         h, p, n = self.h, self.p, self.n
         hp, b = h * p, u.shape[0]
         conv_slab, ssm_slab = slab[f"{i}.conv"], slab[f"{i}.ssm"]
-        # A run of consecutive slots (all of a dream batch, a planner's forks) is a slice: the
-        # SSM rows are then updated in place, with no gather and scatter of the largest state.
-        rows = _as_slice(slots)
         zx = u @ in_w  # [B, 2*H*P + 2N + H]: z, x, B, C, dt
         old = conv_slab[slots]  # [B, K-1, Cd]
         if reset is not None:
@@ -250,8 +247,11 @@ class NumpyStep:
         return self._rms(y, norm_w).reshape(b, hp) @ out_w
 
     def _backbone(self, x: np.ndarray, slab: dict, slots: np.ndarray, reset: np.ndarray | None) -> np.ndarray:
+        # A run of consecutive slots (all of a dream batch, a planner's forks) is a slice: the
+        # SSM rows are then updated in place, with no gather and scatter of the largest state.
+        rows = _as_slice(slots)
         for i, w in enumerate(self.norms):
-            x = x + self._layer(i, self._rms(x, w), slab, slots, reset)
+            x = x + self._layer(i, self._rms(x, w), slab, slots, rows, reset)
         return self._rms(x, self.final_norm)
 
     def _heads(self, h: np.ndarray):
