@@ -1,6 +1,6 @@
-"""The README's tables from result files: improve rounds and dreams with bfloat16 states."""
+"""The README's tables from result files: improve rounds, dreams with bfloat16 states, fidelity."""
 
-from worldssm.bench.report import dream_table, improve_tables
+from worldssm.bench.report import dream_table, fidelity_table, improve_tables
 
 
 def _score(r, returns):
@@ -25,3 +25,22 @@ def test_dream_table_names_the_state_dtype_and_its_drift():
     text = "\n".join(dream_table("dream-x.json", d))
     assert "bfloat16 SSM states, 296,960 state bytes per env" in text
     assert "bfloat16 against float32 SSM states 0.1000 at step 1, 0.400 at step 1000" in text
+
+
+def test_fidelity_table_marks_a_continue_f1_of_the_old_evaluation():
+    def rec(f1, over):
+        cont = {"f1": f1, "terminal_steps": 9, **({"over": over} if over else {})}
+        ev = {"horizons": [1, 8, 32], "obs_nmse": {"model": [0.01, 0.02, 0.3], "repeat_last": [0.1, 1.0, 3.0]},
+              "reward_mae": {"model": [0.0], "mean": [0.04]}, "continue": cont}
+        return {"preset": "SMALL", "train_steps": 6000,
+                "backbones": {"mamba2": {"eval": ev, "targets": {"continue_f1": f1}, "train_seconds": 500.0}}}
+
+    def file(env, f1, over):
+        return {"git_sha": "abcdef0", "device": "cpu", "envs": {env: rec(f1, over)}}
+
+    rows = fidelity_table([("a.json", file("CartPole-v1", 0.81, None)), ("b.json", file("Hopper-v5", 0.95, "episodes"))])
+    cart, hopper = (next(r for r in rows if r.startswith(f"| {e} ")) for e in ("CartPole-v1", "Hopper-v5"))
+    assert "| 0.81* |" in cart and "| 0.95 |" in hopper
+    assert rows[-1].startswith("\\* continue F1 over the few ends inside")
+    newer = fidelity_table([("a.json", file("CartPole-v1", 0.81, None)), ("c.json", file("CartPole-v1", 0.95, "episodes"))])
+    assert not any("*" in r for r in newer), "the newer file replaces the old record and its mark"

@@ -98,11 +98,47 @@ def test_continue_scores_count_ends_on_observed_steps():
 
     from worldssm.train.evaluate import _continue_scores
 
-    w = {"is_terminal": np.array([[0, 0, 1, 0], [0, 0, 0, 1]], bool), "valid": np.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool)}
-    cont = np.array([[0.9, 0.2, 0.9], [0.9, 0.9, 0.8]])  # predicts an end after t+1 = 2 in window 0 only
-    s = _continue_scores(cont, w, context=3)
+    term = np.array([[0, 0, 1, 0], [0, 0, 0, 1]], bool)
+    valid = np.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool)
+    cont = np.array([[0.9, 0.2, 0.9, 0.1], [0.9, 0.9, 0.8, 0.9]])  # predicts an end after t+1 = 2 in row 0 only
+    s = _continue_scores(cont, term, valid)  # row 0's last step is padding: its 0.1 is not counted
     assert s["terminal_steps"] == 2 and s["steps"] == 5
     assert s["precision"] == 1.0 and s["recall"] == 0.5 and abs(s["f1"] - 2 / 3) < 1e-12
+
+
+def test_continue_scores_see_every_end_of_every_episode():
+    """Every step of every episode is scored, however the episodes are batched (short and long
+    episodes, batches smaller than one episode), against a model whose continue head is read off
+    the observation: it predicts an end exactly where the next step is terminal."""
+    import numpy as np
+    import torch
+
+    from worldssm.model.world_model import Prediction
+    from worldssm.train.evaluate import continue_scores
+
+    class Oracle:  # obs[t] = 1 where the next step ends the episode
+        def observe_sequence(self, obs, action, is_first):
+            cont = 1.0 - obs[..., 0].double()
+            z = torch.zeros_like(cont)
+            return None, Prediction(z, z, cont, z, z)
+
+    rng = np.random.default_rng(0)
+    episodes = []
+    for n in (3, 40, 7, 120, 2, 55):
+        term = np.zeros(n, bool)
+        term[-1] = bool(rng.integers(2))
+        obs = np.zeros((n, 1), np.float32)
+        obs[:-1, 0] = term[1:]
+        episodes.append({"obs": obs, "action": np.zeros((n, 1), np.float32), "reward": np.zeros(n, np.float32),
+                         "is_terminal": term})
+    ends = sum(int(e["is_terminal"][-1]) for e in episodes)
+    for budget in (1, 64, 100_000):
+        s = continue_scores(Oracle(), episodes, steps_per_batch=budget)
+        assert s["steps"] == sum(len(e["reward"]) - 1 for e in episodes)
+        assert s["terminal_steps"] == ends and ends > 0
+        assert s["f1"] == 1.0
+    wrong = [dict(e, obs=np.zeros_like(e["obs"])) for e in episodes]  # never predicts an end
+    assert continue_scores(Oracle(), wrong)["recall"] == 0.0
 
 
 def test_video_of_an_image_model(tmp_path):

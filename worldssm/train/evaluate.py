@@ -102,18 +102,60 @@ def _f1(pred: np.ndarray, true: np.ndarray) -> float | None:
     return 2 * tp / (2 * tp + fp + fn)
 
 
-def _continue_scores(cont: np.ndarray, w: dict, context: int) -> dict:
-    """The continue head on every observed step of the windows (its prediction at t of whether
-    the episode goes on after t+1, against is_terminal at t+1): precision, recall and F1 of
-    predicting the end (probability below 0.5), and how many steps and ends there were."""
-    pred_end = cont[:, :context] < 0.5  # [W, C]
-    true_end = w["is_terminal"][:, 1:context + 1].astype(bool)
-    valid = w["valid"][:, 1:context + 1]
-    p, t = pred_end[valid], true_end[valid]
+def _end_pairs(cont: np.ndarray, is_terminal: np.ndarray, valid: np.ndarray):
+    """(predicted end, true end) at each existing step t+1, flat.
+
+    Args:
+        cont: [B, T] the continue head at each observed step t: its prediction of whether the
+            episode goes on after t+1.
+        is_terminal, valid: [B, T] the episodes' flags and which steps exist (padding does not).
+    """
+    ok = valid[:, 1:].astype(bool)
+    return (cont[:, :-1] < 0.5)[ok], is_terminal[:, 1:].astype(bool)[ok]
+
+
+def _end_scores(p: np.ndarray, t: np.ndarray) -> dict:
+    """Precision, recall and F1 of predicting the end, and how many steps and ends there were."""
     tp, fp, fn = int(np.sum(p & t)), int(np.sum(p & ~t)), int(np.sum(~p & t))
-    return {"steps": int(valid.sum()), "terminal_steps": int(t.sum()),
+    return {"over": "episodes", "steps": int(p.size), "terminal_steps": int(t.sum()),
             "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
             "f1": _f1(p, t)}
+
+
+def _continue_scores(cont: np.ndarray, is_terminal: np.ndarray, valid: np.ndarray) -> dict:
+    """`_end_scores` of the continue probabilities `cont` [B, T] (see `_end_pairs`)."""
+    return _end_scores(*_end_pairs(cont, is_terminal, valid))
+
+
+@torch.no_grad()
+def continue_scores(model, episodes, device="cpu", steps_per_batch: int = 16384) -> dict:
+    """The continue head over every step of every episode, each observed from its start (the
+    model's prediction at t of whether the episode goes on after t+1), scored by `_end_scores`.
+    Every end in the episodes counts, not only the few that fall inside the open-loop windows'
+    context (3 in LunarLander's, too few for an F1)."""
+    groups, cur = [], []
+    for e in sorted(episodes, key=lambda e: len(e["reward"])):  # similar lengths share a batch
+        if cur and (len(cur) + 1) * len(e["reward"]) > steps_per_batch:
+            groups.append(cur)
+            cur = []
+        cur.append(e)
+    groups += [cur] if cur else []
+    preds, trues = [], []
+    for group in groups:
+        lengths = np.array([len(e["reward"]) for e in group])
+        steps = np.arange(lengths.max())[None]
+        idx, valid = np.minimum(steps, lengths[:, None] - 1), steps < lengths[:, None]  # pad with the last step
+        obs = np.stack([e["obs"][r] for e, r in zip(group, idx)])
+        act = np.stack([e["action"][r] for e, r in zip(group, idx)])
+        first = np.zeros(valid.shape, bool)
+        first[:, 0] = True
+        _, pred = model.observe_sequence(torch.as_tensor(obs, device=device), torch.as_tensor(act, device=device),
+                                         torch.as_tensor(first, device=device))
+        term = np.stack([e["is_terminal"][r] for e, r in zip(group, idx)])
+        p, t = _end_pairs(pred.cont.double().cpu().numpy(), term, valid)
+        preds.append(p)
+        trues.append(t)
+    return _end_scores(np.concatenate(preds), np.concatenate(trues))
 
 
 @torch.no_grad()
@@ -130,7 +172,7 @@ def open_loop(model, episodes, context=16, horizons=HORIZONS, stride=8, max_wind
     else:  # vectors: each dimension in its own units, a constant one floored at 1% of the mean spread
         var = np.maximum(var, max(1e-2 * float(var.mean()), 1e-12))
     gen = torch.Generator(device=device).manual_seed(seed)
-    preds, rews, conts, ctx_conts = [], [], [], []
+    preds, rews, conts = [], [], []
     n = len(w["obs"])
     for lo in range(0, n, batch):
         sl = slice(lo, lo + batch)
@@ -139,7 +181,6 @@ def open_loop(model, episodes, context=16, horizons=HORIZONS, stride=8, max_wind
         first = torch.zeros(obs.shape[:2], dtype=torch.bool, device=device)
         first[:, 0] = True
         state, pred = model.observe_sequence(obs[:, :context], act[:, :context], first[:, :context])
-        ctx_conts.append(pred.cont.double().cpu().numpy())  # [W, C]: c_{t+1} predicted at each observed t
         last = type(pred)(*(f[:, -1] for f in pred))
         _, roll = model.rollout(state, last, act[:, context:], sample=sample, generator=gen)
         preds.append(roll["obs"].double().cpu().numpy())
@@ -165,7 +206,7 @@ def open_loop(model, episodes, context=16, horizons=HORIZONS, stride=8, max_wind
     term_true = w["is_terminal"][:, context:].astype(bool)
     result = {"context": context, "horizons": list(horizons), "windows": int(n), "obs_nmse": {}, "reward_mae": {},
               "termination_f1": [], "valid_windows": [],
-              "continue": _continue_scores(np.concatenate(ctx_conts), w, context)}
+              "continue": continue_scores(model, episodes, device)}
     for name in errs:
         result["obs_nmse"][name] = []
         result["reward_mae"][name] = []
