@@ -172,10 +172,14 @@ PRESETS: dict[str, WorldModelConfig] = {
         latent_vars=4, latent_classes=5, mlp_width=32, mlp_layers=1, cnn_depth=4, action_embed=8,
         reward_bins=31,
     ),
-    # CPU quickstart: trains in minutes on 2 cores.
+    # CPU quickstart: trains in minutes on 2 cores. Reconstruction weighs 10: a vector observation
+    # of 8 to 17 dimensions gives a reconstruction loss far below the KL terms, and at weight 1
+    # the latent kept too little of it (Hopper-v5 at 6,000 updates: 0.217x -> 0.188x repeat-last
+    # at horizon 1; tests/bench/results/experiments/loss-rec-Hopper-v5.json).
     "SMALL": WorldModelConfig(
         backbone=BackboneConfig(d_model=128, n_layers=2, n_heads=4, head_dim=32, d_state=16, chunk_size=32),
         latent_vars=16, latent_classes=16, mlp_width=256, mlp_layers=2, cnn_depth=16, action_embed=16,
+        loss_rec=10.0,
     ),
     # GPU: d_model 256, 4 layers, H=8, P=64, N=64 (the performance-target shape), chunk 32.
     "BASE": WorldModelConfig(),
