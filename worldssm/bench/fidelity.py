@@ -132,6 +132,7 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
     import shutil
 
     from worldssm.data import RolloutDataset, collect
+    from worldssm.model import preset_for
     from worldssm.train import TrainConfig, Trainer
     from worldssm.train.evaluate import EvalConfig, evaluate
 
@@ -162,7 +163,8 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
         if "video" in result:  # where under the work folder (a machine's path does not belong in the record)
             result["video"] = "WORK/" + Path(result["video"]).relative_to(work).as_posix()
         record["backbones"][backbone] = {
-            "train_seconds": train_s, "eval": result, "targets": verdict(result),
+            "train_seconds": train_s, "loss_rec": preset_for(preset, backbone).loss_rec,
+            "eval": result, "targets": verdict(result),
             "state_bytes_per_agent": state_bytes(preset, backbone, spec.observation_space, spec.action_space),
         }
     return record
