@@ -14,6 +14,8 @@ def test_improve_table_lists_every_round():
     row = improve_tables([("improve-x.json", d), ("empty.json", {"config": d["config"], "scores": []})])[-1]
     assert row == ("| CartPole-v1 | SMALL, 3,000 | 0.5 | 7 | CEMPlanner (64, 24, 3) | 335.0, 500.0 | 1 of 2, 2 of 2 | "
                    "600, 601 | improve-x.json |")
+    noted = improve_tables([("improve-y.json", dict(d, note="shared the cores"))])[-1]
+    assert noted.endswith("| 600, 601 | improve-y.json: shared the cores |")
 
 
 def test_dream_table_names_the_state_dtype_and_its_drift():

@@ -282,7 +282,7 @@ def improve_tables(files: list[tuple[str, dict]]) -> list[str]:
         ms = ", ".join(f"{s['mean_decision_ms']:.0f}" for s in scores)
         out.append(f"| {c['env']} | {c['preset']}, {c['train_steps']:,} | {c.get('mean_rows') or 0} | {c['seed']} | "
                    f"{_planner(scores[0]['planner'], scores[0]['planner_config'])} | {means} | {top} | "
-                   f"{ms} | {name} |")
+                   f"{ms} | {name}{': ' + d['note'] if d.get('note') else ''} |")
     return out
 
 
