@@ -42,7 +42,7 @@ def test_fidelity_table_marks_a_continue_f1_of_the_old_evaluation():
 
     rows = fidelity_table([("a.json", file("CartPole-v1", 0.81, None)), ("b.json", file("Hopper-v5", 0.95, "episodes"))])
     cart, hopper = (next(r for r in rows if r.startswith(f"| {e} ")) for e in ("CartPole-v1", "Hopper-v5"))
-    assert "| 0.81* |" in cart and "| 0.95 |" in hopper
+    assert "| 0.810* |" in cart and "| 0.950 |" in hopper
     assert rows[-1].startswith("\\* continue F1 over the few ends inside")
     newer = fidelity_table([("a.json", file("CartPole-v1", 0.81, None)), ("c.json", file("CartPole-v1", 0.95, "episodes"))])
     assert not any("*" in r for r in newer), "the newer file replaces the old record and its mark"

@@ -159,7 +159,7 @@ def fidelity_table(files: list[tuple[str, dict]]) -> list[str]:
         weight = "" if rec_w == 1.0 else f", reconstruction x{rec_w:g}"
         out.append(f"| {env} | {backbone} | {rec['preset']}, {rec['train_steps']:,}{weight} | {at(1)} | {at(8)} | {at(32)} | "
                    f"{_fmt(rew['model'][0], 3)} / {_fmt(rew['mean'][0], 3)} | "
-                   f"{'—' if f1 is None else f'{f1:.2f}'}{'*' if old_f1 else ''} | {r['train_seconds']:.0f} |")
+                   f"{'—' if f1 is None else f'{f1:.3f}'}{'*' if old_f1 else ''} | {r['train_seconds']:.0f} |")
     if marked:
         out += ["", "\\* continue F1 over the few ends inside the open-loop windows' 16 context steps (the "
                 "evaluation of its day); the others count every end of every held-out episode."]
