@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from worldssm.data import RolloutDataset
+from worldssm.errors import WorldssmError
 from worldssm.train import TrainConfig
 
 
@@ -54,7 +55,10 @@ def main() -> None:
     p.add_argument("--out", default=None, help="JSON to write (default: print only)")
     a = p.parse_args()
     torch.manual_seed(0)
-    ds = RolloutDataset.load(a.data)
+    try:
+        ds = RolloutDataset.load(a.data)
+    except WorldssmError as exc:
+        p.error(str(exc))
     space = ds.spec.action_space
     n_actions = int(space["n"]) if space.get("type") == "discrete" else None
     cfg = TrainConfig()
