@@ -26,7 +26,8 @@ from worldssm.train.evaluate import EvalConfig, evaluate
 def parse_set(text: str) -> tuple[str, float]:
     """'name=value' -> (name, float value); a field the model config lacks is refused."""
     name, sep, value = text.partition("=")
-    fields = {f.name for f in dataclasses.fields(preset_for("SMALL", "mamba2"))}
+    base = preset_for("SMALL", "mamba2")
+    fields = {f.name for f in dataclasses.fields(base) if type(getattr(base, f.name)) in (int, float, bool)}
     if not sep or name not in fields:
         raise argparse.ArgumentTypeError(f"--set takes FIELD=NUMBER with FIELD one of {sorted(fields)}, got {text!r}")
     try:

@@ -25,6 +25,7 @@ import torch.nn as nn
 from worldssm.data import RolloutDataset
 from worldssm.errors import WorldssmError
 from worldssm.train import TrainConfig
+from worldssm.train.evaluate import error_units
 
 
 def rows(episodes, n_actions: int | None, k: int):
@@ -65,9 +66,7 @@ def main() -> None:
     train, held = ds.split(cfg.val_fraction, cfg.seed)
     xtr, ytr, ltr, _ = rows(train.episodes, n_actions, a.history)
     xev, yev, lev, sev = rows(held.episodes, n_actions, a.history)
-    obs = np.concatenate([e["obs"].reshape(len(e["obs"]), -1) for e in held.episodes]).astype(np.float64)
-    var = obs.var(0)
-    var = np.maximum(var, max(1e-2 * float(var.mean()), 1e-12))  # the fidelity bench's units
+    var = error_units(np.concatenate([e["obs"].reshape(len(e["obs"]), -1) for e in held.episodes]))
     mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
     dsd = (ytr - ltr).std(0) + 1e-6
     net = nn.Sequential(nn.Linear(xtr.shape[1], 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU(),

@@ -20,18 +20,14 @@ import numpy as np
 
 from worldssm.data import RolloutDataset
 from worldssm.train import TrainConfig
-
-
-def units(obs: np.ndarray) -> np.ndarray:
-    var = obs.var(0)
-    return np.maximum(var, max(1e-2 * float(var.mean()), 1e-12))  # the fidelity bench's units
+from worldssm.train.evaluate import error_units
 
 
 def contact_share(data: str) -> None:
     cfg = TrainConfig()
     _, held = RolloutDataset.load(data).split(cfg.val_fraction, cfg.seed)
     eps = held.episodes
-    var = units(np.concatenate([e["obs"] for e in eps]).astype(np.float64))
+    var = error_units(np.concatenate([e["obs"] for e in eps]).astype(np.float64))
     err, touch = [], []
     for e in eps:
         o = e["obs"].astype(np.float64)
@@ -70,7 +66,7 @@ def noise_floor(episodes: int, branches: int = 4) -> None:
                 nxt.append(env.step(acts[t])[0])
             spread.append(np.var(np.array(nxt, np.float64), 0, ddof=1))
             rep.append((obs[t + 1] - obs[t]) ** 2)
-    var = units(np.concatenate(seen))
+    var = error_units(np.concatenate(seen))
     floor, last = (np.array(spread) / var).mean(), (np.array(rep) / var).mean()
     print(f"{len(spread)} steps of {episodes} random episodes: the env's own noise {floor:.6f} against "
           f"repeat-last {last:.4f} ({floor / last:.2%} of it)")

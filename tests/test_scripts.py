@@ -25,6 +25,8 @@ def test_config_experiment_takes_model_fields_only():
     assert parse_set("loss_rec=10") == ("loss_rec", 10.0)
     with pytest.raises(argparse.ArgumentTypeError, match="FIELD one of"):
         parse_set("learning_rate=1e-3")  # a training field, not the model's
+    with pytest.raises(argparse.ArgumentTypeError, match="FIELD one of"):
+        parse_set("backbone=3")  # a nested config, not a number
     with pytest.raises(argparse.ArgumentTypeError, match="not a number"):
         parse_set("mean_rows=half")
 

@@ -96,12 +96,12 @@ def test_non_finite_errors_are_null_in_strict_json(pendulum_run, pendulum_data, 
 def test_continue_scores_count_ends_on_observed_steps():
     import numpy as np
 
-    from worldssm.train.evaluate import _continue_scores
+    from worldssm.train.evaluate import _end_pairs, _end_scores
 
     term = np.array([[0, 0, 1, 0], [0, 0, 0, 1]], bool)
     valid = np.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool)
     cont = np.array([[0.9, 0.2, 0.9, 0.1], [0.9, 0.9, 0.8, 0.9]])  # predicts an end after t+1 = 2 in row 0 only
-    s = _continue_scores(cont, term, valid)  # row 0's last step is padding: its 0.1 is not counted
+    s = _end_scores(*_end_pairs(cont, term, valid))  # row 0's last step is padding: its 0.1 is not counted
     assert s["terminal_steps"] == 2 and s["steps"] == 5
     assert s["precision"] == 1.0 and s["recall"] == 0.5 and abs(s["f1"] - 2 / 3) < 1e-12
 
@@ -136,7 +136,7 @@ def test_continue_scores_see_every_end_of_every_episode():
         s = continue_scores(Oracle(), episodes, steps_per_batch=budget)
         assert s["steps"] == sum(len(e["reward"]) - 1 for e in episodes)
         assert s["terminal_steps"] == ends and ends > 0
-        assert s["f1"] == 1.0
+        assert s["f1"] == 1.0 and s["over"] == "episodes"
     wrong = [dict(e, obs=np.zeros_like(e["obs"])) for e in episodes]  # never predicts an end
     assert continue_scores(Oracle(), wrong)["recall"] == 0.0
 

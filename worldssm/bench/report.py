@@ -252,6 +252,11 @@ def _at_max(env: str, returns) -> str:
     return f"{sum(1 for r in returns if r >= 500)} of {len(returns)}" if env.startswith("CartPole") else ""
 
 
+def _file(name: str, d: dict) -> str:
+    """A result file's name, and its note where it has one."""
+    return f"{name}: {d['note']}" if d.get("note") else name
+
+
 def _planner(name: str, c: dict) -> str:
     return f"{name} ({c['samples']}, {c['horizon']}, {c['iterations']})"
 
@@ -264,7 +269,7 @@ def plan_tables(files: list[tuple[str, dict]]) -> list[str]:
         out.append(f"| {d['env']} | {d.get('device_name', d['device'])} | {_planner(d['planner'], d['planner_config'])} | "
                    f"{d['mean_return']:.1f} | {_at_max(d['env'], d['returns'])} | "
                    f"{d['decision_ms_p50']:.0f} / {d['decision_ms_p99']:.0f} | {d['imagined_steps_per_s']:,.0f} | "
-                   f"{100 * d['planning_overhead']:.0f}% | {name}{': ' + d['note'] if d.get('note') else ''} |")
+                   f"{100 * d['planning_overhead']:.0f}% | {_file(name, d)} |")
     return out
 
 
@@ -282,7 +287,7 @@ def improve_tables(files: list[tuple[str, dict]]) -> list[str]:
         ms = ", ".join(f"{s['mean_decision_ms']:.0f}" for s in scores)
         out.append(f"| {c['env']} | {c['preset']}, {c['train_steps']:,} | {c.get('mean_rows') or 0} | {c['seed']} | "
                    f"{_planner(scores[0]['planner'], scores[0]['planner_config'])} | {means} | {top} | "
-                   f"{ms} | {name}{': ' + d['note'] if d.get('note') else ''} |")
+                   f"{ms} | {_file(name, d)} |")
     return out
 
 

@@ -117,14 +117,9 @@ def _end_pairs(cont: np.ndarray, is_terminal: np.ndarray, valid: np.ndarray):
 def _end_scores(p: np.ndarray, t: np.ndarray) -> dict:
     """Precision, recall and F1 of predicting the end, and how many steps and ends there were."""
     tp, fp, fn = int(np.sum(p & t)), int(np.sum(p & ~t)), int(np.sum(~p & t))
-    return {"over": "episodes", "steps": int(p.size), "terminal_steps": int(t.sum()),
+    return {"steps": int(p.size), "terminal_steps": int(t.sum()),
             "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
             "f1": _f1(p, t)}
-
-
-def _continue_scores(cont: np.ndarray, is_terminal: np.ndarray, valid: np.ndarray) -> dict:
-    """`_end_scores` of the continue probabilities `cont` [B, T] (see `_end_pairs`)."""
-    return _end_scores(*_end_pairs(cont, is_terminal, valid))
 
 
 @torch.no_grad()
@@ -155,7 +150,17 @@ def continue_scores(model, episodes, device="cpu", steps_per_batch: int = 16384)
         p, t = _end_pairs(pred.cont.double().cpu().numpy(), term, valid)
         preds.append(p)
         trues.append(t)
-    return _end_scores(np.concatenate(preds), np.concatenate(trues))
+    return {"over": "episodes", **_end_scores(np.concatenate(preds), np.concatenate(trues))}
+
+
+def error_units(all_obs: np.ndarray) -> np.ndarray:
+    """The variance that divides squared observation errors (the protocol's normalised units),
+    from every observation of the evaluated episodes [N, *obs_shape]."""
+    var = all_obs.astype(np.float64).var(0)
+    if all_obs.ndim > 2:  # images: one scale for all pixels, or a pixel that never changes weighs infinitely
+        return np.full_like(var, max(float(var.mean()), 1e-12))
+    # vectors: each dimension in its own units, a constant one floored at 1% of the mean spread
+    return np.maximum(var, max(1e-2 * float(var.mean()), 1e-12))
 
 
 @torch.no_grad()
@@ -165,12 +170,7 @@ def open_loop(model, episodes, context=16, horizons=HORIZONS, stride=8, max_wind
     hmax = max(horizons)
     w = make_windows(episodes, context, hmax, stride, max_windows, seed)
     all_obs = np.concatenate([ep["obs"] for ep in episodes]).astype(np.float64)
-    mean = all_obs.mean(0)
-    var = all_obs.var(0)
-    if all_obs.ndim > 2:  # images: one scale for all pixels, or a pixel that never changes weighs infinitely
-        var = np.full_like(var, max(float(var.mean()), 1e-12))
-    else:  # vectors: each dimension in its own units, a constant one floored at 1% of the mean spread
-        var = np.maximum(var, max(1e-2 * float(var.mean()), 1e-12))
+    mean, var = all_obs.mean(0), error_units(all_obs)
     gen = torch.Generator(device=device).manual_seed(seed)
     preds, rews, conts = [], [], []
     n = len(w["obs"])
