@@ -13,13 +13,18 @@ import torch
 import triton
 import triton.language as tl
 
+from worldssm.kernels.step.pdl import launch_kwargs, pdl_wait
+
 
 @triton.jit
 def _add_rmsnorm_kernel(x_ptr, d_ptr, w_ptr, s_ptr, o_ptr, rows, stride_x, stride_d, stride_s, stride_o, eps,
-                        D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, HAS_DELTA: tl.constexpr):
+                        D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, HAS_DELTA: tl.constexpr,
+                        PDL: tl.constexpr):
     r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]  # [R, 1]
     c = tl.arange(0, BLOCK_D)[None, :]  # [1, D]
     m = (r < rows) & (c < D)
+    w = tl.load(w_ptr + c, mask=c < D, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
+    pdl_wait(PDL)
     x = tl.load(x_ptr + r * stride_x + c, mask=m, other=0.0)
     if HAS_DELTA:
         s = (x.to(tl.float32) + tl.load(d_ptr + r * stride_d + c, mask=m, other=0.0).to(tl.float32))
@@ -30,7 +35,6 @@ def _add_rmsnorm_kernel(x_ptr, d_ptr, w_ptr, s_ptr, o_ptr, rows, stride_x, strid
     sf = s.to(tl.float32)
     rstd = 1.0 / tl.sqrt(tl.sum(sf * sf, axis=1) / D + eps)  # [R]
     normed = (sf * rstd[:, None]).to(x_ptr.dtype.element_ty).to(tl.float32)
-    w = tl.load(w_ptr + c, mask=c < D, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
     tl.store(o_ptr + r * stride_o + c, (normed * w).to(o_ptr.dtype.element_ty), mask=m)
 
 
@@ -59,9 +63,10 @@ def add_rmsnorm_triton(x: torch.Tensor, delta: torch.Tensor | None, weight: torc
         return s, out
     block_d = triton.next_power_of_2(d)
     block_r = max(1, min(16, 4096 // block_d))
+    pdl, extra = launch_kwargs(x.device)
     _add_rmsnorm_kernel[(triton.cdiv(b, block_r),)](
         x, delta if delta is not None else x, weight, s, out, b,
         x.stride(0), delta.stride(0) if delta is not None else 0, s.stride(0), out.stride(0), float(eps),
-        D=d, BLOCK_D=block_d, BLOCK_R=block_r, HAS_DELTA=delta is not None, num_warps=4,
+        D=d, BLOCK_D=block_d, BLOCK_R=block_r, HAS_DELTA=delta is not None, PDL=pdl, num_warps=4, **extra,
     )
     return s, out

@@ -121,6 +121,58 @@ def build_backbone(seed: int = 0):
     return bb
 
 
+def step_slots_v1(bb, slab, slots, x, reset):
+    """The backbone's previous kernel path, kept for side-by-side timing: per layer an
+    add+RMSNorm launch, cuBLAS in-projection, the conv+state kernel (`mamba2_step_triton`, with
+    its per-row counter), cuBLAS out-projection: 17 launches at BASE, no PDL."""
+    import torch.nn.functional as F
+
+    from worldssm.kernels.step.norm import add_rmsnorm_triton
+    from worldssm.kernels.step.triton import mamba2_step_triton
+
+    eps = bb.cfg.norm_eps
+    with arm_path("fused nopdl"):
+        res, h = add_rmsnorm_triton(x, None, bb.norms[0].weight, eps)
+        for i, mixer in enumerate(bb.mixers):
+            zxbcdt = F.linear(h, mixer.in_proj.weight)
+            y = mamba2_step_triton(zxbcdt, slab[f"{i}.conv"], slab[f"{i}.ssm"], slots, reset, **mixer._kernel_args())
+            weight = bb.norms[i + 1].weight if i + 1 < len(bb.norms) else bb.final_norm.weight
+            res, h = add_rmsnorm_triton(res, F.linear(y, mixer.out_proj.weight), weight, eps)
+    return h
+
+
+class arm_path:
+    """Within this block, kernels launch as arm `arm` says: "nopdl" in its name turns
+    programmatic dependent launch off (WORLDSSM_PDL=0) for the launches (and captures) inside."""
+
+    def __init__(self, arm: str):
+        self.off = "nopdl" in arm
+
+    def __enter__(self):
+        import os
+
+        self.saved = os.environ.get("WORLDSSM_PDL")
+        if self.off:
+            os.environ["WORLDSSM_PDL"] = "0"
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        if self.off:
+            if self.saved is None:
+                os.environ.pop("WORLDSSM_PDL", None)
+            else:
+                os.environ["WORLDSSM_PDL"] = self.saved
+
+
+def backbone_step(bb, arm: str):
+    """The backbone step function an arm times: `step_slots`, or the previous path for "v1" arms."""
+    if " v1" in arm:
+        return lambda slab, slots, x, reset: step_slots_v1(bb, slab, slots, x, reset)
+    return bb.step_slots
+
+
 def random_slab(bb, slots_total: int, gen: torch.Generator) -> dict:
     slab = bb.initial_state(slots_total, device="cuda")
     for v in slab.values():
@@ -195,7 +247,7 @@ def bench_batch(bb, batch: int, bandwidth: float, arms: tuple[str, ...], reps: i
     for arm in arms:
         impl = "triton" if arm.startswith("fused") else "reference"
         set_kernels(bb, impl)
-        step = bb.step_slots
+        step = backbone_step(bb, arm)
         if arm == "reference+compile+graph":
             step = torch.compile(bb.step_slots, dynamic=False)
         if arm.startswith("plain"):
@@ -213,7 +265,7 @@ def bench_batch(bb, batch: int, bandwidth: float, arms: tuple[str, ...], reps: i
             call = lambda: step(slab, slots, x, reset)  # noqa: E731
         row = {"arm": arm, "batch": batch, **bound}
         try:
-            with torch.no_grad():
+            with torch.no_grad(), arm_path(arm):
                 if arm != "reference":
                     graph, _ = capture(call)
                     row["gpu_ops_per_step"] = count_kernels(call)
@@ -236,7 +288,10 @@ def bench_batch(bb, batch: int, bandwidth: float, arms: tuple[str, ...], reps: i
     return rows
 
 
-def bench_world_model(batch: int, reps: int, arms=("fused+graph", "reference+graph"), backbone: str = "mamba2",
+WORLD_MODEL_ARMS = ("fused+graph", "fused v1+graph", "reference+graph")
+
+
+def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: str = "mamba2",
                       context: int | None = None) -> list[dict]:
     """The whole observe step: encoder (fp32) -> bf16 backbone step -> heads (fp32).
 
@@ -270,20 +325,22 @@ def bench_world_model(batch: int, reps: int, arms=("fused+graph", "reference+gra
     action = torch.randint(0, n_actions, (batch,), generator=gen, device="cuda")
     reset = torch.rand(batch, generator=gen, device="cuda") < (0.01 if backbone != "transformer" else 0.0)
 
-    def step():
-        # observe_slots with explicit casts around the bf16 backbone (the model's own
-        # observe_slots needs one dtype throughout).
-        z = wm.latent(wm.posterior(obs))
-        h = wm.backbone.step_slots(slab, slots, wm._inputs(z, action).to(torch.bfloat16), reset)
-        return wm._heads(h.float())
-
     rows = []
     for arm in arms:
         set_kernels(wm, "triton" if arm.startswith("fused") else "reference")
+        bstep = backbone_step(wm.backbone, arm)
+
+        def step():
+            # observe_slots with explicit casts around the bf16 backbone (the model's own
+            # observe_slots needs one dtype throughout).
+            z = wm.latent(wm.posterior(obs))
+            h = bstep(slab, slots, wm._inputs(z, action).to(torch.bfloat16), reset)
+            return wm._heads(h.float())
+
         row = {"arm": label + arm, "batch": batch, "backbone": backbone, "context": context,
                "state_bytes_per_agent": per_agent}
         try:
-            with torch.no_grad():
+            with torch.no_grad(), arm_path(arm):
                 graph, _ = capture(step)
                 row.update(time_calls(graph.replay, reps))
                 del graph
@@ -359,6 +416,7 @@ def kernel_only(bandwidth: float, batch: int = 16384) -> list[dict]:
     """
     from triton.testing import do_bench_cudagraph
 
+    from worldssm.kernels.step.layer import ssm_step_triton
     from worldssm.kernels.step.triton import mamba2_step_triton
 
     h, p, n, k = 8, 64, 64, 4
@@ -379,9 +437,20 @@ def kernel_only(bandwidth: float, batch: int = 16384) -> list[dict]:
         ssm = torch.randn(batch, h, p, n, generator=gen, device="cuda").to(sdt)
         nbytes = 2 * (ssm.numel() * ssm.element_size() + conv.numel() * 4) + zx.numel() * 2 + batch * h * p * 2
         ms = do_bench_cudagraph(lambda: mamba2_step_triton(zx, conv, ssm, slots, reset, **kw), rep=200)
-        rows.append({"state": str(sdt).replace("torch.", ""), "batch": batch, "us": ms * 1e3,
+        rows.append({"kernel": "conv+state (v1, mamba2_step_triton)", "state": str(sdt).replace("torch.", ""),
+                     "batch": batch, "us": ms * 1e3, "bytes": nbytes,
                      "TBps": nbytes / (ms * 1e-3) / 1e12, "fraction_of_copy": nbytes / (ms * 1e-3) / bandwidth})
-        del ssm
+        # The state pass of the layer path: no conv (the in-projection kernel does it), no counter.
+        act = torch.randn(batch, 2 * h * p + 2 * n + h, generator=gen, device="cuda")
+        act[:, -h:] = act[:, -h:].abs() * 0.1
+        reset_u8 = reset.view(torch.uint8)
+        nbytes = 2 * ssm.numel() * ssm.element_size() + act.numel() * 4 + batch * h * p * 2
+        ms = do_bench_cudagraph(lambda: ssm_step_triton(act, ssm, slots, reset_u8, kw["A"], kw["D"], kw["norm_weight"],
+                                                        h, p, n, 1e-5, torch.bfloat16), rep=200)
+        rows.append({"kernel": "state (layer path, ssm_step_triton)", "state": str(sdt).replace("torch.", ""),
+                     "batch": batch, "us": ms * 1e3, "bytes": nbytes,
+                     "TBps": nbytes / (ms * 1e-3) / 1e12, "fraction_of_copy": nbytes / (ms * 1e-3) / bandwidth})
+        del ssm, act
     del conv
     torch.cuda.empty_cache()
     return rows
@@ -405,7 +474,7 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
     kernel_rows = kernel_only(bandwidth)
     for r in kernel_rows:
         print(r, flush=True)
-    arms = ("fused+graph", "reference", "reference+graph", "plain+graph") + (
+    arms = ("fused+graph", "fused nopdl+graph", "fused v1+graph", "reference", "reference+graph", "plain+graph") + (
         ("reference+compile+graph", "plain+compile+graph") if compile_arm else ())
     rows = []
     for b in batches:

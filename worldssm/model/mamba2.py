@@ -149,18 +149,20 @@ class Mamba2Backbone(nn.Module):
         return self.final_norm.forward(x)
 
     def _step_slots_fused(self, slab: State, slots, x, reset):
-        """The kernel path: per layer one add+RMSNorm launch, in_proj, the fused step, out_proj."""
+        """The kernel path: per layer three launches (norm + in-projection + conv, the state
+        update, out-projection + residual; `kernels/step/layer.py`), then the final norm."""
+        from worldssm.kernels.step.layer import mamba2_layer_step_triton
         from worldssm.kernels.step.norm import add_rmsnorm_triton
-        from worldssm.kernels.step.triton import mamba2_step_triton
 
-        eps = self.cfg.norm_eps
-        res, h = add_rmsnorm_triton(x, None, self.norms[0].weight, eps)
-        for i, mixer in enumerate(self.mixers):
-            zxbcdt = F.linear(h, mixer.in_proj.weight)  # [B, 2*H*P + 2N + H]
-            y = mamba2_step_triton(zxbcdt, slab[f"{i}.conv"], slab[f"{i}.ssm"], slots, reset, **mixer._kernel_args())
-            weight = self.norms[i + 1].weight if i + 1 < len(self.norms) else self.final_norm.weight
-            res, h = add_rmsnorm_triton(res, F.linear(y, mixer.out_proj.weight), weight, eps)
-        return h
+        res = x.contiguous()
+        for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
+            kw = mixer._kernel_args()
+            kw["gate_norm_weight"] = kw.pop("norm_weight")
+            res = mamba2_layer_step_triton(
+                res, norm.weight, mixer.in_proj.weight, slab[f"{i}.conv"], slab[f"{i}.ssm"], slots, reset,
+                out_weight=mixer.out_proj.weight, norm_eps=norm.eps, **kw,
+            )
+        return add_rmsnorm_triton(res, None, self.final_norm.weight, self.cfg.norm_eps)[1]
 
     def step(self, state: State, x, reset):
         """Functional step: (state, x [B, D], reset [B]) -> (new state, y [B, D]); `state` is not modified."""

@@ -1,0 +1,321 @@
+"""The Mamba-2 layer step fused around its projections: three Triton launches per layer, with PDL.
+
+`mamba2_layer_step_triton` advances one pre-norm residual layer (RMSNorm -> in-projection ->
+conv -> SSM -> gated norm -> out-projection -> residual add) for B slot-indexed agents, with the
+same results as the reference path (`Mamba2Mixer.step_slots` after `RMSNorm`). Per layer:
+
+1. `_norm_in_kernel`, one program per (row block, column block) of the in-projection: the
+   RMSNorm of the residual rows (prologue), the GEMM tile, then per column whatever needs only
+   that column: the depthwise conv + SiLU of the x, B and C channels, shifting their conv-state
+   rows in place (each (agent, channel) belongs to exactly one program, so no counter and no
+   race between programs), softplus(dt + bias) on the dt columns, z passed through. Writes one
+   float32 activation row [z | x | B | C | dt] per agent.
+2. `_ssm_kernel`, one program per (agent, HB heads): reads its state tile, updates it, C
+   readout, D skip, z gate, the per-head gated RMSNorm. It touches no other part of the slab,
+   so at large B it is a pure streaming pass over the state.
+3. `_out_res_kernel`: the out-projection GEMM with the residual add in its epilogue.
+
+The final RMSNorm of the stack is `norm.add_rmsnorm_triton`.
+
+Every kernel is launched with programmatic dependent launch where the GPU has it (`pdl.py`): it
+loads what the previous kernel does not write (weights, conv rows, the state tile) before it
+waits. The early loads are safe because a kernel starts only once every kernel before its
+predecessor has finished: the state tile `_ssm_kernel` reads was last written at least two
+launches earlier, and the conv rows `_norm_in_kernel` reads at least three.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from worldssm.kernels.step.pdl import launch_kwargs, pdl_wait
+from worldssm.kernels.step.triton import _silu, _softplus
+
+
+@triton.jit
+def _norm_in_kernel(
+    s_ptr, stride_s, nw_ptr, w_ptr, stride_wn, act_ptr, stride_act,
+    conv_ptr, stride_cs, stride_ck, slots_ptr, reset_ptr,
+    cw_ptr, stride_cwc, stride_cwk, cb_ptr, dtb_ptr,
+    rows, eps,
+    D: tl.constexpr, NOUT: tl.constexpr, HP: tl.constexpr, NCONV: tl.constexpr, K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, KB: tl.constexpr,
+    IEEE: tl.constexpr, PDL: tl.constexpr,
+):
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN] in-projection columns
+    r = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BM] batch rows
+    offs_d = tl.arange(0, BLOCK_D)
+    mc = cols < NOUT
+    mr = r < rows
+    md = offs_d < D
+    c = cols - HP  # conv channel of each column (x, then B, then C)
+    is_conv = (c >= 0) & (c < NCONV)
+    is_dt = mc & (cols >= HP + NCONV)
+
+    # ---- before the wait: nothing here is written by the previous kernel ----------------------
+    w = tl.load(w_ptr + cols[None, :] * stride_wn + offs_d[:, None], mask=md[:, None] & mc[None, :], other=0.0)
+    nw = tl.load(nw_ptr + offs_d, mask=md, other=0.0)
+    k2 = tl.arange(0, KB)[:, None]  # [KB, 1] old conv rows 0..K-2
+    cw_old = tl.load(cw_ptr + c[None, :] * stride_cwc + k2 * stride_cwk, mask=(k2 < K - 1) & is_conv[None, :],
+                     other=0.0).to(tl.float32)  # [KB, BN]
+    cw_new = tl.load(cw_ptr + c * stride_cwc + (K - 1) * stride_cwk, mask=is_conv, other=0.0).to(tl.float32)
+    cbias = tl.load(cb_ptr + c, mask=is_conv, other=0.0).to(tl.float32)
+    dtb = tl.load(dtb_ptr + (cols - HP - NCONV), mask=is_dt, other=0.0).to(tl.float32)
+    slot = tl.load(slots_ptr + r, mask=mr, other=0).to(tl.int64)  # [BM]
+    keep = mr & (tl.load(reset_ptr + r, mask=mr, other=1) == 0)  # [BM]: a reset row's conv rows are not read
+    # The conv rows this program reads and rewrites, as [KB, BM, BN]: `old` rows 0..K-2 and
+    # `nxt` rows 1..K-2 (row k of the conv state after this step is old row k+1, then the input).
+    k3 = tl.arange(0, KB)[:, None, None]
+    base = conv_ptr + slot[None, :, None] * stride_cs + c[None, None, :]
+    m_cell = keep[None, :, None] & is_conv[None, None, :]
+    old = tl.load(base + k3 * stride_ck, mask=(k3 < K - 1) & m_cell, other=0.0).to(tl.float32)
+    nxt = tl.load(base + (k3 + 1) * stride_ck, mask=(k3 + 1 < K - 1) & m_cell, other=0.0).to(tl.float32)
+
+    pdl_wait(PDL)
+
+    # ---- RMSNorm of the residual rows, rounded like the model's RMSNorm -----------------------
+    s = tl.load(s_ptr + r[:, None] * stride_s + offs_d[None, :], mask=mr[:, None] & md[None, :], other=0.0)
+    sf = s.to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(sf * sf, axis=1) / D + eps)
+    h = (sf * rstd[:, None]).to(s_ptr.dtype.element_ty).to(tl.float32)
+    h = (h * nw.to(s_ptr.dtype.element_ty).to(tl.float32)[None, :]).to(s_ptr.dtype.element_ty)
+    if IEEE:
+        acc = tl.dot(h.to(tl.float32), w.to(tl.float32), input_precision="ieee")
+    else:
+        acc = tl.dot(h, w.to(s_ptr.dtype.element_ty))
+    v = acc.to(s_ptr.dtype.element_ty).to(tl.float32)  # [BM, BN]: the in-projection, as the reference rounds it
+
+    # ---- per-column epilogue -------------------------------------------------------------------
+    conv = tl.sum(old * cw_old[:, None, :], axis=0) + v * cw_new[None, :] + cbias[None, :]
+    out = tl.where(is_conv[None, :], _silu(conv), v)
+    out = tl.where(is_dt[None, :], _softplus(v + dtb[None, :]), out)
+    tl.store(act_ptr + r[:, None] * stride_act + cols[None, :], out, mask=mr[:, None] & mc[None, :])
+    nxt = tl.where(k3 == K - 2, v[None, :, :], nxt)
+    # Another thread of this program may still be reading a conv row this one overwrites.
+    tl.debug_barrier()
+    tl.store(base + k3 * stride_ck, nxt.to(conv_ptr.dtype.element_ty),
+             mask=(k3 < K - 1) & mr[None, :, None] & is_conv[None, None, :])
+
+
+@triton.jit
+def _ssm_kernel(
+    act_ptr, stride_act, ssm_ptr, stride_ss, stride_sh, stride_sp, slots_ptr, reset_ptr,
+    a_ptr, d_ptr, nw_ptr, y_ptr, stride_y, eps,
+    H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, HB: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr,
+):
+    G: tl.constexpr = H // HB
+    pid = tl.program_id(0)
+    b = (pid // G).to(tl.int64)
+    heads = (pid % G) * HB + tl.arange(0, HB)  # [HB]
+    offs_p = tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    mp = offs_p < P
+    mn = offs_n < N
+    HP: tl.constexpr = H * P
+    cx = heads[:, None] * P + offs_p[None, :]  # [HB, BP]
+    mx = mp[None, :] & (heads[:, None] < H)
+
+    # ---- before the wait: the state tile (last written two or more launches ago) and weights --
+    slot = tl.load(slots_ptr + b).to(tl.int64)
+    keep = tl.load(reset_ptr + b + tl.zeros([1], tl.int32)) == 0  # [1]
+    s_ptrs = (ssm_ptr + slot * stride_ss + heads[:, None, None] * stride_sh
+              + offs_p[None, :, None] * stride_sp + offs_n[None, None, :])
+    s_mask = mp[None, :, None] & mn[None, None, :]
+    state = tl.load(s_ptrs, mask=s_mask & keep[:, None, None], other=0.0).to(tl.float32)
+    a_h = tl.load(a_ptr + heads).to(tl.float32)
+    d_h = tl.load(d_ptr + heads).to(tl.float32)
+    nw = tl.load(nw_ptr + cx, mask=mx, other=0.0).to(tl.float32)
+
+    pdl_wait(PDL)
+
+    row = act_ptr + b * stride_act
+    z = tl.load(row + cx, mask=mx, other=0.0)
+    xs = tl.load(row + HP + cx, mask=mx, other=0.0)
+    bs = tl.load(row + 2 * HP + offs_n, mask=mn, other=0.0)
+    cs = tl.load(row + 2 * HP + N + offs_n, mask=mn, other=0.0)
+    dt = tl.load(row + 2 * HP + 2 * N + heads)  # softplus(dt + bias), from the in-projection
+
+    decay = tl.exp(dt * a_h)
+    state = state * decay[:, None, None] + (dt[:, None] * xs)[:, :, None] * bs[None, None, :]
+    tl.store(s_ptrs, state.to(ssm_ptr.dtype.element_ty), mask=s_mask)
+    y = tl.sum(state * cs[None, None, :], axis=2) + d_h[:, None] * xs
+    g = tl.where(mx, y * _silu(z), 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=1) / P + eps)
+    tl.store(y_ptr + b * stride_y + cx, (g * rstd[:, None] * nw).to(y_ptr.dtype.element_ty), mask=mx)
+
+
+@triton.jit
+def _out_res_kernel(
+    y_ptr, stride_y, w_ptr, stride_wn, res_ptr, stride_res, out_ptr, stride_out, rows,
+    KD: tl.constexpr, D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr,
+):
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    r = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mc = cols < D
+    mr = r < rows
+    offs_k = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if BLOCK_K >= KD:  # the whole weight tile fits one pass: load it before the wait
+        w = tl.load(w_ptr + cols[None, :] * stride_wn + offs_k[:, None], mask=(offs_k[:, None] < KD) & mc[None, :],
+                    other=0.0)
+        pdl_wait(PDL)
+        y = tl.load(y_ptr + r[:, None] * stride_y + offs_k[None, :], mask=mr[:, None] & (offs_k[None, :] < KD),
+                    other=0.0)
+        if IEEE:
+            acc = tl.dot(y.to(tl.float32), w.to(tl.float32), input_precision="ieee")
+        else:
+            acc = tl.dot(y, w.to(y.dtype))
+    else:
+        pdl_wait(PDL)
+        for k0 in range(0, KD, BLOCK_K):
+            kk = k0 + offs_k
+            w = tl.load(w_ptr + cols[None, :] * stride_wn + kk[:, None], mask=(kk[:, None] < KD) & mc[None, :],
+                        other=0.0)
+            y = tl.load(y_ptr + r[:, None] * stride_y + kk[None, :], mask=mr[:, None] & (kk[None, :] < KD), other=0.0)
+            if IEEE:
+                acc = tl.dot(y.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(y, w.to(y.dtype), acc)
+    m = mr[:, None] & mc[None, :]
+    res = tl.load(res_ptr + r[:, None] * stride_res + cols[None, :], mask=m, other=0.0)
+    delta = acc.to(res_ptr.dtype.element_ty).to(tl.float32)  # F.linear's output, rounded
+    tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], (res.to(tl.float32) + delta).to(out_ptr.dtype.element_ty),
+             mask=m)
+
+
+def _alloc(*shape, dtype, device) -> torch.Tensor:
+    """Fresh output buffers; tests replace this to fill them with NaN, so an unwritten element fails."""
+    return torch.empty(*shape, dtype=dtype, device=device)
+
+
+def _tiles(rows: int, wide: bool) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) of a projection by batch: at small B, narrow column tiles
+    spread the weight bytes over many SMs; at large B, square tiles."""
+    if rows <= 16:
+        return 16, (32 if wide else 16), 4
+    if rows <= 256:
+        return 32, 32, 4
+    return 64, 64, 8
+
+
+def ssm_step_triton(act, ssm_state, slots, reset_u8, A, D, gate_norm_weight, h: int, p: int, n: int, eps: float,
+                    out_dtype: torch.dtype) -> torch.Tensor:
+    """The state-update launch alone, on the in-projection kernel's activations.
+
+    Args:
+        act: float32 [B, 2*H*P + 2*N + H] rows [z | conv'd x | conv'd B | conv'd C | softplus dt].
+        ssm_state: slab [S, H, P, N] (float32, or bfloat16 storage); rows `slots` advance in place.
+        slots: int64 [B]; reset_u8: uint8 [B] (1 zeroes the row's state first, without reading it).
+        A, D: [H]; gate_norm_weight: [H*P]; eps: the gated norm's epsilon.
+
+    Returns:
+        y [B, H*P] in out_dtype, the gated-normed output for the out-projection.
+    """
+    b = act.shape[0]
+    y = _alloc(b, h * p, dtype=out_dtype, device=act.device)
+    if b == 0:
+        return y
+    pdl, extra = launch_kwargs(act.device)
+    block_p, block_n = triton.next_power_of_2(p), triton.next_power_of_2(n)
+    hb = 1
+    if ssm_state.element_size() < 4:  # 16-bit state: up to 4 heads and 16384 elements per program
+        while h % (2 * hb) == 0 and 2 * hb <= 4 and 2 * hb * block_p * block_n <= 16384:
+            hb *= 2
+    _ssm_kernel[(b * (h // hb),)](
+        act, act.stride(0), ssm_state, ssm_state.stride(0), ssm_state.stride(1), ssm_state.stride(2),
+        slots, reset_u8, A, D, gate_norm_weight, y, y.stride(0), float(eps),
+        H=h, P=p, N=n, HB=hb, BLOCK_P=block_p, BLOCK_N=block_n, PDL=pdl,
+        num_warps=max(1, min(4, block_p * block_n // 1024)), **extra,
+    )
+    return y
+
+
+def mamba2_layer_step_triton(
+    res: torch.Tensor,
+    norm_weight: torch.Tensor,
+    in_weight: torch.Tensor,
+    conv_state: torch.Tensor,
+    ssm_state: torch.Tensor,
+    slots: torch.Tensor,
+    reset: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A: torch.Tensor,
+    D: torch.Tensor,
+    gate_norm_weight: torch.Tensor,
+    out_weight: torch.Tensor,
+    n_heads: int,
+    head_dim: int,
+    d_state: int,
+    eps: float = 1e-5,
+    norm_eps: float = 1e-5,
+) -> torch.Tensor:
+    """One residual Mamba-2 layer for the agents in `slots`, states advanced in place: three launches.
+
+    Args:
+        res: residual stream [B, Dm] (float32 or bfloat16, unit last stride); not modified.
+        norm_weight: the layer's pre-norm weight [Dm]; norm_eps its epsilon.
+        in_weight: in-projection [2*H*P + 2*N + H, Dm]; out_weight: out-projection [Dm, H*P].
+        conv_state, ssm_state, slots, reset, conv_weight, conv_bias, dt_bias, A, D: as in
+            `worldssm.kernels.step.ref.mamba2_step_ref`; gate_norm_weight is its norm_weight.
+        n_heads, head_dim, d_state: H, P, N. eps: the gated norm's epsilon.
+
+    Returns:
+        The new residual stream res + out_proj(mixer(rmsnorm(res))) [B, Dm] in res's dtype.
+    """
+    h, p, n = int(n_heads), int(head_dim), int(d_state)
+    b, dm = res.shape
+    hp, k = h * p, conv_weight.shape[1]
+    nconv, nout = hp + 2 * n, 2 * hp + 2 * n + h
+    if res.dim() != 2 or res.stride(1) != 1:
+        raise ValueError(f"res must be [B, D] with unit last stride, got {tuple(res.shape)}")
+    if in_weight.shape != (nout, dm) or out_weight.shape != (dm, hp) or norm_weight.shape != (dm,):
+        raise ValueError(f"weights must be in [{nout}, {dm}], out [{dm}, {hp}], norm [{dm}]; got "
+                         f"{tuple(in_weight.shape)}, {tuple(out_weight.shape)}, {tuple(norm_weight.shape)}")
+    if in_weight.stride(1) != 1 or out_weight.stride(1) != 1:
+        raise ValueError("in_weight and out_weight need a unit last stride")
+    if conv_state.shape[1:] != (k - 1, nconv) or conv_state.stride(2) != 1:
+        raise ValueError(f"conv_state must be [S, {k - 1}, {nconv}] with unit last stride, got {tuple(conv_state.shape)}")
+    if ssm_state.shape[1:] != (h, p, n) or ssm_state.stride(3) != 1:
+        raise ValueError(f"ssm_state must be [S, {h}, {p}, {n}] with unit last stride, got {tuple(ssm_state.shape)}")
+    if slots.shape != (b,) or reset.shape != (b,):
+        raise ValueError(f"slots and reset must be [{b}], got {tuple(slots.shape)} and {tuple(reset.shape)}")
+    out = _alloc(b, dm, dtype=res.dtype, device=res.device)
+    if b == 0:
+        return out
+    pdl, extra = launch_kwargs(res.device)
+    # Products in float32 (exact for bfloat16 operands) for a float32 stream, and in the
+    # interpreter, whose bfloat16 dot is wrong (Triton 3.9); bfloat16 tensor-core dots on a GPU.
+    ieee = res.dtype == torch.float32 or res.device.type != "cuda"
+    reset_u8 = reset.view(torch.uint8) if reset.dtype == torch.bool else reset
+    slots = slots.contiguous()
+    reset_u8 = reset_u8.contiguous()
+
+    act = _alloc(b, nout, dtype=torch.float32, device=res.device)
+    bm, bn, warps = _tiles(b, wide=True)
+    _norm_in_kernel[(triton.cdiv(nout, bn), triton.cdiv(b, bm))](
+        res, res.stride(0), norm_weight, in_weight, in_weight.stride(0), act, act.stride(0),
+        conv_state, conv_state.stride(0), conv_state.stride(1), slots, reset_u8,
+        conv_weight, conv_weight.stride(0), conv_weight.stride(1), conv_bias, dt_bias,
+        b, float(norm_eps),
+        D=dm, NOUT=nout, HP=hp, NCONV=nconv, K=k,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=max(16, triton.next_power_of_2(dm)), KB=triton.next_power_of_2(max(k - 1, 1)),
+        IEEE=ieee, PDL=pdl, num_warps=warps, **extra,
+    )
+
+    y = ssm_step_triton(act, ssm_state, slots, reset_u8, A, D, gate_norm_weight, h, p, n, eps, res.dtype)
+
+    bm, bn, warps = _tiles(b, wide=False)
+    block_k = max(16, triton.next_power_of_2(hp))
+    if b > 16:
+        block_k = min(block_k, 64)
+    _out_res_kernel[(triton.cdiv(dm, bn), triton.cdiv(b, bm))](
+        y, y.stride(0), out_weight, out_weight.stride(0), res, res.stride(0), out, out.stride(0), b,
+        KD=hp, D=dm, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=block_k, IEEE=ieee, PDL=pdl, num_warps=warps, **extra,
+    )
+    return out
