@@ -330,15 +330,23 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
         set_kernels(wm, "triton" if arm.startswith("fused") else "reference")
         bstep = backbone_step(wm.backbone, arm)
 
-        def step():
-            # observe_slots with explicit casts around the bf16 backbone (the model's own
-            # observe_slots needs one dtype throughout).
+        def modules():
+            # The module path: encoder, latent, input, the backbone of this arm, heads.
             z = wm.latent(wm.posterior(obs))
             h = bstep(slab, slots, wm._inputs(z, action).to(torch.bfloat16), reset)
             return wm._heads(h.float())
 
+        # "fused+graph" is the model's own observe_slots: the whole step in fused launches
+        # (worldssm.model.fused) where it applies, else the same module path.
+        step = (lambda: wm.observe_slots(slab, slots, obs, action, reset)) if arm == "fused+graph" else modules
+
         row = {"arm": label + arm, "batch": batch, "backbone": backbone, "context": context,
                "state_bytes_per_agent": per_agent}
+        if arm == "fused+graph" and backbone == "mamba2":
+            from worldssm.model.fused import why_not_fused
+
+            row["whole_step_fused"] = why_not_fused(wm, False) or True
+            row["rel_rms_vs_modules"] = fused_vs_modules(step, modules, slab, slots)
         try:
             with torch.no_grad(), arm_path(arm):
                 graph, _ = capture(step)
@@ -352,6 +360,23 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
     del slab
     torch.cuda.empty_cache()
     return rows
+
+
+def fused_vs_modules(fused_step, module_step, slab, slots) -> dict:
+    """Relative RMS difference of each prediction between the fused whole step and the module
+    path over the same backbone kernels, each from a copy of the same state rows."""
+    saved = {k: v[slots].clone() for k, v in slab.items()}
+    out = {}
+    with torch.no_grad():
+        a = fused_step()
+        for k, v in slab.items():
+            v[slots] = saved[k]
+        b = module_step()
+        for k, v in slab.items():
+            v[slots] = saved[k]
+    for name in ("prior_logp", "reward", "cont", "h", "cont_logit"):
+        out[name] = _rel(getattr(a, name).float(), getattr(b, name).float())
+    return out
 
 
 def state_bytes_per_agent(bb) -> int:

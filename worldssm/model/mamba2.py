@@ -149,10 +149,17 @@ class Mamba2Backbone(nn.Module):
         return self.final_norm.forward(x)
 
     def _step_slots_fused(self, slab: State, slots, x, reset):
-        """The kernel path: per layer three launches (norm + in-projection + conv, the state
-        update, out-projection + residual; `kernels/step/layer.py`), then the final norm."""
-        from worldssm.kernels.step.layer import mamba2_layer_step_triton
+        """The kernel path: `residual_fused`, then the final norm (one launch)."""
         from worldssm.kernels.step.norm import add_rmsnorm_triton
+
+        res = self.residual_fused(slab, slots, x, reset)
+        return add_rmsnorm_triton(res, None, self.final_norm.weight, self.cfg.norm_eps)[1]
+
+    def residual_fused(self, slab: State, slots, x, reset):
+        """The residual stream after the last layer, before the final norm (which a caller may
+        fold into its own next kernel): per layer three launches (norm + in-projection + conv,
+        the state update, out-projection + residual; `kernels/step/layer.py`)."""
+        from worldssm.kernels.step.layer import mamba2_layer_step_triton
 
         res = x.contiguous()
         for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
@@ -162,7 +169,7 @@ class Mamba2Backbone(nn.Module):
                 res, norm.weight, mixer.in_proj.weight, slab[f"{i}.conv"], slab[f"{i}.ssm"], slots, reset,
                 out_weight=mixer.out_proj.weight, norm_eps=norm.eps, **kw,
             )
-        return add_rmsnorm_triton(res, None, self.final_norm.weight, self.cfg.norm_eps)[1]
+        return res
 
     def step(self, state: State, x, reset):
         """Functional step: (state, x [B, D], reset [B]) -> (new state, y [B, D]); `state` is not modified."""

@@ -277,12 +277,21 @@ class WorldModel(nn.Module):
         return latent_of(logp, sample, generator).detach()
 
     def observe_slots(self, slab: State, slots, obs, action, reset, sample=False, generator=None) -> Prediction:
-        """In-place observe for rows `slots` of a state slab (the engine's path)."""
+        """In-place observe for rows `slots` of a state slab (the engine's path). Fused Triton
+        launches where `fused.why_not_fused` allows (CUDA, expected latents, vector observations)."""
+        from worldssm.model import fused
+
+        if fused.why_not_fused(self, sample, generator) is None:
+            return fused.observe(self, slab, slots, obs, action, reset)
         z = self.latent(self.posterior(obs), sample, generator)
         return self._heads(self._step_backbone(slab, slots, self._inputs(z, action), reset))
 
     def imagine_slots(self, slab: State, slots, z, action) -> Prediction:
         """In-place imagine for rows `slots`: feed latent z [B, V*K] (drawn from a prior) with an action."""
+        from worldssm.model import fused
+
+        if fused.why_not_fused(self, False) is None:
+            return fused.imagine(self, slab, slots, z, action)
         x = self._inputs(z, action)
         return self._heads(self._step_backbone(slab, slots, x, torch.zeros_like(slots, dtype=torch.bool)))
 

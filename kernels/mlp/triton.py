@@ -1,0 +1,260 @@
+"""One MLP layer of the world model's encoder or heads as one Triton launch: prologue, GEMM, epilogue.
+
+`fused_linear` computes, for each of up to three groups g (the prior, reward and continue heads
+share one launch per hidden layer),
+
+    out[:, g*N:(g+1)*N] = epilogue(prologue(x[:, g*XS : g*XS + KD]) @ W_g^T + b_g)
+
+where the prologue is what the previous layer left undone: nothing, the observation's
+standardise + symlog, LayerNorm + SiLU (the previous hidden layer's), or the backbone's final
+RMSNorm; and the epilogue is what the next consumer would otherwise launch: nothing, a unimix
+softmax per latent variable (probabilities, or log-probabilities plus probabilities), the two-hot
+reward mean, or the continue sigmoid. A hidden layer's LayerNorm needs its whole row, so it runs
+in the next launch's prologue: every launch can split its columns over many programs.
+
+Weights are the modules' own tensors, read in place (no packed copies that could go stale).
+Launched with PDL where the GPU has it: weight tiles load before the wait.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from worldssm.kernels.step.pdl import launch_kwargs, pdl_wait
+
+PRO_NONE, PRO_SYMLOG, PRO_LN_SILU, PRO_RMS = 0, 1, 2, 3
+EPI_NONE, EPI_PROBS, EPI_LOGP, EPI_TWOHOT, EPI_SIGMOID = 0, 1, 2, 3, 4
+
+
+@triton.jit
+def _log1p(a):
+    # log(1 + a) accurate for small a (a >= 0 here): log(u) * a / (u - 1), a where 1 + a rounds to 1.
+    u = 1.0 + a
+    return tl.where(u == 1.0, a, tl.log(u) * (a / (u - 1.0)))
+
+
+@triton.jit
+def _expm1(a):
+    u = tl.exp(a)
+    return tl.where(u == 1.0, a, tl.where(a > 20.0, u - 1.0, (u - 1.0) * (a / tl.log(u))))
+
+
+@triton.jit
+def _pick(g, p0, p1, p2):
+    if g == 0:
+        p = p0
+    elif g == 1:
+        p = p1
+    else:
+        p = p2
+    return p
+
+
+@triton.jit
+def _fused_linear_kernel(
+    x_ptr, stride_x, act_ptr, stride_act, pa_ptr, pb_ptr,
+    w0, w1, w2, b0, b1, b2, ga0, ga1, ga2, be0, be1, be2,
+    stride_w, stride_wa, pw_ptr, stride_pw, pbias_ptr,
+    out_ptr, stride_out, aux_ptr, stride_aux, bins_ptr,
+    rows, eps, unimix,
+    KD: tl.constexpr, XS: tl.constexpr, N: tl.constexpr, TILE: tl.constexpr, TILES: tl.constexpr,
+    NA: tl.constexpr, DA: tl.constexpr, ACT_DISCRETE: tl.constexpr,
+    PRO: tl.constexpr, EPI: tl.constexpr, STORE_PRO: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_NA: tl.constexpr,
+    BLOCK_DA: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr,
+):
+    t = tl.program_id(0)
+    g = t // TILES  # group (head) of this column tile; tiles never straddle groups
+    local = (t % TILES) * TILE + tl.arange(0, BLOCK_N)  # [BN] columns within the group
+    mc = (tl.arange(0, BLOCK_N) < TILE) & (local < N)
+    r = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mr = r < rows
+    k = tl.arange(0, BLOCK_K)
+    mk = k < KD
+
+    # ---- before the wait: weights and prologue parameters -------------------------------------
+    wp = _pick(g, w0, w1, w2)
+    w = tl.load(wp + local[None, :] * stride_w + k[:, None], mask=mk[:, None] & mc[None, :], other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(_pick(g, b0, b1, b2) + local, mask=mc, other=0.0).to(tl.float32)
+    if PRO == 1:  # standardise: (x - loc) / scale
+        loc = tl.load(pa_ptr + k, mask=mk, other=0.0)
+        scale = tl.load(pb_ptr + k, mask=mk, other=1.0)
+    if PRO == 2:  # the previous layer's LayerNorm (per group) then SiLU
+        gamma = tl.load(_pick(g, ga0, ga1, ga2) + k, mask=mk, other=0.0).to(tl.float32)
+        beta = tl.load(_pick(g, be0, be1, be2) + k, mask=mk, other=0.0).to(tl.float32)
+    if PRO == 3:  # the backbone's final RMSNorm, rounded in the stream's dtype
+        rw = tl.load(pa_ptr + k, mask=mk, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
+    if NA > 0:  # the action embedding: (one-hot or features) @ proj^T + proj bias, then W_a
+        ka = tl.arange(0, BLOCK_NA)
+        ja = tl.arange(0, BLOCK_DA)
+        pw = tl.load(pw_ptr + ja[None, :] * stride_pw + ka[:, None], mask=(ka[:, None] < NA) & (ja[None, :] < DA),
+                     other=0.0).to(tl.float32)  # [NA, DA]
+        pbias = tl.load(pbias_ptr + ja, mask=ja < DA, other=0.0).to(tl.float32)
+        wa = tl.load(wp + KD + local[None, :] * stride_w + ja[:, None] * stride_wa,
+                     mask=(ja[:, None] < DA) & mc[None, :], other=0.0).to(tl.float32)  # [DA, BN]
+
+    pdl_wait(PDL)
+
+    x = tl.load(x_ptr + r[:, None] * stride_x + g * XS + k[None, :], mask=mr[:, None] & mk[None, :], other=0.0)
+    xf = x.to(tl.float32)
+    if PRO == 1:
+        v = (xf - loc[None, :]) / scale[None, :]
+        av = tl.abs(v)
+        xf = tl.where(v < 0, -_log1p(av), _log1p(av))
+    if PRO == 2:
+        mean = tl.sum(xf, axis=1) / KD
+        d = tl.where(mk[None, :], xf - mean[:, None], 0.0)
+        var = tl.sum(d * d, axis=1) / KD
+        xf = d / tl.sqrt(var[:, None] + eps) * gamma[None, :] + beta[None, :]
+        xf = xf * tl.sigmoid(xf)
+    if PRO == 3:
+        rstd = 1.0 / tl.sqrt(tl.sum(xf * xf, axis=1) / KD + eps)
+        hn = (xf * rstd[:, None]).to(x_ptr.dtype.element_ty).to(tl.float32)
+        xf = (hn * rw[None, :]).to(x_ptr.dtype.element_ty).to(tl.float32)
+        if STORE_PRO:
+            if t == 0:
+                tl.store(aux_ptr + r[:, None] * stride_aux + k[None, :], xf, mask=mr[:, None] & mk[None, :])
+    xf = tl.where(mk[None, :], xf, 0.0)
+    if IEEE:
+        acc = tl.dot(xf, w, input_precision="ieee")
+    else:
+        acc = tl.dot(xf, w)
+    if NA > 0:
+        if ACT_DISCRETE:
+            a_idx = tl.minimum(tl.maximum(tl.load(act_ptr + r * stride_act, mask=mr, other=0), 0), NA - 1)
+            f = (ka[None, :] == a_idx[:, None]).to(tl.float32)  # [BM, NA] one-hot
+        else:
+            f = tl.load(act_ptr + r[:, None] * stride_act + ka[None, :], mask=mr[:, None] & (ka[None, :] < NA),
+                        other=0.0).to(tl.float32)
+        if IEEE:
+            emb = tl.dot(f, pw, input_precision="ieee") + pbias[None, :]
+            acc = tl.dot(emb, wa, acc, input_precision="ieee")
+        else:
+            emb = tl.dot(f, pw) + pbias[None, :]
+            acc = tl.dot(emb, wa, acc)
+    if HAS_BIAS:
+        acc = acc + bias[None, :]
+
+    m = mr[:, None] & mc[None, :]
+    cols = g * N + local
+    if EPI == 0:
+        tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=m)
+    if EPI == 1 or EPI == 2:  # one latent variable per tile: unimix softmax over its classes
+        logits = tl.where(m, acc, float("-inf"))
+        e = tl.exp(logits - tl.max(logits, axis=1)[:, None])
+        p = e / tl.sum(e, axis=1)[:, None]
+        p = (1.0 - unimix) * p + unimix / TILE
+        if EPI == 1:
+            tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], p, mask=m)
+        else:
+            tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], tl.log(p), mask=m)
+            tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], p, mask=m)
+    if EPI == 3:  # two-hot reward: softmax over the bins, expected bin, symexp
+        bins = tl.load(bins_ptr + local, mask=mc, other=0.0)
+        logits = tl.where(m, acc, float("-inf"))
+        e = tl.exp(logits - tl.max(logits, axis=1)[:, None])
+        s = tl.sum(e * bins[None, :], axis=1) / tl.sum(e, axis=1)
+        a = tl.abs(s)
+        tl.store(out_ptr + r * stride_out, tl.where(s < 0, -_expm1(a), _expm1(a)), mask=mr)
+    if EPI == 4:  # continue: the logit's sigmoid to out, the logit to aux
+        logit = tl.sum(tl.where(m, acc, 0.0), axis=1)
+        tl.store(out_ptr + r * stride_out, tl.sigmoid(logit), mask=mr)
+        tl.store(aux_ptr + r * stride_aux, logit, mask=mr)
+
+
+def _alloc(*shape, dtype, device) -> torch.Tensor:
+    """Fresh output buffers; tests replace this to fill them with NaN, so an unwritten element fails."""
+    return torch.empty(*shape, dtype=dtype, device=device)
+
+
+def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: int = EPI_NONE,
+                 pro_a: torch.Tensor | None = None, pro_b: torch.Tensor | None = None,
+                 ln: tuple | None = None, grouped_input: bool = False, classes: int = 0,
+                 bins: torch.Tensor | None = None, action: torch.Tensor | None = None,
+                 action_proj: tuple | None = None, action_discrete: bool = True,
+                 store_pro: bool = False, eps: float = 1e-5, unimix: float = 0.0,
+                 out_dtype: torch.dtype = torch.float32):
+    """One fused layer; see the module docstring. Returns (out, aux) (aux may be None).
+
+    Args:
+        x: input rows [B, KD] (or [B, G*KD] with grouped_input: group g reads its own slice).
+        weights: 1 to 3 weight matrices [N, KD (+ DA)] of the same shape (one per group); biases:
+            matching bias vectors or Nones.
+        pro: PRO_NONE, PRO_SYMLOG (pro_a = loc, pro_b = scale), PRO_LN_SILU (ln = (gammas,
+            betas), one pair per group, of the LayerNorm that ends the previous hidden layer),
+            PRO_RMS (pro_a = the RMSNorm weight; store_pro writes the normed rows to aux, float32).
+        epi: EPI_NONE (out [B, G*N] in out_dtype), EPI_PROBS / EPI_LOGP (one variable of `classes`
+            classes per tile, unimix mixed: probabilities, or log-probabilities with the
+            probabilities in aux), EPI_TWOHOT (bins: out [B] = symexp of the expected bin),
+            EPI_SIGMOID (out [B] the sigmoid, aux [B] the logit; N must be 1).
+        action, action_proj: with action_proj = (proj weight [DA, NA], proj bias [DA]) the layer
+            also adds W[:, KD:KD+DA] @ (proj(one-hot(action)) or proj(action features)); action is
+            int64 [B] (discrete) or float [B, NA] features.
+        eps: the prologue norm's epsilon; unimix: the categorical's uniform mix.
+    """
+    g = len(weights)
+    if not 1 <= g <= 3 or len(biases) != g:
+        raise ValueError(f"fused_linear takes 1 to 3 groups with one bias each, got {g} and {len(biases)}")
+    b = x.shape[0]
+    n = weights[0].shape[0]
+    na, da = (action_proj[0].shape[1], action_proj[0].shape[0]) if action_proj is not None else (0, 0)
+    kd = weights[0].shape[1] - da
+    xs = kd if grouped_input else 0
+    if x.dim() != 2 or x.stride(1) != 1 or x.shape[1] < (g - 1) * xs + kd:
+        raise ValueError(f"x must be [B, >= {(g - 1) * xs + kd}] with unit last stride, got {tuple(x.shape)}")
+    for wt in weights:
+        if wt.shape != weights[0].shape or wt.stride(1) != 1 or wt.stride(0) != weights[0].stride(0):
+            raise ValueError("every group's weight must have the same shape and strides, unit last stride")
+    dev = x.device
+    tile = classes if epi in (EPI_PROBS, EPI_LOGP) else None
+    if epi in (EPI_TWOHOT, EPI_SIGMOID):
+        if g != 1:
+            raise ValueError("the two-hot and sigmoid epilogues take one group")
+        tile = n
+    if epi in (EPI_TWOHOT, EPI_SIGMOID):
+        out = _alloc(b, dtype=torch.float32, device=dev)
+    else:
+        out = _alloc(b, g * n, dtype=out_dtype if epi == EPI_NONE else torch.float32, device=dev)
+    aux = None
+    if epi == EPI_LOGP:
+        aux = _alloc(b, g * n, dtype=torch.float32, device=dev)
+    elif epi == EPI_SIGMOID:
+        aux = _alloc(b, dtype=torch.float32, device=dev)
+    elif store_pro:
+        aux = _alloc(b, kd, dtype=torch.float32, device=dev)
+    if b == 0:
+        return out, aux
+    # The whole input row is one tile: keep the x and weight tiles at 16K elements or fewer.
+    block_k = max(16, triton.next_power_of_2(kd))
+    cap = max(16, 16384 // block_k)
+    if tile is None:
+        tile = min(32 if b <= 64 else 64, max(16, triton.next_power_of_2(n)), cap)
+    block_n = max(16, triton.next_power_of_2(tile))
+    block_m = min(16 if b <= 16 else (32 if b <= 256 else 64), cap)
+    tiles = triton.cdiv(n, tile)
+    pdl, extra = launch_kwargs(dev)
+    ws = list(weights) + [weights[0]] * (3 - g)
+    bs = [bb if bb is not None else ws[0] for bb in biases] + [ws[0]] * (3 - g)
+    gam, bet = (list(ln[0]), list(ln[1])) if ln is not None else ([x], [x])
+    gam += [gam[0]] * (3 - len(gam))
+    bet += [bet[0]] * (3 - len(bet))
+    act = action if action is not None else x
+    pw, pbias = action_proj if action_proj is not None else (x, x)
+    dummy = out
+    _fused_linear_kernel[(g * tiles, triton.cdiv(b, block_m))](
+        x, x.stride(0), act, act.stride(0) if act.dim() > 0 else 0,
+        pro_a if pro_a is not None else dummy, pro_b if pro_b is not None else dummy,
+        *ws, *bs, *gam, *bet, weights[0].stride(0), weights[0].stride(1), pw, pw.stride(0), pbias,
+        out, out.stride(0), aux if aux is not None else dummy, aux.stride(0) if aux is not None else 0,
+        bins if bins is not None else dummy,
+        b, float(eps), float(unimix),
+        KD=kd, XS=xs, N=n, TILE=tile, TILES=tiles, NA=na, DA=da, ACT_DISCRETE=bool(action_discrete),
+        PRO=pro, EPI=epi, STORE_PRO=bool(store_pro), HAS_BIAS=biases[0] is not None,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        BLOCK_NA=max(16, triton.next_power_of_2(max(na, 1))), BLOCK_DA=max(16, triton.next_power_of_2(max(da, 1))),
+        IEEE=True, PDL=pdl, num_warps=4 if max(block_m, block_n) * block_k <= 8192 else 8, **extra,
+    )
+    return out, aux

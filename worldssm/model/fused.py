@@ -1,0 +1,115 @@
+"""The whole world-model step as fused Triton launches: encoder, input, backbone, heads.
+
+At BASE with two hidden MLP layers an observe step is 3 encoder launches (the last one ends in
+the posterior's unimix softmax, giving the latent), 1 input launch (latent and action embedding
+through `in_proj`), 3 per backbone layer, 2 launches shared by the three heads (the first one
+applies the backbone's final RMSNorm) and one last launch per head (unimix log-probabilities,
+two-hot reward mean, continue sigmoid). `WorldModel.observe_slots` / `imagine_slots` take this
+path when `why_not_fused` says nothing against it; results equal the module path's within
+floating-point rounding (tests/kernels/test_fused_model.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from worldssm.kernels import resolve_impl
+
+
+def why_not_fused(wm, sample: bool, generator=None) -> str | None:
+    """None when the fused step serves this call, else the reason (the module path runs)."""
+    bb = wm.cfg.backbone
+    if sample or generator is not None:
+        return "latents are sampled (the fused step takes the expectation)"
+    if wm.obs_kind != "vector":
+        return f"{wm.obs_kind} observations"
+    if bb.kind != "mamba2":
+        return f"the {bb.kind} backbone"
+    device = wm.in_proj.weight.device
+    if resolve_impl(bb.kernels, device.type) != "triton":
+        return "the backbone runs the reference kernels"
+    if any(p.dtype != torch.float32 for n, p in wm.named_parameters() if not n.startswith("backbone.")):
+        return "encoder or head weights are not float32"
+    return None
+
+
+def _layers(seq: nn.Sequential):
+    lins = [m for m in seq if isinstance(m, nn.Linear)]
+    lns = [m for m in seq if isinstance(m, nn.LayerNorm)]
+    return lins, lns
+
+
+def _mlp_tail(x, seqs, grouped: bool):
+    """Hidden layers 1.. of MLPs whose first layer gave x (grouped: one slice per MLP); returns
+    the last hidden pre-norm activations and the LayerNorms still to apply (one per MLP)."""
+    from worldssm.kernels.mlp.triton import PRO_LN_SILU, fused_linear
+
+    parts = [_layers(s) for s in seqs]
+    n_hidden = len(parts[0][1])
+    for i in range(1, n_hidden):
+        x, _ = fused_linear(x, [p[0][i].weight for p in parts], [p[0][i].bias for p in parts], pro=PRO_LN_SILU,
+                            ln=([p[1][i - 1].weight for p in parts], [p[1][i - 1].bias for p in parts]),
+                            grouped_input=grouped, eps=parts[0][1][i - 1].eps)
+    return x, [(p[0][-1], p[1][-1]) for p in parts]
+
+
+def _latent_from_obs(wm, obs):
+    from worldssm.kernels.mlp.triton import EPI_PROBS, PRO_LN_SILU, PRO_SYMLOG, fused_linear
+
+    x = obs.to(torch.float32).flatten(1).contiguous()
+    lins, lns = _layers(wm.encoder)
+    loc = wm.obs_loc if wm.normalises_obs else torch.zeros(x.shape[1], device=x.device)
+    scale = wm.obs_scale if wm.normalises_obs else torch.ones(x.shape[1], device=x.device)
+    h, _ = fused_linear(x, [lins[0].weight], [lins[0].bias], pro=PRO_SYMLOG, pro_a=loc, pro_b=scale)
+    h, ((last, ln),) = _mlp_tail(h, [wm.encoder], grouped=False)
+    z, _ = fused_linear(h, [last.weight], [last.bias], pro=PRO_LN_SILU, ln=([ln.weight], [ln.bias]), eps=ln.eps,
+                        epi=EPI_PROBS, classes=wm.cfg.latent_classes, unimix=wm.cfg.unimix)
+    return z
+
+
+def _step(wm, slab, slots, z, action, reset):
+    from worldssm.kernels.mlp.triton import (
+        EPI_LOGP,
+        EPI_SIGMOID,
+        EPI_TWOHOT,
+        PRO_LN_SILU,
+        PRO_RMS,
+        fused_linear,
+    )
+    from worldssm.model.world_model import Prediction
+
+    enc = wm.action_encoder
+    bb = wm.backbone
+    act = action.reshape(-1) if enc.discrete else enc.features(action).contiguous()
+    x, _ = fused_linear(z.contiguous(), [wm.in_proj.weight], [wm.in_proj.bias], action=act,
+                        action_proj=(enc.proj.weight, enc.proj.bias), action_discrete=enc.discrete,
+                        out_dtype=bb.final_norm.weight.dtype)
+    res = bb.residual_fused(slab, slots, x, reset)
+    heads = [wm.prior_head, wm.reward_head, wm.cont_head]
+    firsts = [_layers(s)[0][0] for s in heads]
+    hid, h = fused_linear(res, [f.weight for f in firsts], [f.bias for f in firsts], pro=PRO_RMS,
+                          pro_a=bb.final_norm.weight, store_pro=True, eps=bb.cfg.norm_eps)
+    hid, lasts = _mlp_tail(hid, heads, grouped=True)
+    width = hid.shape[1] // 3
+
+    def last(i, **kw):
+        lin, ln = lasts[i]
+        return fused_linear(hid[:, i * width:(i + 1) * width], [lin.weight], [lin.bias], pro=PRO_LN_SILU,
+                            ln=([ln.weight], [ln.bias]), eps=ln.eps, **kw)
+
+    logp, _ = last(0, epi=EPI_LOGP, classes=wm.cfg.latent_classes, unimix=wm.cfg.unimix)
+    reward, _ = last(1, epi=EPI_TWOHOT, bins=wm.twohot.bins)
+    cont, logit = last(2, epi=EPI_SIGMOID)
+    return Prediction(prior_logp=logp.view(-1, wm.cfg.latent_vars, wm.cfg.latent_classes), reward=reward,
+                      cont=cont, h=h, cont_logit=logit)
+
+
+def observe(wm, slab, slots, obs, action, reset):
+    """`WorldModel.observe_slots` (expected latents) in fused launches."""
+    return _step(wm, slab, slots, _latent_from_obs(wm, obs), action, reset)
+
+
+def imagine(wm, slab, slots, z, action):
+    """`WorldModel.imagine_slots` in fused launches."""
+    return _step(wm, slab, slots, z, action, torch.zeros_like(slots, dtype=torch.bool))
