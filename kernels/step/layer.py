@@ -194,12 +194,13 @@ def _alloc(*shape, dtype, device) -> torch.Tensor:
 
 def _tiles(rows: int, wide: bool) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps) of a projection by batch: at small B, narrow column tiles
-    spread the weight bytes over many SMs; at large B, square tiles."""
+    spread the weight bytes over many SMs; at large B, bigger tiles. `wide`: the in-projection,
+    which also holds two [K-1, BLOCK_M, BLOCK_N] conv tiles, so it takes fewer rows and more warps."""
     if rows <= 16:
         return 16, (32 if wide else 16), 4
     if rows <= 256:
-        return 32, 32, 4
-    return 64, 64, 8
+        return 32, 32, (8 if wide else 4)
+    return (32, 64, 8) if wide else (64, 64, 8)
 
 
 def ssm_step_triton(act, ssm_state, slots, reset_u8, A, D, gate_norm_weight, h: int, p: int, n: int, eps: float,
