@@ -16,16 +16,25 @@ TINY = ImproveConfig(env="Pendulum-v1", rounds=1, preset="DEBUG", train_steps=4,
 def test_rounds_record_the_planner_and_train_on_everything(tmp_path):
     out = tmp_path / "loop"
     state = improve(out, TINY)
-    assert state["done"] == ["data-00", "train-00", "plan-00"]
+    assert state["done"] == ["data-00", "train-00", "plan-00", "final-01"]
     score = state["scores"][0]
     assert len(score["returns"]) == 2 and score["seeds"] == [0, 1] and score["decisions"] == 200
     played = RolloutDataset.load(out / "data" / "round-01")
     assert len(played.episodes) == 2 and all(len(e["reward"]) == 201 for e in played.episodes)
     assert sorted(round(float(e["reward"].sum()), 3) for e in played.episodes) == sorted(score["returns"])
     assert json.loads((out / "round-00" / "plan.json").read_text())["returns"] == score["returns"]
+    # The final test: the best round's model on seeds no round plays, not added to the data.
+    final = state["final"]
+    assert final["round"] == 0 and final["seeds"] == [100_000, 100_001]
+    assert json.loads((out / "final.json").read_text())["returns"] == final["returns"]
+    tested = RolloutDataset.load(out / "final-01")
+    assert sorted(round(float(e["reward"].sum()), 3) for e in tested.episodes) == sorted(final["returns"])
+    assert final["returns"] != score["returns"], "fresh seeds give other episodes"
     # More rounds on resume: round 1 trains on the random data and round 0's planner episodes.
     state = improve(out, None, resume=True, rounds=2, progress=True)  # with the progress bars a terminal shows
-    assert state["done"][-2:] == ["train-01", "plan-01"] and len(state["scores"]) == 2
+    assert state["done"][-3:] == ["train-01", "plan-01", "final-02"] and len(state["scores"]) == 2
+    best = max(state["scores"], key=lambda s: (s["mean_return"], s["round"]))["round"]
+    assert state["final"]["round"] == best
     sidecar = json.loads((out / "round-01" / "run" / "config.json").read_text())
     assert sidecar["train_config"]["steps"] == 4
     episodes = RolloutDataset.load(out / "data").episodes
@@ -42,7 +51,7 @@ def test_an_interrupted_loop_resumes_after_its_last_finished_stage(tmp_path, mon
     monkeypatch.setattr(Improvement, "_plan", real_plan)
     trained = [p.name for p in (out / "round-00" / "run" / "checkpoints").iterdir()]
     state = improve(out, resume=True)
-    assert state["done"] == ["data-00", "train-00", "plan-00"]
+    assert state["done"] == ["data-00", "train-00", "plan-00", "final-01"]
     assert [p.name for p in (out / "round-00" / "run" / "checkpoints").iterdir()] == trained, "not retrained"
 
 

@@ -12,6 +12,13 @@ The directory:
     OUT/data/round-00/         random rollouts;  OUT/data/round-RR/  the planner's episodes of round RR-1
     OUT/round-RR/run/          the model trained in round RR (a normal run directory)
     OUT/round-RR/plan.json     the planner's score in round RR (returns, latency, settings)
+    OUT/final-RR/              the final test after RR rounds: episodes on fresh seeds (not training data)
+    OUT/final.json             its score and which round's model played
+
+The final test: the round whose own episodes scored best (the later round on ties) chooses the
+model, which then plays `episodes` more episodes on seeds no round played (seed + 100,000 + i).
+Those returns, not the chosen round's, are the loop's result: a round's score chose the model,
+so it is not an unbiased measure of it.
 
 Every stage is recorded in improve.json when it finishes, and each leaves no half state behind:
 rollouts are written to a hidden `.partial` directory and renamed when complete, a run resumes
@@ -35,6 +42,7 @@ from worldssm.errors import WorldssmError
 from worldssm.locks import DirLock
 
 STATE_FILE = "improve.json"
+FINAL_SEED = 100_000  # the final test plays seeds seed + FINAL_SEED + i: no round plays those
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,7 @@ class Improvement:
             for r in range(self.cfg.rounds):
                 self._stage(f"train-{r:02d}", lambda r=r: self._train(r))
                 self._stage(f"plan-{r:02d}", lambda r=r: self._plan(r))
+            self._stage(f"final-{self.cfg.rounds:02d}", self._final)
         return self.state
 
     def _stage(self, name: str, fn) -> None:
@@ -136,11 +145,10 @@ class Improvement:
     def _data(self, r: int) -> Path:
         return self.out / "data" / f"round-{r:02d}"
 
-    def _collect(self, r: int, **kwargs) -> dict:
-        """Collect into a hidden partial directory, renamed to round-RR once complete."""
+    def _collect(self, final: Path, **kwargs) -> dict:
+        """Collect into a hidden partial directory, renamed to `final` once complete."""
         from worldssm.data import collect
 
-        final = self._data(r)
         if final.exists():  # renamed, but the stage was not recorded: collected in full
             return {}
         partial = final.parent / f".{final.name}.partial"
@@ -154,7 +162,7 @@ class Improvement:
         cfg = self.cfg
         bar = self._bar(cfg.random_steps, "collect (random)")
         try:
-            self._collect(0, n_agents=cfg.random_agents, steps=cfg.random_steps, seed=cfg.seed,
+            self._collect(self._data(0), n_agents=cfg.random_agents, steps=cfg.random_steps, seed=cfg.seed,
                           agent="random", progress=bar.update if bar is not None else None)
         finally:
             if bar is not None:
@@ -174,6 +182,24 @@ class Improvement:
         trainer.run(progress=self.progress)
 
     def _plan(self, r: int) -> None:
+        score = self._play(r, self.cfg.seed + 1000 * r, self._data(r + 1), f"plan round {r}", self.cfg.seed + r)
+        atomic_write_text(self.out / f"round-{r:02d}" / "plan.json", json.dumps(score, indent=1))
+        self.state["scores"].append(score)
+
+    def _final(self) -> None:
+        """The final test (module docstring): the best round's model on fresh seeds."""
+        best = max(self.state["scores"], key=lambda s: (s["mean_return"], s["round"]))
+        dest = self.out / f"final-{self.cfg.rounds:02d}"
+        seed = self.cfg.seed + FINAL_SEED
+        score = self._play(best["round"], seed, dest, "final test", seed)
+        score["chosen_by"] = "the highest mean return of its own round's episodes (the later round on ties)"
+        score["episodes_dir"] = dest.name
+        atomic_write_text(self.out / "final.json", json.dumps(score, indent=1))
+        self.state["final"] = score
+
+    def _play(self, r: int, seed: int, dest: Path, desc: str, planner_seed: int) -> dict:
+        """Round r's model plans `episodes` episodes of the real env (seeds seed + i), recorded in
+        dest; returns their score."""
         from worldssm.agents.planners import make_planner
         from worldssm.data import RolloutDataset
         from worldssm.engine import Engine
@@ -182,26 +208,23 @@ class Improvement:
         cfg, pcfg = self.cfg, self.cfg.planner_config()
         model, _ = load_model(self._run_dir(r))
         engine = Engine(model, capacity=cfg.episodes * (pcfg.samples * pcfg.particles + 1), seed=cfg.seed)
-        planner = make_planner(engine, pcfg, seed=cfg.seed + r)
-        seed = cfg.seed + 1000 * r
-        bar = self._bar(None, f"plan round {r}")
+        planner = make_planner(engine, pcfg, seed=planner_seed)
+        bar = self._bar(None, desc)
         try:
-            self._collect(r + 1, n_agents=cfg.episodes, steps=100_000, seed=seed, agent=planner,
+            self._collect(dest, n_agents=cfg.episodes, steps=100_000, seed=seed, agent=planner,
                           env_kwargs={"autoreset": "off"}, until_empty=True,
                           progress=bar.update if bar is not None else None)
         finally:
             if bar is not None:
                 bar.close()
-        episodes = RolloutDataset.load(self._data(r + 1)).episodes
+        episodes = RolloutDataset.load(dest).episodes
         returns = np.array([float(e["reward"].sum()) for e in episodes])  # in copy order (reward[0] is 0)
         ms = planner.stats
-        score = {"round": r, "seeds": [seed, seed + cfg.episodes - 1], "returns": returns.round(3).tolist(),
-                 "mean_return": float(returns.mean()), "std_return": float(returns.std()),
-                 "planner": type(planner).__name__, "planner_config": dataclasses.asdict(pcfg),
-                 "decisions": ms["decisions"], "mean_decision_ms": 1e3 * ms["seconds"] / max(1, ms["decisions"]),
-                 "imagined_steps_per_s": planner.imagined_steps_per_second(), "engine_impl": engine.impl}
-        atomic_write_text(self.out / f"round-{r:02d}" / "plan.json", json.dumps(score, indent=1))
-        self.state["scores"].append(score)
+        return {"round": r, "seeds": [seed, seed + cfg.episodes - 1], "returns": returns.round(3).tolist(),
+                "mean_return": float(returns.mean()), "std_return": float(returns.std()),
+                "planner": type(planner).__name__, "planner_config": dataclasses.asdict(pcfg),
+                "decisions": ms["decisions"], "mean_decision_ms": 1e3 * ms["seconds"] / max(1, ms["decisions"]),
+                "imagined_steps_per_s": planner.imagined_steps_per_second(), "engine_impl": engine.impl}
 
     def _bar(self, total, desc):
         if not self.progress:

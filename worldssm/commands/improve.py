@@ -31,5 +31,9 @@ def run(args) -> int:
     for s in state["scores"]:
         print(f"round {s['round']}: mean return {s['mean_return']:.1f} +- {s['std_return']:.1f} "
               f"({len(s['returns'])} episodes, {s['mean_decision_ms']:.0f} ms per decision)")
+    final = state.get("final")
+    if final is not None:
+        print(f"final test (round {final['round']}'s model, fresh seeds {final['seeds'][0]}-{final['seeds'][1]}): "
+              f"mean return {final['mean_return']:.1f} +- {final['std_return']:.1f}")
     print(f"state: {args.out}/improve.json")
     return 0
