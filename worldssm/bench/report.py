@@ -277,7 +277,8 @@ def improve_tables(files: list[tuple[str, dict]]) -> list[str]:
     out = ["`worldssm improve` from nothing (random-policy data, then one round of planner-played episodes per "
            "round; each round trains a fresh model on all data so far and its planner plays 10 seeded episodes):",
            "", "| env | preset, updates | mean_rows | seed | planner (S, H, I) | mean return by round | episodes at the "
-           "maximum by round | ms per decision (10 agents) | file |", "|---|---|---|---|---|---|---|---|---|"]
+           "maximum by round | final test on fresh seeds: round chosen, mean return (at the maximum) | "
+           "ms per decision (10 agents) | file |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, d in files:
         c, scores = d["config"], d["scores"]
         if not scores:
@@ -285,8 +286,12 @@ def improve_tables(files: list[tuple[str, dict]]) -> list[str]:
         top = ", ".join(_at_max(c["env"], s["returns"]) for s in scores) if c["env"].startswith("CartPole") else ""
         means = ", ".join(f"{s['mean_return']:.1f}" for s in scores)
         ms = ", ".join(f"{s['mean_decision_ms']:.0f}" for s in scores)
+        f = d.get("final")
+        final = "not run (file predates it)" if f is None else (
+            f"round {f['round']}, {f['mean_return']:.1f}"
+            + (f" ({_at_max(c['env'], f['returns'])})" if c["env"].startswith("CartPole") else ""))
         out.append(f"| {c['env']} | {c['preset']}, {c['train_steps']:,} | {c.get('mean_rows') or 0} | {c['seed']} | "
-                   f"{_planner(scores[0]['planner'], scores[0]['planner_config'])} | {means} | {top} | "
+                   f"{_planner(scores[0]['planner'], scores[0]['planner_config'])} | {means} | {top} | {final} | "
                    f"{ms} | {_file(name, d)} |")
     return out
 
