@@ -13,7 +13,10 @@ def test_improve_table_lists_every_round():
          "scores": [_score(0, [500.0, 170.0]), _score(1, [500.0, 500.0])]}
     row = improve_tables([("improve-x.json", d), ("empty.json", {"config": d["config"], "scores": []})])[-1]
     assert row == ("| CartPole-v1 | SMALL, 3,000 | 0.5 | 7 | CEMPlanner (64, 24, 3) | 335.0, 500.0 | 1 of 2, 2 of 2 | "
-                   "600, 601 | improve-x.json |")
+                   "not run (file predates it) | 600, 601 | improve-x.json |")
+    final = dict(_score(1, [500.0, 430.0]), seeds=[100_007, 100_008])
+    row = improve_tables([("improve-z.json", dict(d, final=final))])[-1]
+    assert "| round 1, 465.0 (1 of 2) | 600, 601 |" in row
     noted = improve_tables([("improve-y.json", dict(d, note="shared the cores"))])[-1]
     assert noted.endswith("| 600, 601 | improve-y.json: shared the cores |")
 
