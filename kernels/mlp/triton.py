@@ -76,9 +76,11 @@ def _fused_linear_kernel(
 
     # ---- before the wait: weights and prologue parameters -------------------------------------
     wp = _pick(g, w0, w1, w2)
-    w = tl.load(wp + local[None, :] * stride_w + k[:, None], mask=mk[:, None] & mc[None, :], other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(_pick(g, b0, b1, b2) + local, mask=mc, other=0.0).to(tl.float32)
+    bp = _pick(g, b0, b1, b2)
+    if EPI != 3:
+        w = tl.load(wp + local[None, :] * stride_w + k[:, None], mask=mk[:, None] & mc[None, :], other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bp + local, mask=mc, other=0.0).to(tl.float32)
     if PRO == 1:  # standardise: (x - loc) / scale
         loc = tl.load(pa_ptr + k, mask=mk, other=0.0)
         scale = tl.load(pb_ptr + k, mask=mk, other=1.0)
@@ -118,10 +120,35 @@ def _fused_linear_kernel(
             if t == 0:
                 tl.store(aux_ptr + r[:, None] * stride_aux + k[None, :], xf, mask=mr[:, None] & mk[None, :])
     xf = tl.where(mk[None, :], xf, 0.0)
-    if IEEE:
-        acc = tl.dot(xf, w, input_precision="ieee")
+    if EPI == 3:
+        # Two-hot reward: all N bins in one program, BLOCK_N columns at a time with a running
+        # softmax (max, sum of e, sum of e * bin), so no tile of N columns is ever held.
+        m_run = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        s_run = tl.zeros([BLOCK_M], tl.float32)
+        sb_run = tl.zeros([BLOCK_M], tl.float32)
+        for c0 in range(0, N, BLOCK_N):
+            lc = c0 + tl.arange(0, BLOCK_N)
+            mcc = lc < N
+            wc = tl.load(wp + lc[None, :] * stride_w + k[:, None], mask=mk[:, None] & mcc[None, :], other=0.0)
+            logits = tl.dot(xf, wc.to(tl.float32), input_precision="ieee")
+            if HAS_BIAS:
+                logits += tl.load(bp + lc, mask=mcc, other=0.0).to(tl.float32)[None, :]
+            logits = tl.where(mcc[None, :], logits, float("-inf"))
+            m_new = tl.maximum(m_run, tl.max(logits, axis=1))
+            alpha = tl.exp(m_run - m_new)
+            e = tl.exp(logits - m_new[:, None])
+            bins = tl.load(bins_ptr + lc, mask=mcc, other=0.0)
+            s_run = s_run * alpha + tl.sum(e, axis=1)
+            sb_run = sb_run * alpha + tl.sum(e * bins[None, :], axis=1)
+            m_run = m_new
+        sm = sb_run / s_run
+        a = tl.abs(sm)
+        tl.store(out_ptr + r * stride_out, tl.where(sm < 0, -_expm1(a), _expm1(a)), mask=mr)
     else:
-        acc = tl.dot(xf, w)
+        if IEEE:
+            acc = tl.dot(xf, w, input_precision="ieee")
+        else:
+            acc = tl.dot(xf, w)
     if NA > 0:
         if ACT_DISCRETE:
             a_idx = tl.minimum(tl.maximum(tl.load(act_ptr + r * stride_act, mask=mr, other=0), 0), NA - 1)
@@ -135,7 +162,7 @@ def _fused_linear_kernel(
         else:
             emb = tl.dot(f, pw) + pbias[None, :]
             acc = tl.dot(emb, wa, acc)
-    if HAS_BIAS:
+    if HAS_BIAS and EPI != 3:
         acc = acc + bias[None, :]
 
     m = mr[:, None] & mc[None, :]
@@ -152,13 +179,6 @@ def _fused_linear_kernel(
         else:
             tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], tl.log(p), mask=m)
             tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], p, mask=m)
-    if EPI == 3:  # two-hot reward: softmax over the bins, expected bin, symexp
-        bins = tl.load(bins_ptr + local, mask=mc, other=0.0)
-        logits = tl.where(m, acc, float("-inf"))
-        e = tl.exp(logits - tl.max(logits, axis=1)[:, None])
-        s = tl.sum(e * bins[None, :], axis=1) / tl.sum(e, axis=1)
-        a = tl.abs(s)
-        tl.store(out_ptr + r * stride_out, tl.where(s < 0, -_expm1(a), _expm1(a)), mask=mr)
     if EPI == 4:  # continue: the logit's sigmoid to out, the logit to aux
         logit = tl.sum(tl.where(m, acc, 0.0), axis=1)
         tl.store(out_ptr + r * stride_out, tl.sigmoid(logit), mask=mr)
@@ -211,8 +231,8 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
     dev = x.device
     tile = classes if epi in (EPI_PROBS, EPI_LOGP) else None
     if epi in (EPI_TWOHOT, EPI_SIGMOID):
-        if g != 1:
-            raise ValueError("the two-hot and sigmoid epilogues take one group")
+        if g != 1 or action_proj is not None:
+            raise ValueError("the two-hot and sigmoid epilogues take one group and no action")
         tile = n
     if epi in (EPI_TWOHOT, EPI_SIGMOID):
         out = _alloc(b, dtype=torch.float32, device=dev)
@@ -233,6 +253,8 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
     if tile is None:
         tile = min(32 if b <= 64 else 64, max(16, triton.next_power_of_2(n)), cap)
     block_n = max(16, triton.next_power_of_2(tile))
+    if epi == EPI_TWOHOT:  # one program walks all bins, block_n at a time
+        block_n = min(block_n, 64, cap)
     block_m = min(16 if b <= 16 else (32 if b <= 256 else 64), cap)
     tiles = triton.cdiv(n, tile)
     pdl, extra = launch_kwargs(dev)

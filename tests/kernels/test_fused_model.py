@@ -92,3 +92,14 @@ def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtyp
 def test_sampling_takes_the_module_path():
     tri, _ = models({"type": "discrete", "n": 3})
     assert "sampled" in fused.why_not_fused(tri, True)
+
+
+def test_two_hot_reward_over_many_column_chunks_equals_torch():
+    from worldssm.kernels.mlp.triton import EPI_TWOHOT, fused_linear
+    from worldssm.model.nets import TwoHot
+
+    g = torch.Generator().manual_seed(2)
+    x, w, b = (torch.randn(*s, generator=g).to(DEV) for s in ((3, 20), (255, 20), (255,)))
+    twohot = TwoHot(255, 20.0).to(DEV)
+    got, _ = fused_linear(x, [w * 0.5], [b], epi=EPI_TWOHOT, bins=twohot.bins)
+    torch.testing.assert_close(got, twohot.mean(x @ (w * 0.5).T + b), rtol=1e-4, atol=1e-4)
