@@ -138,8 +138,11 @@ def fidelity_table(files: list[tuple[str, dict]]) -> list[str]:
     envs = list(dict.fromkeys(env for env, _ in newest))
     order = {"mamba2": 0, "gru": 1, "transformer": 2}
     marked = False
+    notes: dict[str, str] = {}
     for env, backbone in sorted(newest, key=lambda k: (envs.index(k[0]), order.get(k[1], 9))):
-        rec = newest[env, backbone][2]
+        name, d, rec = newest[env, backbone]
+        if d.get("note"):
+            notes[name] = d["note"]
         r = rec["backbones"][backbone]
         e = r["eval"]
         hs, m, rep = e["horizons"], e["obs_nmse"]["model"], e["obs_nmse"]["repeat_last"]
@@ -159,10 +162,12 @@ def fidelity_table(files: list[tuple[str, dict]]) -> list[str]:
         weight = "" if rec_w == 1.0 else f", reconstruction x{rec_w:g}"
         out.append(f"| {env} | {backbone} | {rec['preset']}, {rec['train_steps']:,}{weight} | {at(1)} | {at(8)} | {at(32)} | "
                    f"{_fmt(rew['model'][0], 3)} / {_fmt(rew['mean'][0], 3)} | "
-                   f"{'—' if f1 is None else f'{f1:.3f}'}{'*' if old_f1 else ''} | {r['train_seconds']:.0f} |")
+                   f"{'—' if f1 is None else f'{f1:.3f}'}{'*' if old_f1 else ''} | {r['train_seconds']:.0f}"
+                   f"{'†' if name in notes else ''} |")
     if marked:
         out += ["", "\\* continue F1 over the few ends inside the open-loop windows' 16 context steps (the "
                 "evaluation of its day); the others count every end of every held-out episode."]
+    out += [""] + [f"† {name}: {note}" for name, note in sorted(notes.items())] if notes else []
     return out
 
 
