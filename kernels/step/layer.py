@@ -270,11 +270,11 @@ def mamba2_layer_step_triton(
         The new residual stream res + out_proj(mixer(rmsnorm(res))) [B, Dm] in res's dtype.
     """
     h, p, n = int(n_heads), int(head_dim), int(d_state)
+    if res.dim() != 2 or res.stride(1) != 1:
+        raise ValueError(f"res must be [B, D] with unit last stride, got {tuple(res.shape)}")
     b, dm = res.shape
     hp, k = h * p, conv_weight.shape[1]
     nconv, nout = hp + 2 * n, 2 * hp + 2 * n + h
-    if res.dim() != 2 or res.stride(1) != 1:
-        raise ValueError(f"res must be [B, D] with unit last stride, got {tuple(res.shape)}")
     if in_weight.shape != (nout, dm) or out_weight.shape != (dm, hp) or norm_weight.shape != (dm,):
         raise ValueError(f"weights must be in [{nout}, {dm}], out [{dm}, {hp}], norm [{dm}]; got "
                          f"{tuple(in_weight.shape)}, {tuple(out_weight.shape)}, {tuple(norm_weight.shape)}")
