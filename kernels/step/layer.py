@@ -26,6 +26,8 @@ launches earlier, and the conv rows `_norm_in_kernel` reads at least three.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -185,6 +187,20 @@ def _out_res_kernel(
     delta = acc.to(res_ptr.dtype.element_ty).to(tl.float32)  # F.linear's output, rounded
     tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], (res.to(tl.float32) + delta).to(out_ptr.dtype.element_ty),
              mask=m)
+
+
+STEP_PATHS = ("v1", "layer")
+DEFAULT_STEP_PATH = "v1"  # "layer" once it has passed the GPU tests and `worldssm bench step` on a GPU
+
+
+def step_path() -> str:
+    """The model's Triton step path: "layer" (this module, and the fused whole world-model step)
+    or "v1" (add+RMSNorm, cuBLAS projections, `mamba2_step_triton`). WORLDSSM_STEP_PATH picks
+    one; the default is DEFAULT_STEP_PATH (the path measured on a GPU)."""
+    path = os.environ.get("WORLDSSM_STEP_PATH", DEFAULT_STEP_PATH)
+    if path not in STEP_PATHS:
+        raise ValueError(f"WORLDSSM_STEP_PATH must be one of {STEP_PATHS}, got {path!r}")
+    return path
 
 
 def _alloc(*shape, dtype, device) -> torch.Tensor:

@@ -10,8 +10,10 @@ from worldssm.model import Mamba2Backbone, preset
 from tests.model.wm_helpers import record_chunk_sizes
 
 
+@pytest.mark.parametrize("path", ["v1", "layer"])
 @pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
-def test_backbone_step_slots_triton_equals_reference(poison, state_dtype):
+def test_backbone_step_slots_triton_equals_reference(poison, monkeypatch, state_dtype, path):
+    monkeypatch.setenv("WORLDSSM_STEP_PATH", path)
     cfg = dataclasses.replace(preset("DEBUG").backbone, state_dtype=state_dtype)
     torch.manual_seed(0)
     ref = Mamba2Backbone(dataclasses.replace(cfg, kernels="reference"))
@@ -52,3 +54,13 @@ def test_backbone_forward_runs_the_triton_scan_at_the_configured_chunk(poison, m
     torch.testing.assert_close(y_t, y_r, rtol=1e-4, atol=1e-4)
     for k in s_r:
         torch.testing.assert_close(s_t[k], s_r[k], rtol=1e-4, atol=1e-4)
+
+
+def test_step_path_switch_names_a_wrong_value(monkeypatch):
+    from worldssm.kernels.step.layer import DEFAULT_STEP_PATH, step_path
+
+    monkeypatch.delenv("WORLDSSM_STEP_PATH", raising=False)
+    assert step_path() == DEFAULT_STEP_PATH
+    monkeypatch.setenv("WORLDSSM_STEP_PATH", "fast")
+    with pytest.raises(ValueError, match="WORLDSSM_STEP_PATH must be one of"):
+        step_path()

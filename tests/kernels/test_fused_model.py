@@ -16,6 +16,11 @@ from worldssm.model import WorldModel, fused, preset  # noqa: E402
 
 DEV = "cuda" if CUDA else "cpu"
 pytestmark = pytest.mark.usefixtures("poison")
+
+
+@pytest.fixture(autouse=True)
+def layer_path(monkeypatch):
+    monkeypatch.setenv("WORLDSSM_STEP_PATH", "layer")
 BOX_OBS = {"type": "box", "shape": [7], "dtype": "float32", "low": -1, "high": 1}
 
 
@@ -103,3 +108,9 @@ def test_two_hot_reward_over_many_column_chunks_equals_torch():
     twohot = TwoHot(255, 20.0).to(DEV)
     got, _ = fused_linear(x, [w * 0.5], [b], epi=EPI_TWOHOT, bins=twohot.bins)
     torch.testing.assert_close(got, twohot.mean(x @ (w * 0.5).T + b), rtol=1e-4, atol=1e-4)
+
+
+def test_the_v1_step_path_takes_the_module_path(monkeypatch):
+    tri, _ = models({"type": "discrete", "n": 3})
+    monkeypatch.setenv("WORLDSSM_STEP_PATH", "v1")
+    assert "v1" in fused.why_not_fused(tri, False)

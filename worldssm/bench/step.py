@@ -121,56 +121,31 @@ def build_backbone(seed: int = 0):
     return bb
 
 
-def step_slots_v1(bb, slab, slots, x, reset):
-    """The backbone's previous kernel path, kept for side-by-side timing: per layer an
-    add+RMSNorm launch, cuBLAS in-projection, the conv+state kernel (`mamba2_step_triton`, with
-    its per-row counter), cuBLAS out-projection: 17 launches at BASE, no PDL."""
-    import torch.nn.functional as F
-
-    from worldssm.kernels.step.norm import add_rmsnorm_triton
-    from worldssm.kernels.step.triton import mamba2_step_triton
-
-    eps = bb.cfg.norm_eps
-    with arm_path("fused nopdl"):
-        res, h = add_rmsnorm_triton(x, None, bb.norms[0].weight, eps)
-        for i, mixer in enumerate(bb.mixers):
-            zxbcdt = F.linear(h, mixer.in_proj.weight)
-            y = mamba2_step_triton(zxbcdt, slab[f"{i}.conv"], slab[f"{i}.ssm"], slots, reset, **mixer._kernel_args())
-            weight = bb.norms[i + 1].weight if i + 1 < len(bb.norms) else bb.final_norm.weight
-            res, h = add_rmsnorm_triton(res, F.linear(y, mixer.out_proj.weight), weight, eps)
-    return h
-
-
 class arm_path:
-    """Within this block, kernels launch as arm `arm` says: "nopdl" in its name turns
-    programmatic dependent launch off (WORLDSSM_PDL=0) for the launches (and captures) inside."""
+    """Within this block the Triton path is the arm's, whatever the default: "v1" in its name
+    selects the previous path (WORLDSSM_STEP_PATH=v1, no PDL), other fused arms the layer path;
+    "nopdl" turns programmatic dependent launch off (WORLDSSM_PDL=0). Launches and captures
+    inside the block follow it."""
 
     def __init__(self, arm: str):
-        self.off = "nopdl" in arm
+        v1 = " v1" in arm
+        self.env = {"WORLDSSM_STEP_PATH": "v1" if v1 else "layer", "WORLDSSM_PDL": "0" if v1 or "nopdl" in arm else "1"}
 
     def __enter__(self):
         import os
 
-        self.saved = os.environ.get("WORLDSSM_PDL")
-        if self.off:
-            os.environ["WORLDSSM_PDL"] = "0"
+        self.saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
         return self
 
     def __exit__(self, *exc):
         import os
 
-        if self.off:
-            if self.saved is None:
-                os.environ.pop("WORLDSSM_PDL", None)
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
             else:
-                os.environ["WORLDSSM_PDL"] = self.saved
-
-
-def backbone_step(bb, arm: str):
-    """The backbone step function an arm times: `step_slots`, or the previous path for "v1" arms."""
-    if " v1" in arm:
-        return lambda slab, slots, x, reset: step_slots_v1(bb, slab, slots, x, reset)
-    return bb.step_slots
+                os.environ[k] = v
 
 
 def random_slab(bb, slots_total: int, gen: torch.Generator) -> dict:
@@ -247,7 +222,7 @@ def bench_batch(bb, batch: int, bandwidth: float, arms: tuple[str, ...], reps: i
     for arm in arms:
         impl = "triton" if arm.startswith("fused") else "reference"
         set_kernels(bb, impl)
-        step = backbone_step(bb, arm)
+        step = bb.step_slots
         if arm == "reference+compile+graph":
             step = torch.compile(bb.step_slots, dynamic=False)
         if arm.startswith("plain"):
@@ -328,7 +303,7 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
     rows = []
     for arm in arms:
         set_kernels(wm, "triton" if arm.startswith("fused") else "reference")
-        bstep = backbone_step(wm.backbone, arm)
+        bstep = wm.backbone.step_slots
 
         def modules():
             # The module path: encoder, latent, input, the backbone of this arm, heads.
@@ -345,8 +320,9 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
         if arm == "fused+graph" and backbone == "mamba2":
             from worldssm.model.fused import why_not_fused
 
-            row["whole_step_fused"] = why_not_fused(wm, False) or True
-            row["rel_rms_vs_modules"] = fused_vs_modules(step, modules, slab, slots)
+            with arm_path(arm):
+                row["whole_step_fused"] = why_not_fused(wm, False) or True
+                row["rel_rms_vs_modules"] = fused_vs_modules(step, modules, slab, slots)
         try:
             with torch.no_grad(), arm_path(arm):
                 graph, _ = capture(step)
@@ -492,7 +468,11 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
         raise WorldssmError("bench step needs a CUDA device")
     torch.backends.cuda.matmul.allow_tf32 = False
     bb = build_backbone()
-    check = check_correctness(bb)
+    check = {}
+    for arm in ("fused+graph", "fused v1+graph"):  # both Triton paths against the reference
+        with arm_path(arm):
+            check[arm.split("+")[0]] = check_correctness(bb)
+    check["passed"] = all(c["passed"] for c in check.values())
     if not check["passed"]:
         raise WorldssmError(f"correctness check failed, refusing to report: {check}")
     bandwidth = copy_bandwidth()

@@ -29,6 +29,10 @@ def why_not_fused(wm, sample: bool, generator=None) -> str | None:
     device = wm.in_proj.weight.device
     if resolve_impl(bb.kernels, device.type) != "triton":
         return "the backbone runs the reference kernels"
+    from worldssm.kernels.step.layer import step_path
+
+    if step_path() != "layer":
+        return "the step path is v1 (WORLDSSM_STEP_PATH)"
     if any(p.dtype != torch.float32 for n, p in wm.named_parameters() if not n.startswith("backbone.")):
         return "encoder or head weights are not float32"
     return None

@@ -149,11 +149,25 @@ class Mamba2Backbone(nn.Module):
         return self.final_norm.forward(x)
 
     def _step_slots_fused(self, slab: State, slots, x, reset):
-        """The kernel path: `residual_fused`, then the final norm (one launch)."""
-        from worldssm.kernels.step.norm import add_rmsnorm_triton
+        """The kernel path (`kernels/step/layer.py: step_path`): "layer", `residual_fused` then
+        the final norm (13 launches at BASE); "v1", per layer add+RMSNorm, cuBLAS in-projection,
+        the conv+state kernel, cuBLAS out-projection (17)."""
+        import torch.nn.functional as F
 
-        res = self.residual_fused(slab, slots, x, reset)
-        return add_rmsnorm_triton(res, None, self.final_norm.weight, self.cfg.norm_eps)[1]
+        from worldssm.kernels.step.layer import step_path
+        from worldssm.kernels.step.norm import add_rmsnorm_triton
+        from worldssm.kernels.step.triton import mamba2_step_triton
+
+        eps = self.cfg.norm_eps
+        if step_path() == "layer":
+            return add_rmsnorm_triton(self.residual_fused(slab, slots, x, reset), None, self.final_norm.weight, eps)[1]
+        res, h = add_rmsnorm_triton(x, None, self.norms[0].weight, eps)
+        for i, mixer in enumerate(self.mixers):
+            zxbcdt = F.linear(h, mixer.in_proj.weight)  # [B, 2*H*P + 2N + H]
+            y = mamba2_step_triton(zxbcdt, slab[f"{i}.conv"], slab[f"{i}.ssm"], slots, reset, **mixer._kernel_args())
+            weight = self.norms[i + 1].weight if i + 1 < len(self.norms) else self.final_norm.weight
+            res, h = add_rmsnorm_triton(res, F.linear(y, mixer.out_proj.weight), weight, eps)
+        return h
 
     def residual_fused(self, slab: State, slots, x, reset):
         """The residual stream after the last layer, before the final norm (which a caller may
