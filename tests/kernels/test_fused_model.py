@@ -2,19 +2,16 @@
 encoder, latent, action input, backbone, every head; observe and imagine; discrete and Box actions."""
 
 import dataclasses
-import os
 
 import pytest
 import torch
 
-CUDA = torch.cuda.is_available()
-if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("no CUDA and TRITON_INTERPRET is not 1", allow_module_level=True)
-pytest.importorskip("triton")
+from tests.kernels.triton_here import require_triton
+
+DEV = require_triton()
 
 from worldssm.model import WorldModel, fused, preset  # noqa: E402
 
-DEV = "cuda" if CUDA else "cpu"
 pytestmark = pytest.mark.usefixtures("poison")
 
 

@@ -5,21 +5,18 @@ Small odd shapes run everywhere (CPU: Triton interpreter); batch sizes cross eve
 """
 
 import dataclasses
-import os
 
 import pytest
 import torch
 
-CUDA = torch.cuda.is_available()
-if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("no CUDA and TRITON_INTERPRET is not 1", allow_module_level=True)
-pytest.importorskip("triton")
+from tests.kernels.triton_here import require_triton
+
+DEV = require_triton()
 
 from worldssm.kernels.step.layer import mamba2_layer_step_triton  # noqa: E402
 from worldssm.model import preset  # noqa: E402
 from worldssm.model.mamba2 import Mamba2Mixer, RMSNorm  # noqa: E402
 
-DEV = "cuda" if CUDA else "cpu"
 pytestmark = pytest.mark.usefixtures("poison")
 
 

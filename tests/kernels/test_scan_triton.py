@@ -3,21 +3,18 @@
 Small odd shapes run everywhere (CPU: Triton interpreter); `gpu` tests use larger shapes.
 """
 
-import os
 
 import pytest
 import torch
 
-CUDA = torch.cuda.is_available()
-if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("no CUDA and TRITON_INTERPRET is not 1", allow_module_level=True)
-pytest.importorskip("triton")
+from tests.kernels.triton_here import CUDA, require_triton
+
+DEV = require_triton()
 
 from worldssm.kernels.scan import get_scan  # noqa: E402
 from worldssm.kernels.scan.ref import ssd_scan_chunked, ssd_scan_sequential  # noqa: E402
 from worldssm.kernels.scan.triton import ssd_scan_triton  # noqa: E402
 
-DEV = "cuda" if CUDA else "cpu"
 pytestmark = pytest.mark.usefixtures("poison")
 gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 
