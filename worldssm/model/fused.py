@@ -17,10 +17,10 @@ import torch.nn as nn
 from worldssm.kernels import resolve_impl
 
 
-def why_not_fused(wm, sample: bool, generator=None) -> str | None:
+def why_not_fused(wm, sample: bool) -> str | None:
     """None when the fused step serves this call, else the reason (the module path runs)."""
     bb = wm.cfg.backbone
-    if sample or generator is not None:
+    if sample:
         return "latents are sampled (the fused step takes the expectation)"
     if wm.obs_kind != "vector":
         return f"{wm.obs_kind} observations"

@@ -281,7 +281,7 @@ class WorldModel(nn.Module):
         launches where `fused.why_not_fused` allows (CUDA, expected latents, vector observations)."""
         from worldssm.model import fused
 
-        if fused.why_not_fused(self, sample, generator) is None:
+        if fused.why_not_fused(self, sample) is None:
             return fused.observe(self, slab, slots, obs, action, reset)
         z = self.latent(self.posterior(obs), sample, generator)
         return self._heads(self._step_backbone(slab, slots, self._inputs(z, action), reset))
