@@ -108,6 +108,17 @@ def test_sampling_takes_the_module_path(monkeypatch):
         assert calls == [1]
 
 
+def test_two_hot_reward_over_many_column_chunks_equals_torch():
+    from worldssm.kernels.mlp.triton import EPI_TWOHOT, fused_linear
+    from worldssm.model.nets import TwoHot
+
+    g = torch.Generator().manual_seed(2)
+    x, w, b = (torch.randn(*s, generator=g).to(DEV) for s in ((3, 20), (255, 20), (255,)))
+    twohot = TwoHot(255, 20.0).to(DEV)
+    got, _ = fused_linear(x, [w * 0.5], [b], epi=EPI_TWOHOT, bins=twohot.bins)
+    torch.testing.assert_close(got, twohot.mean(x @ (w * 0.5).T + b), rtol=1e-4, atol=1e-4)
+
+
 def test_the_v1_step_path_takes_the_module_path(monkeypatch):
     tri, _ = models({"type": "discrete", "n": 3})
     monkeypatch.setenv("WORLDSSM_STEP_PATH", "v1")
