@@ -64,5 +64,9 @@ def test_misuse(tmp_path):
         improve(tmp_path / "none", resume=True)
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         ImproveConfig(env="Pendulum-v1", rounds=0)
+    with pytest.raises(WorldssmError, match="rounds must be >= 1, got 0"):  # not read as "the default"
+        improve(tmp_path / "zero", TINY, rounds=0)
+    with pytest.raises(WorldssmError, match="rounds must be >= 1, got 0"):
+        improve(tmp_path / "full", resume=True, rounds=0)
     with pytest.raises(ValueError, match="planner must be one of"):
         ImproveConfig(env="Pendulum-v1", planner="best")

@@ -97,6 +97,8 @@ class Improvement:
     def __init__(self, out, cfg: ImproveConfig | None = None, resume: bool = False, progress: bool = False,
                  rounds: int | None = None):
         self.out, self.progress = Path(out), progress
+        if rounds is not None and rounds < 1:
+            raise WorldssmError(f"rounds must be >= 1, got {rounds}")
         state_path = self.out / STATE_FILE
         if resume:
             if cfg is not None:
@@ -116,7 +118,7 @@ class Improvement:
                 raise WorldssmError("a new improvement needs its ImproveConfig")
             if self.out.exists() and any(self.out.iterdir()):
                 raise WorldssmError(f"{self.out} is not empty: pass --resume to continue it, or choose a new --out")
-            self.cfg = dataclasses.replace(cfg, rounds=rounds) if rounds else cfg
+            self.cfg = dataclasses.replace(cfg, rounds=rounds) if rounds is not None else cfg
             self.state = {"config": dataclasses.asdict(self.cfg), "done": [], "scores": []}
 
     # ----- stages -------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def run(args) -> int:
     else:
         if args.env is None:
             raise WorldssmError("--env is required (unless --resume)")
-        cfg = config_from_args(ImproveConfig, args, rounds=args.rounds or ImproveConfig.rounds)
+        cfg = config_from_args(ImproveConfig, args, rounds=ImproveConfig.rounds if args.rounds is None else args.rounds)
         state = improve(args.out, cfg, progress=not args.no_progress)
     for s in state["scores"]:
         print(f"round {s['round']}: mean return {s['mean_return']:.1f} +- {s['std_return']:.1f} "
