@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from worldssm.kernels.step.pdl import launch_kwargs, pdl_wait
-from worldssm.kernels.step.triton import _silu, _softplus
+from worldssm.kernels.step.triton import _heads_per_program, _silu, _softplus
 
 
 @triton.jit
@@ -238,10 +238,7 @@ def ssm_step_triton(act, ssm_state, slots, reset_u8, A, D, gate_norm_weight, h: 
         return y
     pdl, extra = launch_kwargs(act.device)
     block_p, block_n = triton.next_power_of_2(p), triton.next_power_of_2(n)
-    hb = 1
-    if ssm_state.element_size() < 4:  # 16-bit state: up to 4 heads and 16384 elements per program
-        while h % (2 * hb) == 0 and 2 * hb <= 4 and 2 * hb * block_p * block_n <= 16384:
-            hb *= 2
+    hb = _heads_per_program(h, block_p, block_n, ssm_state.element_size())  # the v1 kernel's measured rule
     _ssm_kernel[(b * (h // hb),)](
         act, act.stride(0), ssm_state, ssm_state.stride(0), ssm_state.stride(1), ssm_state.stride(2),
         slots, reset_u8, A, D, gate_norm_weight, y, y.stride(0), float(eps),

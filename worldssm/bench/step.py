@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -132,15 +133,11 @@ class arm_path:
         self.env = {"WORLDSSM_STEP_PATH": "v1" if v1 else "layer", "WORLDSSM_PDL": "0" if v1 or "nopdl" in arm else "1"}
 
     def __enter__(self):
-        import os
-
         self.saved = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)
         return self
 
     def __exit__(self, *exc):
-        import os
-
         for k, v in self.saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -303,12 +300,10 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
     rows = []
     for arm in arms:
         set_kernels(wm, "triton" if arm.startswith("fused") else "reference")
-        bstep = wm.backbone.step_slots
-
         def modules():
             # The module path: encoder, latent, input, the backbone of this arm, heads.
             z = wm.latent(wm.posterior(obs))
-            h = bstep(slab, slots, wm._inputs(z, action).to(torch.bfloat16), reset)
+            h = wm.backbone.step_slots(slab, slots, wm._inputs(z, action).to(torch.bfloat16), reset)
             return wm._heads(h.float())
 
         # "fused+graph" is the model's own observe_slots: the whole step in fused launches
