@@ -17,9 +17,10 @@ Keeping to the data (`PlannerConfig.support`, off by default): a model knows not
 data never reached, and a planner that trusts it there is steered by what the model made up. With
 `support` set, every imagined step is also decoded, and a candidate whose imagined observation
 leaves the region the training data covered (each dimension's 0.1% to 99.9% quantiles, widened by
-`support` times their span; `DataRegion`) halts there: from that step on it earns the data's lowest reward
-(if below 0, else 0) per step and no predicted end can shorten that (MOReL's halting state, with
-the data's range standing in for its ensemble's disagreement). In CartPole-v1, random-policy data
+`support` times their span and to take in the agent's o_t, so that an agent already outside is
+halted only for going further; `DataRegion`) halts there: from that step on it earns the data's
+lowest reward (if below 0, else 0) per step and no predicted end can shorten that (MOReL's
+halting state, with the data's range standing in for its ensemble's disagreement). In CartPole-v1, random-policy data
 never takes the cart near the track's edge, so a model trained on it cannot know the episode ends
 there; a planner that keeps to the data keeps the cart where the model knows the dynamics.
 
@@ -120,11 +121,17 @@ class DataRegion:
         return cls(np.asarray(data["obs_low"], np.float64), np.asarray(data["obs_high"], np.float64),
                    float(data.get("reward_low", 0.0)))
 
-    def outside(self, obs: np.ndarray, margin: float) -> np.ndarray:
-        """bool [B]: rows of obs [B, ...] with a dimension outside [low, high] widened by margin x span."""
+    def outside(self, obs: np.ndarray, margin: float, start: np.ndarray | None = None) -> np.ndarray:
+        """bool [B]: rows of obs [B, ...] with a dimension outside [low, high] widened by margin x
+        span, and, where `start` [B, ...] is given, also widened to take in each row's start (an
+        agent already outside is not halted for staying where it is, only for going further)."""
         pad = margin * (self.high - self.low)
         x = obs.reshape(obs.shape[0], -1)
-        return ((x < self.low - pad) | (x > self.high + pad)).any(axis=1)
+        low, high = self.low - pad, self.high + pad
+        if start is not None:
+            s = start.reshape(start.shape[0], -1)
+            low, high = np.minimum(low, s), np.maximum(high, s)
+        return ((x < low) | (x > high)).any(axis=1)
 
     @property
     def halt_reward(self) -> float:
@@ -261,13 +268,15 @@ class _Planner:
             # differences between safe states that c itself rounds away (1.0 in float32)
             halted = np.zeros(a * copies, bool)  # left the data's region (module docstring)
             decode = {} if region is None else {"decode": True}
+            if region is not None:  # each candidate's o_t, so a state already outside has a way back
+                start = np.repeat(np.asarray(obs, np.float64).reshape(a, -1), copies, axis=0)
             for h in range(cfg.horizon):
                 step = np.repeat(cand[:, :, h], cfg.particles, axis=1).reshape(a * copies, *cand.shape[3:])
                 out = self.engine.imagine(forks, step, **decode)
                 r = out.reward.cpu().numpy().astype(np.float64)
                 log_c = out.log_cont.cpu().numpy().astype(np.float64)
                 if region is not None:
-                    halted |= region.outside(out.obs.cpu().numpy(), cfg.support)
+                    halted |= region.outside(out.obs.cpu().numpy(), cfg.support, start)
                     r = np.where(halted, region.halt_reward, r)
                     log_c = np.where(halted, 0.0, log_c)
                 ret += cfg.discount ** h * np.exp(log_alive) * r

@@ -189,17 +189,31 @@ def _out_res_kernel(
              mask=m)
 
 
-STEP_PATHS = ("v1", "layer")
-DEFAULT_STEP_PATH = "v1"  # "layer" once it has passed the GPU tests and `worldssm bench step` on a GPU
+STEP_PATHS = ("auto", "v1", "layer")
+DEFAULT_STEP_PATH = "auto"
+# "auto" takes the layer path up to this batch and v1 above it. Measured on an H100
+# (`worldssm bench step`, BASE, step-nvidia-h100-80gb-hbm3.json): the layer path's 13 launches win
+# where launches dominate (B=1: 35.6 us against v1's 53.9), and v1's cuBLAS projections win where
+# bytes and FLOPs do (B=1,024: 494.5 against 520.8; B=16,384: 7,069 against 8,007); B=64 is even.
+LAYER_MAX_BATCH = 64
 
 
 def step_path() -> str:
-    """The model's Triton step path: "layer" (this module, and the fused whole world-model step)
-    or "v1" (add+RMSNorm, cuBLAS projections, `mamba2_step_triton`). WORLDSSM_STEP_PATH picks
-    one; the default is DEFAULT_STEP_PATH (the path measured on a GPU)."""
+    """The model's Triton step path as configured: "auto" (the default: `backbone_path` picks by
+    batch), "layer" (this module for every batch, and the fused whole world-model step) or "v1"
+    (add+RMSNorm, cuBLAS projections, `mamba2_step_triton`). WORLDSSM_STEP_PATH picks one."""
     path = os.environ.get("WORLDSSM_STEP_PATH", DEFAULT_STEP_PATH)
     if path not in STEP_PATHS:
         raise ValueError(f"WORLDSSM_STEP_PATH must be one of {STEP_PATHS}, got {path!r}")
+    return path
+
+
+def backbone_path(batch: int) -> str:
+    """"layer" or "v1": the backbone's path for a step of `batch` agents (one code path per batch
+    bucket; each is checked against the reference by the tests and by `worldssm bench step`)."""
+    path = step_path()
+    if path == "auto":
+        return "layer" if batch <= LAYER_MAX_BATCH else "v1"
     return path
 
 

@@ -175,6 +175,9 @@ def test_data_region_bad_input():
     assert region.halt_reward == -3.5 and DataRegion(region.low, region.high, 2.0).halt_reward == 0.0
     assert region.outside(np.array([[0.0, 1.0], [1.2, 1.0], [0.0, -0.1]]), 0.0).tolist() == [False, True, True]
     assert region.outside(np.array([[1.2, 1.0]]), 0.1).tolist() == [False]
+    # an agent already outside halts only for going further: the region takes in its start
+    start = np.array([[1.25, 1.0]] * 3)
+    assert region.outside(np.array([[1.2, 1.0], [1.3, 1.0], [-1.1, 1.0]]), 0.0, start).tolist() == [False, True, True]
 
 
 def test_warm_start_and_episode_reset():

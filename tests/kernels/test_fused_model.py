@@ -119,7 +119,9 @@ def test_two_hot_reward_over_many_column_chunks_equals_torch():
     torch.testing.assert_close(got, twohot.mean(x @ (w * 0.5).T + b), rtol=1e-4, atol=1e-4)
 
 
-def test_the_v1_step_path_takes_the_module_path(monkeypatch):
+@pytest.mark.parametrize("path", ["v1", "auto"])
+def test_only_the_layer_path_takes_the_fused_heads(monkeypatch, path):
+    """The default ("auto") keeps the module heads: the fused heads measured slower on a GPU."""
     tri, _ = models({"type": "discrete", "n": 3})
-    monkeypatch.setenv("WORLDSSM_STEP_PATH", "v1")
-    assert "v1" in fused.why_not_fused(tri, False)
+    monkeypatch.setenv("WORLDSSM_STEP_PATH", path)
+    assert f"step path is {path}, not layer" in fused.why_not_fused(tri, False)

@@ -123,14 +123,18 @@ def build_backbone(seed: int = 0):
 
 
 class arm_path:
-    """Within this block the Triton path is the arm's, whatever the default: "v1" in its name
-    selects the previous path (WORLDSSM_STEP_PATH=v1, no PDL), other fused arms the layer path;
-    "nopdl" turns programmatic dependent launch off (WORLDSSM_PDL=0). Launches and captures
-    inside the block follow it."""
+    """Within this block the Triton path is the arm's, whatever the environment says: " v1" in
+    its name selects the previous path (WORLDSSM_STEP_PATH=v1, no PDL), " layer" the layer path
+    at every batch (with the fused whole world-model step), and a plain "fused" arm the default
+    (`kernels/step/layer.py: DEFAULT_STEP_PATH`, what users get); "nopdl" turns programmatic
+    dependent launch off (WORLDSSM_PDL=0). Launches and captures inside the block follow it."""
 
     def __init__(self, arm: str):
+        from worldssm.kernels.step.layer import DEFAULT_STEP_PATH
+
         v1 = " v1" in arm
-        self.env = {"WORLDSSM_STEP_PATH": "v1" if v1 else "layer", "WORLDSSM_PDL": "0" if v1 or "nopdl" in arm else "1"}
+        path = "v1" if v1 else ("layer" if " layer" in arm else DEFAULT_STEP_PATH)
+        self.env = {"WORLDSSM_STEP_PATH": path, "WORLDSSM_PDL": "0" if v1 or "nopdl" in arm else "1"}
 
     def __enter__(self):
         self.saved = {k: os.environ.get(k) for k in self.env}
@@ -260,7 +264,8 @@ def bench_batch(bb, batch: int, bandwidth: float, arms: tuple[str, ...], reps: i
     return rows
 
 
-WORLD_MODEL_ARMS = ("fused+graph", "fused v1+graph", "reference+graph")
+WORLD_MODEL_ARMS = ("fused+graph", "fused layer+graph", "fused v1+graph", "reference+graph")
+OBSERVE_ARMS = ("fused+graph", "fused layer+graph")  # the model's own observe_slots, on the arm's path
 
 
 def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: str = "mamba2",
@@ -306,13 +311,13 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
             h = wm.backbone.step_slots(slab, slots, wm._inputs(z, action).to(torch.bfloat16), reset)
             return wm._heads(h.float())
 
-        # "fused+graph" is the model's own observe_slots: the whole step in fused launches
-        # (worldssm.model.fused) where it applies, else the same module path.
-        step = (lambda: wm.observe_slots(slab, slots, obs, action, reset)) if arm == "fused+graph" else modules
+        # OBSERVE_ARMS run the model's own observe_slots: on the layer path the whole step in
+        # fused launches (worldssm.model.fused), else the module path with the default backbone.
+        step = (lambda: wm.observe_slots(slab, slots, obs, action, reset)) if arm in OBSERVE_ARMS else modules
 
         row = {"arm": label + arm, "batch": batch, "backbone": backbone, "context": context,
                "state_bytes_per_agent": per_agent}
-        if arm == "fused+graph" and backbone == "mamba2":
+        if arm in OBSERVE_ARMS and backbone == "mamba2":
             from worldssm.model.fused import why_not_fused
 
             with arm_path(arm):
@@ -464,7 +469,7 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
     torch.backends.cuda.matmul.allow_tf32 = False
     bb = build_backbone()
     check = {}
-    for arm in ("fused+graph", "fused v1+graph"):  # both Triton paths against the reference
+    for arm in ("fused layer+graph", "fused v1+graph"):  # both Triton paths against the reference
         with arm_path(arm):
             check[arm.split("+")[0]] = check_correctness(bb)
     check["passed"] = all(c["passed"] for c in check.values())
@@ -474,7 +479,8 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
     kernel_rows = kernel_only(bandwidth)
     for r in kernel_rows:
         print(r, flush=True)
-    arms = ("fused+graph", "fused nopdl+graph", "fused v1+graph", "reference", "reference+graph", "plain+graph") + (
+    arms = ("fused+graph", "fused layer+graph", "fused layer nopdl+graph", "fused v1+graph", "reference",
+            "reference+graph", "plain+graph") + (
         ("reference+compile+graph", "plain+compile+graph") if compile_arm else ())
     rows = []
     for b in batches:

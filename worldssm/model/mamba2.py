@@ -149,17 +149,17 @@ class Mamba2Backbone(nn.Module):
         return self.final_norm.forward(x)
 
     def _step_slots_fused(self, slab: State, slots, x, reset):
-        """The kernel path (`kernels/step/layer.py: step_path`): "layer", `residual_fused` then
-        the final norm (13 launches at BASE); "v1", per layer add+RMSNorm, cuBLAS in-projection,
-        the conv+state kernel, cuBLAS out-projection (17)."""
+        """The kernel path for this batch (`kernels/step/layer.py: backbone_path`): "layer",
+        `residual_fused` then the final norm (13 launches at BASE); "v1", per layer add+RMSNorm,
+        cuBLAS in-projection, the conv+state kernel, cuBLAS out-projection (17)."""
         import torch.nn.functional as F
 
-        from worldssm.kernels.step.layer import step_path
+        from worldssm.kernels.step.layer import backbone_path
         from worldssm.kernels.step.norm import add_rmsnorm_triton
         from worldssm.kernels.step.triton import mamba2_step_triton
 
         eps = self.cfg.norm_eps
-        if step_path() == "layer":
+        if backbone_path(x.shape[0]) == "layer":
             return add_rmsnorm_triton(self.residual_fused(slab, slots, x, reset), None, self.final_norm.weight, eps)[1]
         res, h = add_rmsnorm_triton(x, None, self.norms[0].weight, eps)
         for i, mixer in enumerate(self.mixers):
