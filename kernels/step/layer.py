@@ -191,10 +191,12 @@ def _out_res_kernel(
 
 STEP_PATHS = ("auto", "v1", "layer")
 DEFAULT_STEP_PATH = "auto"
-# "auto" takes the layer path up to this batch and v1 above it. Measured on an H100
-# (`worldssm bench step`, BASE, step-nvidia-h100-80gb-hbm3.json): the layer path's 13 launches win
-# where launches dominate (B=1: 35.6 us against v1's 53.9), and v1's cuBLAS projections win where
-# bytes and FLOPs do (B=1,024: 494.5 against 520.8; B=16,384: 7,069 against 8,007); B=64 is even.
+# "auto" takes the layer path up to this batch and v1 above it. Measured (`worldssm bench step`,
+# BASE): the layer path's 13 launches win where launches dominate (H200: B=1 34.9 us against
+# v1's 49.7, B=16 47.5 against 50.2; H100: B=1 35.6 against 53.9), v1's cuBLAS projections where
+# bytes and FLOPs do (H200: B=1,024 408 against 430, B=16,384 5,623 against 6,484); B=64 is even
+# on both cards. (B=256 favoured the layer path on the H200, 130 against 143, not yet measured on
+# the H100.)
 LAYER_MAX_BATCH = 64
 
 

@@ -31,41 +31,54 @@ def _fmt(v, nd=1):
 def step_table(name: str, d: dict) -> list[str]:
     env = d["env"]
     out = [f"Backbone step, {env['device']} ({name}, git {env['git_sha'][:7]}, torch {env['torch']}, "
-           f"triton {env['triton']}): BASE shape, bf16 weights, fp32 state, median / p99 of CUDA-graph replays.",
-           "", "| B | fused + graph (us) | byte bound (us) | fraction of bound | reference + graph (us) | "
-           "reference, compile + graph (us) | plain PyTorch, compile + graph (us) | fused vs best compiled | "
-           "whole world model, fused (us) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           f"triton {env['triton']}): BASE shape, bf16 weights, fp32 state, median / p99 of CUDA-graph replays. "
+           "`fused + graph` is the default path (`auto`: the layer path up to 64 agents, v1 above); the layer "
+           "and v1 columns force one path at every batch.",
+           "", "| B | fused + graph (us) | layer path (us) | v1 path (us) | byte bound (us) | fraction of bound | "
+           "reference + graph (us) | reference, compile + graph (us) | plain PyTorch, compile + graph (us) | "
+           "fused vs best compiled | whole world model, fused (us) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = {(r["arm"], r["batch"]): r for r in d["rows"]}
     for b in sorted({r["batch"] for r in d["rows"]}):
         f = rows.get(("fused+graph", b), {})
+        lay = rows.get(("fused layer+graph", b), {})
+        v1 = rows.get(("fused v1+graph", b), {})
         g = rows.get(("reference+graph", b), {})
         c = rows.get(("reference+compile+graph", b), {})
         pc = rows.get(("plain+compile+graph", b), {})
         w = rows.get(("world_model fused+graph", b), {})
         ratios = [f.get(k) for k in ("speedup_vs_compile_graph", "speedup_vs_plain_compile_graph") if f.get(k)]
-        out.append(f"| {b:,} | {_fmt(f.get('median_us'))} / {_fmt(f.get('p99_us'))} | {_fmt(f.get('bound_us'))} | "
+        out.append(f"| {b:,} | {_fmt(f.get('median_us'))} / {_fmt(f.get('p99_us'))} | {_fmt(lay.get('median_us'))} | "
+                   f"{_fmt(v1.get('median_us'))} | {_fmt(f.get('bound_us'))} | "
                    f"{_fmt(f.get('fraction_of_bound'), 2)} | {_fmt(g.get('median_us'))} | {_fmt(c.get('median_us'))} | "
                    f"{_fmt(pc.get('median_us'))} | {_fmt(min(ratios) if ratios else None, 2)}x | "
                    f"{_fmt(w.get('median_us'))} |")
-    extra = [r for r in d["rows"] if r.get("backbone") not in (None, "mamba2")]
-    if extra:
-        out += ["", "The whole world-model step with each backbone (same file, same heads; GRU and Transformer-KV in "
-                "PyTorch under a CUDA graph, Mamba-2 fused):", "",
-                "| backbone | B | median / p99 (us) | agent-steps/s | state bytes per agent | Mamba-2 faster by |",
-                "|---|---|---|---|---|---|"]
-        ratio = {(r["baseline"], r["batch"]): r["throughput_ratio"] for r in d.get("backbone_ratios", [])}
-        for r in [x for x in d["rows"] if x["arm"] == "world_model fused+graph"] + extra:
-            name = "Mamba-2" if r.get("backbone") in (None, "mamba2") else r["arm"].replace("world_model ", "").replace(
-                " reference+graph", "")
-            per = r.get("state_bytes_per_agent")
-            if "median_us" not in r:
-                out.append(f"| {name} | {r['batch']:,} | {r.get('error', '?')[:70]} | | {_fmt(per, 0)} | |")
-                continue
-            speed = ratio.get((r["arm"], r["batch"]))
-            out.append(f"| {name} | {r['batch']:,} | {_fmt(r['median_us'])} / {_fmt(r['p99_us'])} | "
-                       f"{r['batch'] / (r['median_us'] * 1e-6):,.0f} | {_fmt(per, 0)} | "
-                       f"{'' if speed is None else f'{speed:.1f}x'} |")
+    return out
+
+
+def _backbone_rows(d: dict) -> list[dict]:
+    return [r for r in d["rows"] if r.get("backbone") not in (None, "mamba2")]
+
+
+def backbone_table(name: str, d: dict) -> list[str]:
+    """The whole world-model step per backbone (a `bench step --backbones` file)."""
+    env = d["env"]
+    out = [f"The whole world-model step with each backbone ({env['device']}, {name}, git {env['git_sha'][:7]}; same "
+           "heads; GRU and Transformer-KV in PyTorch under a CUDA graph, Mamba-2 fused):", "",
+           "| backbone | B | median / p99 (us) | agent-steps/s | state bytes per agent | Mamba-2 faster by |",
+           "|---|---|---|---|---|---|"]
+    ratio = {(r["baseline"], r["batch"]): r["throughput_ratio"] for r in d.get("backbone_ratios", [])}
+    for r in [x for x in d["rows"] if x["arm"] == "world_model fused+graph"] + _backbone_rows(d):
+        label = "Mamba-2" if r.get("backbone") in (None, "mamba2") else r["arm"].replace("world_model ", "").replace(
+            " reference+graph", "")
+        per = r.get("state_bytes_per_agent")
+        if "median_us" not in r:
+            out.append(f"| {label} | {r['batch']:,} | {r.get('error', '?')[:70]} | | {_fmt(per, 0)} | |")
+            continue
+        speed = ratio.get((r["arm"], r["batch"]))
+        out.append(f"| {label} | {r['batch']:,} | {_fmt(r['median_us'])} / {_fmt(r['p99_us'])} | "
+                   f"{r['batch'] / (r['median_us'] * 1e-6):,.0f} | {_fmt(per, 0)} | "
+                   f"{'' if speed is None else f'{speed:.1f}x'} |")
     return out
 
 
@@ -347,6 +360,10 @@ def report(results: Path = RESULTS) -> str:
         name, d = _newest(pattern, results)
         if d is not None:
             parts.append(table(name, d))
+        if table is step_table:  # the backbones side by side: the newest file that has them
+            with_backbones = [(n, x) for n, x in _load(pattern, results) if _backbone_rows(x)]
+            if with_backbones:
+                parts.append(backbone_table(*with_backbones[-1]))
     return "\n\n".join("\n".join(p) for p in parts) + "\n"
 
 
