@@ -13,17 +13,6 @@ iterations. The agent takes the plan's first action; the plan shifts by one step
 the next decision, and starts afresh at an episode's first step. Candidate slots are given back
 after every iteration: the slab never grows across decisions.
 
-Keeping to the data (`PlannerConfig.support`, off by default): a model knows nothing of states its
-data never reached, and a planner that trusts it there is steered by what the model made up. With
-`support` set, every imagined step is also decoded, and a candidate whose imagined observation
-leaves the region the training data covered (each dimension's 0.1% to 99.9% quantiles, widened by
-`support` times their span and to take in the agent's o_t, so that an agent already outside is
-halted only for going further; `DataRegion`) halts there: from that step on it earns the data's
-lowest reward (if below 0, else 0) per step and no predicted end can shorten that (MOReL's
-halting state, with the data's range standing in for its ensemble's disagreement). In CartPole-v1, random-policy data
-never takes the cart near the track's edge, so a model trained on it cannot know the episode ends
-there; a planner that keeps to the data keeps the cart where the model knows the dynamics.
-
 A planner owns its agents' slots in the engine it is given: `act` observes (o_t, a_t) into them
 after deciding, so the next decision starts from the state that includes this step.
 """
@@ -59,7 +48,6 @@ class PlannerConfig:
     init_std: float = 1.0  # MPPI: initial spread, in half action ranges
     min_std: float = 0.05  # MPPI: the spread never falls below this (half action ranges)
     min_prob: float = 0.02  # CEM: every action keeps at least this probability at every step
-    support: float | None = None  # keep to the data: candidates leaving its range, widened by this share of each span, halt
 
     def __post_init__(self):
         for name in ("samples", "horizon", "iterations", "elites", "particles"):
@@ -74,8 +62,6 @@ class PlannerConfig:
                 raise ValueError(f"PlannerConfig.{name} is out of range, got {getattr(self, name)}")
         if not 0 < self.min_std <= self.init_std:
             raise ValueError(f"PlannerConfig needs 0 < min_std <= init_std, got {self.min_std}, {self.init_std}")
-        if self.support is not None and not (np.isfinite(self.support) and self.support >= 0):
-            raise ValueError(f"PlannerConfig.support must be None or a finite number >= 0, got {self.support}")
 
     @property
     def imagined_steps(self) -> int:
@@ -96,69 +82,18 @@ PLANNER_PRESETS = {
 }
 
 
-@dataclass(frozen=True)
-class DataRegion:
-    """Where a model's training data went: each flat observation dimension's range (the run
-    records its 0.1% and 99.9% quantiles), and the lowest reward of any step
-    (`PlannerConfig.support`)."""
-
-    low: np.ndarray  # float64 [n_obs]
-    high: np.ndarray  # float64 [n_obs]
-    reward_low: float
-
-    @classmethod
-    def of_run(cls, data: dict) -> DataRegion:
-        """From the "data" section of a run's sidecar (`load_model`'s second value).
-
-        Raises:
-            PlannerError: the run does not record the region (image observations, or trained by
-                a version before the region was recorded).
-        """
-        if "obs_low" not in data or "obs_high" not in data:
-            raise PlannerError("the run records no region of its data (obs_low / obs_high in its sidecar's data): "
-                               "image observations have none, and runs trained before worldssm recorded it need "
-                               "training again for PlannerConfig.support")
-        return cls(np.asarray(data["obs_low"], np.float64), np.asarray(data["obs_high"], np.float64),
-                   float(data.get("reward_low", 0.0)))
-
-    def outside(self, obs: np.ndarray, margin: float, start: np.ndarray | None = None) -> np.ndarray:
-        """bool [B]: rows of obs [B, ...] with a dimension outside [low, high] widened by margin x
-        span, and, where `start` [B, ...] is given, also widened to take in each row's start (an
-        agent already outside is not halted for staying where it is, only for going further)."""
-        pad = margin * (self.high - self.low)
-        x = obs.reshape(obs.shape[0], -1)
-        low, high = self.low - pad, self.high + pad
-        if start is not None:
-            s = start.reshape(start.shape[0], -1)
-            low, high = np.minimum(low, s), np.maximum(high, s)
-        return ((x < low) | (x > high)).any(axis=1)
-
-    @property
-    def halt_reward(self) -> float:
-        """What a halted candidate earns per step: the data's lowest reward, or 0 if that is higher."""
-        return min(0.0, self.reward_low)
-
-
 class _Planner:
     """What MPPI and CEM share: agents' slots, the candidate loop, scoring, stats."""
 
-    def __init__(self, engine, cfg: PlannerConfig = PLANNER_PRESETS["fast"], seed: int = 0,
-                 region: DataRegion | None = None):
+    def __init__(self, engine, cfg: PlannerConfig = PLANNER_PRESETS["fast"], seed: int = 0):
         if cfg.particles > 1 and not engine.sample:
             raise PlannerError("particles > 1 need an engine that samples latents (Engine(sample=True)); "
                                "with the expected latent every particle is the same rollout")
-        if cfg.support is not None and region is None:
-            raise PlannerError("PlannerConfig.support keeps candidates to the data's region: pass region= "
-                               "(DataRegion.of_run of the model's run)")
-        if region is not None and region.low.size != int(np.prod(engine.obs_shape)):
-            raise PlannerError(f"the data region has {region.low.size} observation dimensions; the model has "
-                               f"{int(np.prod(engine.obs_shape))}")
-        self.region = region if cfg.support is not None else None
         self.engine, self.cfg, self.stream = engine, cfg, TickStream(seed)
         self.space = engine.action_space
         self._slot: dict[int, int] = {}  # agent id -> its slot in the engine
         self._plan: dict[int, np.ndarray] = {}  # agent id -> plan distribution (see subclasses)
-        self.stats = {"decisions": 0, "imagined_steps": 0, "seconds": 0.0, "last_ms": 0.0, "halted": 0}
+        self.stats = {"decisions": 0, "imagined_steps": 0, "seconds": 0.0, "last_ms": 0.0}
 
     # ----- the protocol -------------------------------------------------------------------------
     def act(self, obs: np.ndarray, info: AgentInfo) -> np.ndarray:
@@ -261,29 +196,18 @@ class _Planner:
         a, s = cand.shape[:2]
         copies = s * cfg.particles
         forks = self._forks(slots, obs, first, copies, standing)  # [A * S * P], agent-major
-        region = self.region
         try:
             ret = np.zeros(a * copies)
             log_alive = np.zeros(a * copies)  # log P(still going): sums of log c_j, which keep the
             # differences between safe states that c itself rounds away (1.0 in float32)
-            halted = np.zeros(a * copies, bool)  # left the data's region (module docstring)
-            decode = {} if region is None else {"decode": True}
-            if region is not None:  # each candidate's o_t, so a state already outside has a way back
-                start = np.repeat(np.asarray(obs, np.float64).reshape(a, -1), copies, axis=0)
             for h in range(cfg.horizon):
                 step = np.repeat(cand[:, :, h], cfg.particles, axis=1).reshape(a * copies, *cand.shape[3:])
-                out = self.engine.imagine(forks, step, **decode)
+                out = self.engine.imagine(forks, step)
                 r = out.reward.cpu().numpy().astype(np.float64)
-                log_c = out.log_cont.cpu().numpy().astype(np.float64)
-                if region is not None:
-                    halted |= region.outside(out.obs.cpu().numpy(), cfg.support, start)
-                    r = np.where(halted, region.halt_reward, r)
-                    log_c = np.where(halted, 0.0, log_c)
                 ret += cfg.discount ** h * np.exp(log_alive) * r
-                log_alive = log_alive + log_c
+                log_alive = log_alive + out.log_cont.cpu().numpy().astype(np.float64)
         finally:
             self.engine.leave(forks)
-        self.stats["halted"] += int(halted.sum())
         ret = ret.reshape(a, s, cfg.particles)
         bad = ~np.isfinite(ret).all(axis=(1, 2))
         if bad.any():
@@ -309,12 +233,10 @@ class MPPIPlanner(_Planner):
         engine: the `Engine` holding the model (and, from now on, these agents' states).
         cfg: the search settings.
         seed: seed of the candidate draws (a function of (seed, tick), see `TickStream`).
-        region: the region the model's data covered; needed where `cfg.support` is set.
     """
 
-    def __init__(self, engine, cfg: PlannerConfig = PLANNER_PRESETS["fast"], seed: int = 0,
-                 region: DataRegion | None = None):
-        super().__init__(engine, cfg, seed, region)
+    def __init__(self, engine, cfg: PlannerConfig = PLANNER_PRESETS["fast"], seed: int = 0):
+        super().__init__(engine, cfg, seed)
         if self.space["type"] != "box":
             raise PlannerError(f"MPPI plans over Box actions; this model's actions are {self.space['type']}")
         low = np.asarray(self.space["low"], np.float64).reshape(-1)
@@ -370,9 +292,8 @@ class CEMPlanner(_Planner):
     Args: as `MPPIPlanner`.
     """
 
-    def __init__(self, engine, cfg: PlannerConfig = PLANNER_PRESETS["fast"], seed: int = 0,
-                 region: DataRegion | None = None):
-        super().__init__(engine, cfg, seed, region)
+    def __init__(self, engine, cfg: PlannerConfig = PLANNER_PRESETS["fast"], seed: int = 0):
+        super().__init__(engine, cfg, seed)
         if self.space["type"] != "discrete":
             raise PlannerError(f"categorical CEM plans over Discrete actions; this model's are {self.space['type']}")
         self.n = int(self.space["n"])
@@ -415,9 +336,9 @@ def preset_config(cfg: PlannerConfig | str | None) -> PlannerConfig:
     return PLANNER_PRESETS[cfg]
 
 
-def make_planner(engine, cfg: PlannerConfig | str = "fast", seed: int = 0, region: DataRegion | None = None):
+def make_planner(engine, cfg: PlannerConfig | str = "fast", seed: int = 0):
     """MPPI for a Box action space, categorical CEM for a Discrete one; `cfg` a PlannerConfig or
-    a preset name of `PLANNER_PRESETS`; `region` where `cfg.support` is set."""
+    a preset name of `PLANNER_PRESETS`."""
     cfg = preset_config(cfg)
     cls = MPPIPlanner if engine.action_space["type"] == "box" else CEMPlanner
-    return cls(engine, cfg, seed, region)
+    return cls(engine, cfg, seed)

@@ -129,7 +129,7 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
     """
     import dataclasses
 
-    from worldssm.agents.planners import DataRegion, make_planner, preset_config
+    from worldssm.agents.planners import make_planner, preset_config
     from worldssm.engine import Engine
     from worldssm.errors import WorldssmError
     from worldssm.model import load_model
@@ -141,10 +141,9 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
         raise WorldssmError(f"{checkpoint}: the run records no env; pass env_id")
     check_env_spaces(env_id, model, str(checkpoint))
     cfg = preset_config(cfg)
-    region = DataRegion.of_run(sidecar["data"]) if cfg.support is not None else None  # before the engine
     engine = Engine(model, capacity=episodes * (cfg.samples * cfg.particles + 1), device=device,
                     sample=cfg.particles > 1, seed=seed)
-    planner = make_planner(engine, cfg, seed=seed, region=region)
+    planner = make_planner(engine, cfg, seed=seed)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -165,7 +164,6 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
             **result.summary(), "imagined_steps_per_agent_decision": per_decision,
             "imagined_steps_per_s": planned, "raw_step_batch": batch, "raw_steps_per_s": raw,
             "planning_overhead": raw / planned - 1 if planned else None,
-            "halted_candidate_steps": planner.stats["halted"],
             "engine_impl": engine.impl, "device": device}
 
 

@@ -70,25 +70,3 @@ def test_misuse(tmp_path):
         improve(tmp_path / "full", resume=True, rounds=0)
     with pytest.raises(ValueError, match="planner must be one of"):
         ImproveConfig(env="Pendulum-v1", planner="best")
-    with pytest.raises(ValueError, match="support must be >= 0"):
-        ImproveConfig(env="Pendulum-v1", support=-0.5)
-
-
-def test_a_planner_that_keeps_to_the_data_reads_the_round_s_region(tmp_path, monkeypatch):
-    """With --support each round's planner checks every imagined observation against the region
-    its round's data covered, as the run recorded it."""
-    import dataclasses
-
-    from worldssm.agents.planners import DataRegion
-
-    seen = []
-    real = DataRegion.outside
-    monkeypatch.setattr(DataRegion, "outside", lambda self, obs, margin: seen.append((self, margin)) or real(self, obs, margin))
-    state = improve(tmp_path / "loop", dataclasses.replace(TINY, support=0.25))
-    score = state["scores"][0]
-    assert score["planner_config"]["support"] == 0.25 and state["final"]["planner_config"]["support"] == 0.25
-    recorded = json.loads((tmp_path / "loop" / "round-00" / "run" / "config.json").read_text())["data"]
-    assert seen and {m for _, m in seen} == {0.25}
-    assert all(r.low.tolist() == recorded["obs_low"] and r.reward_low == recorded["reward_low"] for r, _ in seen)
-    # every imagined step of every decision (2 plan rounds: the round's and the final test's)
-    assert len(seen) == 2 * score["decisions"] * TINY.planner_config().horizon * TINY.planner_config().iterations

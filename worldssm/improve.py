@@ -60,7 +60,6 @@ class ImproveConfig:
     planner: str = "fast"  # planner preset (worldssm.agents.planners.PLANNER_PRESETS)
     horizon: int | None = None  # imagined steps per candidate; none: the preset's
     samples: int | None = None  # candidate sequences per agent and iteration; none: the preset's
-    support: float | None = None  # planner keeps to its data's region (PlannerConfig.support); none: off
     seed: int = 0  # seed of collection, training and planning (round r plays seeds seed + 1000 r + i)
     threads: int = 0  # torch threads for training (0: torch's default)
 
@@ -79,8 +78,6 @@ class ImproveConfig:
                 raise ValueError(f"ImproveConfig.{name} must be one of {options}, got {getattr(self, name)!r}")
         if self.mean_rows is not None and not 0.0 <= self.mean_rows <= 1.0:
             raise ValueError(f"ImproveConfig.mean_rows must be in [0, 1] or None, got {self.mean_rows}")
-        if self.support is not None and not self.support >= 0:
-            raise ValueError(f"ImproveConfig.support must be >= 0 or None, got {self.support}")
         if self.threads < 0:
             raise ValueError(f"ImproveConfig.threads must be >= 0, got {self.threads}")
 
@@ -88,8 +85,7 @@ class ImproveConfig:
         from worldssm.agents.planners import PLANNER_PRESETS
 
         base = PLANNER_PRESETS[self.planner]
-        over = {k: v for k, v in (("horizon", self.horizon), ("samples", self.samples), ("support", self.support))
-                if v is not None}
+        over = {k: v for k, v in (("horizon", self.horizon), ("samples", self.samples)) if v is not None}
         if "samples" in over:
             over["elites"] = min(base.elites, over["samples"])
         return dataclasses.replace(base, **over)
@@ -206,16 +202,15 @@ class Improvement:
     def _play(self, r: int, seed: int, dest: Path, desc: str, planner_seed: int) -> dict:
         """Round r's model plans `episodes` episodes of the real env (seeds seed + i), recorded in
         dest; returns their score."""
-        from worldssm.agents.planners import DataRegion, make_planner
+        from worldssm.agents.planners import make_planner
         from worldssm.data import RolloutDataset
         from worldssm.engine import Engine
         from worldssm.model import load_model
 
         cfg, pcfg = self.cfg, self.cfg.planner_config()
-        model, sidecar = load_model(self._run_dir(r))
-        region = DataRegion.of_run(sidecar["data"]) if pcfg.support is not None else None
+        model, _ = load_model(self._run_dir(r))
         engine = Engine(model, capacity=cfg.episodes * (pcfg.samples * pcfg.particles + 1), seed=cfg.seed)
-        planner = make_planner(engine, pcfg, seed=planner_seed, region=region)
+        planner = make_planner(engine, pcfg, seed=planner_seed)
         bar = self._bar(None, desc)
         try:
             self._collect(dest, n_agents=cfg.episodes, steps=100_000, seed=seed, agent=planner,
@@ -231,8 +226,7 @@ class Improvement:
                 "mean_return": float(returns.mean()), "std_return": float(returns.std()),
                 "planner": type(planner).__name__, "planner_config": dataclasses.asdict(pcfg),
                 "decisions": ms["decisions"], "mean_decision_ms": 1e3 * ms["seconds"] / max(1, ms["decisions"]),
-                "imagined_steps_per_s": planner.imagined_steps_per_second(), "engine_impl": engine.impl,
-                "halted_candidate_steps": ms["halted"]}
+                "imagined_steps_per_s": planner.imagined_steps_per_second(), "engine_impl": engine.impl}
 
     def _bar(self, total, desc):
         if not self.progress:

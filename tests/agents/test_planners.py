@@ -2,15 +2,12 @@
 batch all agents into one engine call per imagined step, never grow the slab, and refuse or
 report what they cannot do."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
 from worldssm.agents import AgentInfo
-from worldssm.agents.planners import (CEMPlanner, DataRegion, MPPIPlanner, PlannerConfig, PlannerError,
-                                      make_planner)
+from worldssm.agents.planners import CEMPlanner, MPPIPlanner, PlannerConfig, PlannerError, make_planner
 from worldssm.engine import Engine
 from worldssm.engine.engine import EngineOutput
 from worldssm.errors import WorldssmWarning
@@ -20,21 +17,17 @@ class ScriptedEngine(Engine):
     """A real Engine (slots, forks, validation) whose imagined reward and continue flag are set
     by a rule of the action: the planner's search is tested without training a model."""
 
-    def __init__(self, model, capacity, rule, obs_rule=None):
+    def __init__(self, model, capacity, rule):
         super().__init__(model, capacity, impl="torch")
-        self.rule, self.obs_rule, self.calls, self.rows, self.decoded = rule, obs_rule, 0, [], 0
+        self.rule, self.calls, self.rows = rule, 0, []
 
     def imagine(self, slots, actions, decode=False):
         out = super().imagine(slots, actions, decode)
         self.calls += 1
         self.rows.append(len(slots))
-        self.decoded += bool(decode)
         reward, cont = self.rule(np.asarray(actions))
         cont = torch.as_tensor(cont, dtype=torch.float32)
-        obs = out.obs
-        if decode and self.obs_rule is not None:
-            obs = torch.as_tensor(self.obs_rule(np.asarray(actions)), dtype=torch.float32)
-        return EngineOutput(out.z, torch.as_tensor(reward, dtype=torch.float32), cont, obs, torch.log(cont))
+        return EngineOutput(out.z, torch.as_tensor(reward, dtype=torch.float32), cont, out.obs, torch.log(cont))
 
 
 def model_for(action_space):
@@ -120,64 +113,6 @@ def test_nan_predictions_are_reported_with_the_agent_and_not_planned_on():
     with pytest.warns(WorldssmWarning, match=r"agents \[0, 1\]"):
         act = planner.act(np.zeros((2, 3), np.float32), info(2))
     assert np.isfinite(act).all() and (act[:, 0] <= 1.5).all()
-
-
-def _leaving_rule(a):
-    """Action 2 leads where the data never went (observation 5 against a range of [-1, 1]);
-    actions 0 and 1 stay inside (observation 0.5)."""
-    return np.where(a[:, None] == 2, 5.0, 0.5) * np.ones((1, 3))
-
-
-@pytest.mark.parametrize("rewards, reward_low", [
-    # rewards >= 0 (CartPole): a halted candidate earns 0, like a predicted end
-    ((0.0, 0.6, 1.0), 0.0),
-    # rewards < 0 (Pendulum): a halted candidate earns the data's lowest reward, not 0 (which
-    # would make leaving the data the best plan of all)
-    ((-2.0, -1.0, -0.1), -10.0),
-])
-def test_a_planner_that_keeps_to_the_data_halts_candidates_that_leave_it(rewards, reward_low):
-    """Action 2 pays best but leaves the data's region. Trusting the model everywhere the planner
-    takes 2; keeping to the data it takes 1, the best action inside; every imagined step was
-    decoded for that, and the halted candidates are counted."""
-
-    def rule(a):
-        return np.choose(a, rewards), np.ones(len(a))
-
-    region = DataRegion(np.full(3, -1.0), np.full(3, 1.0), reward_low)
-    cfg = PlannerConfig(samples=64, horizon=4, iterations=3, elites=8, discount=1.0)
-    trusting = ScriptedEngine(model_for(DISC), 1 + 64, rule, _leaving_rule)
-    assert CEMPlanner(trusting, cfg).act(np.zeros((1, 3), np.float32), info(1)).tolist() == [2]
-    assert trusting.decoded == 0, "without support nothing is decoded"
-    eng = ScriptedEngine(model_for(DISC), 1 + 64, rule, _leaving_rule)
-    keeping = CEMPlanner(eng, dataclasses.replace(cfg, support=0.5), region=region)
-    assert keeping.act(np.zeros((1, 3), np.float32), info(1)).tolist() == [1]
-    assert eng.decoded == eng.calls == cfg.horizon * cfg.iterations
-    assert keeping.stats["halted"] > 0
-    # the margin widens the region: at support=3 an observation of 5 is inside [-1 - 6, 1 + 6]
-    wide = CEMPlanner(ScriptedEngine(model_for(DISC), 1 + 64, rule, _leaving_rule),
-                      dataclasses.replace(cfg, support=3.0), region=region)
-    assert wide.act(np.zeros((1, 3), np.float32), info(1)).tolist() == [2]
-    assert wide.stats["halted"] == 0
-
-
-def test_data_region_bad_input():
-    eng = Engine(model_for(DISC), 8, impl="numpy")
-    with pytest.raises(PlannerError, match="pass region="):
-        make_planner(eng, PlannerConfig(samples=4, elites=2, support=0.1))
-    with pytest.raises(PlannerError, match="has 2 observation dimensions; the model has 3"):
-        make_planner(eng, PlannerConfig(samples=4, elites=2, support=0.1),
-                     region=DataRegion(np.zeros(2), np.ones(2), 0.0))
-    with pytest.raises(PlannerError, match="records no region"):
-        DataRegion.of_run({"env_id": "CartPole-v1", "steps": 10})
-    with pytest.raises(ValueError, match="support"):
-        PlannerConfig(support=-0.1)
-    region = DataRegion.of_run({"obs_low": [-1, 0], "obs_high": [1, 2], "reward_low": -3.5})
-    assert region.halt_reward == -3.5 and DataRegion(region.low, region.high, 2.0).halt_reward == 0.0
-    assert region.outside(np.array([[0.0, 1.0], [1.2, 1.0], [0.0, -0.1]]), 0.0).tolist() == [False, True, True]
-    assert region.outside(np.array([[1.2, 1.0]]), 0.1).tolist() == [False]
-    # an agent already outside halts only for going further: the region takes in its start
-    start = np.array([[1.25, 1.0]] * 3)
-    assert region.outside(np.array([[1.2, 1.0], [1.3, 1.0], [-1.1, 1.0]]), 0.0, start).tolist() == [False, True, True]
 
 
 def test_warm_start_and_episode_reset():

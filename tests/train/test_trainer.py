@@ -101,23 +101,3 @@ def test_missing_or_damaged_checkpoint_is_named(tmp_path):
     (tmp_path / "checkpoints" / "latest").write_text("step-00000009\n")
     with pytest.raises(CheckpointError, match="step-00000009, which is missing"):
         load_model(tmp_path)
-
-
-def test_the_run_records_the_region_its_data_covered(pendulum_run, pendulum_data):
-    """Planners that keep to the data (PlannerConfig.support) read it from the sidecar: every
-    observation dimension's 0.1% and 99.9% quantiles and the lowest reward, over all the data."""
-    import numpy as np
-
-    from worldssm.agents.planners import DataRegion
-    from worldssm.data import RolloutDataset
-
-    data = load_model(pendulum_run)[1]["data"]
-    ds = RolloutDataset.load(pendulum_data)
-    obs = np.concatenate([ep["obs"] for ep in ds.episodes])
-    rewards = np.concatenate([ep["reward"][1:] for ep in ds.episodes])
-    np.testing.assert_allclose(data["obs_low"], np.quantile(obs.astype(np.float64), 0.001, axis=0))
-    np.testing.assert_allclose(data["obs_high"], np.quantile(obs.astype(np.float64), 0.999, axis=0))
-    assert (np.array(data["obs_low"]) > obs.min(axis=0)).all(), "a quantile, not the extreme"
-    assert data["reward_low"] == pytest.approx(float(rewards.min())) and data["reward_low"] < -1  # Pendulum's are < 0
-    region = DataRegion.of_run(data)
-    assert 0 < region.outside(obs, 0.0).mean() <= 0.01

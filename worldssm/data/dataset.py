@@ -131,30 +131,6 @@ class RolloutDataset:
         var = sum(((ep["obs"] - mean) ** 2).sum(axis=0) for ep in self.episodes) / n
         return mean, np.maximum(np.sqrt(var), 1e-6)
 
-    def obs_range(self, tail: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """Per-dimension range of the observations over all steps: the `tail` and 1 - `tail`
-        quantiles (0: lowest and highest), the region the data covers (a planner can treat
-        leaving it as unknown; `worldssm.agents.planners`).
-
-        Returns:
-            (low, high), float64 arrays of shape obs_shape.
-        """
-        if self.num_steps == 0:
-            raise ValueError("cannot compute the observation range of an empty dataset")
-        if not 0.0 <= tail < 0.5:
-            raise ValueError(f"tail must be in [0, 0.5), got {tail}")
-        obs = np.concatenate([ep["obs"] for ep in self.episodes]).astype(np.float64)
-        low, high = np.quantile(obs, [tail, 1.0 - tail], axis=0)
-        return low, high
-
-    def reward_range(self) -> tuple[float, float]:
-        """Lowest and highest reward of any step that has one (step 0 of an episode carries none)."""
-        rewards = [ep["reward"][1:] for ep in self.episodes if len(ep["reward"]) > 1]
-        if not rewards:
-            raise ValueError("cannot compute the reward range of a dataset without transitions")
-        r = np.concatenate(rewards)
-        return float(r.min()), float(r.max())
-
 
 def _check_same_spec(spec: DatasetSpec | None, header: dict, shard: Path) -> DatasetSpec:
     new = DatasetSpec(header["env_id"], header["observation_space"], header["action_space"])

@@ -86,29 +86,7 @@ def data_description(spec, dataset, train, val, path=None) -> dict:
         "steps": dataset.num_steps,
         "train_episodes": len(train.episodes),
         "val_episodes": len(val.episodes),
-        **observed_region(spec, dataset),
     }
-
-
-REGION_TAIL = 0.001  # the data's region leaves out this share of the steps at each end of each dimension
-
-
-def observed_region(spec, dataset) -> dict:
-    """The region the data covers, for planners that keep to it (`worldssm.agents.planners`):
-    per dimension of vector observations, the 0.1% and 99.9% quantiles over all steps (where a
-    handful of steps went, the model has not learnt the dynamics), and the lowest reward. Image
-    data gets none (a pixel range says nothing about where the model has been)."""
-    from worldssm.model.world_model import observation_kind
-
-    if observation_kind(spec.observation_space) != "vector" or dataset.num_steps == 0:
-        return {}
-    low, high = dataset.obs_range(REGION_TAIL)
-    out = {"obs_low": low.reshape(-1).tolist(), "obs_high": high.reshape(-1).tolist()}
-    try:
-        out["reward_low"] = dataset.reward_range()[0]
-    except ValueError:  # no transitions: nothing to say about rewards
-        pass
-    return out
 
 
 def check_spaces(ckpt_data: dict, spec, where) -> None:
