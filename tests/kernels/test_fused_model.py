@@ -125,3 +125,50 @@ def test_only_the_layer_path_takes_the_fused_heads(monkeypatch, path):
     tri, _ = models({"type": "discrete", "n": 3})
     monkeypatch.setenv("WORLDSSM_STEP_PATH", path)
     assert f"step path is {path}, not layer" in fused.why_not_fused(tri, False)
+
+
+@pytest.mark.parametrize("kd", [20, 150])  # one column chunk; three, the last one partial
+def test_every_prologue_over_several_column_chunks_equals_torch(kd):
+    """fused_linear walks each input row 64 columns at a time (row statistics first for the
+    norms): every prologue, grouped inputs and the stored prologue match torch at any width."""
+    import torch.nn.functional as F
+
+    from worldssm.kernels.mlp.triton import (EPI_PROBS, EPI_TWOHOT, PRO_LN_SILU, PRO_NONE, PRO_RMS, PRO_SYMLOG,
+                                             fused_linear)
+    from worldssm.model.nets import TwoHot
+
+    g = torch.Generator().manual_seed(3)
+
+    def rnd(*s, scale=1.0):
+        return (torch.randn(*s, generator=g) * scale).to(DEV)
+
+    b, n = 37, 70
+    x = rnd(b, 2 * kd, scale=3.0)
+    w = [rnd(n, kd, scale=kd ** -0.5) for _ in range(2)]
+    bias = [rnd(n) for _ in range(2)]
+    tol = dict(rtol=1e-4, atol=1e-4)
+    got, _ = fused_linear(x[:, :kd], w[:1], bias[:1], pro=PRO_NONE)
+    torch.testing.assert_close(got, F.linear(x[:, :kd], w[0], bias[0]), **tol)
+    loc, scale = rnd(kd), rnd(kd).abs() + 0.5
+    got, _ = fused_linear(x[:, :kd], w[:1], bias[:1], pro=PRO_SYMLOG, pro_a=loc, pro_b=scale)
+    v = (x[:, :kd] - loc) / scale
+    torch.testing.assert_close(got, F.linear(torch.sign(v) * torch.log1p(v.abs()), w[0], bias[0]), **tol)
+    gam, bet = [rnd(kd) for _ in range(2)], [rnd(kd) for _ in range(2)]
+    got, _ = fused_linear(x, w, bias, pro=PRO_LN_SILU, ln=(gam, bet), grouped_input=True, eps=1e-3)
+    want = [F.linear(F.silu(F.layer_norm(x[:, i * kd:(i + 1) * kd], (kd,), gam[i], bet[i], 1e-3)), w[i], bias[i])
+            for i in range(2)]
+    torch.testing.assert_close(got, torch.cat(want, dim=1), **tol)
+    rw = rnd(kd)
+    got, normed = fused_linear(x[:, :kd], w, bias, pro=PRO_RMS, pro_a=rw, store_pro=True, eps=1e-5)
+    h = x[:, :kd] * torch.rsqrt(x[:, :kd].pow(2).mean(-1, keepdim=True) + 1e-5) * rw
+    torch.testing.assert_close(normed, h, **tol)
+    torch.testing.assert_close(got, torch.cat([F.linear(h, w[i], bias[i]) for i in range(2)], dim=1), **tol)
+    probs, _ = fused_linear(x[:, :kd], w[:1], [None], epi=EPI_PROBS, classes=7, unimix=0.01)
+    want = 0.99 * F.linear(x[:, :kd], w[0]).view(b, 10, 7).softmax(-1) + 0.01 / 7
+    torch.testing.assert_close(probs, want.reshape(b, n), **tol)
+    twohot = TwoHot(255, 20.0).to(DEV)
+    wr, br = rnd(255, kd, scale=0.5 * kd ** -0.5), rnd(255)
+    got, _ = fused_linear(x[:, :kd], [wr], [br], pro=PRO_LN_SILU, ln=([gam[0]], [bet[0]]), epi=EPI_TWOHOT,
+                          bins=twohot.bins, eps=1e-3)
+    hidden = F.silu(F.layer_norm(x[:, :kd], (kd,), gam[0], bet[0], 1e-3))
+    torch.testing.assert_close(got, twohot.mean(F.linear(hidden, wr, br)), **tol)
