@@ -32,8 +32,9 @@ def why_not_fused(wm, sample: bool) -> str | None:
     from worldssm.kernels.step.layer import step_path
 
     if step_path() != "layer":
-        # The fused heads measured slower than the module heads at every batch on an H100 (their
-        # float32 products run without tensor cores): only WORLDSSM_STEP_PATH=layer takes them.
+        # The fused heads measured slower than the module heads at every batch on the H200 and
+        # the H100 (whole-row tiles that spilled; the column-chunked kernels that replace them are
+        # not yet timed): only WORLDSSM_STEP_PATH=layer takes them.
         return f"the step path is {step_path()}, not layer (WORLDSSM_STEP_PATH)"
     if any(p.dtype != torch.float32 for n, p in wm.named_parameters() if not n.startswith("backbone.")):
         return "encoder or head weights are not float32"
