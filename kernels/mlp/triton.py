@@ -57,12 +57,18 @@ def _pick(g, p0, p1, p2):
 
 
 @triton.jit
+def _x_chunk(x_ptr, row, mr, g, XS: tl.constexpr, kk, mk):
+    """Columns kk of group g's input for rows `row`, float32 [BM, BK] (0 where masked)."""
+    return tl.load(x_ptr + row[:, None] + g * XS + kk[None, :], mask=mr[:, None] & mk[None, :],
+                   other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _pro_chunk(x_ptr, row, mr, g, XS: tl.constexpr, kk, mk, pa_ptr, pb_ptr, gam_ptr, bet_ptr, mean, rstd,
                PRO: tl.constexpr):
     """Columns kk of the prologue's output for rows `row` ([BM, BK] float32, 0 outside mk), from
     the row statistics of `_row_stats`."""
-    x = tl.load(x_ptr + row[:, None] + g * XS + kk[None, :], mask=mr[:, None] & mk[None, :], other=0.0)
-    xf = x.to(tl.float32)
+    xf = _x_chunk(x_ptr, row, mr, g, XS, kk, mk)
     if PRO == 1:  # standardise: (x - loc) / scale, then symlog
         loc = tl.load(pa_ptr + kk, mask=mk, other=0.0)
         scale = tl.load(pb_ptr + kk, mask=mk, other=1.0)
@@ -92,8 +98,7 @@ def _row_stats(x_ptr, row, mr, g, XS: tl.constexpr, KD: tl.constexpr, BLOCK_M: t
         s1 = tl.zeros([BLOCK_M], tl.float32)
         for k0 in range(0, KD, BLOCK_K):
             kk = k0 + tl.arange(0, BLOCK_K)
-            xf = tl.load(x_ptr + row[:, None] + g * XS + kk[None, :], mask=mr[:, None] & (kk < KD)[None, :],
-                         other=0.0).to(tl.float32)
+            xf = _x_chunk(x_ptr, row, mr, g, XS, kk, kk < KD)
             if PRO == 2:
                 s1 += tl.sum(xf, axis=1)
             else:
@@ -104,8 +109,7 @@ def _row_stats(x_ptr, row, mr, g, XS: tl.constexpr, KD: tl.constexpr, BLOCK_M: t
             for k0 in range(0, KD, BLOCK_K):
                 kk = k0 + tl.arange(0, BLOCK_K)
                 mk = kk < KD
-                xf = tl.load(x_ptr + row[:, None] + g * XS + kk[None, :], mask=mr[:, None] & mk[None, :],
-                             other=0.0).to(tl.float32)
+                xf = _x_chunk(x_ptr, row, mr, g, XS, kk, mk)
                 d = tl.where(mk[None, :], xf - mean[:, None], 0.0)
                 s2 += tl.sum(d * d, axis=1)
             rstd = 1.0 / tl.sqrt(s2 / KD + eps)

@@ -31,11 +31,12 @@ def why_not_fused(wm, sample: bool) -> str | None:
         return "the backbone runs the reference kernels"
     from worldssm.kernels.step.layer import step_path
 
-    if step_path() != "layer":
+    path = step_path()
+    if path != "layer":
         # The fused heads measured slower than the module heads at every batch on the H200 and
         # the H100 (whole-row tiles that spilled; the column-chunked kernels that replace them are
         # not yet timed): only WORLDSSM_STEP_PATH=layer takes them.
-        return f"the step path is {step_path()}, not layer (WORLDSSM_STEP_PATH)"
+        return f"the step path is {path}, not layer (WORLDSSM_STEP_PATH)"
     if any(p.dtype != torch.float32 for n, p in wm.named_parameters() if not n.startswith("backbone.")):
         return "encoder or head weights are not float32"
     return None
