@@ -13,11 +13,12 @@ from worldssm.errors import MissingDependencyError, WorldssmError
 
 def test_smoke_run_writes_json_png_and_verdicts(tmp_path):
     result = fidelity.run(["Pendulum-v1"], backbones=("mamba2", "gru"), out_dir=tmp_path, work=tmp_path / "w",
-                          preset="DEBUG", scale=0.01)
+                          preset="DEBUG", scale=0.01, train_steps=500)
     saved = json.loads((tmp_path / result["path"].rsplit("/", 1)[1]).read_text())
     assert list(tmp_path.glob("fidelity-cpu-*.png")), "the PNG grid is written beside the JSON"
     rec = saved["envs"]["Pendulum-v1"]
     assert set(rec["backbones"]) == {"mamba2", "gru"}
+    assert rec["train_steps"] == 5, "train_steps replaces the entry's budget (6,000 x 0.01 would be 60)"
     for b in ("mamba2", "gru"):
         r = rec["backbones"][b]
         assert len(r["eval"]["obs_nmse"]["model"]) == 7 and r["train_seconds"] > 0
@@ -52,6 +53,9 @@ def test_bad_envs_are_refused_before_collection(monkeypatch, tmp_path):
         with pytest.raises(MissingDependencyError, match=r"worldssm\[envs\]"):
             fidelity.run(["needs-extra"], work=tmp_path / "w", out_dir=tmp_path)
         assert not (tmp_path / "w").exists()
+    with pytest.raises(WorldssmError, match="--train-steps must be"):
+        fidelity.run(["Pendulum-v1"], work=tmp_path / "w", out_dir=tmp_path, train_steps=1)
+    assert not (tmp_path / "w").exists()
     monkeypatch.setitem(fidelity.SUITE, "multi", fidelity.EnvEntry("pettingzoo/classic/rps_v2", 2, 1, 1))
     pytest.importorskip("pettingzoo")
     with pytest.raises(WorldssmError, match="cannot take its observation space"):

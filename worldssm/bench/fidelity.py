@@ -126,9 +126,10 @@ def verdict(result: dict) -> dict:
 
 
 def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed: int, progress: bool,
-            preset: str | None = None, scale: float = 1.0) -> dict:
-    """Collect, train each backbone, evaluate; one env's record for the JSON. `preset` and
-    `scale` (of the collection ticks and training steps) exist for smoke tests."""
+            preset: str | None = None, scale: float = 1.0, train_steps: int | None = None) -> dict:
+    """Collect, train each backbone, evaluate; one env's record for the JSON. `train_steps`
+    replaces the entry's training budget (the GPU's allows more updates for image envs);
+    `preset` and `scale` (of the collection ticks and training steps) exist for smoke tests."""
     import shutil
 
     from worldssm.data import RolloutDataset, collect
@@ -137,7 +138,7 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
     from worldssm.train.evaluate import EvalConfig, evaluate
 
     preset = preset or ("BASE" if device == "cuda" else "SMALL")
-    ticks, steps = max(2, int(entry.ticks * scale)), max(2, int(entry.train_steps * scale))
+    ticks, steps = max(2, int(entry.ticks * scale)), max(2, int((train_steps or entry.train_steps) * scale))
     data = work / name / "data"
     if data.exists():
         shutil.rmtree(data)
@@ -171,8 +172,10 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
 
 
 def run(envs=None, device: str = "cpu", backbones=("mamba2",), out_dir="tests/bench/results", work="runs/fidelity",
-        seed: int = 0, progress: bool = False, preset: str | None = None, scale: float = 1.0) -> dict:
-    """Run the suite (or the `envs` named) and write the JSON and the PNG; returns the result."""
+        seed: int = 0, progress: bool = False, preset: str | None = None, scale: float = 1.0,
+        train_steps: int | None = None) -> dict:
+    """Run the suite (or the `envs` named) and write the JSON and the PNG; returns the result.
+    `train_steps`: the training updates of every env (default: each entry's budget)."""
     import numpy as np
     import torch
 
@@ -188,12 +191,14 @@ def run(envs=None, device: str = "cpu", backbones=("mamba2",), out_dir="tests/be
         raise WorldssmError(f"unknown backbones {bad}; choose from {BACKBONES}")
     if device == "cuda" and not torch.cuda.is_available():
         raise WorldssmError("--device cuda but torch sees no CUDA device")
+    if train_steps is not None and not 2 <= train_steps < 10**8:
+        raise WorldssmError(f"--train-steps must be in [2, 10**8), got {train_steps}")
     for n in names:  # every env is checked before any is collected
         check_entry(n, SUITE[n])
     work = Path(work)
     results = {}
     for n in names:
-        results[n] = run_env(n, SUITE[n], work, device, backbones, seed, progress, preset, scale)
+        results[n] = run_env(n, SUITE[n], work, device, backbones, seed, progress, preset, scale, train_steps)
         print(line(n, results[n]), flush=True)
     result = {"bench": "fidelity", "git_sha": git_sha(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "cpus": os.cpu_count(),

@@ -47,6 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fid.add_argument("--backbones", default="mamba2", help="comma-separated: mamba2, gru, transformer")
     fid.add_argument("--device", choices=TORCH_DEVICES, default="cpu", help="cpu: SMALL preset; cuda: BASE")
     fid.add_argument("--seed", type=int, default=0, help="seed of collection, training and evaluation")
+    fid.add_argument("--train-steps", type=int, default=None,
+                     help="training updates per env (default: each env's budget, worldssm.bench.fidelity.SUITE)")
     serve = sub.add_parser("serve", help="remote agents: step round trip and ticks/s with many clients (worldssm.bench.serve)")
     serve.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
     serve.add_argument("--agents", type=int, nargs="+", default=[1, 1024], help="agents of the one-client round trip")
@@ -124,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         if args.reevaluate:
             result = fidelity.reevaluate(args.reevaluate, args.work, args.out)
         else:
-            result = fidelity.run(envs, args.device, backbones, args.out, args.work, args.seed)
+            result = fidelity.run(envs, args.device, backbones, args.out, args.work, args.seed,
+                                  train_steps=args.train_steps)
         print(f"wrote {result['path']}")
     elif args.bench == "dream":
         from worldssm.bench import dream
