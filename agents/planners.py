@@ -48,11 +48,19 @@ class PlannerConfig:
     init_std: float = 1.0  # MPPI: initial spread, in half action ranges
     min_std: float = 0.05  # MPPI: the spread never falls below this (half action ranges)
     min_prob: float = 0.02  # CEM: every action keeps at least this probability at every step
+    # Imagined steps after the horizon under random actions (one draw per agent and decision,
+    # shared by all its candidates), their predicted rewards added to each candidate's return: a
+    # Monte-Carlo value of the state a candidate ends in, under a random policy, so of two plans
+    # equal over the horizon the one ending calm (a centred, slow cart) wins over the one ending
+    # on the brink of what lies beyond it. 0: none.
+    tail: int = 0
 
     def __post_init__(self):
         for name in ("samples", "horizon", "iterations", "elites", "particles"):
             if not getattr(self, name) >= 1:
                 raise ValueError(f"PlannerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.tail >= 0:
+            raise ValueError(f"PlannerConfig.tail must be >= 0, got {self.tail}")
         if self.elites > self.samples:
             raise ValueError(f"PlannerConfig.elites ({self.elites}) must be <= samples ({self.samples})")
         if not self.temperature > 0:
@@ -66,7 +74,7 @@ class PlannerConfig:
     @property
     def imagined_steps(self) -> int:
         """Imagined agent-steps per agent and decision."""
-        return self.samples * self.particles * self.horizon * self.iterations
+        return self.samples * self.particles * (self.horizon + self.tail) * self.iterations
 
 
 PLANNER_PRESETS = {
@@ -150,9 +158,10 @@ class _Planner:
                          for i, k in enumerate(keys)])  # [A, ...]
         rng = self.stream.at(tick)
         ids = np.asarray(keys, np.int64)
+        tail = self._random(n, self.cfg.tail, rng) if self.cfg.tail else None  # [A, T, ...], for every iteration
         for _ in range(self.cfg.iterations):
             cand = self._sample(plan, rng)  # [A, S, H, ...] actions
-            returns = self._returns(slots, obs, first, cand, ids, standing)  # [A, S]
+            returns = self._returns(slots, obs, first, cand, ids, standing, tail)  # [A, S]
             plan = self._refit(plan, cand, returns)
         action = self._first_action(plan)
         for i, k in enumerate(keys):
@@ -190,8 +199,9 @@ class _Planner:
             forks[at[rest].reshape(-1)] = self.engine.fork_observed(slots[rest], obs[rest], copies, first[rest])
         return forks
 
-    def _returns(self, slots, obs, first, cand, ids, standing=None) -> np.ndarray:
-        """Imagine every agent x candidate x particle; their discounted returns [A, S]."""
+    def _returns(self, slots, obs, first, cand, ids, standing=None, tail=None) -> np.ndarray:
+        """Imagine every agent x candidate x particle, then its random tail (`tail` [A, T, ...],
+        the same for all of an agent's candidates); their discounted returns [A, S]."""
         cfg = self.cfg
         a, s = cand.shape[:2]
         copies = s * cfg.particles
@@ -200,8 +210,12 @@ class _Planner:
             ret = np.zeros(a * copies)
             log_alive = np.zeros(a * copies)  # log P(still going): sums of log c_j, which keep the
             # differences between safe states that c itself rounds away (1.0 in float32)
-            for h in range(cfg.horizon):
-                step = np.repeat(cand[:, :, h], cfg.particles, axis=1).reshape(a * copies, *cand.shape[3:])
+            steps = cfg.horizon + (0 if tail is None else tail.shape[1])
+            for h in range(steps):
+                if h < cfg.horizon:
+                    step = np.repeat(cand[:, :, h], cfg.particles, axis=1).reshape(a * copies, *cand.shape[3:])
+                else:
+                    step = np.repeat(tail[:, h - cfg.horizon], copies, axis=0)
                 out = self.engine.imagine(forks, step)
                 r = out.reward.cpu().numpy().astype(np.float64)
                 ret += cfg.discount ** h * np.exp(log_alive) * r
@@ -259,6 +273,10 @@ class MPPIPlanner(_Planner):
         x[:, 0] = np.clip(mean, -1.0, 1.0)  # the current mean is always a candidate
         return (self.mid + self.half * x).astype(np.float32).reshape(a, s, self.cfg.horizon, *self.shape)
 
+    def _random(self, a: int, t: int, rng) -> np.ndarray:
+        x = rng.uniform(-1.0, 1.0, (a, t, self.low.size))
+        return (self.mid + self.half * x).astype(np.float32).reshape(a, t, *self.shape)
+
     def _refit(self, plan, cand, returns) -> np.ndarray:
         cfg = self.cfg
         a = cand.shape[0]
@@ -308,6 +326,9 @@ class CEMPlanner(_Planner):
         cand = (u > cum[:, None]).sum(-1).clip(0, self.n - 1).astype(np.int64)  # [A, S, H]
         cand[:, 0] = plan.argmax(-1)  # the most likely sequence is always a candidate
         return cand
+
+    def _random(self, a: int, t: int, rng) -> np.ndarray:
+        return rng.integers(0, self.n, (a, t)).astype(np.int64)
 
     def _refit(self, plan, cand, returns) -> np.ndarray:
         cfg = self.cfg
