@@ -52,8 +52,8 @@ class PlannerConfig:
     # shared by all its candidates), their predicted rewards added to each candidate's return: a
     # Monte-Carlo value of the state a candidate ends in, under a random policy, so of two plans
     # equal over the horizon the one ending calm (a centred, slow cart) wins over the one ending
-    # on the brink of what lies beyond it. 0: none.
-    tail: int = 0
+    # on the brink of what lies beyond it.
+    tail: int = 0  # random-action steps imagined after the horizon, valuing where a plan ends (0: none)
 
     def __post_init__(self):
         for name in ("samples", "horizon", "iterations", "elites", "particles"):
