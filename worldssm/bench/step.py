@@ -285,7 +285,12 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
     if context is not None:
         cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, context=context))
     wm = WorldModel(cfg, {"type": "box", "shape": [obs_dim], "dtype": "float32", "low": -1, "high": 1},
-                    {"type": "discrete", "n": n_actions}).to("cuda").eval()
+                    {"type": "discrete", "n": n_actions})
+    with torch.no_grad():  # what a new model leaves at zero (the reward head's output layer) gets small
+        for p in wm.parameters():  # values, or the fused-vs-modules check compares two rewards of ~0
+            if not p.any():
+                p.normal_(0.0, 0.02)
+    wm = wm.to("cuda").eval()
     wm.backbone.to(torch.bfloat16)
     per_agent = state_bytes_per_agent(wm.backbone)
     label = "world_model " if backbone == "mamba2" else f"world_model {backbone}{'' if context is None else f' ctx {context}'} "
