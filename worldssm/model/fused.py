@@ -33,9 +33,9 @@ def why_not_fused(wm, sample: bool) -> str | None:
 
     path = step_path()
     if path != "layer":
-        # The fused heads measured slower than the module heads at every batch on the H200 and
-        # the H100 (whole-row tiles that spilled; the column-chunked kernels that replace them are
-        # not yet timed): only WORLDSSM_STEP_PATH=layer takes them.
+        # The fused heads measured slower than the module heads on the H200 (whole-row tiles that
+        # spilled) and, column-chunked, on the H100 at every batch but 64 (290 vs 308 us):
+        # only WORLDSSM_STEP_PATH=layer takes them.
         return f"the step path is {path}, not layer (WORLDSSM_STEP_PATH)"
     if any(p.dtype != torch.float32 for n, p in wm.named_parameters() if not n.startswith("backbone.")):
         return "encoder or head weights are not float32"
