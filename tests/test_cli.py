@@ -195,6 +195,11 @@ MISUSE = [
     ("soak warm-up past half the run", ["bench", "soak", "--out", "{tmp}/r", "--seconds", "10", "--warmup-s", "8"],
      r"--warmup-s 8.0 must lie in \[0, --seconds / 2 = 5\]"),
     ("soak kill without ray", ["bench", "soak", "--out", "{tmp}/r", "--kill"], "--kill needs --backend ray"),
+    ("fidelity too few updates", ["bench", "fidelity", "--out", "{tmp}/r", "--work", "{tmp}/ev", "--envs",
+                                  "Pendulum-v1", "--train-steps", "1"], r"--train-steps must be in \[2, 10\*\*8\)"),
+    ("fidelity re-evaluation with updates", ["bench", "fidelity", "--out", "{tmp}/r", "--work", "{tmp}/ev",
+                                             "--reevaluate", "{file}", "--train-steps", "100"],
+     "--train-steps trains new runs; --reevaluate evaluates"),
 ]
 
 

@@ -124,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
         envs = None if args.envs is None else [e.strip() for e in args.envs.split(",") if e.strip()]
         backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
         if args.reevaluate:
+            if args.train_steps is not None:
+                raise WorldssmError("--train-steps trains new runs; --reevaluate evaluates the runs of "
+                                    f"{args.reevaluate} as they were trained: pass one of them")
             result = fidelity.reevaluate(args.reevaluate, args.work, args.out)
         else:
             result = fidelity.run(envs, args.device, backbones, args.out, args.work, args.seed,
