@@ -49,3 +49,18 @@ def test_fidelity_table_marks_a_continue_f1_of_the_old_evaluation():
     assert rows[-1].startswith("\\* continue F1 over the few ends inside")
     newer = fidelity_table([("a.json", file("CartPole-v1", 0.81, None)), ("c.json", file("CartPole-v1", 0.95, "episodes"))])
     assert not any("*" in r for r in newer), "the newer file replaces the old record and its mark"
+
+
+def test_fidelity_table_names_the_loss_weights_a_run_recorded():
+    ev = {"horizons": [1], "obs_nmse": {"model": [0.01], "repeat_last": [0.1]}, "reward_mae": {"model": [0.0], "mean": [0.04]},
+          "continue": {"f1": 0.9, "over": "episodes"}}
+
+    def file(env, **weights):
+        return {"git_sha": "abcdef0", "device": "cpu", "envs": {env: {"preset": "SMALL", "train_steps": 6000, "backbones": {
+            "mamba2": {"eval": ev, "targets": {"continue_f1": 0.9}, "train_seconds": 500.0, **weights}}}}}
+
+    rows = fidelity_table([("a.json", file("Hopper-v5", loss_rec=10.0, loss_con=5.0)), ("b.json", file("CartPole-v1")),
+                           ("c.json", file("Pendulum-v1", loss_rec=10.0))])
+    hopper, cart, pend = (next(r for r in rows if r.startswith(f"| {e} ")) for e in ("Hopper-v5", "CartPole-v1", "Pendulum-v1"))
+    assert "| SMALL, 6,000, reconstruction x10, continue x5 |" in hopper
+    assert "| SMALL, 6,000 |" in cart and "| SMALL, 6,000, reconstruction x10 |" in pend

@@ -167,6 +167,7 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
             result["video"] = "WORK/" + Path(result["video"]).relative_to(work).as_posix()
         record["backbones"][backbone] = {
             "train_seconds": train_s, "loss_rec": preset_for(preset, backbone).loss_rec,
+            "loss_con": preset_for(preset, backbone).loss_con,
             "eval": result, "targets": verdict(result),
             "state_bytes_per_agent": state_bytes(preset, backbone, spec.observation_space, spec.action_space),
         }

@@ -172,7 +172,8 @@ def fidelity_table(files: list[tuple[str, dict]]) -> list[str]:
         old_f1 = f1 is not None and e["continue"].get("over") != "episodes"
         marked = marked or old_f1
         rec_w = r.get("loss_rec", 1.0)  # recorded since SMALL weighs reconstruction 10; before, 1
-        weight = "" if rec_w == 1.0 else f", reconstruction x{rec_w:g}"
+        con_w = r.get("loss_con", 1.0)  # recorded since SMALL weighs the continue flag 5; before, 1
+        weight = ("" if rec_w == 1.0 else f", reconstruction x{rec_w:g}") + ("" if con_w == 1.0 else f", continue x{con_w:g}")
         out.append(f"| {env} | {backbone} | {rec['preset']}, {rec['train_steps']:,}{weight} | {at(1)} | {at(8)} | {at(32)} | "
                    f"{_fmt(rew['model'][0], 3)} / {_fmt(rew['mean'][0], 3)} | "
                    f"{'—' if f1 is None else f'{f1:.3f}'}{'*' if old_f1 else ''} | {r['train_seconds']:.0f}"
