@@ -22,6 +22,7 @@ def test_smoke_run_writes_json_png_and_verdicts(tmp_path):
     for b in ("mamba2", "gru"):
         r = rec["backbones"][b]
         assert len(r["eval"]["obs_nmse"]["model"]) == 7 and r["train_seconds"] > 0
+        assert (r["loss_rec"], r["loss_con"]) == (1.0, 1.0), "the DEBUG preset's loss weights, as the run trained"
         assert set(r["targets"]) >= {"h1_over_repeat_last", "h1_target_0.2x", "below_both_naive_up_to_32"}
         assert set(r["state_bytes_per_agent"]) == {"64", "1024", "16384"}
         assert len(set(r["state_bytes_per_agent"].values())) == 1, "a recurrent state does not grow with context"

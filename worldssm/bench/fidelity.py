@@ -20,6 +20,7 @@ terminate; reward error below the mean-reward predictor's.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -135,9 +136,9 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
     import shutil
 
     from worldssm.data import RolloutDataset, collect
-    from worldssm.model import preset_for
     from worldssm.train import TrainConfig, Trainer
     from worldssm.train.evaluate import EvalConfig, evaluate
+    from worldssm.train.trainer import RunDirectory
 
     preset = preset or ("BASE" if device == "cuda" else "SMALL")
     ticks, steps = max(2, int(entry.ticks * scale)), max(2, int((train_steps or entry.train_steps) * scale))
@@ -161,13 +162,13 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
         t1 = time.perf_counter()
         Trainer(data, run, cfg).run(progress=progress)
         train_s = time.perf_counter() - t1
+        trained = json.loads(RunDirectory(run).config.read_text())["model_config"]  # the loss weights it trained with
         result = evaluate(run, data, work / name / f"eval-{backbone}",
                           EvalConfig(seed=seed, device=device, video=entry.pixels))  # pixels: openloop.gif too
         if "video" in result:  # where under the work folder (a machine's path does not belong in the record)
             result["video"] = "WORK/" + Path(result["video"]).relative_to(work).as_posix()
         record["backbones"][backbone] = {
-            "train_seconds": train_s, "loss_rec": preset_for(preset, backbone).loss_rec,
-            "loss_con": preset_for(preset, backbone).loss_con,
+            "train_seconds": train_s, "loss_rec": trained["loss_rec"], "loss_con": trained["loss_con"],
             "eval": result, "targets": verdict(result),
             "state_bytes_per_agent": state_bytes(preset, backbone, spec.observation_space, spec.action_space),
         }
