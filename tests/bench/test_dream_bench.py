@@ -52,3 +52,21 @@ def test_run_with_bfloat16_states_records_drift_and_bytes(tmp_path):
     assert result["setup"]["state_dtype"] == "bfloat16" and result["drift"]["steps"] == 8
     assert f32["drift"] is None
     assert result["rows"][0]["state_bytes_per_env"] < f32["rows"][0]["state_bytes_per_env"]
+
+
+def test_arithmetic_floor_counts_the_products_of_one_imagined_step(tmp_path):
+    """Every Linear an imagined, decoded step runs (all but the encoder's) plus the SSM readout,
+    per dream: counting the batch instead of one dream, or the encoder too, would be far off."""
+    import torch
+
+    model, _ = dream._setup("cpu", tmp_path)
+    floor = dream.arithmetic_floor(model, n=8, seconds=0.02)
+    linears = sum(2 * m.weight.numel() for name, m in model.named_modules()
+                  if isinstance(m, torch.nn.Linear) and not name.startswith("encoder"))
+    bb = model.cfg.backbone
+    readout = 2 * bb.n_layers * bb.n_heads * bb.head_dim * bb.d_state
+    assert linears + readout <= floor["flops_per_env_step"] <= 1.01 * (linears + readout)
+    assert floor["gemm_gflops"]["float32"] > 0 and floor["gemm_gflops"]["bfloat16"] > 0
+    result = dream.run(tmp_path, "cpu", envs=(2,), seconds=0.05, workdir=tmp_path / "w")
+    row, f = result["rows"][0], result["arithmetic_floor"]
+    assert row["floor_ms"] == 2 * f["flops_per_env_step"] / (f["gemm_gflops"]["float32"] * 1e6)

@@ -118,6 +118,46 @@ def measure(model, contexts, n: int, seconds: float, device: str, state_dtype=No
             "engine_impl": env.dreams.engine.impl, "state_bytes_per_env": env.dreams.engine.slab.slot_nbytes}
 
 
+def arithmetic_floor(model, n: int = 1024, seconds: float = 1.0) -> dict:
+    """What this CPU's arithmetic allows a dream step, whatever the code around the products.
+
+    `flops_per_env_step`: the matrix products of one imagined step with decoding (torch's
+    FlopCounterMode over `Engine.imagine(..., decode=True)`, n dreams, divided by n).
+    `gemm_gflops`: the best float32 matrix-product rate numpy reaches here at the step's shapes
+    ([n, 384] @ [384, 256] and [n, 256] @ [256, 256]), each the median over `seconds`, and
+    PyTorch's bfloat16 rate at the same shapes (what a bfloat16 CPU step could reach at best).
+    A row's floor is envs x flops / rate: no step that does these products is faster.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from worldssm.engine import Engine
+    from worldssm.spaces import space_from_dict
+
+    eng = Engine(model, n, impl="torch")
+    slots = eng.join(n)
+    acts = _random_actions(space_from_dict(model.action_space), (n,), np.random.default_rng(0))
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        eng.imagine(slots, acts, decode=True)
+    flops = counter.get_total_flops() / n
+    rates = {"float32": 0.0, "bfloat16": 0.0}
+    rng = np.random.default_rng(0)
+    for k, m in ((384, 256), (256, 256)):
+        a, b = rng.standard_normal((n, k), np.float32), rng.standard_normal((k, m), np.float32)
+        ta, tb = torch.from_numpy(a).bfloat16(), torch.from_numpy(b).bfloat16()
+        for name, f in (("float32", lambda: a @ b), ("bfloat16", lambda: ta @ tb)):
+            times, deadline = [], time.perf_counter() + seconds
+            f()
+            while time.perf_counter() < deadline or len(times) < 5:
+                t0 = time.perf_counter()
+                f()
+                times.append(time.perf_counter() - t0)
+            rates[name] = max(rates[name], 2 * n * k * m / float(np.median(times)) / 1e9)
+    return {"flops_per_env_step": flops, "gemm_gflops": rates,
+            "note": "floor_ms = envs x flops_per_env_step / gemm rate; the ceiling in env-steps/s is its inverse"}
+
+
 def drift(model, contexts, device: str, steps: int = 1000, n: int = 64, seed: int = 0) -> dict:
     """How far dreams with bfloat16 SSM states drift from the same dreams with float32 states.
 
@@ -200,11 +240,15 @@ def run(out_dir="tests/bench/results", device: str = "cpu", envs=ENVS, seconds: 
             print(f"bfloat16 states over {drifted['steps']} steps: observations off by {s['obs_mean']:.4f} std "
                   f"(max {s['obs_max']:.4f}), rewards by {s['reward_mean']:.4f} (max {s['reward_max']:.4f})", flush=True)
         check(model, contexts, device, state_dtype)
+        floor = arithmetic_floor(model, seconds=min(1.0, seconds)) if device != "cuda" else None
         rows = []
         for n in envs:
             rows.append(measure(model, contexts, n, seconds, device, state_dtype))
-            print(f"{n:>6} envs: {rows[-1]['median_ms']:.2f} ms per step, {rows[-1]['env_steps_per_s']:,.0f} env-steps/s",
-                  flush=True)
+            line = f"{n:>6} envs: {rows[-1]['median_ms']:.2f} ms per step, {rows[-1]['env_steps_per_s']:,.0f} env-steps/s"
+            if floor is not None:
+                rows[-1]["floor_ms"] = n * floor["flops_per_env_step"] / (floor["gemm_gflops"]["float32"] * 1e6)
+                line += f" (float32 products alone: {rows[-1]['floor_ms']:.2f} ms)"
+            print(line, flush=True)
     result = {"bench": "dream", "git_sha": git_sha(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "cpus": os.cpu_count(),
               "platform": platform.platform(), "load_avg_before": os.getloadavg(),
@@ -213,7 +257,7 @@ def run(out_dir="tests/bench/results", device: str = "cpu", envs=ENVS, seconds: 
                         "spaces": "the run's" if checkpoint else "Pendulum-v1",
                         "context": 16, "max_steps": 200, "seconds": seconds,
                         "state_dtype": state_dtype or model.cfg.backbone.state_dtype},
-              "drift": drifted,
+              "drift": drifted, "arithmetic_floor": floor,
               "correctness": "batched dreams equal dreams stepped one at a time (8 rows, 5 steps)",
               "rows": rows}
     save_result(result, out_dir, f"dream-{'cuda' if device == 'cuda' else 'cpu'}")

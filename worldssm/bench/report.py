@@ -251,8 +251,20 @@ def dream_table(name: str, d: dict) -> list[str]:
     out = [f"`DreamVectorEnv` on {d['device']} ({name}, git {(d.get('git_sha') or '?')[:7]}, {st['model']} model, "
            f"{st['spaces']} spaces, {states} SSM states{f', {per_env:,} state bytes per env' if per_env else ''}):",
            "", "| envs | step median / p99 (ms) | env-steps/s |", "|---|---|---|"]
+    floor = d.get("arithmetic_floor")
+    if floor:  # the CPU's float32 matrix-product rate bounds the step (bench.dream.arithmetic_floor)
+        out[-2:] = ["| envs | step median / p99 (ms) | env-steps/s | float32 products alone (ms) | ceiling (env-steps/s) |",
+                    "|---|---|---|---|---|"]
     for r in d["rows"]:
-        out.append(f"| {r['envs']:,} | {r['median_ms']:.2f} / {r['p99_ms']:.2f} | {r['env_steps_per_s']:,.0f} |")
+        line = f"| {r['envs']:,} | {r['median_ms']:.2f} / {r['p99_ms']:.2f} | {r['env_steps_per_s']:,.0f} |"
+        if floor:
+            line += f" {r['floor_ms']:.2f} | {r['envs'] / (r['floor_ms'] / 1e3):,.0f} |"
+        out.append(line)
+    if floor:
+        g = floor["gemm_gflops"]
+        out += ["", f"A step's matrix products: {floor['flops_per_env_step'] / 1e6:.2f} MFLOP per env; this machine's "
+                f"best rate at the step's shapes {g['float32']:.0f} GFLOP/s in float32 ({g['bfloat16']:.0f} in "
+                f"bfloat16), so no float32 step of this model passes the ceiling column."]
     drift = d.get("drift")
     if drift:
         s, w, k = drift["state_bf16"], drift["weights"], str(drift["steps"])
