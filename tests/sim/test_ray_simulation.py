@@ -120,6 +120,28 @@ def test_who_is_live_is_read_back_after_a_recovery(ray_session, src):
         assert sim.summary()["agents_missing"] == []
 
 
+def test_agents_that_come_and_go_in_the_failed_tick_are_accounted(ray_session, src):
+    """Pendulum-v1 ends every episode at its 200th step. The engine dies just before tick 200:
+    both EnvActors still step in it (their env step does not wait for the engine), so every
+    agent leaves and new ones join, and the reports saying so go down with the tick. The
+    recovery reads them from the EnvActors: no agent is left live on paper only, and every
+    newcomer has a record."""
+    with Simulation(cfg(src, mode="real", agents=8, engine_actors=1, snapshot_every=50)) as sim:
+        for _ in range(199):
+            assert not sim.tick().recovered
+        before = set(sim.live_agents().tolist())
+        os.kill(int(sim.ray.get(sim.engine_actors[0].pid.remote())), signal.SIGKILL)
+        assert sim.tick().recovered and sim.t == 200
+        for _ in range(3):
+            assert not sim.tick().recovered
+        s = sim.summary()
+        live = set(sim.live_agents().tolist())
+        assert s["agents_missing"] == [] and len(live) == 8 and not live & before
+        ended = [a for g, a in s["agents"].items() if int(g) in before]
+        assert len(ended) == 8 and all(a["left"] == 200 and a["reason"] == "episode ended" for a in ended), ended[:2]
+        assert all(str(g) in s["agents"] for g in live)
+
+
 @pytest.mark.parametrize("victim", [0, 1])
 def test_killed_env_actor_restarts_with_agents_reset(ray_session, src, victim):
     """On 2 cores EnvActor 1 shares the engine's core and runs act and env step as one graph

@@ -95,6 +95,9 @@ class EnvWorker:
         self._left: list[np.ndarray] = []
         self._left_returns: list[np.ndarray] = []
         self._left_kinds: list[np.ndarray] = []
+        # The report of the last env step: when a tick fails after this actor stepped (its
+        # EngineActor died), the driver reads who joined and left from here.
+        self.last_report: EnvReport | None = None
         for i, b in enumerate(self.batches):
             self._reset_env(b, seed=self.seed * 1000 + i)
 
@@ -220,13 +223,14 @@ class EnvWorker:
         joined = np.concatenate(joined) if joined else _NO_IDS
         a0, a1 = self._act_times
         changed = bool(joined.size or left.size)  # else the same agents in the same rows
-        return EnvReport(
+        self.last_report = EnvReport(
             index=self.index, tick=self.tick, live=self.live_ids() if changed else None,
             joined=joined if joined.size else None, left=left if left.size else None,
             left_return=returns.astype(np.float32) if left.size else None,
             left_kind=kinds if left.size else None,
             act_ms=(a1 - a0) * 1e3, step_ms=(time.perf_counter() - t0) * 1e3,
             t_act=a0, t_acted=a1, t_step=t0, t_out=time.perf_counter())
+        return self.last_report
 
     def _actions_for(self, ctrl: EnvControl) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
         """Per batch: the actions (placeholders where the engine plans) and, when any row plans,

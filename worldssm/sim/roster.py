@@ -204,22 +204,27 @@ class Roster:
     def ingest(self, tick: int, reports: list[EnvReport], results: list[EngineResult]) -> None:
         """Read who is live, who joined and who left from a tick's reports and results."""
         for e, rep in enumerate(reports):
-            if rep.live is not None:
-                self.live_env[e] = rep.live
-            if rep.joined is not None:
-                self.add_real(rep.joined, tick)
-            if rep.left is not None:
-                kinds = rep.left_kind.tolist() if rep.left_kind is not None else [None] * rep.left.size
-                for g, ret, k in zip(rep.left.tolist(), rep.left_return.tolist(), kinds):
-                    rec = self.records[g]
-                    rec.left, rec.reason, rec.episode_return = tick, "episode ended", ret
-                    if k is not None and k < len(self.agent_names):
-                        rec.agent = self.agent_names[k]
-                self._depart(rep.left.tolist())
+            self.ingest_report(e, rep, tick)
         for j, res in enumerate(results):
             self.live_dream[j] = res.dream_ids if res.dream_ids is not None else _NO_IDS
             if res.snapshot is not None:
                 self.snapshot_taken(j, res.snapshot)
+
+    def ingest_report(self, e: int, rep: EnvReport, tick: int) -> None:
+        """EnvActor e's report of tick `tick`: who is live, who joined, who left. Also read after
+        a failed tick from an EnvActor that stepped in it (its report was lost with the tick)."""
+        if rep.live is not None:
+            self.live_env[e] = rep.live
+        if rep.joined is not None:
+            self.add_real(rep.joined, tick)
+        if rep.left is not None:
+            kinds = rep.left_kind.tolist() if rep.left_kind is not None else [None] * rep.left.size
+            for g, ret, k in zip(rep.left.tolist(), rep.left_return.tolist(), kinds):
+                rec = self.records[g]
+                rec.left, rec.reason, rec.episode_return = tick, "episode ended", ret
+                if k is not None and k < len(self.agent_names):
+                    rec.agent = self.agent_names[k]
+            self._depart(rep.left.tolist())
 
     def snapshot_taken(self, j: int, snap: EngineSnapshot) -> None:
         """EngineActor j's state at `snap.tick` is saved: the log before it is no longer needed."""

@@ -124,6 +124,11 @@ class EnvShell(_Shell):
     def live_ids(self) -> bytes:
         return codec.packb(self.worker.live_ids())
 
+    def last_report(self) -> bytes | None:
+        """The EnvReport bytes of the last env step (None before the first)."""
+        rep = self.worker.last_report
+        return None if rep is None else rep.to_bytes()
+
     def spaces(self) -> bytes:
         return ActorSpaces(obs=self.worker.obs_space, action=self.worker.action_space).to_bytes()
 

@@ -346,6 +346,12 @@ class Simulation:
         for j, done in enumerate(last):
             self.roster.engine_resumed(j, done, t)
         for e, ok in enumerate(env_alive):
+            # A surviving EnvActor may have stepped its envs in tick t (they do not wait for
+            # the engine): agents left and joined there, and its report went down with the tick.
+            raw = self._call(self.env_actors[e], "last_report") if ok else None
+            if raw is not None and (rep := EnvReport.from_bytes(raw)).tick == t:
+                self.roster.ingest_report(e, rep, t)
+        for e, ok in enumerate(env_alive):
             if ok:
                 continue
             setup = dataclasses.replace(self._env_setups[e], reuse_ids=self.roster.live_env[e],
