@@ -38,6 +38,29 @@ def test_smoke_run_writes_json_png_and_verdicts(tmp_path):
     assert new["eval"]["obs_nmse"]["model"] == pytest.approx(old["eval"]["obs_nmse"]["model"])
 
 
+def test_resume_trains_the_same_run_on_with_the_same_data(tmp_path):
+    """A budget longer than one sitting: the second call keeps the data and the run and trains it
+    from 5 to 9 updates (the run's checkpoint says 9); both sittings are recorded and summed.
+    Resuming nothing, or to no more updates, is refused before any training."""
+    from worldssm.train.trainer import RunDirectory
+
+    kw = dict(out_dir=tmp_path, work=tmp_path / "w", preset="DEBUG", scale=0.01)
+    with pytest.raises(WorldssmError, match="nothing to resume"):
+        fidelity.run(["Pendulum-v1"], train_steps=900, resume=True, **kw)
+    first = fidelity.run(["Pendulum-v1"], train_steps=500, **kw)["envs"]["Pendulum-v1"]
+    data = sorted(p.name for p in (tmp_path / "w" / "Pendulum-v1" / "data").iterdir())
+    second = fidelity.run(["Pendulum-v1"], train_steps=900, resume=True, **kw)["envs"]["Pendulum-v1"]
+    assert second["collect"] == first["collect"], "the data of the first call, not a new collection"
+    assert sorted(p.name for p in (tmp_path / "w" / "Pendulum-v1" / "data").iterdir()) == data
+    b = second["backbones"]["mamba2"]
+    assert [x["upto"] for x in b["train_sittings"]] == [5, 9]
+    assert b["train_seconds"] == pytest.approx(sum(x["seconds"] for x in b["train_sittings"]))
+    assert b["eval"]["checkpoint_step"] == 9
+    assert json.loads(RunDirectory(tmp_path / "w" / "Pendulum-v1" / "run-mamba2").config.read_text())["train_config"]["steps"] == 9
+    with pytest.raises(WorldssmError, match="already has 9 updates"):
+        fidelity.run(["Pendulum-v1"], train_steps=900, resume=True, **kw)
+
+
 def test_transformer_state_grows_with_context():
     sizes = fidelity.state_bytes("DEBUG", "transformer", {"type": "box", "shape": [3], "dtype": "float32",
                                  "low": np.full(3, -1, np.float32), "high": np.full(3, 1, np.float32)},

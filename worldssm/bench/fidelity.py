@@ -27,6 +27,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worldssm.atomic import atomic_write_text
+from worldssm.errors import WorldssmError
+
 
 BACKBONES = ("mamba2", "gru", "transformer")
 CONTEXTS = (64, 1024, 16384)
@@ -69,7 +72,6 @@ def check_entry(name: str, entry: EnvEntry) -> None:
     """Refuse an env before anything is collected: a missing extra names the extra; spaces the
     model cannot take (Dict, MultiDiscrete, ...) name the space."""
     from worldssm import envs
-    from worldssm.errors import WorldssmError
     from worldssm.spaces import space_to_dict
 
     try:
@@ -129,10 +131,14 @@ def verdict(result: dict) -> dict:
 
 
 def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed: int, progress: bool,
-            preset: str | None = None, scale: float = 1.0, train_steps: int | None = None) -> dict:
+            preset: str | None = None, scale: float = 1.0, train_steps: int | None = None,
+            resume: bool = False) -> dict:
     """Collect, train each backbone, evaluate; one env's record for the JSON. `train_steps`
     replaces the entry's training budget (the GPU's allows more updates for image envs);
-    `preset` and `scale` (of the collection ticks and training steps) exist for smoke tests."""
+    `resume` keeps the data and runs of an earlier call in `work` and trains them on to
+    `train_steps` (exact resume: same data, optimizer and sampler states), so a budget longer
+    than one sitting is spent in several; `preset` and `scale` (of the collection ticks and
+    training steps) exist for smoke tests."""
     import shutil
 
     from worldssm.data import RolloutDataset, collect
@@ -142,33 +148,50 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
 
     preset = preset or ("BASE" if device == "cuda" else "SMALL")
     ticks, steps = max(2, int(entry.ticks * scale)), max(2, int((train_steps or entry.train_steps) * scale))
-    data = work / name / "data"
-    if data.exists():
-        shutil.rmtree(data)
-    t0 = time.perf_counter()
-    summary = collect(entry.env, entry.agents, ticks, data, seed=seed, agent=entry.agent, env_kwargs=entry.env_kwargs)
+    data, kept = work / name / "data", work / name / "collect.json"
+    if resume:
+        if not kept.is_file():
+            raise WorldssmError(f"{name}: nothing to resume in {work / name} (no collect.json): run once without --resume")
+        collected = json.loads(kept.read_text())
+    else:
+        if data.exists():
+            shutil.rmtree(data)
+        t0 = time.perf_counter()
+        summary = collect(entry.env, entry.agents, ticks, data, seed=seed, agent=entry.agent,
+                          env_kwargs=entry.env_kwargs)
+        collected = {"agents": entry.agents, "ticks": ticks, "steps": summary["steps"],
+                     "episodes": summary["episodes"], "agent": summary["agent"], "seconds": time.perf_counter() - t0}
+        atomic_write_text(kept, json.dumps(collected))
     spec = RolloutDataset.load(data).spec
     record = {"env": entry.env, "env_kwargs": entry.env_kwargs, "note": entry.note, "seed": seed,
-              "collect": {"agents": entry.agents, "ticks": ticks, "steps": summary["steps"],
-                          "episodes": summary["episodes"], "agent": summary["agent"],
-                          "seconds": time.perf_counter() - t0},
-              "preset": preset, "train_steps": steps, "backbones": {}}
+              "collect": collected, "preset": preset, "train_steps": steps, "backbones": {}}
     for backbone in backbones:
-        run = work / name / f"run-{backbone}"
-        if run.exists():
-            shutil.rmtree(run)
+        run, sittings = work / name / f"run-{backbone}", work / name / f"train-{backbone}.json"
+        if resume:
+            if not sittings.is_file():
+                raise WorldssmError(f"{name}: no trained {backbone} run to resume in {work / name}")
+            before = json.loads(sittings.read_text())
+            if before[-1]["upto"] >= steps:
+                raise WorldssmError(f"{name}: the {backbone} run already has {before[-1]['upto']} updates; "
+                                    f"--train-steps {steps} would add none")
+        else:
+            before = []
+            if run.exists():
+                shutil.rmtree(run)
         cfg = TrainConfig(preset=preset, steps=steps, seed=seed, device=device, backbone=backbone,
                           log_every=max(1, steps // 20), checkpoint_every=steps)
         t1 = time.perf_counter()
-        Trainer(data, run, cfg).run(progress=progress)
-        train_s = time.perf_counter() - t1
+        Trainer(data, run, cfg, resume=resume).run(progress=progress)
+        sittings_now = before + [{"upto": steps, "seconds": time.perf_counter() - t1}]
+        atomic_write_text(sittings, json.dumps(sittings_now))
+        train_s = sum(x["seconds"] for x in sittings_now)
         trained = json.loads(RunDirectory(run).config.read_text())["model_config"]  # the loss weights it trained with
         result = evaluate(run, data, work / name / f"eval-{backbone}",
                           EvalConfig(seed=seed, device=device, video=entry.pixels))  # pixels: openloop.gif too
         if "video" in result:  # where under the work folder (a machine's path does not belong in the record)
             result["video"] = "WORK/" + Path(result["video"]).relative_to(work).as_posix()
         record["backbones"][backbone] = {
-            "train_seconds": train_s, "loss_rec": trained["loss_rec"], "loss_con": trained["loss_con"],
+            "train_seconds": train_s, "train_sittings": sittings_now, "loss_rec": trained["loss_rec"], "loss_con": trained["loss_con"],
             "eval": result, "targets": verdict(result),
             "state_bytes_per_agent": state_bytes(preset, backbone, spec.observation_space, spec.action_space),
         }
@@ -177,9 +200,10 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
 
 def run(envs=None, device: str = "cpu", backbones=("mamba2",), out_dir="tests/bench/results", work="runs/fidelity",
         seed: int = 0, progress: bool = False, preset: str | None = None, scale: float = 1.0,
-        train_steps: int | None = None) -> dict:
+        train_steps: int | None = None, resume: bool = False) -> dict:
     """Run the suite (or the `envs` named) and write the JSON and the PNG; returns the result.
-    `train_steps`: the training updates of every env (default: each entry's budget)."""
+    `train_steps`: the training updates of every env (default: each entry's budget); `resume`:
+    train the runs an earlier call left in `work` on to `train_steps` (see `run_env`)."""
     import numpy as np
     import torch
 
@@ -202,7 +226,7 @@ def run(envs=None, device: str = "cpu", backbones=("mamba2",), out_dir="tests/be
     work = Path(work)
     results = {}
     for n in names:
-        results[n] = run_env(n, SUITE[n], work, device, backbones, seed, progress, preset, scale, train_steps)
+        results[n] = run_env(n, SUITE[n], work, device, backbones, seed, progress, preset, scale, train_steps, resume)
         print(line(n, results[n]), flush=True)
     result = {"bench": "fidelity", "git_sha": git_sha(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "cpus": os.cpu_count(),

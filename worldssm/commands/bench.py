@@ -49,6 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fid.add_argument("--seed", type=int, default=0, help="seed of collection, training and evaluation")
     fid.add_argument("--train-steps", type=int, default=None,
                      help="training updates per env (default: each env's budget, worldssm.bench.fidelity.SUITE)")
+    fid.add_argument("--resume", action="store_true",
+                     help="train the runs an earlier call left in --work on to --train-steps (same data), then evaluate")
     serve = sub.add_parser("serve", help="remote agents: step round trip and ticks/s with many clients (worldssm.bench.serve)")
     serve.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
     serve.add_argument("--agents", type=int, nargs="+", default=[1, 1024], help="agents of the one-client round trip")
@@ -124,13 +126,15 @@ def run(args: argparse.Namespace) -> int:
         envs = None if args.envs is None else [e.strip() for e in args.envs.split(",") if e.strip()]
         backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
         if args.reevaluate:
-            if args.train_steps is not None:
-                raise WorldssmError("--train-steps trains new runs; --reevaluate evaluates the runs of "
-                                    f"{args.reevaluate} as they were trained: pass one of them")
+            if args.train_steps is not None or args.resume:
+                raise WorldssmError(f"--{'resume' if args.resume else 'train-steps'} trains runs; --reevaluate "
+                                    f"evaluates the runs of {args.reevaluate} as they were trained: pass one of them")
             result = fidelity.reevaluate(args.reevaluate, args.work, args.out)
         else:
+            if args.resume and args.train_steps is None:
+                raise WorldssmError("--resume needs --train-steps: how many updates the runs should reach")
             result = fidelity.run(envs, args.device, backbones, args.out, args.work, args.seed,
-                                  train_steps=args.train_steps)
+                                  train_steps=args.train_steps, resume=args.resume)
         print(f"wrote {result['path']}")
     elif args.bench == "dream":
         from worldssm.bench import dream
