@@ -93,11 +93,12 @@ PLANNER_PRESETS = {
 class _Planner:
     """What MPPI and CEM share: agents' slots, the candidate loop, scoring, stats."""
 
-    def __init__(self, engine, cfg: PlannerConfig = PLANNER_PRESETS["fast"], seed: int = 0):
+    def __init__(self, engine, cfg: PlannerConfig = PLANNER_PRESETS["fast"], seed: int = 0, value=None):
         if cfg.particles > 1 and not engine.sample:
             raise PlannerError("particles > 1 need an engine that samples latents (Engine(sample=True)); "
                                "with the expected latent every particle is the same rollout")
         self.engine, self.cfg, self.stream = engine, cfg, TickStream(seed)
+        self.value = value  # agents.value.Value or None: what follows the imagined steps
         self.space = engine.action_space
         self._slot: dict[int, int] = {}  # agent id -> its slot in the engine
         self._plan: dict[int, np.ndarray] = {}  # agent id -> plan distribution (see subclasses)
@@ -220,6 +221,8 @@ class _Planner:
                 r = out.reward.cpu().numpy().astype(np.float64)
                 ret += cfg.discount ** h * np.exp(log_alive) * r
                 log_alive = log_alive + out.log_cont.cpu().numpy().astype(np.float64)
+            if self.value is not None:  # the rewards after the last imagined state, if it goes on
+                ret += cfg.discount ** steps * np.exp(log_alive) * self.value.predict(out.h)
         finally:
             self.engine.leave(forks)
         ret = ret.reshape(a, s, cfg.particles)
@@ -247,10 +250,12 @@ class MPPIPlanner(_Planner):
         engine: the `Engine` holding the model (and, from now on, these agents' states).
         cfg: the search settings.
         seed: seed of the candidate draws (a function of (seed, tick), see `TickStream`).
+        value: an `agents.value.Value` of this model, or None: each candidate's return then adds
+            discount^steps x P(still going) x V(h) of the state it ends in.
     """
 
-    def __init__(self, engine, cfg: PlannerConfig = PLANNER_PRESETS["fast"], seed: int = 0):
-        super().__init__(engine, cfg, seed)
+    def __init__(self, engine, cfg: PlannerConfig = PLANNER_PRESETS["fast"], seed: int = 0, value=None):
+        super().__init__(engine, cfg, seed, value)
         if self.space["type"] != "box":
             raise PlannerError(f"MPPI plans over Box actions; this model's actions are {self.space['type']}")
         low = np.asarray(self.space["low"], np.float64).reshape(-1)
@@ -310,8 +315,8 @@ class CEMPlanner(_Planner):
     Args: as `MPPIPlanner`.
     """
 
-    def __init__(self, engine, cfg: PlannerConfig = PLANNER_PRESETS["fast"], seed: int = 0):
-        super().__init__(engine, cfg, seed)
+    def __init__(self, engine, cfg: PlannerConfig = PLANNER_PRESETS["fast"], seed: int = 0, value=None):
+        super().__init__(engine, cfg, seed, value)
         if self.space["type"] != "discrete":
             raise PlannerError(f"categorical CEM plans over Discrete actions; this model's are {self.space['type']}")
         self.n = int(self.space["n"])
@@ -357,9 +362,10 @@ def preset_config(cfg: PlannerConfig | str | None) -> PlannerConfig:
     return PLANNER_PRESETS[cfg]
 
 
-def make_planner(engine, cfg: PlannerConfig | str = "fast", seed: int = 0):
+def make_planner(engine, cfg: PlannerConfig | str = "fast", seed: int = 0, value=None):
     """MPPI for a Box action space, categorical CEM for a Discrete one; `cfg` a PlannerConfig or
-    a preset name of `PLANNER_PRESETS`."""
+    a preset name of `PLANNER_PRESETS`; `value` an `agents.value.Value` of the engine's model
+    (`load_value(run)`), or None."""
     cfg = preset_config(cfg)
     cls = MPPIPlanner if engine.action_space["type"] == "box" else CEMPlanner
-    return cls(engine, cfg, seed)
+    return cls(engine, cfg, seed, value)

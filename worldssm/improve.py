@@ -62,6 +62,9 @@ class ImproveConfig:
     samples: int | None = None  # candidate sequences per agent and iteration; none: the preset's
     seed: int = 0  # seed of collection, training and planning (round r plays seeds seed + 1000 r + i)
     threads: int = 0  # torch threads for training (0: torch's default)
+    # After training, fit a value of the model's state to the returns of every episode so far
+    # (worldssm.agents.value) and plan with it: what follows a plan's horizon.
+    value: bool = False  # fit a value on each round's data and plan with it
 
     CHOICES: ClassVar[dict] = {"preset": ("DEBUG", "SMALL", "BASE"), "planner": ("fast", "default", "thorough")}
 
@@ -182,6 +185,15 @@ class Improvement:
                            threads=self.cfg.threads, mean_rows=self.cfg.mean_rows)
         trainer = Trainer(self.out / "data", run, tcfg, resume=started, overwrite=not started)
         trainer.run(progress=self.progress)
+        if self.cfg.value:
+            from worldssm.agents.value import ValueConfig, fit_value, save_value
+            from worldssm.data import RolloutDataset
+            from worldssm.model import load_model
+
+            model, _ = load_model(run)
+            vcfg = ValueConfig(discount=self.cfg.planner_config().discount, seed=self.cfg.seed + r)
+            value, stats = fit_value(model, RolloutDataset.load(self.out / "data").episodes, vcfg)
+            save_value(run, value, vcfg, stats)
 
     def _plan(self, r: int) -> None:
         score = self._play(r, self.cfg.seed + 1000 * r, self._data(r + 1), f"plan round {r}", self.cfg.seed + r)
@@ -210,7 +222,12 @@ class Improvement:
         cfg, pcfg = self.cfg, self.cfg.planner_config()
         model, _ = load_model(self._run_dir(r))
         engine = Engine(model, capacity=cfg.episodes * (pcfg.samples * pcfg.particles + 1), seed=cfg.seed)
-        planner = make_planner(engine, pcfg, seed=planner_seed)
+        value = None
+        if cfg.value:
+            from worldssm.agents.value import load_value
+
+            value = load_value(self._run_dir(r))
+        planner = make_planner(engine, pcfg, seed=planner_seed, value=value)
         bar = self._bar(None, desc)
         try:
             self._collect(dest, n_agents=cfg.episodes, steps=100_000, seed=seed, agent=planner,
@@ -226,7 +243,8 @@ class Improvement:
                 "mean_return": float(returns.mean()), "std_return": float(returns.std()),
                 "planner": type(planner).__name__, "planner_config": dataclasses.asdict(pcfg),
                 "decisions": ms["decisions"], "mean_decision_ms": 1e3 * ms["seconds"] / max(1, ms["decisions"]),
-                "imagined_steps_per_s": planner.imagined_steps_per_second(), "engine_impl": engine.impl}
+                "imagined_steps_per_s": planner.imagined_steps_per_second(), "engine_impl": engine.impl,
+                "value": None if value is None else json.loads((self._run_dir(r) / "value.json").read_text())["fit"]}
 
     def _bar(self, total, desc):
         if not self.progress:

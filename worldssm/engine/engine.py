@@ -53,6 +53,8 @@ class EngineOutput(NamedTuple):
     # log of `cont`, from the logit: exact where `cont` rounds to 1 in float32 (a planner ranks
     # safe states by it)
     log_cont: torch.Tensor
+    # the feature the reward and continue heads read [B, D] (a planner's value reads it too)
+    h: torch.Tensor | None = None
 
 
 def _as_numpy(x, what: str) -> np.ndarray:
@@ -358,7 +360,7 @@ class Engine:
         self._steps = {key: graphed(core) for key, core in cores.items()}
 
     def _output(self, z, rew, cont, log_cont, h, obs=None) -> EngineOutput:
-        return EngineOutput(z, rew.float(), cont.float(), obs, log_cont.float())
+        return EngineOutput(z, rew.float(), cont.float(), obs, log_cont.float(), h.float())
 
     def _numpy_output(self, z, rew, logit, h, decode: bool) -> EngineOutput:
         obs = torch.from_numpy(self._numpy.decode(z, h)) if decode else None
@@ -366,10 +368,11 @@ class Engine:
         # thread pool between numpy's BLAS calls (log_sigmoid of 640 values cost 6 ms).
         log_cont = -np.logaddexp(np.float32(0.0), -logit)
         return EngineOutput(torch.from_numpy(z), torch.from_numpy(rew), torch.from_numpy(np.exp(log_cont)), obs,
-                            torch.from_numpy(log_cont))
+                            torch.from_numpy(log_cont), torch.from_numpy(h))
 
     def _empty(self, decode: bool) -> EngineOutput:
         v = self.slab.spec["engine.z"][0][0]
         e = torch.zeros(0, device=self.device)
         obs = torch.zeros(0, *self.obs_shape, device=self.device) if decode else None
-        return EngineOutput(torch.zeros(0, v, dtype=self.dtype, device=self.device), e, e, obs, e)
+        return EngineOutput(torch.zeros(0, v, dtype=self.dtype, device=self.device), e, e, obs, e,
+                            torch.zeros(0, self.model.cfg.backbone.d_model, device=self.device))
