@@ -108,7 +108,7 @@ def check_env_spaces(env_id: str, model, where: str) -> None:
 
 
 def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int = 10, seed: int = 0,
-                device: str = "cpu", progress: bool = False) -> dict:
+                device: str = "cpu", progress: bool = False, value: bool = False) -> dict:
     """A planner over the model of `checkpoint` plays `episodes` episodes of the real env.
 
     Args:
@@ -119,6 +119,8 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
         episodes, seed: as `run_episodes` (the planner's candidates are seeded with `seed` too).
         device: where the model imagines.
         progress: show a progress bar over ticks.
+        value: plan with the value saved in the run (`worldssm improve --value`; see
+            `agents.value`): what follows each plan's horizon.
 
     Returns:
         JSON-ready dict: env, checkpoint, planner settings, `EpisodeResult.summary()` fields,
@@ -143,7 +145,18 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
     cfg = preset_config(cfg)
     engine = Engine(model, capacity=episodes * (cfg.samples * cfg.particles + 1), device=device,
                     sample=cfg.particles > 1, seed=seed)
-    planner = make_planner(engine, cfg, seed=seed)
+    fit = None
+    if value:
+        import json
+        from pathlib import Path
+
+        from worldssm.agents.value import VALUE_META, load_value
+
+        here = Path(checkpoint)  # a run, or one of its checkpoints (RUN/checkpoints/step-N)
+        run = next((p for p in (here, here.parent, here.parent.parent) if (p / VALUE_META).is_file()), here)
+        value = load_value(run)
+        fit = json.loads((run / VALUE_META).read_text())["fit"]
+    planner = make_planner(engine, cfg, seed=seed, value=value or None)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -164,7 +177,7 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
             **result.summary(), "imagined_steps_per_agent_decision": per_decision,
             "imagined_steps_per_s": planned, "raw_step_batch": batch, "raw_steps_per_s": raw,
             "planning_overhead": raw / planned - 1 if planned else None,
-            "engine_impl": engine.impl, "device": device}
+            "engine_impl": engine.impl, "device": device, "value": fit}
 
 
 def raw_imagine_rate(engine, batch: int, seed: int = 0, reps: int = 30) -> float:

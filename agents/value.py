@@ -14,7 +14,8 @@ Targets follow the data's convention (reward[t] is received on arriving at obs[t
 (o_t, a_t) gives h_t, which predicts r_{t+1} and whether the episode goes on; its value target
 is the discounted sum of r_{t+2}, r_{t+3}, ... up to the episode's end, 0 when t + 1 ends it.
 An episode cut short (a time limit, the end of a collection) says nothing of what came after:
-its steps count only while the missing rewards weigh less than `min_future` (discount^k).
+a step of it counts only where the episode holds k rewards after it with discount^k below
+`min_future`, so the rewards it cannot see weigh little.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class ValueConfig:
     steps: int = 3000  # Adam updates
     batch: int = 512  # rows per update
     lr: float = 1e-3  # Adam's learning rate
-    min_future: float = 0.05  # a truncated episode's step counts while discount^(steps left) >= this
+    min_future: float = 0.05  # a cut-short episode's step counts once discount^(rewards after it) < this
     val_fraction: float = 0.1  # episodes held out to report the fit
     seed: int = 0  # split, initialisation and batches
 

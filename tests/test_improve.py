@@ -41,6 +41,20 @@ def test_rounds_record_the_planner_and_train_on_everything(tmp_path):
     assert {e["agent"].split("/")[0] for e in episodes} == {"round-00", "round-01", "round-02"}
 
 
+def test_a_value_is_fitted_on_each_rounds_data_and_planned_with(tmp_path):
+    """CartPole's random episodes end by termination, so every step has a return to learn;
+    Pendulum's end only by its time limit, shorter than the discount's reach: that is refused
+    with the reason, after training, before any planning."""
+    import dataclasses
+
+    cart = dataclasses.replace(TINY, env="CartPole-v1", random_steps=60, value=True)
+    state = improve(tmp_path / "cart", cart)
+    fit = json.loads((tmp_path / "cart" / "round-00" / "run" / "value.json").read_text())["fit"]
+    assert state["scores"][0]["value"] == fit and fit["rows"] > 0 and fit["target_max"] > 0
+    with pytest.raises(WorldssmError, match="can be valued"):
+        improve(tmp_path / "pend", dataclasses.replace(TINY, value=True))
+
+
 def test_an_interrupted_loop_resumes_after_its_last_finished_stage(tmp_path, monkeypatch):
     out = tmp_path / "loop"
     real_plan = Improvement._plan

@@ -27,7 +27,7 @@ class ScriptedEngine(Engine):
         self.rows.append(len(slots))
         reward, cont = self.rule(np.asarray(actions))
         cont = torch.as_tensor(cont, dtype=torch.float32)
-        return EngineOutput(out.z, torch.as_tensor(reward, dtype=torch.float32), cont, out.obs, torch.log(cont))
+        return EngineOutput(out.z, torch.as_tensor(reward, dtype=torch.float32), cont, out.obs, torch.log(cont), out.h)
 
 
 def model_for(action_space):

@@ -22,6 +22,8 @@ def configure(parser) -> None:
     parser.add_argument("--device", choices=TORCH_DEVICES, default="cpu", help="where the model imagines")
     parser.add_argument("--out", default=None, help="write the result as JSON to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--value", action="store_true",
+                        help="plan with the value saved in the run (worldssm improve --value): what follows the horizon")
     add_config_flags(parser, PlannerConfig, prefix="plan",
                      defaults={f.name: None for f in dataclasses.fields(PlannerConfig)})
 
@@ -51,7 +53,7 @@ def run(args) -> int:
 
     cfg = planner_config(args)
     result = plan_in_env(args.checkpoint, args.env, cfg, episodes=args.episodes, seed=args.seed,
-                         device=args.device, progress=not args.no_progress)
+                         device=args.device, progress=not args.no_progress, value=args.value)
     print(f"{result['env']}: mean return {result['mean_return']:.1f} +- {result['std_return']:.1f} over "
           f"{len(result['returns'])} episodes (returns {', '.join(f'{r:.0f}' for r in result['returns'])})")
     print(f"decision for {result['episodes']} agents: p50 {result['decision_ms_p50']:.1f} ms, "

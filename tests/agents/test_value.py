@@ -1,0 +1,124 @@
+"""A value for planners: its targets follow the data's reward convention and ignore what a
+truncated episode cannot tell; the planner adds discount^H x P(still going) x V(h) where a plan
+ends; a fitted value learns what the features say of the returns; saved values load back exactly
+and missing or damaged ones are named."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.agents.test_planners import DISC, ScriptedEngine, TrueCartPole, info, model_for
+from worldssm.agents.planners import CEMPlanner, PlannerConfig
+from worldssm.agents.value import Value, ValueConfig, fit_value, load_value, save_value, value_targets
+from worldssm.engine import Engine
+from worldssm.errors import WorldssmError
+
+
+def test_targets_follow_the_reward_convention_and_drop_what_truncation_hides():
+    g = 0.9
+    # reward[t] arrives with obs[t]: h_0 predicts r_1, so its target is what follows: r_2 + g r_3
+    y, use = value_targets(np.array([0.0, 1.0, 2.0, 3.0]), True, g, 0.05)
+    np.testing.assert_allclose(y, [2 + g * 3, 3, 0])
+    assert use.all()
+    # cut short: a step counts only where the episode holds k rewards after it with g^k below
+    # min_future (0.9^3 = 0.729 < 0.8 <= 0.9^2: k >= 3, the first two of five steps)
+    y, use = value_targets(np.ones(6), False, g, 0.8)
+    assert use.tolist() == [True, True, False, False, False]
+    np.testing.assert_allclose(y[0], 1 + g + g**2 + g**3)
+
+
+def test_the_planner_adds_the_value_of_where_each_plan_ends():
+    """Reward 1 and continue 0.5 for every action, a value of 10 everywhere: each candidate's
+    return is 1 + 0.99 x 0.5 over two steps, plus 0.99^2 x 0.25 x 10."""
+
+    class Ten:
+        seen = []
+
+        def predict(self, h):
+            self.seen.append(tuple(h.shape))
+            return np.full(h.shape[0], 10.0)
+
+    eng = ScriptedEngine(model_for(DISC), 2 + 2 * 4, lambda a: (np.ones(len(a)), np.full(len(a), 0.5)))
+    ten = Ten()
+    planner = CEMPlanner(eng, PlannerConfig(samples=4, horizon=2, iterations=1, elites=2), value=ten)
+    slots = eng.join(2)
+    cand = np.zeros((2, 4, 2), np.int64)
+    ret = planner._returns(slots, np.zeros((2, 3), np.float32), np.ones(2, bool), cand, np.arange(2))
+    np.testing.assert_allclose(ret, 1 + 0.99 * 0.5 + 0.99**2 * 0.25 * 10)
+    assert ten.seen == [(8, eng.model.cfg.backbone.d_model)], "one call on every candidate's last feature"
+
+
+def test_a_value_steers_the_true_cartpole_away_from_the_track_end():
+    """The cart at x = -2.0 runs left at 1 m/s: every 2-step plan survives, so without a value the
+    planner keeps its first candidate (push left); a value that prefers a cart at rest in the
+    middle makes it push right."""
+
+    class Calm:
+        def predict(self, h):
+            h = np.asarray(h, np.float64)
+            return 100.0 - 10 * (h[:, 0] ** 2 + h[:, 1] ** 2)
+
+    class WithState(TrueCartPole):
+        def imagine(self, slots, actions):
+            out = super().imagine(slots, actions)
+            out.h = torch.as_tensor(self.s[slots])
+            return out
+
+    obs = np.array([[-2.0, -1.0, 0.0, 0.0]], np.float32)
+    cfg = PlannerConfig(samples=16, horizon=2, iterations=2, elites=2)
+    picks = [int(CEMPlanner(WithState(cfg.samples + 1, 4), cfg, seed=0, value=v).act(obs, info(1))[0])
+             for v in (None, Calm())]
+    assert picks == [0, 1]
+
+
+def test_engine_outputs_carry_the_feature_on_both_paths():
+    model = model_for(DISC)
+    hs = []
+    for impl in ("numpy", "torch"):
+        eng = Engine(model, 3, impl=impl)
+        s = eng.join(3)
+        out = eng.observe(s, np.zeros((3, 3), np.float32), np.array([0, 1, 2]), np.ones(3, bool))
+        hs.append(eng.imagine(s, np.array([2, 1, 0])).h)
+        assert out.h.shape == (3, model.cfg.backbone.d_model)
+    torch.testing.assert_close(hs[0], hs[1], rtol=1e-4, atol=1e-4)
+
+
+def _counting_episodes(n: int, rng) -> list[dict]:
+    """Episodes of reward 1 whose first observation says how many steps are left (x 0.02) and
+    which end by termination: the discounted return is a function of what the model saw."""
+    eps = []
+    for _ in range(n):
+        length = int(rng.integers(3, 60))
+        left = (length - np.arange(length + 1)) * 0.02
+        obs = np.stack([left, np.zeros_like(left), np.zeros_like(left)], 1).astype(np.float32)
+        eps.append({"obs": obs, "action": rng.integers(0, 3, length + 1), "reward": np.r_[0.0, np.ones(length)],
+                    "is_terminal": np.r_[np.zeros(length, bool), True]})
+    return eps
+
+
+def test_a_fitted_value_reads_the_returns_from_the_features(tmp_path):
+    model = model_for(DISC)
+    eps = _counting_episodes(120, np.random.default_rng(0))
+    cfg = ValueConfig(steps=600, discount=0.95, seed=0)
+    value, stats = fit_value(model, eps, cfg)
+    assert stats["held_out_mse"] < 0.3 * stats["held_out_mse_of_mean"], stats
+    save_value(tmp_path, value, cfg, stats)
+    again = load_value(tmp_path)
+    h = torch.randn(5, model.cfg.backbone.d_model)
+    np.testing.assert_array_equal(value.predict(h), again.predict(h))
+    assert json.loads((tmp_path / "value.json").read_text())["fit"]["rows"] == stats["rows"]
+    with pytest.raises(WorldssmError, match="reads features"):
+        again.predict(torch.zeros(2, 7))
+
+
+def test_missing_or_damaged_values_are_named(tmp_path):
+    with pytest.raises(WorldssmError, match="holds no value"):
+        load_value(tmp_path)
+    save_value(tmp_path, Value(8, 16), ValueConfig(), {})
+    (tmp_path / "value.json").write_text('{"d_model": 9, "width": 16, "config": {"discount": 0.99}}')
+    with pytest.raises(WorldssmError, match="cannot be read"):
+        load_value(tmp_path)
+    with pytest.raises(ValueError, match="discount"):
+        ValueConfig(discount=1.0)
