@@ -19,8 +19,8 @@ API = frozenset({
     "PLANNER_PRESETS", "Agent", "AgentInfo", "CEMPlanner", "Contexts", "DreamEnv", "DreamParallelEnv",
     "DreamVectorEnv", "Engine", "EngineOutput", "EpisodeResult", "GreedyAgent", "MPPIPlanner", "ModelSource",
     "PatternAgent", "PlannerConfig", "PlannerError", "RandomAgent", "SimConfig", "Simulation", "WorldModel",
-    "TrainConfig", "WorldModelConfig", "WorldssmError", "collect", "load", "make_env", "make_planner", "open_play",
-    "plan_in_env", "preset", "run_episodes", "train_model",
+    "TrainConfig", "Value", "ValueConfig", "WorldModelConfig", "WorldssmError", "collect", "fit_value", "load",
+    "load_value", "make_env", "make_planner", "open_play", "plan_in_env", "preset", "run_episodes", "train_model",
 })
 
 if TYPE_CHECKING:  # type checkers and IDEs see the names; at run time they resolve on first use
