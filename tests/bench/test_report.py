@@ -19,6 +19,17 @@ def test_improve_table_lists_every_round():
     assert "| round 1, 465.0 (1 of 2) | 600, 601 |" in row
     noted = improve_tables([("improve-y.json", dict(d, note="shared the cores"))])[-1]
     assert noted.endswith("| 600, 601 | improve-y.json: shared the cores |")
+    valued = improve_tables([("improve-v.json", dict(d, config=dict(d["config"], value=True)))])[-1]
+    assert "| CEMPlanner (64, 24, 3) + value | 335.0, 500.0 |" in valued
+
+
+def test_dream_table_shows_the_cpu_arithmetic_ceiling():
+    d = {"device": "cpu", "git_sha": "abcdef012", "setup": {"model": "SMALL", "spaces": "Pendulum-v1"},
+         "rows": [{"envs": 1024, "median_ms": 40.0, "p99_ms": 42.0, "env_steps_per_s": 25600.0, "floor_ms": 8.0}],
+         "arithmetic_floor": {"flops_per_env_step": 1.5e6, "gemm_gflops": {"float32": 200.0, "bfloat16": 400.0}}}
+    text = "\n".join(dream_table("dream-cpu.json", d))
+    assert "| 1,024 | 40.00 / 42.00 | 25,600 | 8.00 | 128,000 |" in text
+    assert "1.50 MFLOP per env" in text and "200 GFLOP/s in float32 (400 in bfloat16)" in text
 
 
 def test_dream_table_names_the_state_dtype_and_its_drift():

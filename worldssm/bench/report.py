@@ -322,7 +322,8 @@ def improve_tables(files: list[tuple[str, dict]]) -> list[str]:
             f"round {f['round']}, {f['mean_return']:.1f}"
             + (f" ({_at_max(c['env'], f['returns'])})" if c["env"].startswith("CartPole") else ""))
         out.append(f"| {c['env']} | {c['preset']}, {c['train_steps']:,} | {c.get('mean_rows') or 0} | {c['seed']} | "
-                   f"{_planner(scores[0]['planner'], scores[0]['planner_config'])} | {means} | {top} | {final} | "
+                   f"{_planner(scores[0]['planner'], scores[0]['planner_config'])}"
+                   f"{' + value' if c.get('value') else ''} | {means} | {top} | {final} | "
                    f"{ms} | {_file(name, d)} |")
     return out
 
