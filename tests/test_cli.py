@@ -199,7 +199,12 @@ MISUSE = [
                                   "Pendulum-v1", "--train-steps", "1"], r"--train-steps must be in \[2, 10\*\*8\)"),
     ("fidelity re-evaluation with updates", ["bench", "fidelity", "--out", "{tmp}/r", "--work", "{tmp}/ev",
                                              "--reevaluate", "{file}", "--train-steps", "100"],
-     "--train-steps trains new runs; --reevaluate evaluates"),
+     "--train-steps trains runs; --reevaluate evaluates"),
+    ("fidelity resume without a budget", ["bench", "fidelity", "--out", "{tmp}/r", "--work", "{tmp}/ev", "--resume"],
+     "--resume needs --train-steps"),
+    ("fidelity resume with nothing to resume", ["bench", "fidelity", "--out", "{tmp}/r", "--work", "{tmp}/ev",
+                                                "--envs", "Pendulum-v1", "--resume", "--train-steps", "10"],
+     "Pendulum-v1: nothing to resume in"),
 ]
 
 
