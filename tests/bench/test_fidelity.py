@@ -59,6 +59,11 @@ def test_resume_trains_the_same_run_on_with_the_same_data(tmp_path):
     assert json.loads(RunDirectory(tmp_path / "w" / "Pendulum-v1" / "run-mamba2").config.read_text())["train_config"]["steps"] == 9
     with pytest.raises(WorldssmError, match="already has 9 updates"):
         fidelity.run(["Pendulum-v1"], train_steps=900, resume=True, **kw)
+    with pytest.raises(WorldssmError, match="made with --seed 0, not 1"):
+        fidelity.run(["Pendulum-v1"], train_steps=1500, resume=True, seed=1, **kw)
+    with pytest.raises(WorldssmError, match="CartPole-v1: nothing to resume"):  # before Pendulum trains on
+        fidelity.run(["Pendulum-v1", "CartPole-v1"], train_steps=1500, resume=True, **kw)
+    assert b["train_sittings"] == json.loads((tmp_path / "w" / "Pendulum-v1" / "train-mamba2.json").read_text())
 
 
 def test_transformer_state_grows_with_context():

@@ -151,17 +151,15 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
     ticks, steps = max(2, int(entry.ticks * scale)), max(2, int((train_steps or entry.train_steps) * scale))
     data, kept = work / name / "data", work / name / "collect.json"
     if resume:
-        if not kept.is_file():
-            raise WorldssmError(f"{name}: nothing to resume in {work / name} (no collect.json): run once without --resume")
-        collected = json.loads(kept.read_text())
+        collected = _resumable(name, work, backbones, steps, seed)
     else:
         if data.exists():
             shutil.rmtree(data)
         t0 = time.perf_counter()
         summary = collect(entry.env, entry.agents, ticks, data, seed=seed, agent=entry.agent,
                           env_kwargs=entry.env_kwargs)
-        collected = {"agents": entry.agents, "ticks": ticks, "steps": summary["steps"],
-                     "episodes": summary["episodes"], "agent": summary["agent"], "seconds": time.perf_counter() - t0}
+        collected = {"agents": entry.agents, "ticks": ticks, "steps": summary["steps"], "episodes": summary["episodes"],
+                     "agent": summary["agent"], "seconds": time.perf_counter() - t0, "seed": seed}
         atomic_write_text(kept, json.dumps(collected))
     spec = RolloutDataset.load(data).spec
     record = {"env": entry.env, "env_kwargs": entry.env_kwargs, "note": entry.note, "seed": seed,
@@ -169,12 +167,7 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
     for backbone in backbones:
         run, sittings = work / name / f"run-{backbone}", work / name / f"train-{backbone}.json"
         if resume:
-            if not sittings.is_file():
-                raise WorldssmError(f"{name}: no trained {backbone} run to resume in {work / name}")
             before = json.loads(sittings.read_text())
-            if before[-1]["upto"] >= steps:
-                raise WorldssmError(f"{name}: the {backbone} run already has {before[-1]['upto']} updates; "
-                                    f"--train-steps {steps} would add none")
         else:
             before = []
             if run.exists():
@@ -192,11 +185,35 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
         if "video" in result:  # where under the work folder (a machine's path does not belong in the record)
             result["video"] = "WORK/" + Path(result["video"]).relative_to(work).as_posix()
         record["backbones"][backbone] = {
-            "train_seconds": train_s, "train_sittings": sittings_now, "loss_rec": trained["loss_rec"], "loss_con": trained["loss_con"],
+            "train_seconds": train_s, "train_sittings": sittings_now,
+            "loss_rec": trained["loss_rec"], "loss_con": trained["loss_con"],
             "eval": result, "targets": verdict(result),
             "state_bytes_per_agent": state_bytes(preset, backbone, spec.observation_space, spec.action_space),
         }
     return record
+
+
+def _resumable(name: str, work: Path, backbones, steps: int, seed: int) -> dict:
+    """What an earlier call left in `work` for env `name` (its collection record), checked: the
+    data and a run of every backbone, trained with the same seed to fewer than `steps` updates.
+
+    Raises:
+        WorldssmError: naming what is missing or why it cannot go on.
+    """
+    kept = work / name / "collect.json"
+    if not kept.is_file():
+        raise WorldssmError(f"{name}: nothing to resume in {work / name} (no collect.json): run once without --resume")
+    collected = json.loads(kept.read_text())
+    if collected.get("seed", seed) != seed:
+        raise WorldssmError(f"{name}: the runs in {work / name} were made with --seed {collected['seed']}, not {seed}")
+    for backbone in backbones:
+        sittings = work / name / f"train-{backbone}.json"
+        if not sittings.is_file():
+            raise WorldssmError(f"{name}: no trained {backbone} run to resume in {work / name}")
+        upto = json.loads(sittings.read_text())[-1]["upto"]
+        if upto >= steps:
+            raise WorldssmError(f"{name}: the {backbone} run already has {upto} updates; --train-steps {steps} would add none")
+    return collected
 
 
 def run(envs=None, device: str = "cpu", backbones=("mamba2",), out_dir="tests/bench/results", work="runs/fidelity",
@@ -222,9 +239,11 @@ def run(envs=None, device: str = "cpu", backbones=("mamba2",), out_dir="tests/be
         raise WorldssmError("--device cuda but torch sees no CUDA device")
     if train_steps is not None and not 2 <= train_steps < 10**8:
         raise WorldssmError(f"--train-steps must be in [2, 10**8), got {train_steps}")
-    for n in names:  # every env is checked before any is collected
-        check_entry(n, SUITE[n])
     work = Path(work)
+    for n in names:  # every env is checked before any is collected or trained
+        check_entry(n, SUITE[n])
+        if resume:
+            _resumable(n, work, backbones, max(2, int((train_steps or SUITE[n].train_steps) * scale)), seed)
     results = {}
     for n in names:
         results[n] = run_env(n, SUITE[n], work, device, backbones, seed, progress, preset, scale, train_steps, resume)
