@@ -145,17 +145,11 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
     cfg = preset_config(cfg)
     engine = Engine(model, capacity=episodes * (cfg.samples * cfg.particles + 1), device=device,
                     sample=cfg.particles > 1, seed=seed)
-    fit = None
     if value:
-        import json
-        from pathlib import Path
+        from worldssm.agents.value import load_value
+        from worldssm.checkpoint import resolve_checkpoint
 
-        from worldssm.agents.value import VALUE_META, load_value
-
-        here = Path(checkpoint)  # a run, or one of its checkpoints (RUN/checkpoints/step-N)
-        run = next((p for p in (here, here.parent, here.parent.parent) if (p / VALUE_META).is_file()), here)
-        value = load_value(run)
-        fit = json.loads((run / VALUE_META).read_text())["fit"]
+        value = load_value(resolve_checkpoint(checkpoint).parent.parent)  # RUN/checkpoints/step-N -> RUN
     planner = make_planner(engine, cfg, seed=seed, value=value or None)
     bar = None
     if progress:
@@ -177,7 +171,7 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
             **result.summary(), "imagined_steps_per_agent_decision": per_decision,
             "imagined_steps_per_s": planned, "raw_step_batch": batch, "raw_steps_per_s": raw,
             "planning_overhead": raw / planned - 1 if planned else None,
-            "engine_impl": engine.impl, "device": device, "value": fit}
+            "engine_impl": engine.impl, "device": device, "value": value.fit if value else None}
 
 
 def raw_imagine_rate(engine, batch: int, seed: int = 0, reps: int = 30) -> float:

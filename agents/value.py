@@ -192,7 +192,8 @@ def save_value(run_dir, value: Value, cfg: ValueConfig, stats: dict) -> None:
 
 
 def load_value(run_dir) -> Value:
-    """The value saved in a run directory (no code is executed: safetensors and JSON).
+    """The value saved in a run directory (no code is executed: safetensors and JSON), with how
+    it was fitted as `.fit`.
 
     Raises:
         WorldssmError: the run has no value, or its files do not match each other.
@@ -208,6 +209,7 @@ def load_value(run_dir) -> Value:
         meta = json.loads(meta_path.read_text())
         value = Value(int(meta["d_model"]), int(meta["width"]), float(meta["config"]["discount"]))
         value.load_state_dict(load_file(weights))
+        value.fit = meta.get("fit", {})  # how it was fitted (`fit_value`'s stats)
     except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
         raise WorldssmError(f"the value in {run_dir} cannot be read: {exc}") from None
     return value.eval()

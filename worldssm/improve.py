@@ -244,7 +244,7 @@ class Improvement:
                 "planner": type(planner).__name__, "planner_config": dataclasses.asdict(pcfg),
                 "decisions": ms["decisions"], "mean_decision_ms": 1e3 * ms["seconds"] / max(1, ms["decisions"]),
                 "imagined_steps_per_s": planner.imagined_steps_per_second(), "engine_impl": engine.impl,
-                "value": None if value is None else json.loads((self._run_dir(r) / "value.json").read_text())["fit"]}
+                "value": None if value is None else value.fit}
 
     def _bar(self, total, desc):
         if not self.progress:

@@ -109,6 +109,7 @@ def test_a_fitted_value_reads_the_returns_from_the_features(tmp_path):
     h = torch.randn(5, model.cfg.backbone.d_model)
     np.testing.assert_array_equal(value.predict(h), again.predict(h))
     assert json.loads((tmp_path / "value.json").read_text())["fit"]["rows"] == stats["rows"]
+    assert again.fit == stats, "how it was fitted comes back with it"
     with pytest.raises(WorldssmError, match="reads features"):
         again.predict(torch.zeros(2, 7))
 

@@ -150,8 +150,8 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
     preset = preset or ("BASE" if device == "cuda" else "SMALL")
     ticks, steps = max(2, int(entry.ticks * scale)), max(2, int((train_steps or entry.train_steps) * scale))
     data, kept = work / name / "data", work / name / "collect.json"
-    if resume:
-        collected = _resumable(name, work, backbones, steps, seed)
+    if resume:  # `run` checked what the earlier call left (`_resumable`) before anything trained
+        collected = json.loads(kept.read_text())
     else:
         if data.exists():
             shutil.rmtree(data)

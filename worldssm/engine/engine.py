@@ -53,7 +53,8 @@ class EngineOutput(NamedTuple):
     # log of `cont`, from the logit: exact where `cont` rounds to 1 in float32 (a planner ranks
     # safe states by it)
     log_cont: torch.Tensor
-    # the feature the reward and continue heads read [B, D] (a planner's value reads it too)
+    # the feature the reward and continue heads read [B, D], in the backbone's dtype (a planner's
+    # value reads it too)
     h: torch.Tensor | None = None
 
 
@@ -360,7 +361,7 @@ class Engine:
         self._steps = {key: graphed(core) for key, core in cores.items()}
 
     def _output(self, z, rew, cont, log_cont, h, obs=None) -> EngineOutput:
-        return EngineOutput(z, rew.float(), cont.float(), obs, log_cont.float(), h.float())
+        return EngineOutput(z, rew.float(), cont.float(), obs, log_cont.float(), h)
 
     def _numpy_output(self, z, rew, logit, h, decode: bool) -> EngineOutput:
         obs = torch.from_numpy(self._numpy.decode(z, h)) if decode else None
