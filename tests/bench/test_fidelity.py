@@ -66,6 +66,35 @@ def test_resume_trains_the_same_run_on_with_the_same_data(tmp_path):
     assert b["train_sittings"] == json.loads((tmp_path / "w" / "Pendulum-v1" / "train-mamba2.json").read_text())
 
 
+def test_a_sitting_stopped_by_sigterm_is_kept_and_resumed(tmp_path, monkeypatch):
+    """A job's time limit (SIGTERM) in the middle of training: the trainer saves the step it
+    reached, the sitting is recorded as interrupted, and --resume trains on from that step."""
+    import os
+    import signal
+
+    from worldssm.train.trainer import Trainer
+
+    kw = dict(out_dir=tmp_path, work=tmp_path / "w", preset="DEBUG", scale=0.01)
+    update = Trainer.update
+
+    def update_then_stop(self):
+        out = update(self)
+        if self.updates == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(Trainer, "update", update_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        fidelity.run(["Pendulum-v1"], train_steps=800, **kw)
+    monkeypatch.setattr(Trainer, "update", update)
+    kept = json.loads((tmp_path / "w" / "Pendulum-v1" / "train-mamba2.json").read_text())
+    assert [(x["upto"], x.get("interrupted")) for x in kept] == [(3, True)]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the handler is put back"
+    b = fidelity.run(["Pendulum-v1"], train_steps=800, resume=True, **kw)["envs"]["Pendulum-v1"]["backbones"]["mamba2"]
+    assert [x["upto"] for x in b["train_sittings"]] == [3, 8]
+    assert b["eval"]["checkpoint_step"] == 8
+
+
 def test_transformer_state_grows_with_context():
     sizes = fidelity.state_bytes("DEBUG", "transformer", {"type": "box", "shape": [3], "dtype": "float32",
                                  "low": np.full(3, -1, np.float32), "high": np.full(3, 1, np.float32)},

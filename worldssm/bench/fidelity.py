@@ -20,9 +20,12 @@ terminate; reward error below the mean-reward predictor's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,9 +176,16 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
             if run.exists():
                 shutil.rmtree(run)
         cfg = TrainConfig(preset=preset, steps=steps, seed=seed, device=device, backbone=backbone,
-                          log_every=max(1, steps // 20), checkpoint_every=steps)
+                          log_every=max(1, steps // 20), checkpoint_every=max(1, steps // 10))
         t1 = time.perf_counter()
-        Trainer(data, run, cfg, resume=resume).run(progress=progress)
+        trainer = Trainer(data, run, cfg, resume=resume)
+        try:
+            with _interrupt_on_sigterm():
+                trainer.run(progress=progress)
+        except KeyboardInterrupt:  # the trainer saved where it stopped: record the sitting so far
+            atomic_write_text(sittings, json.dumps(before + [
+                {"upto": trainer.updates, "seconds": time.perf_counter() - t1, "interrupted": True}]))
+            raise
         sittings_now = before + [{"upto": steps, "seconds": time.perf_counter() - t1}]
         atomic_write_text(sittings, json.dumps(sittings_now))
         train_s = sum(x["seconds"] for x in sittings_now)
@@ -191,6 +201,25 @@ def run_env(name: str, entry: EnvEntry, work: Path, device: str, backbones, seed
             "state_bytes_per_agent": state_bytes(preset, backbone, spec.observation_space, spec.action_space),
         }
     return record
+
+
+@contextlib.contextmanager
+def _interrupt_on_sigterm():
+    """SIGTERM (a job's time limit, `timeout`) stops training as Ctrl-C does: the trainer saves
+    the step it reached and the sitting is recorded, so `--resume` goes on from there. Only the
+    main thread can take signals; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _resumable(name: str, work: Path, backbones, steps: int, seed: int) -> dict:
