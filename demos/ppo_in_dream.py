@@ -83,6 +83,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     run = ensure_model("CartPole-v1", args)
     dreams = ws.DreamVectorEnv(run, num_envs=args.dreams, env="CartPole-v1", autoreset_mode="SameStep",
@@ -90,6 +91,7 @@ def main(argv=None) -> dict:
     n_steps = max(8, min(2048, args.ppo_steps) // args.dreams)  # steps per dream per PPO update
     ppo = PPO("MlpPolicy", sb3_vec_env(dreams), n_steps=n_steps, batch_size=min(256, n_steps * args.dreams),
               seed=args.seed, verbose=0)
+    ppo.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default logger makes a folder in /tmp
     print(f"PPO: {args.ppo_steps:,} steps in {args.dreams} dreams of {run}")
     ppo.learn(total_timesteps=args.ppo_steps, progress_bar=False)
     result = ws.run_episodes(PolicyAgent(ppo), "CartPole-v1", episodes=args.episodes, seed=args.seed)

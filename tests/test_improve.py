@@ -47,8 +47,10 @@ def test_a_value_is_fitted_on_each_rounds_data_and_planned_with(tmp_path):
     with the reason, after training, before any planning."""
     import dataclasses
 
-    cart = dataclasses.replace(TINY, env="CartPole-v1", random_steps=60, value=True)
+    cart = dataclasses.replace(TINY, env="CartPole-v1", random_steps=60, value=True, loss_con=2.5)
     state = improve(tmp_path / "cart", cart)
+    trained = json.loads((tmp_path / "cart" / "round-00" / "run" / "config.json").read_text())["model_config"]
+    assert trained["loss_con"] == 2.5, "the loop's continue weight reaches the model"
     fit = json.loads((tmp_path / "cart" / "round-00" / "run" / "value.json").read_text())["fit"]
     assert state["scores"][0]["value"] == fit and fit["rows"] > 0 and fit["target_max"] > 0
     with pytest.raises(WorldssmError, match="can be valued"):

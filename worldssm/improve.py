@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ class ImproveConfig:
     preset: str = "SMALL"  # model preset (worldssm.model.PRESETS)
     train_steps: int = 3000  # gradient updates per round (every round trains a fresh model)
     mean_rows: float | None = None  # share of training rows fed the expected latent (TrainConfig.mean_rows); none: the preset's
+    loss_con: float | None = None  # weight of the continue loss (TrainConfig.loss_con); none: the preset's
     random_agents: int = 8  # env copies collecting the random rollouts of round 0
     random_steps: int = 2500  # ticks of random collection (about agents x ticks steps)
     episodes: int = 10  # episodes the planner plays per round (its score and the next data)
@@ -81,6 +83,8 @@ class ImproveConfig:
                 raise ValueError(f"ImproveConfig.{name} must be one of {options}, got {getattr(self, name)!r}")
         if self.mean_rows is not None and not 0.0 <= self.mean_rows <= 1.0:
             raise ValueError(f"ImproveConfig.mean_rows must be in [0, 1] or None, got {self.mean_rows}")
+        if self.loss_con is not None and not (self.loss_con >= 0 and math.isfinite(self.loss_con)):
+            raise ValueError(f"ImproveConfig.loss_con must be finite and >= 0 or None, got {self.loss_con}")
         if self.threads < 0:
             raise ValueError(f"ImproveConfig.threads must be >= 0, got {self.threads}")
 
@@ -182,7 +186,8 @@ class Improvement:
         run = self._run_dir(r)
         started = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
         tcfg = TrainConfig(preset=self.cfg.preset, steps=self.cfg.train_steps, seed=self.cfg.seed + r,
-                           threads=self.cfg.threads, mean_rows=self.cfg.mean_rows)
+                           threads=self.cfg.threads, mean_rows=self.cfg.mean_rows,
+                           loss_con=self.cfg.loss_con)
         trainer = Trainer(self.out / "data", run, tcfg, resume=started, overwrite=not started)
         trainer.run(progress=self.progress)
         if self.cfg.value:

@@ -94,3 +94,23 @@ def test_mean_rows_flag_sets_the_models_share_of_expected_latent_rows(pendulum_d
     old = TrainConfig(preset="DEBUG").to_dict()
     del old["mean_rows"]
     assert TrainConfig.from_dict(old).mean_rows is None, "a run saved before the field resumes with the preset's"
+
+
+def test_loss_con_flag_sets_the_continue_weight_over_the_preset(pendulum_data, tmp_path):
+    from worldssm.improve import ImproveConfig
+    from worldssm.train import Trainer
+
+    t = Trainer(pendulum_data, tmp_path / "one", TrainConfig(preset="SMALL", loss_con=1.0, steps=1, batch_size=2, seq_len=16))
+    assert t.model.cfg.loss_con == 1.0 and t.model.cfg.loss_rec == PRESETS["SMALL"].loss_rec, "only the continue weight"
+    t.close()
+    t = Trainer(pendulum_data, tmp_path / "preset", TrainConfig(preset="SMALL", steps=1, batch_size=2, seq_len=16))
+    assert t.model.cfg.loss_con == PRESETS["SMALL"].loss_con != 1.0  # none: the preset's
+    t.close()
+    for bad in (-1.0, math.inf):
+        with pytest.raises(ValueError, match=r"TrainConfig.loss_con must be finite and >= 0"):
+            TrainConfig(loss_con=bad)
+        with pytest.raises(ValueError, match=r"ImproveConfig.loss_con must be finite and >= 0"):
+            ImproveConfig(env="CartPole-v1", loss_con=bad)
+    old = TrainConfig(preset="DEBUG").to_dict()
+    del old["loss_con"]
+    assert TrainConfig.from_dict(old).loss_con is None, "a run saved before the field resumes with the preset's"

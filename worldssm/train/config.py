@@ -42,6 +42,7 @@ class TrainConfig:
     seq_len: int = 64  # steps per sequence
     backbone: str = "mamba2"  # sequence model: mamba2, or the gru / transformer baseline of matched size (preset_for)
     mean_rows: float | None = None  # share of training rows fed the expected latent (WorldModelConfig.mean_rows); none: the preset's
+    loss_con: float | None = None  # weight of the continue loss (WorldModelConfig.loss_con); none: the preset's
     lr: float = 1e-3  # AdamW learning rate
     warmup: int = 100  # linear learning-rate warm-up steps
     lr_final: float = 0.1  # after the warm-up the rate falls on a cosine to this fraction of lr (1: constant)
@@ -81,6 +82,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.backbone must be one of {BACKBONE_KINDS}, got {self.backbone!r}")
         if self.mean_rows is not None and not 0.0 <= self.mean_rows <= 1.0:
             raise ValueError(f"TrainConfig.mean_rows must be in [0, 1] or None, got {self.mean_rows}")
+        if self.loss_con is not None and not (self.loss_con >= 0 and math.isfinite(self.loss_con)):
+            raise ValueError(f"TrainConfig.loss_con must be finite and >= 0 or None, got {self.loss_con}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ValueError(f"TrainConfig.weight_decay must be finite and >= 0, got {self.weight_decay}")
         check_seed("TrainConfig", self.seed)

@@ -309,8 +309,8 @@ class Trainer:
             else:
                 if model_cfg is None:
                     model_cfg = preset_for(cfg.preset, cfg.backbone)
-                    if cfg.mean_rows is not None:
-                        model_cfg = dataclasses.replace(model_cfg, mean_rows=cfg.mean_rows)
+                    over = {k: getattr(cfg, k) for k in ("mean_rows", "loss_con") if getattr(cfg, k) is not None}
+                    model_cfg = dataclasses.replace(model_cfg, **over)
                 self._configure(data, cfg, model_cfg)
                 self.files.acquire()
                 self.files.check(resume, overwrite)
