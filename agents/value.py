@@ -10,6 +10,17 @@ pole, but fitted on `worldssm improve`'s rounds it learns where the planner's ow
 on to fail (TD-MPC learns its value from its planner's episodes too). The planner adds
 discount^H x P(still going) x V(h_H) to each candidate's return (`make_planner(..., value=)`).
 
+`fit_value_in_dreams` learns the value from the model alone instead: value iteration in its own
+imagination. Many dreams start from windows of real data and step on, each step trying every
+action (Discrete) or a few random ones (Box) one step ahead and taking the best by
+reward + discount x P(goes on) x V (with a few random steps), and V is fitted to lambda-returns
+of these dreams against a slowly following copy of itself. What it estimates is the return of
+acting well in the model, not of the policy that collected the data: with CartPole-v1's true
+equations in place of a model, the "fast" CEM planner goes from a mean of 199.8 over 10 episodes
+to 500 in all 10 with it, where a value of random-policy returns only teaches the planner what
+random play survives. It knows what the model knows: a model that never saw the cart reach the
+end of its track cannot value staying away from it.
+
 Targets follow the data's convention (reward[t] is received on arriving at obs[t]): observing
 (o_t, a_t) gives h_t, which predicts r_{t+1} and whether the episode goes on; its value target
 is the discounted sum of r_{t+2}, r_{t+3}, ... up to the episode's end, 0 when t + 1 ends it.
@@ -213,3 +224,210 @@ def load_value(run_dir) -> Value:
     except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
         raise WorldssmError(f"the value in {run_dir} cannot be read: {exc}") from None
     return value.eval()
+
+
+@dataclass(frozen=True)
+class DreamValueConfig:
+    """How `fit_value_in_dreams` fits a value (value iteration in the model's imagination)."""
+
+    discount: float = 0.99  # gamma of the returns it estimates (the planner's own discount)
+    width: int = 256  # hidden width of its MLP (two hidden layers)
+    dreams: int = 256  # dreams stepped side by side
+    iterations: int = 15000  # imagined steps of every dream (each with a one-step lookahead)
+    candidates: int = 8  # Box actions: random actions tried at each step (Discrete: every action)
+    context: int = 8  # real steps a dream starts from (windows of the data's episodes)
+    max_steps: int = 500  # a dream starts afresh after this many steps
+    epsilon: float = 0.1  # share of steps that take a random candidate instead of the best
+    lam: float = 0.95  # lambda of the lambda-return targets
+    segment: int = 16  # steps of dream between target computations
+    tau: float = 0.02  # step of the target copy toward the value after every imagined step
+    lr: float = 3e-4  # Adam's learning rate
+    batch: int = 512  # rows per update
+    updates: int = 4  # Adam updates per imagined step (once the buffer holds 4 batches)
+    buffer: int = 200_000  # targets kept for the updates (the newest)
+    seed: int = 0  # starts, exploration, initialisation and batches
+
+    def __post_init__(self):
+        if not 0.0 < self.discount < 1.0:
+            raise ValueError(f"DreamValueConfig.discount must be in (0, 1), got {self.discount}")
+        for name in ("lam", "tau"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"DreamValueConfig.{name} must be in (0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"DreamValueConfig.epsilon must be in [0, 1], got {self.epsilon}")
+        for name in ("width", "dreams", "iterations", "candidates", "context", "max_steps", "segment", "batch",
+                     "updates", "buffer"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"DreamValueConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"DreamValueConfig.lr must be finite and > 0, got {self.lr}")
+
+
+MAX_DISCRETE_LOOKAHEAD = 16  # Discrete spaces up to this many actions try each one
+
+
+def _lookahead_actions(space: dict, cfg: DreamValueConfig, n: int, rng) -> np.ndarray:
+    """The actions every dream tries at a step, dream-major: [n * K] or [n * K, *shape]."""
+    if space["type"] == "discrete":
+        return np.tile(np.arange(int(space["n"]), dtype=np.int64), n)
+    low = np.asarray(space["low"], np.float64)
+    high = np.asarray(space["high"], np.float64)
+    return rng.uniform(low, high, (n * cfg.candidates, *low.shape)).astype(np.float32)
+
+
+def fit_value_in_dreams(model, episodes: list[dict], cfg: DreamValueConfig = DreamValueConfig(),
+                        progress: bool = False) -> tuple[Value, dict]:
+    """Fit a `Value` for `model` by value iteration in its own dreams (module docstring); the
+    episodes (dicts with "obs" and "action", as `RolloutDataset.episodes`) only give the windows
+    dreams start from. Returns (value, stats): iterations, seconds, the dreams' last values, how
+    many dreams ended and their mean length.
+
+    Raises:
+        WorldssmError: an action space it cannot try actions in (a Discrete space of more than
+            16 actions, an unbounded Box), or no episode as long as the context.
+    """
+    from worldssm.engine import Engine
+
+    k = _lookahead_width(model.action_space, cfg)
+    engine = Engine(model, cfg.dreams * (k + 1), seed=cfg.seed)
+    return value_iteration(engine, model.cfg.backbone.d_model, episodes, cfg, progress)
+
+
+def _lookahead_width(space: dict, cfg: DreamValueConfig) -> int:
+    if space["type"] == "discrete" and int(space["n"]) > MAX_DISCRETE_LOOKAHEAD:
+        raise WorldssmError(f"fit_value_in_dreams tries every Discrete action at each step; {space['n']} actions "
+                            f"is more than {MAX_DISCRETE_LOOKAHEAD}")
+    if space["type"] == "box" and not (np.isfinite(np.asarray(space["low"], np.float64)).all()
+                                       and np.isfinite(np.asarray(space["high"], np.float64)).all()):
+        raise WorldssmError("fit_value_in_dreams draws Box actions between the space's bounds; this space is unbounded")
+    return int(space["n"]) if space["type"] == "discrete" else cfg.candidates
+
+
+def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueConfig,
+                    progress: bool = False) -> tuple[Value, dict]:
+    """`fit_value_in_dreams` over any engine (an `Engine`, or a look-alike with join, reset,
+    observe, fork, fork_observed, imagine -> reward, log_cont, h, leave, and action_space) with
+    room for cfg.dreams x (lookahead + 1) slots; `d_model` is the width of its features h."""
+    import copy
+    import time
+
+    space = engine.action_space
+    k = _lookahead_width(space, cfg)
+    starts = [e for e in episodes if len(e["obs"]) >= cfg.context]
+    if not starts:
+        raise WorldssmError(f"no episode has the {cfg.context} steps a dream starts from; lower the context")
+    n, d = cfg.dreams, d_model
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    value = Value(d, cfg.width, cfg.discount)
+    target = copy.deepcopy(value).eval()
+    opt = torch.optim.Adam(value.parameters(), lr=cfg.lr)
+    slots = engine.join(n)
+    pending = np.zeros((n, *np.shape(starts[0]["obs"][0])), np.float32)  # a fresh dream's last real observation
+    real = np.zeros(n, bool)  # True: the next step observes `pending` first
+    steps = np.zeros(n, np.int64)
+    buf_h, buf_y = np.zeros((cfg.buffer, d), np.float32), np.zeros(cfg.buffer, np.float32)
+    size = at = 0
+    seg: list[dict] = []
+    lengths: list[int] = []
+
+    def start(rows: np.ndarray) -> None:
+        obs, act = [], []
+        for _ in rows:
+            ep = starts[int(rng.integers(len(starts)))]
+            s = int(rng.integers(len(ep["obs"]) - cfg.context + 1))
+            obs.append(ep["obs"][s:s + cfg.context])
+            act.append(ep["action"][s:s + cfg.context - 1])
+        obs, act = np.stack(obs), np.stack(act)
+        engine.reset(slots[rows])
+        for t in range(cfg.context - 1):
+            engine.observe(slots[rows], obs[:, t], act[:, t], np.full(rows.size, t == 0))
+        pending[rows], real[rows], steps[rows] = obs[:, -1], True, 0
+
+    def predict(net, h: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(h)).double().numpy()
+
+    def store(h: np.ndarray, y: np.ndarray) -> None:
+        nonlocal size, at
+        pos = (at + np.arange(h.shape[0])) % cfg.buffer
+        buf_h[pos], buf_y[pos] = h, y
+        at, size = (at + h.shape[0]) % cfg.buffer, min(size + h.shape[0], cfg.buffer)
+
+    def targets() -> None:
+        """lambda-returns for the features of seg[0 .. L-1]; a feature whose dream then started
+        afresh has no next state and gets none (its own target value stands in below it)."""
+        last = len(seg) - 1
+        g = np.where(seg[last - 1]["end"], seg[last - 1]["v"], seg[last]["y"])
+        for i in range(last - 1, -1, -1):
+            cur = seg[i]
+            if i < last - 1:
+                nxt = seg[i + 1]
+                g = np.where(cur["end"], cur["v"],
+                             (1 - cfg.lam) * nxt["y"] + cfg.lam * (nxt["r"] + cfg.discount * nxt["c"] * g))
+            keep = ~cur["end"]
+            store(cur["h"][keep], g[keep].astype(np.float32))
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.iterations, desc="value in dreams", unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    start(np.arange(n))
+    at_dream = (np.arange(n)[:, None] * k + np.arange(k)).reshape(n, k)
+    y = np.zeros(n)
+    try:
+        for _ in range(cfg.iterations):
+            forks = np.empty(n * k, np.int64)
+            if real.any():
+                forks[at_dream[real].reshape(-1)] = engine.fork_observed(slots[real], pending[real], k,
+                                                                         np.zeros(int(real.sum()), bool))
+            if (~real).any():
+                forks[at_dream[~real].reshape(-1)] = engine.fork(slots[~real], k)
+            out = engine.imagine(forks, _lookahead_actions(space, cfg, n, rng))
+            r = out.reward.cpu().numpy().astype(np.float64)
+            log_c = out.log_cont.cpu().numpy().astype(np.float64)
+            h = out.h.float().cpu().numpy()
+            q = (r + cfg.discount * np.exp(log_c) * predict(target, h)).reshape(n, k)
+            y = q.max(axis=1)  # the value of each dream's state: the target of the feature that led there
+            pick = q.argmax(axis=1)
+            explore = rng.random(n) < cfg.epsilon
+            pick[explore] = rng.integers(0, k, int(explore.sum()))
+            chosen = at_dream[np.arange(n), pick]
+            keep = forks[chosen]
+            engine.leave(np.concatenate([slots, np.delete(forks, chosen)]))
+            slots = keep
+            real[:] = False
+            steps += 1
+            cont = np.exp(log_c[chosen])
+            end = (cont < 0.5) | (steps >= cfg.max_steps)
+            seg.append({"y": y, "h": h[chosen], "r": r[chosen], "c": cont, "end": end, "v": predict(target, h[chosen])})
+            if end.any():
+                lengths.extend(steps[end].tolist())
+                start(np.flatnonzero(end))
+            if len(seg) == cfg.segment + 1:
+                targets()
+                seg = seg[cfg.segment:]
+            if size >= 4 * cfg.batch:
+                for _ in range(cfg.updates):
+                    b = rng.integers(0, size, cfg.batch)
+                    loss = ((value.net(torch.from_numpy(buf_h[b])).squeeze(-1) - _symlog(torch.from_numpy(buf_y[b]))) ** 2).mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                with torch.no_grad():
+                    for p, tp in zip(value.parameters(), target.parameters()):
+                        tp.lerp_(p, cfg.tau)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    engine.leave(slots)
+    value.eval()
+    stats = {"method": "dreams", "iterations": cfg.iterations, "imagined_steps": cfg.iterations * n * k,
+             "seconds": time.perf_counter() - t0, "episodes": len(starts),
+             "last_values_mean": float(y.mean()), "last_values_max": float(y.max()),
+             "dream_ends": len(lengths), "mean_dream_length": float(np.mean(lengths)) if lengths else None}
+    return value, stats

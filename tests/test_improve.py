@@ -42,19 +42,29 @@ def test_rounds_record_the_planner_and_train_on_everything(tmp_path):
 
 
 def test_a_value_is_fitted_on_each_rounds_data_and_planned_with(tmp_path):
-    """CartPole's random episodes end by termination, so every step has a return to learn;
-    Pendulum's end only by its time limit, shorter than the discount's reach: that is refused
-    with the reason, after training, before any planning."""
+    """By default the value is iterated in the model's dreams (Pendulum too, whose episodes only
+    end by their time limit). Fitted to returns instead: CartPole's random episodes end by
+    termination, so every step has a return to learn; Pendulum's time limit is shorter than the
+    discount's reach, which is refused with the reason, after training, before any planning."""
     import dataclasses
 
-    cart = dataclasses.replace(TINY, env="CartPole-v1", random_steps=60, value=True, loss_con=2.5)
+    pend = improve(tmp_path / "pend", dataclasses.replace(TINY, value=True, value_iterations=30))
+    fit = json.loads((tmp_path / "pend" / "round-00" / "run" / "value.json").read_text())
+    assert fit["fit"]["method"] == "dreams" and fit["config"]["iterations"] == 30
+    assert pend["scores"][0]["value"] == fit["fit"]
+    cart = dataclasses.replace(TINY, env="CartPole-v1", random_steps=60, value=True, value_from="returns", loss_con=2.5)
     state = improve(tmp_path / "cart", cart)
     trained = json.loads((tmp_path / "cart" / "round-00" / "run" / "config.json").read_text())["model_config"]
     assert trained["loss_con"] == 2.5, "the loop's continue weight reaches the model"
     fit = json.loads((tmp_path / "cart" / "round-00" / "run" / "value.json").read_text())["fit"]
     assert state["scores"][0]["value"] == fit and fit["rows"] > 0 and fit["target_max"] > 0
     with pytest.raises(WorldssmError, match="can be valued"):
-        improve(tmp_path / "pend", dataclasses.replace(TINY, value=True))
+        improve(tmp_path / "pend-returns", dataclasses.replace(TINY, value=True, value_from="returns"))
+    # a loop saved before values were iterated in dreams resumes fitting them to returns
+    saved = json.loads((tmp_path / "cart" / "improve.json").read_text())
+    del saved["config"]["value_from"], saved["config"]["value_iterations"]
+    (tmp_path / "cart" / "improve.json").write_text(json.dumps(saved))
+    assert Improvement(tmp_path / "cart", resume=True).cfg.value_from == "returns"
 
 
 def test_an_interrupted_loop_resumes_after_its_last_finished_stage(tmp_path, monkeypatch):

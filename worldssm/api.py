@@ -19,7 +19,9 @@ What is here:
 - agents: the `Agent` protocol (`act(obs [A, ...], info: AgentInfo) -> actions [A, ...]`), the
   scripted agents, the planners (`MPPIPlanner`, `CEMPlanner`, `PlannerConfig`,
   `PLANNER_PRESETS`, `make_planner`) and `run_episodes` / `plan_in_env` to score them; a
-  planner's value of what follows its horizon: `Value`, `ValueConfig`, `fit_value`, `load_value`;
+  planner's value of what follows its horizon: `Value`, `fit_value_in_dreams` / `DreamValueConfig`
+  (value iteration in the model's imagination), `fit_value` / `ValueConfig` (the data's returns),
+  `load_value`;
 - simulations of many agents on Ray (or in this process): `Simulation`, `SimConfig`,
   `ModelSource`;
 - environments by name: `make_env` (swarm_v0, PettingZoo names, Gymnasium ids);
@@ -42,7 +44,7 @@ from worldssm.agents.planners import (
     make_planner,
 )
 from worldssm.agents.rollout import EpisodeResult, plan_in_env, run_episodes
-from worldssm.agents.value import Value, ValueConfig, fit_value, load_value
+from worldssm.agents.value import DreamValueConfig, Value, ValueConfig, fit_value, fit_value_in_dreams, load_value
 from worldssm.dream import Contexts, DreamEnv, DreamParallelEnv, DreamVectorEnv
 from worldssm.engine import Engine, EngineOutput
 from worldssm.envs import make as make_env
@@ -103,9 +105,9 @@ def load(path: str | Path, device: str = "cpu") -> WorldModel:
 
 __all__ = [
     "PLANNER_PRESETS", "Agent", "AgentInfo", "CEMPlanner", "Contexts", "DreamEnv", "DreamParallelEnv",
-    "DreamVectorEnv", "Engine", "EngineOutput", "EpisodeResult", "GreedyAgent", "MPPIPlanner", "ModelSource",
-    "PatternAgent", "PlannerConfig", "PlannerError", "RandomAgent", "SimConfig", "Simulation", "WorldModel",
-    "TrainConfig", "Value", "ValueConfig", "WorldModelConfig", "WorldssmError", "collect", "fit_value", "load",
-    "load_value", "make_env", "make_planner", "open_play", "plan_in_env",
+    "DreamValueConfig", "DreamVectorEnv", "Engine", "EngineOutput", "EpisodeResult", "GreedyAgent", "MPPIPlanner",
+    "ModelSource", "PatternAgent", "PlannerConfig", "PlannerError", "RandomAgent", "SimConfig", "Simulation",
+    "WorldModel", "TrainConfig", "Value", "ValueConfig", "WorldModelConfig", "WorldssmError", "collect", "fit_value",
+    "fit_value_in_dreams", "load", "load_value", "make_env", "make_planner", "open_play", "plan_in_env",
     "preset", "run_episodes", "train_model",
 ]

@@ -64,17 +64,21 @@ class ImproveConfig:
     samples: int | None = None  # candidate sequences per agent and iteration; none: the preset's
     seed: int = 0  # seed of collection, training and planning (round r plays seeds seed + 1000 r + i)
     threads: int = 0  # torch threads for training (0: torch's default)
-    # After training, fit a value of the model's state to the returns of every episode so far
-    # (worldssm.agents.value) and plan with it: what follows a plan's horizon.
-    value: bool = False  # fit a value on each round's data and plan with it
+    # After training, fit a value of the model's state (worldssm.agents.value) and plan with it:
+    # what follows a plan's horizon. "dreams": value iteration in the model's imagination;
+    # "returns": the discounted returns of every episode so far (of the policies that played them).
+    value: bool = False  # fit a value for each round's model and plan with it
+    value_from: str = "dreams"  # how the value is fitted: dreams or returns
+    value_iterations: int | None = None  # dreams: imagined steps of value iteration; none: DreamValueConfig's
 
-    CHOICES: ClassVar[dict] = {"preset": ("DEBUG", "SMALL", "BASE"), "planner": ("fast", "default", "thorough")}
+    CHOICES: ClassVar[dict] = {"preset": ("DEBUG", "SMALL", "BASE"), "planner": ("fast", "default", "thorough"),
+                               "value_from": ("dreams", "returns")}
 
     def __post_init__(self):
         for name in ("rounds", "train_steps", "random_agents", "random_steps", "episodes"):
             if not getattr(self, name) >= 1:
                 raise ValueError(f"ImproveConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("horizon", "samples"):
+        for name in ("horizon", "samples", "value_iterations"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"ImproveConfig.{name} must be >= 1 or None, got {value}")
@@ -114,7 +118,10 @@ class Improvement:
                 raise WorldssmError(f"--resume: {state_path} does not exist (nothing to resume)")
             try:
                 self.state = json.loads(state_path.read_text())
-                saved = ImproveConfig(**self.state["config"])
+                conf = dict(self.state["config"])
+                if conf.get("value"):  # loops saved before values were fitted in dreams fitted them to returns
+                    conf.setdefault("value_from", "returns")
+                saved = ImproveConfig(**conf)
                 self.state["done"], self.state["scores"]  # noqa: B018 - both must be there
             except (ValueError, TypeError, KeyError) as exc:
                 raise WorldssmError(f"{state_path}: not a worldssm improve state ({exc})") from None
@@ -191,13 +198,20 @@ class Improvement:
         trainer = Trainer(self.out / "data", run, tcfg, resume=started, overwrite=not started)
         trainer.run(progress=self.progress)
         if self.cfg.value:
-            from worldssm.agents.value import ValueConfig, fit_value, save_value
+            from worldssm.agents.value import DreamValueConfig, ValueConfig, fit_value, fit_value_in_dreams, save_value
             from worldssm.data import RolloutDataset
             from worldssm.model import load_model
 
             model, _ = load_model(run)
-            vcfg = ValueConfig(discount=self.cfg.planner_config().discount, seed=self.cfg.seed + r)
-            value, stats = fit_value(model, RolloutDataset.load(self.out / "data").episodes, vcfg)
+            discount, seed = self.cfg.planner_config().discount, self.cfg.seed + r
+            episodes = RolloutDataset.load(self.out / "data").episodes
+            if self.cfg.value_from == "dreams":
+                over = {} if self.cfg.value_iterations is None else {"iterations": self.cfg.value_iterations}
+                vcfg = DreamValueConfig(discount=discount, seed=seed, **over)
+                value, stats = fit_value_in_dreams(model, episodes, vcfg, progress=self.progress)
+            else:
+                vcfg = ValueConfig(discount=discount, seed=seed)
+                value, stats = fit_value(model, episodes, vcfg)
             save_value(run, value, vcfg, stats)
 
     def _plan(self, r: int) -> None:

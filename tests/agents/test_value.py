@@ -11,7 +11,8 @@ import torch
 
 from tests.agents.test_planners import DISC, ScriptedEngine, TrueCartPole, info, model_for
 from worldssm.agents.planners import CEMPlanner, PlannerConfig
-from worldssm.agents.value import Value, ValueConfig, fit_value, load_value, save_value, value_targets
+from worldssm.agents.value import (DreamValueConfig, Value, ValueConfig, fit_value, fit_value_in_dreams, load_value,
+                                   save_value, value_iteration, value_targets)
 from worldssm.engine import Engine
 from worldssm.errors import WorldssmError
 
@@ -123,3 +124,59 @@ def test_missing_or_damaged_values_are_named(tmp_path):
         load_value(tmp_path)
     with pytest.raises(ValueError, match="discount"):
         ValueConfig(discount=1.0)
+
+
+class DreamableCartPole(TrueCartPole):
+    """CartPole's true equations as an engine a value can be iterated in (h is the state)."""
+
+    def reset(self, slots):
+        pass
+
+    def fork(self, slots, n=1):
+        forks = self.join(len(slots) * n)
+        self.s[forks] = np.repeat(self.s[np.asarray(slots)], n, axis=0)
+        return forks
+
+    def imagine(self, slots, actions):
+        out = super().imagine(slots, actions)
+        out.h = torch.as_tensor(self.s[slots], dtype=torch.float32)
+        return out
+
+
+def test_value_iteration_in_the_true_cartpole_values_a_calm_centred_cart():
+    """Iterated in CartPole's true equations from its start states, the value of a centred,
+    upright, still cart is well above that of a cart running at a track end, or of a falling
+    pole; every slot it took is given back. (With the default 15,000 iterations the "fast" CEM
+    planner goes from 199.8 to 500 in 10 of 10 episodes with it: README.)"""
+    rng = np.random.default_rng(0)
+    starts = [{"obs": rng.uniform(-0.05, 0.05, (1, 4)).astype(np.float32), "action": np.zeros(0, np.int64)}
+              for _ in range(64)]
+    cfg = DreamValueConfig(dreams=64, iterations=1500, context=1, width=64, seed=0)
+    eng = DreamableCartPole(cfg.dreams * 3, 4)
+    value, stats = value_iteration(eng, 4, starts, cfg)
+    assert eng.slab.num_free == eng.capacity, "no slot is kept"
+    v = value.predict(np.array([[0, 0, 0, 0], [2.0, 1.0, 0, 0], [-2.0, -1.0, 0, 0], [0, 0, 0.18, 1.5]], np.float32))
+    assert v[0] > 1.3 * v[1:].max() and v[3] < 0.5 * v[0], v
+    assert stats["iterations"] == 1500 and stats["dream_ends"] > 0 and stats["imagined_steps"] == 1500 * 64 * 2
+
+
+def test_a_value_fitted_in_a_models_dreams_saves_and_loads(tmp_path):
+    model = model_for(DISC)
+    eps = _counting_episodes(20, np.random.default_rng(0))
+    cfg = DreamValueConfig(dreams=8, iterations=40, context=4, batch=16, width=32, seed=0)
+    value, stats = fit_value_in_dreams(model, eps, cfg)
+    again, _ = fit_value_in_dreams(model, eps, cfg)
+    h = torch.randn(3, model.cfg.backbone.d_model)
+    np.testing.assert_array_equal(value.predict(h), again.predict(h))  # seeded: the same value twice
+    save_value(tmp_path, value, cfg, stats)
+    loaded = load_value(tmp_path)
+    np.testing.assert_array_equal(value.predict(h), loaded.predict(h))
+    assert loaded.fit["method"] == "dreams" and loaded.discount == cfg.discount
+    with pytest.raises(WorldssmError, match="steps a dream starts from"):
+        fit_value_in_dreams(model, eps, DreamValueConfig(context=10_000))
+    box = model_for({"type": "box", "shape": [1], "dtype": "float32", "low": np.array([-np.inf], np.float32),
+                     "high": np.array([np.inf], np.float32)})
+    with pytest.raises(WorldssmError, match="unbounded"):
+        fit_value_in_dreams(box, eps, cfg)
+    with pytest.raises(ValueError, match="DreamValueConfig.lam"):
+        DreamValueConfig(lam=0.0)
