@@ -245,6 +245,10 @@ class DreamValueConfig:
     batch: int = 512  # rows per update
     updates: int = 4  # Adam updates per imagined step (once the buffer holds 4 batches)
     buffer: int = 200_000  # targets kept for the updates (the newest)
+    # Vector observations: a dream whose decoded observation leaves the data's range (per
+    # dimension, widened by this fraction of it on each side) ends there, worth nothing after;
+    # the model is not trusted where the data never went. None: no bound.
+    support: float | None = 0.1
     seed: int = 0  # starts, exploration, initialisation and batches
 
     def __post_init__(self):
@@ -261,6 +265,8 @@ class DreamValueConfig:
                 raise ValueError(f"DreamValueConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"DreamValueConfig.lr must be finite and > 0, got {self.lr}")
+        if self.support is not None and not (self.support >= 0 and math.isfinite(self.support)):
+            raise ValueError(f"DreamValueConfig.support must be finite and >= 0 or None, got {self.support}")
 
 
 MAX_DISCRETE_LOOKAHEAD = 16  # Discrete spaces up to this many actions try each one
@@ -317,6 +323,11 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
     if not starts:
         raise WorldssmError(f"no episode has the {cfg.context} steps a dream starts from; lower the context")
     n, d = cfg.dreams, d_model
+    bounded = cfg.support is not None and np.ndim(starts[0]["obs"][0]) == 1
+    if bounded:
+        low = np.min([e["obs"].min(0) for e in episodes if len(e["obs"])], axis=0).astype(np.float64)
+        high = np.max([e["obs"].max(0) for e in episodes if len(e["obs"])], axis=0).astype(np.float64)
+        low, high = low - cfg.support * (high - low), high + cfg.support * (high - low)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     value = Value(d, cfg.width, cfg.discount)
@@ -377,6 +388,7 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
     start(np.arange(n))
     at_dream = (np.arange(n)[:, None] * k + np.arange(k)).reshape(n, k)
     y = np.zeros(n)
+    outside = 0  # lookahead steps that left the data's range
     try:
         for _ in range(cfg.iterations):
             forks = np.empty(n * k, np.int64)
@@ -385,9 +397,14 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
                                                                          np.zeros(int(real.sum()), bool))
             if (~real).any():
                 forks[at_dream[~real].reshape(-1)] = engine.fork(slots[~real], k)
-            out = engine.imagine(forks, _lookahead_actions(space, cfg, n, rng))
+            out = engine.imagine(forks, _lookahead_actions(space, cfg, n, rng), decode=bounded)
             r = out.reward.cpu().numpy().astype(np.float64)
             log_c = out.log_cont.cpu().numpy().astype(np.float64)
+            if bounded:  # out of the data's range: an end
+                o = out.obs.cpu().numpy().astype(np.float64)
+                left = ((o < low) | (o > high)).any(axis=1)
+                outside += int(left.sum())
+                log_c = np.where(left, -np.inf, log_c)
             h = out.h.float().cpu().numpy()
             q = (r + cfg.discount * np.exp(log_c) * predict(target, h)).reshape(n, k)
             y = q.max(axis=1)  # the value of each dream's state: the target of the feature that led there
@@ -429,5 +446,6 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
     stats = {"method": "dreams", "iterations": cfg.iterations, "imagined_steps": cfg.iterations * n * k,
              "seconds": time.perf_counter() - t0, "episodes": len(starts),
              "last_values_mean": float(y.mean()), "last_values_max": float(y.max()),
-             "dream_ends": len(lengths), "mean_dream_length": float(np.mean(lengths)) if lengths else None}
+             "dream_ends": len(lengths), "mean_dream_length": float(np.mean(lengths)) if lengths else None,
+             "support_bound": bounded, "lookahead_steps_outside": outside}
     return value, stats

@@ -137,9 +137,10 @@ class DreamableCartPole(TrueCartPole):
         self.s[forks] = np.repeat(self.s[np.asarray(slots)], n, axis=0)
         return forks
 
-    def imagine(self, slots, actions):
+    def imagine(self, slots, actions, decode=False):
         out = super().imagine(slots, actions)
         out.h = torch.as_tensor(self.s[slots], dtype=torch.float32)
+        out.obs = out.h if decode else None
         return out
 
 
@@ -151,7 +152,7 @@ def test_value_iteration_in_the_true_cartpole_values_a_calm_centred_cart():
     rng = np.random.default_rng(0)
     starts = [{"obs": rng.uniform(-0.05, 0.05, (1, 4)).astype(np.float32), "action": np.zeros(0, np.int64)}
               for _ in range(64)]
-    cfg = DreamValueConfig(dreams=64, iterations=1500, context=1, width=64, seed=0)
+    cfg = DreamValueConfig(dreams=64, iterations=1500, context=1, width=64, seed=0, support=None)
     eng = DreamableCartPole(cfg.dreams * 3, 4)
     value, stats = value_iteration(eng, 4, starts, cfg)
     assert eng.slab.num_free == eng.capacity, "no slot is kept"
@@ -180,3 +181,20 @@ def test_a_value_fitted_in_a_models_dreams_saves_and_loads(tmp_path):
         fit_value_in_dreams(box, eps, cfg)
     with pytest.raises(ValueError, match="DreamValueConfig.lam"):
         DreamValueConfig(lam=0.0)
+
+
+def test_dreams_end_where_they_leave_the_datas_range():
+    """support=0: the data's range is the start states' own (|x| <= 0.05 ...), which CartPole
+    leaves within a few steps whatever it does: every dream ends there, and nothing after such a
+    step counts. Without the bound the same dreams run on."""
+    rng = np.random.default_rng(0)
+    starts = [{"obs": rng.uniform(-0.05, 0.05, (1, 4)).astype(np.float32), "action": np.zeros(0, np.int64)}
+              for _ in range(16)]
+    stats = {}
+    for support in (0.0, None):
+        cfg = DreamValueConfig(dreams=16, iterations=100, context=1, width=16, batch=16, seed=0, support=support)
+        _, stats[support] = value_iteration(DreamableCartPole(cfg.dreams * 3, 4), 4, starts, cfg)
+    bounded, free = stats[0.0], stats[None]
+    assert bounded["support_bound"] and bounded["lookahead_steps_outside"] > 0
+    assert bounded["mean_dream_length"] < 15 and bounded["dream_ends"] > 16 * 100 / 15
+    assert not free["support_bound"] and free["lookahead_steps_outside"] == 0 and free["dream_ends"] < bounded["dream_ends"]
