@@ -62,9 +62,11 @@ def test_a_value_is_fitted_on_each_rounds_data_and_planned_with(tmp_path):
         improve(tmp_path / "pend-returns", dataclasses.replace(TINY, value=True, value_from="returns"))
     # a loop saved before values were iterated in dreams resumes fitting them to returns
     saved = json.loads((tmp_path / "cart" / "improve.json").read_text())
-    del saved["config"]["value_from"], saved["config"]["value_iterations"]
+    del saved["config"]["value_from"], saved["config"]["value_iterations"], saved["config"]["loss_con"]
     (tmp_path / "cart" / "improve.json").write_text(json.dumps(saved))
-    assert Improvement(tmp_path / "cart", resume=True).cfg.value_from == "returns"
+    resumed = Improvement(tmp_path / "cart", resume=True).cfg
+    assert resumed.value_from == "returns" and resumed.loss_con is None, "as the loop was made"
+    assert ImproveConfig(env="CartPole-v1").loss_con == 1.0, "a new loop trains a soft continue head for its planner"
 
 
 def test_an_interrupted_loop_resumes_after_its_last_finished_stage(tmp_path, monkeypatch):
