@@ -21,6 +21,9 @@ def test_improve_table_lists_every_round():
     assert noted.endswith("| 600, 601 | improve-y.json: shared the cores |")
     valued = improve_tables([("improve-v.json", dict(d, config=dict(d["config"], value=True)))])[-1]
     assert "| CEMPlanner (64, 24, 3) + value | 335.0, 500.0 |" in valued
+    dreamt = improve_tables([("improve-w.json", dict(d, config=dict(d["config"], value=True, value_from="dreams",
+                                                                     loss_con=1.0)))])[-1]
+    assert dreamt.startswith("| CartPole-v1 | SMALL, 3,000, continue x1 | 0.5 | 7 | CEMPlanner (64, 24, 3) + value in dreams |")
 
 
 def test_dream_table_shows_the_cpu_arithmetic_ceiling():

@@ -320,9 +320,12 @@ def improve_tables(files: list[tuple[str, dict]]) -> list[str]:
         final = "not run (file predates it)" if f is None else (
             f"round {f['round']}, {f['mean_return']:.1f}"
             + (f" ({_at_max(c['env'], f['returns'])})" if c["env"].startswith("CartPole") else ""))
-        out.append(f"| {c['env']} | {c['preset']}, {c['train_steps']:,} | {c.get('mean_rows') or 0} | {c['seed']} | "
+        con = "" if c.get("loss_con") is None else f", continue x{c['loss_con']:g}"  # recorded since the flag
+        value = "" if not c.get("value") else (" + value" if c.get("value_from", "returns") == "returns"
+                                               else " + value in dreams")
+        out.append(f"| {c['env']} | {c['preset']}, {c['train_steps']:,}{con} | {c.get('mean_rows') or 0} | {c['seed']} | "
                    f"{_planner(scores[0]['planner'], scores[0]['planner_config'])}"
-                   f"{' + value' if c.get('value') else ''} | {means} | {top} | {final} | "
+                   f"{value} | {means} | {top} | {final} | "
                    f"{ms} | {_file(name, d)} |")
     return out
 
