@@ -183,7 +183,7 @@ def fit_value(model, episodes: list[dict], cfg: ValueConfig = ValueConfig()) -> 
     return value, stats
 
 
-def save_value(run_dir, value: Value, cfg: ValueConfig, stats: dict) -> None:
+def save_value(run_dir, value: Value, cfg: ValueConfig | DreamValueConfig, stats: dict) -> None:
     """Write `value` beside a run's checkpoints (weights as safetensors, settings and fit as JSON),
     each file through a temporary file and a rename."""
     from safetensors.torch import save_file
@@ -245,9 +245,10 @@ class DreamValueConfig:
     batch: int = 512  # rows per update
     updates: int = 4  # Adam updates per imagined step (once the buffer holds 4 batches)
     buffer: int = 200_000  # targets kept for the updates (the newest)
-    # Vector observations: a dream whose decoded observation leaves the data's range (per
-    # dimension, widened by this fraction of it on each side) ends there, worth nothing after;
-    # the model is not trusted where the data never went. None: no bound.
+    # Vector observations: the model is not trusted where the data never went. A lookahead step
+    # whose decoded observation leaves the data's range (per dimension, widened by this fraction
+    # of it on each side) is not taken while another is in range, and a dream that takes one
+    # anyway stops there without a target (as at max_steps). None: no bound.
     support: float | None = 0.1
     seed: int = 0  # starts, exploration, initialisation and batches
 
@@ -267,9 +268,29 @@ class DreamValueConfig:
             raise ValueError(f"DreamValueConfig.lr must be finite and > 0, got {self.lr}")
         if self.support is not None and not (self.support >= 0 and math.isfinite(self.support)):
             raise ValueError(f"DreamValueConfig.support must be finite and >= 0 or None, got {self.support}")
+        if not self.buffer >= 4 * self.batch:
+            raise ValueError(f"DreamValueConfig.buffer must hold 4 batches (updates start then), got {self.buffer} "
+                             f"< 4 x {self.batch}")
 
 
 MAX_DISCRETE_LOOKAHEAD = 16  # Discrete spaces up to this many actions try each one
+
+
+def lambda_returns(y, r, c, end, v, lam: float, discount: float) -> np.ndarray:
+    """The targets of the features h_0 .. h_{L-1} of L + 1 dream steps (arrays [L + 1, n]):
+    at step i a dream took the feature h_i (reward r_i and continue c_i predicted from it; `v`
+    is the target copy's value of h_i; `end`: the dream stopped after it), and y_i is the best
+    lookahead value of the state it stood in, the one-step target of h_{i-1}. Then
+    G_{L-1} = y_L and G_i = (1 - lam) y_{i+1} + lam (r_{i+1} + discount c_{i+1} G_{i+1}); where a
+    dream stopped after h_i, nothing follows it, and G_i = v_i stands in below it (no target
+    of its own: `end`). Returns G [L, n]."""
+    y, r, c, end, v = (np.asarray(x, np.float64) for x in (y, r, c, end, v))
+    steps = y.shape[0] - 1
+    g = np.empty((steps, y.shape[1]))
+    g[steps - 1] = np.where(end[steps - 1], v[steps - 1], y[steps])
+    for i in range(steps - 2, -1, -1):
+        g[i] = np.where(end[i], v[i], (1 - lam) * y[i + 1] + lam * (r[i + 1] + discount * c[i + 1] * g[i + 1]))
+    return g
 
 
 def _lookahead_actions(space: dict, cfg: DreamValueConfig, n: int, rng) -> np.ndarray:
@@ -321,13 +342,18 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
     k = _lookahead_width(space, cfg)
     starts = [e for e in episodes if len(e["obs"]) >= cfg.context]
     if not starts:
-        raise WorldssmError(f"no episode has the {cfg.context} steps a dream starts from; lower the context")
+        longest = max((len(e["obs"]) for e in episodes), default=0)
+        raise WorldssmError(f"no episode has the {cfg.context} steps a dream starts from (the longest has {longest}); "
+                            "lower DreamValueConfig.context")
     n, d = cfg.dreams, d_model
     bounded = cfg.support is not None and np.ndim(starts[0]["obs"][0]) == 1
     if bounded:
         low = np.min([e["obs"].min(0) for e in episodes if len(e["obs"])], axis=0).astype(np.float64)
         high = np.max([e["obs"].max(0) for e in episodes if len(e["obs"])], axis=0).astype(np.float64)
-        low, high = low - cfg.support * (high - low), high + cfg.support * (high - low)
+        span = high - low
+        flat = span <= 1e-6 * (1.0 + np.abs(high))  # a dimension the data never varied bounds nothing
+        low = np.where(flat, -np.inf, low - cfg.support * span)
+        high = np.where(flat, np.inf, high + cfg.support * span)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     value = Value(d, cfg.width, cfg.discount)
@@ -366,18 +392,12 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
         at, size = (at + h.shape[0]) % cfg.buffer, min(size + h.shape[0], cfg.buffer)
 
     def targets() -> None:
-        """lambda-returns for the features of seg[0 .. L-1]; a feature whose dream then started
-        afresh has no next state and gets none (its own target value stands in below it)."""
-        last = len(seg) - 1
-        g = np.where(seg[last - 1]["end"], seg[last - 1]["v"], seg[last]["y"])
-        for i in range(last - 1, -1, -1):
-            cur = seg[i]
-            if i < last - 1:
-                nxt = seg[i + 1]
-                g = np.where(cur["end"], cur["v"],
-                             (1 - cfg.lam) * nxt["y"] + cfg.lam * (nxt["r"] + cfg.discount * nxt["c"] * g))
-            keep = ~cur["end"]
-            store(cur["h"][keep], g[keep].astype(np.float32))
+        """Store the lambda-returns of the features of seg[0 .. L-1] (`lambda_returns`)."""
+        g = lambda_returns(*(np.stack([x[key] for x in seg]) for key in ("y", "r", "c", "end", "v")),
+                           cfg.lam, cfg.discount)
+        for i in range(len(seg) - 1):
+            keep = ~seg[i]["end"]
+            store(seg[i]["h"][keep], g[i][keep].astype(np.float32))
 
     bar = None
     if progress:
@@ -389,24 +409,29 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
     at_dream = (np.arange(n)[:, None] * k + np.arange(k)).reshape(n, k)
     y = np.zeros(n)
     outside = 0  # lookahead steps that left the data's range
+    updates = 0
+    forks = np.zeros(0, np.int64)  # live lookahead slots (given back on an error)
     try:
         for _ in range(cfg.iterations):
-            forks = np.empty(n * k, np.int64)
+            new = np.empty(n * k, np.int64)
             if real.any():
-                forks[at_dream[real].reshape(-1)] = engine.fork_observed(slots[real], pending[real], k,
-                                                                         np.zeros(int(real.sum()), bool))
+                new[at_dream[real].reshape(-1)] = engine.fork_observed(slots[real], pending[real], k,
+                                                                       np.zeros(int(real.sum()), bool))
             if (~real).any():
-                forks[at_dream[~real].reshape(-1)] = engine.fork(slots[~real], k)
+                new[at_dream[~real].reshape(-1)] = engine.fork(slots[~real], k)
+            forks = new
             out = engine.imagine(forks, _lookahead_actions(space, cfg, n, rng), decode=bounded)
             r = out.reward.cpu().numpy().astype(np.float64)
             log_c = out.log_cont.cpu().numpy().astype(np.float64)
-            if bounded:  # out of the data's range: an end
+            left = np.zeros(n * k, bool)
+            if bounded:  # out of the data's range
                 o = out.obs.cpu().numpy().astype(np.float64)
                 left = ((o < low) | (o > high)).any(axis=1)
                 outside += int(left.sum())
-                log_c = np.where(left, -np.inf, log_c)
             h = out.h.float().cpu().numpy()
             q = (r + cfg.discount * np.exp(log_c) * predict(target, h)).reshape(n, k)
+            out_of_range = left.reshape(n, k)
+            q = np.where(out_of_range & ~out_of_range.all(axis=1, keepdims=True), -np.inf, q)
             y = q.max(axis=1)  # the value of each dream's state: the target of the feature that led there
             pick = q.argmax(axis=1)
             explore = rng.random(n) < cfg.epsilon
@@ -414,11 +439,11 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
             chosen = at_dream[np.arange(n), pick]
             keep = forks[chosen]
             engine.leave(np.concatenate([slots, np.delete(forks, chosen)]))
-            slots = keep
+            slots, forks = keep, np.zeros(0, np.int64)
             real[:] = False
             steps += 1
             cont = np.exp(log_c[chosen])
-            end = (cont < 0.5) | (steps >= cfg.max_steps)
+            end = (cont < 0.5) | (steps >= cfg.max_steps) | left[chosen]
             seg.append({"y": y, "h": h[chosen], "r": r[chosen], "c": cont, "end": end, "v": predict(target, h[chosen])})
             if end.any():
                 lengths.extend(steps[end].tolist())
@@ -433,19 +458,26 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                updates += cfg.updates
                 with torch.no_grad():
                     for p, tp in zip(value.parameters(), target.parameters()):
                         tp.lerp_(p, cfg.tau)
             if bar is not None:
                 bar.update(1)
+    except BaseException:
+        engine.leave(np.concatenate([slots, forks]))
+        raise
     finally:
         if bar is not None:
             bar.close()
     engine.leave(slots)
+    if updates == 0:
+        raise WorldssmError(f"{cfg.iterations} iterations of {cfg.dreams} dreams gave too few targets for one update "
+                            f"(updates start at {4 * cfg.batch} targets); raise DreamValueConfig.iterations")
     value.eval()
     stats = {"method": "dreams", "iterations": cfg.iterations, "imagined_steps": cfg.iterations * n * k,
              "seconds": time.perf_counter() - t0, "episodes": len(starts),
              "last_values_mean": float(y.mean()), "last_values_max": float(y.max()),
              "dream_ends": len(lengths), "mean_dream_length": float(np.mean(lengths)) if lengths else None,
-             "support_bound": bounded, "lookahead_steps_outside": outside}
+             "support_bound": bounded, "lookahead_steps_outside": outside, "updates": updates}
     return value, stats

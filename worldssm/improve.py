@@ -92,6 +92,9 @@ class ImproveConfig:
             raise ValueError(f"ImproveConfig.mean_rows must be in [0, 1] or None, got {self.mean_rows}")
         if self.loss_con is not None and not (self.loss_con >= 0 and math.isfinite(self.loss_con)):
             raise ValueError(f"ImproveConfig.loss_con must be finite and >= 0 or None, got {self.loss_con}")
+        if self.value_iterations is not None and self.value_from != "dreams":
+            raise ValueError("ImproveConfig.value_iterations applies to values fitted in dreams, not "
+                             f"value_from={self.value_from!r}")
         if self.threads < 0:
             raise ValueError(f"ImproveConfig.threads must be >= 0, got {self.threads}")
 

@@ -167,7 +167,9 @@ class TrueDynamics:
         return out
 
     def leave(self, slots):
-        self.free.extend(np.asarray(slots).tolist())
+        slots = np.asarray(slots).tolist()
+        assert not set(slots) & set(self.free) and len(set(slots)) == len(slots), "a slot left twice"
+        self.free.extend(slots)
         self.slab.num_free = len(self.free)
 
     def observe(self, slots, obs, actions, resets=None):

@@ -11,8 +11,8 @@ import torch
 
 from tests.agents.test_planners import DISC, ScriptedEngine, TrueCartPole, info, model_for
 from worldssm.agents.planners import CEMPlanner, PlannerConfig
-from worldssm.agents.value import (DreamValueConfig, Value, ValueConfig, fit_value, fit_value_in_dreams, load_value,
-                                   save_value, value_iteration, value_targets)
+from worldssm.agents.value import (DreamValueConfig, Value, ValueConfig, fit_value, fit_value_in_dreams, lambda_returns,
+                                   load_value, save_value, value_iteration, value_targets)
 from worldssm.engine import Engine
 from worldssm.errors import WorldssmError
 
@@ -164,8 +164,9 @@ def test_value_iteration_in_the_true_cartpole_values_a_calm_centred_cart():
 def test_a_value_fitted_in_a_models_dreams_saves_and_loads(tmp_path):
     model = model_for(DISC)
     eps = _counting_episodes(20, np.random.default_rng(0))
-    cfg = DreamValueConfig(dreams=8, iterations=40, context=4, batch=16, width=32, seed=0)
+    cfg = DreamValueConfig(dreams=8, iterations=120, context=4, batch=16, width=32, seed=0)
     value, stats = fit_value_in_dreams(model, eps, cfg)
+    assert stats["updates"] > 0
     again, _ = fit_value_in_dreams(model, eps, cfg)
     h = torch.randn(3, model.cfg.backbone.d_model)
     np.testing.assert_array_equal(value.predict(h), again.predict(h))  # seeded: the same value twice
@@ -181,20 +182,42 @@ def test_a_value_fitted_in_a_models_dreams_saves_and_loads(tmp_path):
         fit_value_in_dreams(box, eps, cfg)
     with pytest.raises(ValueError, match="DreamValueConfig.lam"):
         DreamValueConfig(lam=0.0)
+    with pytest.raises(WorldssmError, match="too few targets for one update"):  # never an untrained value
+        fit_value_in_dreams(model, eps, DreamValueConfig(dreams=2, iterations=3, context=4, batch=16, seed=0))
 
 
-def test_dreams_end_where_they_leave_the_datas_range():
+def test_dreams_keep_to_the_datas_range():
     """support=0: the data's range is the start states' own (|x| <= 0.05 ...), which CartPole
-    leaves within a few steps whatever it does: every dream ends there, and nothing after such a
-    step counts. Without the bound the same dreams run on."""
+    leaves at its first step whatever it does: every dream stops there without a target, so no
+    value can be fitted (an error, not an untrained value). Widened 20 times, some lookahead
+    steps still leave it; without the bound none is counted."""
     rng = np.random.default_rng(0)
     starts = [{"obs": rng.uniform(-0.05, 0.05, (1, 4)).astype(np.float32), "action": np.zeros(0, np.int64)}
               for _ in range(16)]
-    stats = {}
-    for support in (0.0, None):
+
+    def fit(support):
         cfg = DreamValueConfig(dreams=16, iterations=100, context=1, width=16, batch=16, seed=0, support=support)
-        _, stats[support] = value_iteration(DreamableCartPole(cfg.dreams * 3, 4), 4, starts, cfg)
-    bounded, free = stats[0.0], stats[None]
-    assert bounded["support_bound"] and bounded["lookahead_steps_outside"] > 0
-    assert bounded["mean_dream_length"] < 15 and bounded["dream_ends"] > 16 * 100 / 15
-    assert not free["support_bound"] and free["lookahead_steps_outside"] == 0 and free["dream_ends"] < bounded["dream_ends"]
+        return value_iteration(DreamableCartPole(cfg.dreams * 3, 4), 4, starts, cfg)[1]
+
+    with pytest.raises(WorldssmError, match="too few targets"):
+        fit(0.0)
+    wide, free = fit(20.0), fit(None)
+    assert wide["support_bound"] and wide["lookahead_steps_outside"] > 0 and wide["updates"] > 0
+    assert not free["support_bound"] and free["lookahead_steps_outside"] == 0
+
+
+def test_lambda_returns_follow_the_chosen_steps_and_stop_where_a_dream_did():
+    """Two dreams, three steps and the state after. Dream 0 goes on: G_2 = y_3, then the
+    recursion. Dream 1 stopped after step 1: G_1 is its stand-in v_1 (no target of its own), and
+    G_0 is built on it."""
+    lam, g = 0.5, 0.9
+    y = np.array([[0, 0], [10, 20], [11, 21], [12, 22]], float)  # y_i: the state before step i's choice
+    r = np.array([[1, 1], [2, 3], [4, 5], [0, 0]], float)
+    c = np.array([[1, 1], [0.5, 1], [1, 1], [1, 1]], float)
+    end = np.array([[0, 0], [0, 1], [0, 0], [0, 0]], bool)
+    v = np.array([[0, 0], [0, 7], [0, 0], [0, 0]], float)
+    out = lambda_returns(y, r, c, end, v, lam, g)
+    g2 = np.array([12.0, 22.0])
+    g1 = np.array([(1 - lam) * 11 + lam * (4 + g * 1 * 12), 7.0])
+    g0 = np.array([(1 - lam) * 10 + lam * (2 + g * 0.5 * g1[0]), (1 - lam) * 20 + lam * (3 + g * 1 * 7.0)])
+    np.testing.assert_allclose(out, np.stack([g0, g1, g2]))
