@@ -145,12 +145,13 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
     cfg = preset_config(cfg)
     engine = Engine(model, capacity=episodes * (cfg.samples * cfg.particles + 1), device=device,
                     sample=cfg.particles > 1, seed=seed)
+    fitted = None
     if value:
         from worldssm.agents.value import load_value
         from worldssm.checkpoint import resolve_checkpoint
 
-        value = load_value(resolve_checkpoint(checkpoint).parent.parent)  # RUN/checkpoints/step-N -> RUN
-    planner = make_planner(engine, cfg, seed=seed, value=value or None)
+        fitted = load_value(resolve_checkpoint(checkpoint).parent.parent)  # RUN/checkpoints/step-N -> RUN
+    planner = make_planner(engine, cfg, seed=seed, value=fitted)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -171,7 +172,7 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
             **result.summary(), "imagined_steps_per_agent_decision": per_decision,
             "imagined_steps_per_s": planned, "raw_step_batch": batch, "raw_steps_per_s": raw,
             "planning_overhead": raw / planned - 1 if planned else None,
-            "engine_impl": engine.impl, "device": device, "value": value.fit if value else None}
+            "engine_impl": engine.impl, "device": device, "value": None if fitted is None else fitted.fit}
 
 
 def raw_imagine_rate(engine, batch: int, seed: int = 0, reps: int = 30) -> float:

@@ -381,10 +381,6 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
             engine.observe(slots[rows], obs[:, t], act[:, t], np.full(rows.size, t == 0))
         pending[rows], real[rows], steps[rows] = obs[:, -1], True, 0
 
-    def predict(net, h: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return net(torch.from_numpy(h)).double().numpy()
-
     def store(h: np.ndarray, y: np.ndarray) -> None:
         nonlocal size, at
         pos = (at + np.arange(h.shape[0])) % cfg.buffer
@@ -429,7 +425,7 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
                 left = ((o < low) | (o > high)).any(axis=1)
                 outside += int(left.sum())
             h = out.h.float().cpu().numpy()
-            q = (r + cfg.discount * np.exp(log_c) * predict(target, h)).reshape(n, k)
+            q = (r + cfg.discount * np.exp(log_c) * target.predict(h)).reshape(n, k)
             out_of_range = left.reshape(n, k)
             q = np.where(out_of_range & ~out_of_range.all(axis=1, keepdims=True), -np.inf, q)
             y = q.max(axis=1)  # the value of each dream's state: the target of the feature that led there
@@ -444,7 +440,7 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
             steps += 1
             cont = np.exp(log_c[chosen])
             end = (cont < 0.5) | (steps >= cfg.max_steps) | left[chosen]
-            seg.append({"y": y, "h": h[chosen], "r": r[chosen], "c": cont, "end": end, "v": predict(target, h[chosen])})
+            seg.append({"y": y, "h": h[chosen], "r": r[chosen], "c": cont, "end": end, "v": target.predict(h[chosen])})
             if end.any():
                 lengths.extend(steps[end].tolist())
                 start(np.flatnonzero(end))

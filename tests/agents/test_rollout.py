@@ -75,3 +75,27 @@ def test_raw_imagine_rate_leaves_the_engine_as_it_was(pendulum_run):
 def test_plan_in_env_refuses_an_env_of_other_spaces(pendulum_run):
     with pytest.raises(WorldssmError, match="CartPole-v1's observation space differs from the model's"):
         plan_in_env(pendulum_run, "CartPole-v1", "fast", episodes=1)
+
+
+def test_plan_in_env_plans_with_the_runs_value(pendulum_run, tmp_path):
+    """--value: the value saved beside the run is found from the run (or a step of it) and its
+    fit is recorded; a run without one is refused with the reason."""
+    import shutil
+
+    from worldssm.agents.planners import PlannerConfig
+    from worldssm.agents.value import DreamValueConfig, fit_value_in_dreams, save_value
+    from worldssm.data import RolloutDataset
+    from worldssm.model import load_model
+
+    run = tmp_path / "run"
+    shutil.copytree(pendulum_run, run)
+    cfg = PlannerConfig(samples=4, horizon=3, iterations=1, elites=2)
+    assert plan_in_env(run, None, cfg, episodes=1, seed=0)["value"] is None
+    with pytest.raises(WorldssmError, match="holds no value"):
+        plan_in_env(run, None, cfg, episodes=1, seed=0, value=True)
+    model, sidecar = load_model(run)
+    vcfg = DreamValueConfig(dreams=4, iterations=60, context=4, batch=16, width=16, seed=0)
+    value, stats = fit_value_in_dreams(model, RolloutDataset.load(sidecar["data"]["path"]).episodes, vcfg)
+    save_value(run, value, vcfg, stats)
+    result = plan_in_env(run, None, cfg, episodes=1, seed=0, value=True)
+    assert result["value"] == stats and stats["method"] == "dreams"
