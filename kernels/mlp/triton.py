@@ -27,8 +27,14 @@ import triton
 import triton.language as tl
 
 from worldssm.kernels.step.pdl import launch_kwargs, pdl_wait
+from worldssm.kernels.step.triton import _counters
 
 PRO_NONE, PRO_SYMLOG, PRO_LN_SILU, PRO_RMS = 0, 1, 2, 3
+# Up to this many rows a layer multiplies by broadcast and sum, 4 rows per program, not `tl.dot`
+# (IEEE float32 in row blocks of 16 and more). H100, a 256-wide layer with its LayerNorm
+# prologue: 1 agent 11.3 us by dot, 2.5 by broadcast; 16 agents 15.1 against 2.7; 64 agents
+# 20.2 against 3.5 (tests/bench/results/experiments/fused-mlp-small-batch-h100.json).
+SMALL_ROWS = 64
 EPI_NONE, EPI_PROBS, EPI_LOGP, EPI_TWOHOT, EPI_SIGMOID = 0, 1, 2, 3, 4
 
 
@@ -43,6 +49,18 @@ def _log1p(a):
 def _expm1(a):
     u = tl.exp(a)
     return tl.where(u == 1.0, a, tl.where(a > 20.0, u - 1.0, (u - 1.0) * (a / tl.log(u))))
+
+
+@triton.jit
+def _mac(acc, a, b, DOT: tl.constexpr):
+    """acc + a @ b in float32: `tl.dot` (IEEE) for row blocks of 16 and more, a broadcast product
+    and sum for the few rows of a small batch (a dot needs 16 rows; padding one agent to 16 made
+    each K chunk a dependent round of a 16x wider product)."""
+    if DOT:
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        acc = acc + tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+    return acc
 
 
 @triton.jit
@@ -90,6 +108,8 @@ def _pro_chunk(x_ptr, row, mr, g, XS: tl.constexpr, kk, mk, pa_ptr, pb_ptr, gam_
 @triton.jit
 def _row_stats(x_ptr, row, mr, g, XS: tl.constexpr, KD: tl.constexpr, BLOCK_M: tl.constexpr,
                BLOCK_K: tl.constexpr, eps, PRO: tl.constexpr):
+    # BLOCK_K here is the launch's BLOCK_S: as wide as 4K values per program allow (the whole
+    # row at small batches), since each chunk is a dependent round trip to memory.
     """(mean, 1/std) of each row for the LayerNorm prologue (two passes: the mean, then the
     squared deviations), (0, 1/rms) for the RMSNorm one, (0, 1) otherwise."""
     mean = tl.zeros([BLOCK_M], tl.float32)
@@ -123,13 +143,13 @@ def _fused_linear_kernel(
     x_ptr, stride_x, act_ptr, stride_act, pa_ptr, pb_ptr,
     w0, w1, w2, b0, b1, b2, ga0, ga1, ga2, be0, be1, be2,
     stride_w, stride_wa, pw_ptr, stride_pw, pbias_ptr,
-    out_ptr, stride_out, aux_ptr, stride_aux, bins_ptr,
+    out_ptr, stride_out, aux_ptr, stride_aux, bins_ptr, count_ptr,
     rows, eps, unimix,
     KD: tl.constexpr, XS: tl.constexpr, N: tl.constexpr, TILE: tl.constexpr, TILES: tl.constexpr,
     NA: tl.constexpr, DA: tl.constexpr, ACT_DISCRETE: tl.constexpr,
     PRO: tl.constexpr, EPI: tl.constexpr, STORE_PRO: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_NA: tl.constexpr,
-    BLOCK_DA: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_NA: tl.constexpr, BLOCK_DA: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
 ):
     # The input row is walked BLOCK_K columns at a time (row statistics first, where the
     # prologue is a norm), so no tile of a whole row or a whole weight column is ever held.
@@ -146,7 +166,7 @@ def _fused_linear_kernel(
     bp = _pick(g, b0, b1, b2)
     gam = _pick(g, ga0, ga1, ga2)
     bet = _pick(g, be0, be1, be2)
-    if HAS_BIAS and EPI != 3:
+    if HAS_BIAS:
         bias = tl.load(bp + local, mask=mc, other=0.0).to(tl.float32)
     if NA > 0:  # the action embedding: (one-hot or features) @ proj^T + proj bias, then W_a
         ka = tl.arange(0, BLOCK_NA)
@@ -159,47 +179,17 @@ def _fused_linear_kernel(
 
     pdl_wait(PDL)
 
-    mean, rstd = _row_stats(x_ptr, row, mr, g, XS, KD, BLOCK_M, BLOCK_K, eps, PRO)
-    if EPI == 3:
-        # Two-hot reward: all N bins in one program, BLOCK_N columns at a time with a running
-        # softmax (max, sum of e, sum of e * bin), so no tile of N columns is ever held.
-        m_run = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        s_run = tl.zeros([BLOCK_M], tl.float32)
-        sb_run = tl.zeros([BLOCK_M], tl.float32)
-        for c0 in range(0, N, BLOCK_N):
-            lc = c0 + tl.arange(0, BLOCK_N)
-            mcc = lc < N
-            logits = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-            for k0 in range(0, KD, BLOCK_K):
-                kk = k0 + tl.arange(0, BLOCK_K)
-                mk = kk < KD
-                xf = _pro_chunk(x_ptr, row, mr, g, XS, kk, mk, pa_ptr, pb_ptr, gam, bet, mean, rstd, PRO)
-                wc = tl.load(wp + lc[None, :] * stride_w + kk[:, None], mask=mk[:, None] & mcc[None, :], other=0.0)
-                logits = tl.dot(xf, wc.to(tl.float32), logits, input_precision="ieee")
-            if HAS_BIAS:
-                logits += tl.load(bp + lc, mask=mcc, other=0.0).to(tl.float32)[None, :]
-            logits = tl.where(mcc[None, :], logits, float("-inf"))
-            m_new = tl.maximum(m_run, tl.max(logits, axis=1))
-            alpha = tl.exp(m_run - m_new)
-            e = tl.exp(logits - m_new[:, None])
-            bins = tl.load(bins_ptr + lc, mask=mcc, other=0.0)
-            s_run = s_run * alpha + tl.sum(e, axis=1)
-            sb_run = sb_run * alpha + tl.sum(e * bins[None, :], axis=1)
-            m_run = m_new
-        sm = sb_run / s_run
-        a = tl.abs(sm)
-        tl.store(out_ptr + r * stride_out, tl.where(sm < 0, -_expm1(a), _expm1(a)), mask=mr)
-    else:
-        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        for k0 in range(0, KD, BLOCK_K):
-            kk = k0 + tl.arange(0, BLOCK_K)
-            mk = kk < KD
-            xf = _pro_chunk(x_ptr, row, mr, g, XS, kk, mk, pa_ptr, pb_ptr, gam, bet, mean, rstd, PRO)
-            if STORE_PRO:
-                if t == 0:
-                    tl.store(aux_ptr + r[:, None] * stride_aux + kk[None, :], xf, mask=mr[:, None] & mk[None, :])
-            w = tl.load(wp + local[None, :] * stride_w + kk[:, None], mask=mk[:, None] & mc[None, :], other=0.0)
-            acc = tl.dot(xf, w.to(tl.float32), acc, input_precision="ieee")
+    mean, rstd = _row_stats(x_ptr, row, mr, g, XS, KD, BLOCK_M, BLOCK_S, eps, PRO)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(0, KD, BLOCK_K):
+        kk = k0 + tl.arange(0, BLOCK_K)
+        mk = kk < KD
+        xf = _pro_chunk(x_ptr, row, mr, g, XS, kk, mk, pa_ptr, pb_ptr, gam, bet, mean, rstd, PRO)
+        if STORE_PRO:
+            if t == 0:
+                tl.store(aux_ptr + r[:, None] * stride_aux + kk[None, :], xf, mask=mr[:, None] & mk[None, :])
+        w = tl.load(wp + local[None, :] * stride_w + kk[:, None], mask=mk[:, None] & mc[None, :], other=0.0)
+        acc = _mac(acc, xf, w.to(tl.float32), DOT)
     if NA > 0:
         if ACT_DISCRETE:
             a_idx = tl.minimum(tl.maximum(tl.load(act_ptr + r * stride_act, mask=mr, other=0), 0), NA - 1)
@@ -207,9 +197,9 @@ def _fused_linear_kernel(
         else:
             f = tl.load(act_ptr + r[:, None] * stride_act + ka[None, :], mask=mr[:, None] & (ka[None, :] < NA),
                         other=0.0).to(tl.float32)
-        emb = tl.dot(f, pw, input_precision="ieee") + pbias[None, :]
-        acc = tl.dot(emb, wa, acc, input_precision="ieee")
-    if HAS_BIAS and EPI != 3:
+        emb = _mac(tl.zeros([BLOCK_M, BLOCK_DA], tl.float32), f, pw, DOT) + pbias[None, :]
+        acc = _mac(acc, emb, wa, DOT)
+    if HAS_BIAS:
         acc = acc + bias[None, :]
 
     m = mr[:, None] & mc[None, :]
@@ -226,6 +216,35 @@ def _fused_linear_kernel(
         else:
             tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], tl.log(p), mask=m)
             tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], p, mask=m)
+    if EPI == 3:
+        # Two-hot reward: the bins are split over the column tiles like any layer; each tile
+        # stores its logits to aux, and the last tile of this row block to arrive (a counter
+        # left at 0 for the next launch) reads them all back, BLOCK_N at a time with a running
+        # softmax (max, sum of e, sum of e * bin), and writes symexp of the expected bin.
+        tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], acc, mask=m)
+        tl.debug_barrier()  # every thread's logits are stored before the release below
+        arrived = tl.atomic_add(count_ptr + tl.program_id(1), 1, sem="acq_rel")
+        if arrived == TILES - 1:
+            tl.debug_barrier()
+            m_run = tl.full([BLOCK_M], float("-inf"), tl.float32)
+            s_run = tl.zeros([BLOCK_M], tl.float32)
+            sb_run = tl.zeros([BLOCK_M], tl.float32)
+            for c0 in range(0, N, BLOCK_R):
+                lc = c0 + tl.arange(0, BLOCK_R)
+                mcc = lc < N
+                logits = tl.load(aux_ptr + r[:, None] * stride_aux + lc[None, :], mask=mr[:, None] & mcc[None, :],
+                                 other=float("-inf"), cache_modifier=".cg")  # written by other programs: not L1
+                m_new = tl.maximum(m_run, tl.max(logits, axis=1))
+                alpha = tl.exp(m_run - m_new)
+                e = tl.exp(logits - m_new[:, None])
+                bins = tl.load(bins_ptr + lc, mask=mcc, other=0.0)
+                s_run = s_run * alpha + tl.sum(e, axis=1)
+                sb_run = sb_run * alpha + tl.sum(e * bins[None, :], axis=1)
+                m_run = m_new
+            sm = sb_run / s_run
+            a = tl.abs(sm)
+            tl.store(out_ptr + r * stride_out, tl.where(sm < 0, -_expm1(a), _expm1(a)), mask=mr)
+            tl.atomic_xchg(count_ptr + tl.program_id(1), 0, sem="relaxed")
     if EPI == 4:  # continue: the logit's sigmoid to out, the logit to aux
         logit = tl.sum(tl.where(m, acc, 0.0), axis=1)
         tl.store(out_ptr + r * stride_out, tl.sigmoid(logit), mask=mr)
@@ -243,7 +262,7 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
                  bins: torch.Tensor | None = None, action: torch.Tensor | None = None,
                  action_proj: tuple | None = None, action_discrete: bool = True,
                  store_pro: bool = False, eps: float = 1e-5, unimix: float = 0.0,
-                 out_dtype: torch.dtype = torch.float32):
+                 out_dtype: torch.dtype = torch.float32, dot: bool | None = None):
     """One fused layer; see the module docstring. Returns (out, aux) (aux may be None).
 
     Args:
@@ -255,12 +274,15 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
             PRO_RMS (pro_a = the RMSNorm weight; store_pro writes the normed rows to aux, float32).
         epi: EPI_NONE (out [B, G*N] in out_dtype), EPI_PROBS / EPI_LOGP (one variable of `classes`
             classes per tile, unimix mixed: probabilities, or log-probabilities with the
-            probabilities in aux), EPI_TWOHOT (bins: out [B] = symexp of the expected bin),
+            probabilities in aux), EPI_TWOHOT (bins: out [B] = symexp of the expected bin, aux
+            [B, N] the logits),
             EPI_SIGMOID (out [B] the sigmoid, aux [B] the logit; N must be 1).
         action, action_proj: with action_proj = (proj weight [DA, NA], proj bias [DA]) the layer
             also adds W[:, KD:KD+DA] @ (proj(one-hot(action)) or proj(action features)); action is
             int64 [B] (discrete) or float [B, NA] features.
         eps: the prologue norm's epsilon; unimix: the categorical's uniform mix.
+        dot: multiply with `tl.dot` (row blocks of 16 and more) or a broadcast product (up to
+            SMALL_ROWS rows per program); None picks the dot above SMALL_ROWS rows.
     """
     g = len(weights)
     if not 1 <= g <= 3 or len(biases) != g:
@@ -280,6 +302,7 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
     if epi in (EPI_TWOHOT, EPI_SIGMOID):
         if g != 1 or action_proj is not None:
             raise ValueError("the two-hot and sigmoid epilogues take one group and no action")
+    if epi == EPI_SIGMOID:
         tile = n
     if epi in (EPI_TWOHOT, EPI_SIGMOID):
         out = _alloc(b, dtype=torch.float32, device=dev)
@@ -290,20 +313,36 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
         aux = _alloc(b, g * n, dtype=torch.float32, device=dev)
     elif epi == EPI_SIGMOID:
         aux = _alloc(b, dtype=torch.float32, device=dev)
+    elif epi == EPI_TWOHOT:
+        aux = _alloc(b, n, dtype=torch.float32, device=dev)
     elif store_pro:
         aux = _alloc(b, kd, dtype=torch.float32, device=dev)
     if b == 0:
         return out, aux
     if store_pro and epi == EPI_TWOHOT:
-        raise ValueError("store_pro writes the prologue from the column-tile loop, which the two-hot epilogue has not")
+        raise ValueError("store_pro and the two-hot epilogue would both write aux (the prologue, the logits)")
     # The input row is walked block_k columns at a time: x and weight tiles stay small at any width.
     block_k = min(64, max(16, triton.next_power_of_2(kd)))
+    fixed_tile = tile  # one latent variable, or all bins, per program
     if tile is None:
         tile = min(32 if b <= 64 else 64, max(16, triton.next_power_of_2(n)))
     block_n = max(16, triton.next_power_of_2(tile))
-    if epi == EPI_TWOHOT:  # one program walks all bins, block_n at a time
-        block_n = min(block_n, 64)
-    block_m = 16 if b <= 16 else (32 if b <= 256 else 64)
+    dot = b > SMALL_ROWS if dot is None else dot
+    warps = 4
+    if dot:
+        block_m = 16 if b <= 16 else (32 if b <= 256 else 64)
+    else:
+        # The broadcast product holds [block_m, block_k, block_n]: at most 64 values per thread.
+        # Each K chunk is a dependent round trip to memory, so the whole row goes in one chunk
+        # where it fits, and the columns are cut narrower instead (more programs, each with a
+        # thinner weight tile); a fixed tile (one latent variable) takes 8 warps instead.
+        block_m = triton.next_power_of_2(min(b, 4))
+        block_k = min(1024, max(16, triton.next_power_of_2(kd)))
+        if fixed_tile is None:
+            tile = block_n = max(8, min(block_n, 8192 // (block_m * block_k)))
+        else:
+            warps = 8
+        block_k = min(block_k, max(16, 64 * 32 * warps // (block_m * block_n)))
     tiles = triton.cdiv(n, tile)
     pdl, extra = launch_kwargs(dev)
     ws = list(weights) + [weights[0]] * (3 - g)
@@ -319,12 +358,14 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
         pro_a if pro_a is not None else dummy, pro_b if pro_b is not None else dummy,
         *ws, *bs, *gam, *bet, weights[0].stride(0), weights[0].stride(1), pw, pw.stride(0), pbias,
         out, out.stride(0), aux if aux is not None else dummy, aux.stride(0) if aux is not None else 0,
-        bins if bins is not None else dummy,
+        bins if bins is not None else dummy, _counters(dev, triton.cdiv(b, block_m), "mlp"),
         b, float(eps), float(unimix),
         KD=kd, XS=xs, N=n, TILE=tile, TILES=tiles, NA=na, DA=da, ACT_DISCRETE=bool(action_discrete),
         PRO=pro, EPI=epi, STORE_PRO=bool(store_pro), HAS_BIAS=biases[0] is not None,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        BLOCK_S=max(16, min(triton.next_power_of_2(kd), 4096 // block_m)),
+        BLOCK_R=max(16, min(triton.next_power_of_2(n), 4096 // block_m)),
         BLOCK_NA=max(16, triton.next_power_of_2(max(na, 1))), BLOCK_DA=max(16, triton.next_power_of_2(max(da, 1))),
-        PDL=pdl, num_warps=4, **extra,
+        DOT=bool(dot), PDL=pdl, num_warps=warps, **extra,
     )
     return out, aux

@@ -183,11 +183,12 @@ def _heads_per_program(h: int, p: int, n: int, state_bytes: int) -> int:
 
 # Per-row arrival counters, one buffer per device, kept at zero between launches. Old buffers are
 # kept alive: a CUDA graph captured with one of them must never see its memory reused.
-_COUNTERS: dict[torch.device, list[torch.Tensor]] = {}
+# Each kernel family has its own ("step", "mlp"), so two kernels never share a counter.
+_COUNTERS: dict[tuple[torch.device, str], list[torch.Tensor]] = {}
 
 
-def _counters(device: torch.device, rows: int) -> torch.Tensor:
-    bufs = _COUNTERS.setdefault(device, [])
+def _counters(device: torch.device, rows: int, owner: str = "step") -> torch.Tensor:
+    bufs = _COUNTERS.setdefault((device, owner), [])
     if not bufs or bufs[-1].numel() < rows:
         cap = max(rows, 1024, 2 * bufs[-1].numel() if bufs else 0)
         bufs.append(torch.zeros(cap, dtype=torch.int32, device=device))

@@ -326,7 +326,7 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
             from worldssm.model.fused import why_not_fused
 
             with arm_path(arm):
-                row["whole_step_fused"] = why_not_fused(wm, False) or True
+                row["whole_step_fused"] = why_not_fused(wm, False, batch) or True
                 row["rel_rms_vs_modules"] = fused_vs_modules(step, modules, slab, slots)
         try:
             with torch.no_grad(), arm_path(arm):

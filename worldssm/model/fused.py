@@ -5,8 +5,9 @@ the posterior's unimix softmax, giving the latent), 1 input launch (latent and a
 through `in_proj`), 3 per backbone layer, 2 launches shared by the three heads (the first one
 applies the backbone's final RMSNorm) and one last launch per head (unimix log-probabilities,
 two-hot reward mean, continue sigmoid). `WorldModel.observe_slots` / `imagine_slots` take this
-path when `why_not_fused` says nothing against it; results equal the module path's within
-floating-point rounding (tests/kernels/test_fused_model.py).
+path when `why_not_fused` says nothing against it (by default up to `LAYER_MAX_BATCH` agents,
+where the backbone takes the layer path); results equal the module path's within floating-point
+rounding (tests/kernels/test_fused_model.py).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import torch.nn as nn
 from worldssm.kernels import resolve_impl
 
 
-def why_not_fused(wm, sample: bool) -> str | None:
-    """None when the fused step serves this call, else the reason (the module path runs)."""
+def why_not_fused(wm, sample: bool, batch: int) -> str | None:
+    """None when the fused step serves this call of `batch` agents, else the reason (the module
+    path runs)."""
     bb = wm.cfg.backbone
     if sample:
         return "latents are sampled (the fused step takes the expectation)"
@@ -29,14 +31,13 @@ def why_not_fused(wm, sample: bool) -> str | None:
     device = wm.in_proj.weight.device
     if resolve_impl(bb.kernels, device.type) != "triton":
         return "the backbone runs the reference kernels"
-    from worldssm.kernels.step.layer import step_path
+    from worldssm.kernels.step.layer import backbone_path
 
-    path = step_path()
+    path = backbone_path(batch)
     if path != "layer":
-        # The fused heads measured slower than the module heads on the H200 (whole-row tiles that
-        # spilled) and, column-chunked, on the H100 at every batch but 64 (290 vs 308 us):
-        # only WORLDSSM_STEP_PATH=layer takes them.
-        return f"the step path is {path}, not layer (WORLDSSM_STEP_PATH)"
+        # Above LAYER_MAX_BATCH agents the module heads' cuBLAS GEMMs win (H100, 1,024 agents:
+        # 788 us against 1,214 for the fused heads); WORLDSSM_STEP_PATH=layer forces the fused step.
+        return f"the step path for {batch} agents is {path}, not layer (WORLDSSM_STEP_PATH, LAYER_MAX_BATCH)"
     if any(p.dtype != torch.float32 for n, p in wm.named_parameters() if not n.startswith("backbone.")):
         return "encoder or head weights are not float32"
     return None

@@ -281,7 +281,7 @@ class WorldModel(nn.Module):
         launches where `fused.why_not_fused` allows (CUDA, expected latents, vector observations)."""
         from worldssm.model import fused
 
-        if fused.why_not_fused(self, sample) is None:
+        if fused.why_not_fused(self, sample, slots.shape[0]) is None:
             return fused.observe(self, slab, slots, obs, action, reset)
         z = self.latent(self.posterior(obs), sample, generator)
         return self._heads(self._step_backbone(slab, slots, self._inputs(z, action), reset))
@@ -290,7 +290,7 @@ class WorldModel(nn.Module):
         """In-place imagine for rows `slots`: feed latent z [B, V*K] (drawn from a prior) with an action."""
         from worldssm.model import fused
 
-        if fused.why_not_fused(self, False) is None:
+        if fused.why_not_fused(self, False, slots.shape[0]) is None:
             return fused.imagine(self, slab, slots, z, action)
         x = self._inputs(z, action)
         return self._heads(self._step_backbone(slab, slots, x, torch.zeros_like(slots, dtype=torch.bool)))
