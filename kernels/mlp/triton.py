@@ -139,7 +139,8 @@ def _row_stats(x_ptr, row, mr, g, XS: tl.constexpr, KD: tl.constexpr, BLOCK_M: t
 
 
 @triton.jit
-def _fused_linear_kernel(
+def _linear_tile(
+    t, rb,
     x_ptr, stride_x, act_ptr, stride_act, pa_ptr, pb_ptr,
     w0, w1, w2, b0, b1, b2, ga0, ga1, ga2, be0, be1, be2,
     stride_w, stride_wa, pw_ptr, stride_pw, pbias_ptr,
@@ -153,11 +154,10 @@ def _fused_linear_kernel(
 ):
     # The input row is walked BLOCK_K columns at a time (row statistics first, where the
     # prologue is a norm), so no tile of a whole row or a whole weight column is ever held.
-    t = tl.program_id(0)
     g = t // TILES  # group (head) of this column tile; tiles never straddle groups
     local = (t % TILES) * TILE + tl.arange(0, BLOCK_N)  # [BN] columns within the group
     mc = (tl.arange(0, BLOCK_N) < TILE) & (local < N)
-    r = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    r = rb.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     mr = r < rows
     row = r * stride_x
 
@@ -223,7 +223,7 @@ def _fused_linear_kernel(
         # softmax (max, sum of e, sum of e * bin), and writes symexp of the expected bin.
         tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], acc, mask=m)
         tl.debug_barrier()  # every thread's logits are stored before the release below
-        arrived = tl.atomic_add(count_ptr + tl.program_id(1), 1, sem="acq_rel")
+        arrived = tl.atomic_add(count_ptr + rb, 1, sem="acq_rel")
         if arrived == TILES - 1:
             tl.debug_barrier()
             m_run = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -244,11 +244,27 @@ def _fused_linear_kernel(
             sm = sb_run / s_run
             a = tl.abs(sm)
             tl.store(out_ptr + r * stride_out, tl.where(sm < 0, -_expm1(a), _expm1(a)), mask=mr)
-            tl.atomic_xchg(count_ptr + tl.program_id(1), 0, sem="relaxed")
+            tl.atomic_xchg(count_ptr + rb, 0, sem="relaxed")
     if EPI == 4:  # continue: the logit's sigmoid to out, the logit to aux
         logit = tl.sum(tl.where(m, acc, 0.0), axis=1)
         tl.store(out_ptr + r * stride_out, tl.sigmoid(logit), mask=mr)
         tl.store(aux_ptr + r * stride_aux, logit, mask=mr)
+
+
+@triton.jit
+def _fused_linear_kernel(
+    x_ptr, stride_x, act_ptr, stride_act, pa_ptr, pb_ptr,
+    w0, w1, w2, b0, b1, b2, ga0, ga1, ga2, be0, be1, be2,
+    stride_w, stride_wa, pw_ptr, stride_pw, pbias_ptr,
+    out_ptr, stride_out, aux_ptr, stride_aux, bins_ptr, count_ptr,
+    rows, eps, unimix,
+    KD: tl.constexpr, XS: tl.constexpr, N: tl.constexpr, TILE: tl.constexpr, TILES: tl.constexpr,
+    NA: tl.constexpr, DA: tl.constexpr, ACT_DISCRETE: tl.constexpr,
+    PRO: tl.constexpr, EPI: tl.constexpr, STORE_PRO: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_NA: tl.constexpr, BLOCK_DA: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
+):
+    _linear_tile(tl.program_id(0), tl.program_id(1), x_ptr, stride_x, act_ptr, stride_act, pa_ptr, pb_ptr, w0, w1, w2, b0, b1, b2, ga0, ga1, ga2, be0, be1, be2, stride_w, stride_wa, pw_ptr, stride_pw, pbias_ptr, out_ptr, stride_out, aux_ptr, stride_aux, bins_ptr, count_ptr, rows, eps, unimix, KD, XS, N, TILE, TILES, NA, DA, ACT_DISCRETE, PRO, EPI, STORE_PRO, HAS_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_S, BLOCK_R, BLOCK_NA, BLOCK_DA, DOT, PDL)
 
 
 def _alloc(*shape, dtype, device) -> torch.Tensor:
@@ -321,29 +337,8 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
         return out, aux
     if store_pro and epi == EPI_TWOHOT:
         raise ValueError("store_pro and the two-hot epilogue would both write aux (the prologue, the logits)")
-    # The input row is walked block_k columns at a time: x and weight tiles stay small at any width.
-    block_k = min(64, max(16, triton.next_power_of_2(kd)))
-    fixed_tile = tile  # one latent variable, or all bins, per program
-    if tile is None:
-        tile = min(32 if b <= 64 else 64, max(16, triton.next_power_of_2(n)))
-    block_n = max(16, triton.next_power_of_2(tile))
-    dot = b > SMALL_ROWS if dot is None else dot
-    warps = 4
-    if dot:
-        block_m = 16 if b <= 16 else (32 if b <= 256 else 64)
-    else:
-        # The broadcast product holds [block_m, block_k, block_n]: at most 64 values per thread.
-        # Each K chunk is a dependent round trip to memory, so the whole row goes in one chunk
-        # where it fits, and the columns are cut narrower instead (more programs, each with a
-        # thinner weight tile); a fixed tile (one latent variable) takes 8 warps instead.
-        block_m = triton.next_power_of_2(min(b, 4))
-        block_k = min(1024, max(16, triton.next_power_of_2(kd)))
-        if fixed_tile is None:
-            tile = block_n = max(8, min(block_n, 8192 // (block_m * block_k)))
-        else:
-            warps = 8
-        block_k = min(block_k, max(16, 64 * 32 * warps // (block_m * block_n)))
-    tiles = triton.cdiv(n, tile)
+    c = _plan(b, n, kd, tile, dot)
+    tile, tiles, block_m = c["tile"], c["tiles"], c["block_m"]
     pdl, extra = launch_kwargs(dev)
     ws = list(weights) + [weights[0]] * (3 - g)
     bs = [bb if bb is not None else ws[0] for bb in biases] + [ws[0]] * (3 - g)
@@ -362,10 +357,115 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
         b, float(eps), float(unimix),
         KD=kd, XS=xs, N=n, TILE=tile, TILES=tiles, NA=na, DA=da, ACT_DISCRETE=bool(action_discrete),
         PRO=pro, EPI=epi, STORE_PRO=bool(store_pro), HAS_BIAS=biases[0] is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        BLOCK_S=max(16, min(triton.next_power_of_2(kd), 4096 // block_m)),
-        BLOCK_R=max(16, min(triton.next_power_of_2(n), 4096 // block_m)),
+        BLOCK_M=block_m, BLOCK_N=c["block_n"], BLOCK_K=c["block_k"], BLOCK_S=c["block_s"], BLOCK_R=c["block_r"],
         BLOCK_NA=max(16, triton.next_power_of_2(max(na, 1))), BLOCK_DA=max(16, triton.next_power_of_2(max(da, 1))),
-        DOT=bool(dot), PDL=pdl, num_warps=warps, **extra,
+        DOT=c["dot"], PDL=pdl, num_warps=c["warps"], **extra,
     )
     return out, aux
+
+
+def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | None, warps: int | None = None) -> dict:
+    """Block sizes of one layer of `b` rows, `n` outputs and `kd` inputs. fixed_tile: the columns
+    one program must own (a latent variable's classes; the continue logit), else None (any split).
+    warps: force the program's warps (a launch shared by several layers), else chosen here."""
+    block_k = min(64, max(16, triton.next_power_of_2(kd)))  # the row is walked block_k columns at a time
+    tile = fixed_tile if fixed_tile is not None else min(32 if b <= 64 else 64, max(16, triton.next_power_of_2(n)))
+    block_n = max(16, triton.next_power_of_2(tile))
+    dot = b > SMALL_ROWS if dot is None else bool(dot)
+    if dot:
+        block_m = 16 if b <= 16 else (32 if b <= 256 else 64)
+        warps = warps or 4
+    else:
+        # The broadcast product holds [block_m, block_k, block_n]: at most 64 values per thread.
+        # Each K chunk is a dependent round trip to memory, so the whole row goes in one chunk
+        # where it fits, and the columns are cut narrower instead (more programs, each with a
+        # thinner weight tile); a fixed tile (one latent variable) takes 8 warps instead.
+        block_m = triton.next_power_of_2(min(b, 4))
+        block_k = min(1024, max(16, triton.next_power_of_2(kd)))
+        warps = warps or (4 if fixed_tile is None else 8)
+        if fixed_tile is None:
+            tile = block_n = max(8, min(block_n, 64 * 32 * warps // (block_m * block_k)))
+        block_k = min(block_k, max(16, 64 * 32 * warps // (block_m * block_n)))
+    return dict(tile=tile, tiles=triton.cdiv(n, tile), block_m=block_m, block_n=block_n, block_k=block_k,
+                block_s=max(16, min(triton.next_power_of_2(kd), 4096 // block_m)),
+                block_r=max(16, min(triton.next_power_of_2(n), 4096 // block_m)), warps=warps, dot=dot)
+
+
+@triton.jit
+def _heads_out_kernel(
+    x_ptr, stride_x, stride_w, bins_ptr, count_ptr, rows, eps, unimix,
+    w0, b0, ga0, be0, out0, stride_o0, aux0, stride_a0,
+    w1, b1, ga1, be1, out1, stride_o1, aux1, stride_a1,
+    w2, b2, ga2, be2, out2, stride_o2, aux2, stride_a2,
+    KD: tl.constexpr, N0: tl.constexpr, TILE0: tl.constexpr, TILES0: tl.constexpr, BN0: tl.constexpr,
+    BK0: tl.constexpr, N1: tl.constexpr, TILE1: tl.constexpr, TILES1: tl.constexpr, BN1: tl.constexpr,
+    BK1: tl.constexpr, BR1: tl.constexpr, BN2: tl.constexpr, BK2: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
+):
+    # Programs [0, TILES0): the prior's log-probabilities, one latent variable each; the next
+    # TILES1: the reward's bins; the last one: the continue logit. Head i reads its slice
+    # [i*KD, (i+1)*KD) of the shared hidden rows, through its own LayerNorm + SiLU.
+    t = tl.program_id(0)
+    rb = tl.program_id(1)
+    if t < TILES0:
+        _linear_tile(t, rb, x_ptr, stride_x, x_ptr, 0, x_ptr, x_ptr, w0, w0, w0, b0, b0, b0, ga0, ga0, ga0,
+                     be0, be0, be0, stride_w, 0, x_ptr, 0, x_ptr, out0, stride_o0, aux0, stride_a0, bins_ptr,
+                     count_ptr, rows, eps, unimix, KD, 0, N0, TILE0, TILES0, 0, 0, True, 2, 2, False, True,
+                     BLOCK_M, BN0, BK0, BLOCK_S, 16, 16, 16, DOT, PDL)
+    elif t < TILES0 + TILES1:
+        _linear_tile(t - TILES0, rb, x_ptr + KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w1, w1, w1, b1, b1, b1,
+                     ga1, ga1, ga1, be1, be1, be1, stride_w, 0, x_ptr, 0, x_ptr, out1, stride_o1, aux1, stride_a1,
+                     bins_ptr, count_ptr, rows, eps, unimix, KD, 0, N1, TILE1, TILES1, 0, 0, True, 2, 3, False,
+                     True, BLOCK_M, BN1, BK1, BLOCK_S, BR1, 16, 16, DOT, PDL)
+    else:
+        _linear_tile(0, rb, x_ptr + 2 * KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w2, w2, w2, b2, b2, b2,
+                     ga2, ga2, ga2, be2, be2, be2, stride_w, 0, x_ptr, 0, x_ptr, out2, stride_o2, aux2, stride_a2,
+                     bins_ptr, count_ptr, rows, eps, unimix, KD, 0, 1, 1, 1, 0, 0, True, 2, 4, False,
+                     True, BLOCK_M, BN2, BK2, BLOCK_S, 16, 16, 16, DOT, PDL)
+
+
+def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: torch.Tensor, eps: float,
+              dot: bool | None = None):
+    """The last layers of the prior, reward and continue heads in one launch.
+
+    `hid` [B, 3*KD] holds the three heads' last hidden rows before their LayerNorm (head i in
+    columns [i*KD, (i+1)*KD)); `layers` is ((linear, layernorm) of the prior, of the reward, of the
+    continue head). Returns (prior log-probabilities [B, V*classes], prior probabilities, reward
+    [B] (symexp of the two-hot mean over `bins`), reward logits [B, len(bins)], continue
+    probability [B], continue logit [B]): what three `fused_linear` calls with EPI_LOGP,
+    EPI_TWOHOT and EPI_SIGMOID return, in one launch instead of three.
+    """
+    (l0, n0), (l1, n1), (l2, n2) = layers
+    b, kd = hid.shape[0], l0.weight.shape[1]
+    if hid.dim() != 2 or hid.stride(1) != 1 or hid.shape[1] < 3 * kd:
+        raise ValueError(f"hid must be [B, >= {3 * kd}] with unit last stride, got {tuple(hid.shape)}")
+    for lin in (l0, l1, l2):
+        if lin.weight.shape[1] != kd or not lin.weight.is_contiguous() or lin.bias is None:
+            raise ValueError(f"every head's last layer must be a contiguous Linear of {kd} inputs with a bias")
+    if l2.weight.shape[0] != 1 or l0.weight.shape[0] % classes or l1.weight.shape[0] != bins.numel():
+        raise ValueError("heads_out takes the prior (a multiple of `classes` outputs), the reward (one per bin) "
+                         "and the continue head (one output)")
+    if not eps == n0.eps == n1.eps == n2.eps:
+        raise ValueError(f"the heads' LayerNorms must share eps={eps}, got {n0.eps}, {n1.eps}, {n2.eps}")
+    dev = hid.device
+    nv, nb = l0.weight.shape[0], l1.weight.shape[0]
+    logp, probs = _alloc(b, nv, dtype=torch.float32, device=dev), _alloc(b, nv, dtype=torch.float32, device=dev)
+    reward, logits = _alloc(b, dtype=torch.float32, device=dev), _alloc(b, nb, dtype=torch.float32, device=dev)
+    cont, cont_logit = _alloc(b, dtype=torch.float32, device=dev), _alloc(b, dtype=torch.float32, device=dev)
+    if b == 0:
+        return logp, probs, reward, logits, cont, cont_logit
+    p0 = _plan(b, nv, kd, classes, dot)
+    warps = p0["warps"]  # one launch: one warp count, each layer's blocks planned for it
+    p1, p2 = _plan(b, nb, kd, None, dot, warps), _plan(b, 1, kd, 1, dot, warps)
+    pdl, extra = launch_kwargs(dev)
+    _heads_out_kernel[(p0["tiles"] + p1["tiles"] + 1, triton.cdiv(b, p0["block_m"]))](
+        hid, hid.stride(0), kd, bins, _counters(dev, triton.cdiv(b, p0["block_m"]), "mlp"), b, float(eps), float(unimix),
+        l0.weight, l0.bias, n0.weight, n0.bias, logp, logp.stride(0), probs, probs.stride(0),
+        l1.weight, l1.bias, n1.weight, n1.bias, reward, 1, logits, logits.stride(0),
+        l2.weight, l2.bias, n2.weight, n2.bias, cont, 1, cont_logit, 1,
+        KD=kd, N0=nv, TILE0=p0["tile"], TILES0=p0["tiles"], BN0=p0["block_n"], BK0=p0["block_k"],
+        N1=nb, TILE1=p1["tile"], TILES1=p1["tiles"], BN1=p1["block_n"], BK1=p1["block_k"], BR1=p1["block_r"],
+        BN2=p2["block_n"], BK2=p2["block_k"], BLOCK_M=p0["block_m"], BLOCK_S=p0["block_s"], DOT=p0["dot"],
+        PDL=pdl, num_warps=warps, **extra,
+    )
+    return logp, probs, reward, logits, cont, cont_logit

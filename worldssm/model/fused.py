@@ -3,8 +3,8 @@
 At BASE with two hidden MLP layers an observe step is 3 encoder launches (the last one ends in
 the posterior's unimix softmax, giving the latent), 1 input launch (latent and action embedding
 through `in_proj`), 3 per backbone layer, 2 launches shared by the three heads (the first one
-applies the backbone's final RMSNorm) and one last launch per head (unimix log-probabilities,
-two-hot reward mean, continue sigmoid). `WorldModel.observe_slots` / `imagine_slots` take this
+applies the backbone's final RMSNorm) and one last launch for the three heads' output layers
+(unimix log-probabilities, two-hot reward mean, continue sigmoid): 19 launches. `WorldModel.observe_slots` / `imagine_slots` take this
 path when `why_not_fused` says nothing against it (by default up to `LAYER_MAX_BATCH` agents,
 where the backbone takes the layer path); results equal the module path's within floating-point
 rounding (tests/kernels/test_fused_model.py).
@@ -79,12 +79,9 @@ def _latent_from_obs(wm, obs):
 
 def _step(wm, slab, slots, z, action, reset):
     from worldssm.kernels.mlp.triton import (
-        EPI_LOGP,
-        EPI_SIGMOID,
-        EPI_TWOHOT,
-        PRO_LN_SILU,
         PRO_RMS,
         fused_linear,
+        heads_out,
     )
     from worldssm.model.world_model import Prediction
 
@@ -100,16 +97,8 @@ def _step(wm, slab, slots, z, action, reset):
     hid, h = fused_linear(res, [f.weight for f in firsts], [f.bias for f in firsts], pro=PRO_RMS,
                           pro_a=bb.final_norm.weight, store_pro=True, eps=bb.cfg.norm_eps)
     hid, lasts = _mlp_tail(hid, heads, grouped=True)
-    width = hid.shape[1] // 3
-
-    def last(i, **kw):
-        lin, ln = lasts[i]
-        return fused_linear(hid[:, i * width:(i + 1) * width], [lin.weight], [lin.bias], pro=PRO_LN_SILU,
-                            ln=([ln.weight], [ln.bias]), eps=ln.eps, **kw)
-
-    logp, _ = last(0, epi=EPI_LOGP, classes=wm.cfg.latent_classes, unimix=wm.cfg.unimix)
-    reward, _ = last(1, epi=EPI_TWOHOT, bins=wm.twohot.bins)
-    cont, logit = last(2, epi=EPI_SIGMOID)
+    logp, _, reward, _, cont, logit = heads_out(hid, lasts, classes=wm.cfg.latent_classes, unimix=wm.cfg.unimix,
+                                                bins=wm.twohot.bins, eps=lasts[0][1].eps)
     return Prediction(prior_logp=logp.view(-1, wm.cfg.latent_vars, wm.cfg.latent_classes), reward=reward,
                       cont=cont, h=h, cont_logit=logit)
 
