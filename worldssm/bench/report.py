@@ -357,7 +357,7 @@ def report(results: Path = RESULTS) -> str:
     parts: list[list[str]] = []
     many = {"fidelity-*.json": fidelity_table, "plan-*.json": plan_tables, "improve-*.json": improve_tables,
             "soak-*.json": soak_tables}
-    for pattern, table in (("step-nvidia-h200*.json", step_table), ("scan-nvidia-h200*.json", scan_table),
+    for pattern, table in (("step-nvidia-*.json", step_table), ("scan-nvidia-h200*.json", scan_table),
                            ("env-*.json", env_table), ("tick-2*.json", tick_table), ("tick-cuda-*.json", tick_cuda_table),
                            ("fidelity-*.json", None), ("plan-*.json", None), ("improve-*.json", None),
                            ("dream-cpu-*.json", dream_table),
@@ -373,9 +373,16 @@ def report(results: Path = RESULTS) -> str:
                       for name, d in _load(pattern, results)}
             parts.extend(table(name, d) for name, d in newest.values())
             continue
-        name, d = _newest(pattern, results)
-        if d is not None:
-            parts.append(table(name, d))
+        if table is step_table:  # the newest file of each card, newest card first (H100 and H200 rows differ)
+            newest = {}
+            for name, d in _load(pattern, results):
+                if "rows" in d and not _backbone_rows(d) and d["env"]["time"] >= newest.get(d["env"]["device"], ("", {"env": {"time": ""}}))[1]["env"]["time"]:
+                    newest[d["env"]["device"]] = (name, d)
+            parts.extend(table(name, d) for name, d in sorted(newest.values(), key=lambda nd: nd[1]["env"]["time"], reverse=True))
+        else:
+            name, d = _newest(pattern, results)
+            if d is not None:
+                parts.append(table(name, d))
         if table is step_table:  # the backbones side by side: the newest file that has them
             with_backbones = [(n, x) for n, x in _load(pattern, results) if _backbone_rows(x)]
             if with_backbones:
