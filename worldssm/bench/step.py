@@ -196,6 +196,17 @@ def byte_bound(bb, batch: int, bandwidth: float) -> dict:
             "bound_us": nbytes / bandwidth * 1e6}
 
 
+def world_model_byte_bound(wm, batch: int, obs_dim: int, bandwidth: float) -> dict:
+    """The whole observe step's floor in bytes: every weight read once, each agent's state read and
+    written once, its observation and action read and its predictions (prior log-probabilities,
+    reward, continue and its logit, h) written once; `bound_us` at `bandwidth` bytes/s."""
+    weights = sum(p.numel() * p.element_size() for p in wm.parameters())
+    per_agent = state_bytes_per_agent(wm.backbone)
+    io = 4 * obs_dim + 8 + 4 * (wm.cfg.latent_vars * wm.cfg.latent_classes + 3 + wm.cfg.backbone.d_model)
+    nbytes = weights + batch * (2 * per_agent + io)
+    return {"bytes": int(nbytes), "weight_bytes": int(weights), "bound_us": nbytes / bandwidth * 1e6}
+
+
 def profile_kernels(fn, top: int = 8) -> list[dict]:
     """The `top` GPU kernels of one call of `fn` by total time (us), from the profiler."""
     from torch.profiler import ProfilerActivity, profile
@@ -269,12 +280,13 @@ OBSERVE_ARMS = ("fused+graph", "fused layer+graph")  # the model's own observe_s
 
 
 def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: str = "mamba2",
-                      context: int | None = None) -> list[dict]:
+                      context: int | None = None, bandwidth: float | None = None) -> list[dict]:
     """The whole observe step: encoder (fp32) -> bf16 backbone step -> heads (fp32).
 
     `backbone` swaps Mamba-2 for the GRU or the Transformer-KV baseline at a matched parameter
     count (`preset_for`); `context` sets the Transformer's window (its KV cache is full: every
-    slot valid, so each step attends `context` keys).
+    slot valid, so each step attends `context` keys). With `bandwidth` (bytes/s) each row also
+    gets the step's byte bound (`world_model_byte_bound`) and its fraction.
     """
     from worldssm.model import WorldModel
     from worldssm.model.config import preset_for
@@ -334,6 +346,10 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
                 row.update(time_calls(graph.replay, reps))
                 del graph
             row["agent_steps_per_s"] = batch / (row["median_us"] * 1e-6)
+            if bandwidth is not None:
+                bound = world_model_byte_bound(wm, batch, obs_dim, bandwidth)
+                row.update(bound_us=bound["bound_us"], bytes=bound["bytes"],
+                           fraction_of_bound=bound["bound_us"] / row["median_us"])
         except Exception as exc:  # noqa: BLE001
             row["error"] = f"{type(exc).__name__}: {exc}"[:500]
         rows.append(row)
@@ -491,7 +507,7 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
     for b in batches:
         rows += bench_batch(bb, b, bandwidth, arms, reps if b < 4096 else max(20, reps // 8))
         if world_model:
-            rows += bench_world_model(b, reps if b < 4096 else max(20, reps // 8))
+            rows += bench_world_model(b, reps if b < 4096 else max(20, reps // 8), bandwidth=bandwidth)
         print(format_table({"rows": [r for r in rows if r["batch"] == b]}), flush=True)
     for r in rows:
         if r["arm"].startswith("fused") and "median_us" in r:
