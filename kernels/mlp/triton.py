@@ -144,8 +144,7 @@ def _row_stats(x_ptr, row, mr, g, XS: tl.constexpr, KD: tl.constexpr, BLOCK_M: t
 
 
 @triton.jit
-def _linear_tile(
-    t, rb,
+def _fused_linear_kernel(
     x_ptr, stride_x, act_ptr, stride_act, pa_ptr, pb_ptr,
     w0, w1, w2, b0, b1, b2, ga0, ga1, ga2, be0, be1, be2,
     stride_w, stride_wa, pw_ptr, stride_pw, pbias_ptr,
@@ -156,7 +155,11 @@ def _linear_tile(
     PRO: tl.constexpr, EPI: tl.constexpr, STORE_PRO: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_NA: tl.constexpr, BLOCK_DA: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
+    T_OFF: tl.constexpr = 0,
 ):
+    # Launched as a kernel (T_OFF 0), or called by `_heads_out_kernel` for the programs from T_OFF on.
+    t = tl.program_id(0) - T_OFF
+    rb = tl.program_id(1)
     # The input row is walked BLOCK_K columns at a time (row statistics first, where the
     # prologue is a norm), so no tile of a whole row or a whole weight column is ever held.
     g = t // TILES  # group (head) of this column tile; tiles never straddle groups
@@ -254,22 +257,6 @@ def _linear_tile(
         logit = tl.sum(tl.where(m, acc, 0.0), axis=1)
         tl.store(out_ptr + r * stride_out, tl.sigmoid(logit), mask=mr)
         tl.store(aux_ptr + r * stride_aux, logit, mask=mr)
-
-
-@triton.jit
-def _fused_linear_kernel(
-    x_ptr, stride_x, act_ptr, stride_act, pa_ptr, pb_ptr,
-    w0, w1, w2, b0, b1, b2, ga0, ga1, ga2, be0, be1, be2,
-    stride_w, stride_wa, pw_ptr, stride_pw, pbias_ptr,
-    out_ptr, stride_out, aux_ptr, stride_aux, bins_ptr, count_ptr,
-    rows, eps, unimix,
-    KD: tl.constexpr, XS: tl.constexpr, N: tl.constexpr, TILE: tl.constexpr, TILES: tl.constexpr,
-    NA: tl.constexpr, DA: tl.constexpr, ACT_DISCRETE: tl.constexpr,
-    PRO: tl.constexpr, EPI: tl.constexpr, STORE_PRO: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_NA: tl.constexpr, BLOCK_DA: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
-):
-    _linear_tile(tl.program_id(0), tl.program_id(1), x_ptr, stride_x, act_ptr, stride_act, pa_ptr, pb_ptr, w0, w1, w2, b0, b1, b2, ga0, ga1, ga2, be0, be1, be2, stride_w, stride_wa, pw_ptr, stride_pw, pbias_ptr, out_ptr, stride_out, aux_ptr, stride_aux, bins_ptr, count_ptr, rows, eps, unimix, KD, XS, N, TILE, TILES, NA, DA, ACT_DISCRETE, PRO, EPI, STORE_PRO, HAS_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_S, BLOCK_R, BLOCK_NA, BLOCK_DA, DOT, PDL)
 
 
 def _alloc(*shape, dtype, device) -> torch.Tensor:
@@ -417,22 +404,21 @@ def _heads_out_kernel(
     # TILES1: the reward's bins; the last one: the continue logit. Head i reads its slice
     # [i*KD, (i+1)*KD) of the shared hidden rows, through its own LayerNorm + SiLU.
     t = tl.program_id(0)
-    rb = tl.program_id(1)
     if t < TILES0:
-        _linear_tile(t, rb, x_ptr, stride_x, x_ptr, 0, x_ptr, x_ptr, w0, w0, w0, b0, b0, b0, ga0, ga0, ga0,
+        _fused_linear_kernel(x_ptr, stride_x, x_ptr, 0, x_ptr, x_ptr, w0, w0, w0, b0, b0, b0, ga0, ga0, ga0,
                      be0, be0, be0, stride_w, 0, x_ptr, 0, x_ptr, out0, stride_o0, aux0, stride_a0, bins_ptr,
                      count_ptr, rows, eps, unimix, KD, 0, N0, TILE0, TILES0, 0, 0, True, 2, 2, False, True,
-                     BLOCK_M, BN0, BK0, BLOCK_S, 16, 16, 16, DOT, PDL)
+                     BLOCK_M, BN0, BK0, BLOCK_S, 16, 16, 16, DOT, PDL, 0)
     elif t < TILES0 + TILES1:
-        _linear_tile(t - TILES0, rb, x_ptr + KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w1, w1, w1, b1, b1, b1,
+        _fused_linear_kernel(x_ptr + KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w1, w1, w1, b1, b1, b1,
                      ga1, ga1, ga1, be1, be1, be1, stride_w, 0, x_ptr, 0, x_ptr, out1, stride_o1, aux1, stride_a1,
                      bins_ptr, count_ptr, rows, eps, unimix, KD, 0, N1, TILE1, TILES1, 0, 0, True, 2, 3, False,
-                     True, BLOCK_M, BN1, BK1, BLOCK_S, BR1, 16, 16, DOT, PDL)
+                     True, BLOCK_M, BN1, BK1, BLOCK_S, BR1, 16, 16, DOT, PDL, TILES0)
     else:
-        _linear_tile(0, rb, x_ptr + 2 * KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w2, w2, w2, b2, b2, b2,
+        _fused_linear_kernel(x_ptr + 2 * KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w2, w2, w2, b2, b2, b2,
                      ga2, ga2, ga2, be2, be2, be2, stride_w, 0, x_ptr, 0, x_ptr, out2, stride_o2, aux2, stride_a2,
                      bins_ptr, count_ptr, rows, eps, unimix, KD, 0, 1, 1, 1, 0, 0, True, 2, 4, False,
-                     True, BLOCK_M, BN2, BK2, BLOCK_S, 16, 16, 16, DOT, PDL)
+                     True, BLOCK_M, BN2, BK2, BLOCK_S, 16, 16, 16, DOT, PDL, TILES0 + TILES1)
 
 
 def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: torch.Tensor, eps: float,
