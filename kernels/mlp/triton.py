@@ -35,9 +35,6 @@ PRO_NONE, PRO_SYMLOG, PRO_LN_SILU, PRO_RMS = 0, 1, 2, 3
 # prologue: 1 agent 11.3 us by dot, 2.5 by broadcast; 16 agents 15.1 against 2.7; 64 agents
 # 20.2 against 3.5 (tests/bench/results/experiments/fused-mlp-small-batch-h100.json).
 SMALL_ROWS = 64
-# How a program multiplies (the kernels' DOT): a broadcast product, tl.dot in IEEE float32, or
-# tl.dot as three TF32 tensor-core products ("tf32x3", about float32's precision).
-DOT_MODES = {False: 0, True: 1, "ieee": 1, "tf32x3": 2}
 EPI_NONE, EPI_PROBS, EPI_LOGP, EPI_TWOHOT, EPI_SIGMOID = 0, 1, 2, 3, 4
 
 
@@ -59,10 +56,8 @@ def _mac(acc, a, b, DOT: tl.constexpr):
     """acc + a @ b in float32: `tl.dot` (IEEE) for row blocks of 16 and more, a broadcast product
     and sum for the few rows of a small batch (a dot needs 16 rows; padding one agent to 16 made
     each K chunk a dependent round of a 16x wider product)."""
-    if DOT == 1:
+    if DOT:
         acc = tl.dot(a, b, acc, input_precision="ieee")
-    elif DOT == 2:  # three TF32 tensor-core products, about float32's precision
-        acc = tl.dot(a, b, acc, input_precision="tf32x3")
     else:
         acc = acc + tl.sum(a[:, :, None] * b[None, :, :], axis=1)
     return acc
@@ -270,7 +265,7 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
                  bins: torch.Tensor | None = None, action: torch.Tensor | None = None,
                  action_proj: tuple | None = None, action_discrete: bool = True,
                  store_pro: bool = False, eps: float = 1e-5, unimix: float = 0.0,
-                 out_dtype: torch.dtype = torch.float32, dot: bool | str | None = None):
+                 out_dtype: torch.dtype = torch.float32, dot: bool | None = None):
     """One fused layer; see the module docstring. Returns (out, aux) (aux may be None).
 
     Args:
@@ -289,9 +284,8 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
             also adds W[:, KD:KD+DA] @ (proj(one-hot(action)) or proj(action features)); action is
             int64 [B] (discrete) or float [B, NA] features.
         eps: the prologue norm's epsilon; unimix: the categorical's uniform mix.
-        dot: how to multiply (DOT_MODES): False, a broadcast product (4 rows per program); True or
-            "ieee", `tl.dot` in IEEE float32 (row blocks of 16 and more); "tf32x3", `tl.dot` as
-            three TF32 products. None: the broadcast product up to SMALL_ROWS rows, else "ieee".
+        dot: multiply with `tl.dot` in IEEE float32 (row blocks of 16 and more) or, False, by a
+            broadcast product (4 rows per program); None picks the dot above SMALL_ROWS rows.
     """
     g = len(weights)
     if not 1 <= g <= 3 or len(biases) != g:
@@ -357,19 +351,19 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
     return out, aux
 
 
-def _auto_dot(b: int) -> bool | str:
-    """The multiply of a layer of `b` rows when the caller names none."""
-    return "ieee" if b > SMALL_ROWS else False
+def _auto_dot(b: int) -> bool:
+    """Whether a layer of `b` rows multiplies by `tl.dot` when the caller does not say."""
+    return b > SMALL_ROWS
 
 
-def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | str | None, warps: int | None = None) -> dict:
+def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | None, warps: int | None = None) -> dict:
     """Block sizes of one layer of `b` rows, `n` outputs and `kd` inputs. fixed_tile: the columns
     one program must own (a latent variable's classes; the continue logit), else None (any split).
     warps: force the program's warps (a launch shared by several layers), else chosen here."""
     block_k = min(64, max(16, triton.next_power_of_2(kd)))  # the row is walked block_k columns at a time
     tile = fixed_tile if fixed_tile is not None else min(32 if b <= 64 else 64, max(16, triton.next_power_of_2(n)))
     block_n = max(16, triton.next_power_of_2(tile))
-    dot = DOT_MODES[_auto_dot(b) if dot is None else dot]
+    dot = _auto_dot(b) if dot is None else bool(dot)
     if dot:
         block_m = 16 if b <= 16 else (32 if b <= 256 else 64)
         warps = warps or 4
@@ -422,7 +416,7 @@ def _heads_out_kernel(
 
 
 def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: torch.Tensor, eps: float,
-              dot: bool | str | None = None):
+              dot: bool | None = None):
     """The last layers of the prior, reward and continue heads in one launch.
 
     `hid` [B, 3*KD] holds the three heads' last hidden rows before their LayerNorm (head i in
