@@ -53,9 +53,8 @@ def _expm1(a):
 
 @triton.jit
 def _mac(acc, a, b, DOT: tl.constexpr):
-    """acc + a @ b in float32: `tl.dot` (IEEE) for row blocks of 16 and more, a broadcast product
-    and sum for the few rows of a small batch (a dot needs 16 rows; padding one agent to 16 made
-    each K chunk a dependent round of a 16x wider product)."""
+    """acc + a @ b in float32: `tl.dot` (IEEE) for row blocks of 16 and more, else a broadcast
+    product and sum (the 4-row blocks of batches up to SMALL_ROWS; see there why)."""
     if DOT:
         acc = tl.dot(a, b, acc, input_precision="ieee")
     else:
@@ -222,7 +221,7 @@ def _fused_linear_kernel(
     if EPI == 3:
         # Two-hot reward: the bins are split over the column tiles like any layer; each tile
         # stores its logits to aux, and the last tile of this row block to arrive (a counter
-        # left at 0 for the next launch) reads them all back, BLOCK_N at a time with a running
+        # left at 0 for the next launch) reads them all back, BLOCK_R at a time with a running
         # softmax (max, sum of e, sum of e * bin), and writes symexp of the expected bin.
         tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], acc, mask=m)
         tl.debug_barrier()  # every thread's logits are stored before the release below
@@ -351,11 +350,6 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
     return out, aux
 
 
-def _auto_dot(b: int) -> bool:
-    """Whether a layer of `b` rows multiplies by `tl.dot` when the caller does not say."""
-    return b > SMALL_ROWS
-
-
 def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | None, warps: int | None = None) -> dict:
     """Block sizes of one layer of `b` rows, `n` outputs and `kd` inputs. fixed_tile: the columns
     one program must own (a latent variable's classes; the continue logit), else None (any split).
@@ -363,7 +357,7 @@ def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | None, war
     block_k = min(64, max(16, triton.next_power_of_2(kd)))  # the row is walked block_k columns at a time
     tile = fixed_tile if fixed_tile is not None else min(32 if b <= 64 else 64, max(16, triton.next_power_of_2(n)))
     block_n = max(16, triton.next_power_of_2(tile))
-    dot = _auto_dot(b) if dot is None else bool(dot)
+    dot = b > SMALL_ROWS if dot is None else bool(dot)
     if dot:
         block_m = 16 if b <= 16 else (32 if b <= 256 else 64)
         warps = warps or 4
@@ -398,21 +392,28 @@ def _heads_out_kernel(
     # TILES1: the reward's bins; the last one: the continue logit. Head i reads its slice
     # [i*KD, (i+1)*KD) of the shared hidden rows, through its own LayerNorm + SiLU.
     t = tl.program_id(0)
+    # Arguments after x: no action (act, its stride, pa, pb), the head's weight, bias and
+    # LayerNorm three times (group 0 only), strides, no action projection, the outputs, bins and
+    # counter; constexprs KD, XS=0, N, TILE, TILES, NA=0, DA=0, ACT_DISCRETE, PRO_LN_SILU, the
+    # epilogue, STORE_PRO=False, HAS_BIAS, blocks, DOT, PDL and the program offset.
     if t < TILES0:
-        _fused_linear_kernel(x_ptr, stride_x, x_ptr, 0, x_ptr, x_ptr, w0, w0, w0, b0, b0, b0, ga0, ga0, ga0,
-                     be0, be0, be0, stride_w, 0, x_ptr, 0, x_ptr, out0, stride_o0, aux0, stride_a0, bins_ptr,
-                     count_ptr, rows, eps, unimix, KD, 0, N0, TILE0, TILES0, 0, 0, True, 2, 2, False, True,
-                     BLOCK_M, BN0, BK0, BLOCK_S, 16, 16, 16, DOT, PDL, 0)
+        _fused_linear_kernel(
+            x_ptr, stride_x, x_ptr, 0, x_ptr, x_ptr, w0, w0, w0, b0, b0, b0, ga0, ga0, ga0, be0, be0, be0,
+            stride_w, 0, x_ptr, 0, x_ptr, out0, stride_o0, aux0, stride_a0, bins_ptr, count_ptr, rows, eps, unimix,
+            KD, 0, N0, TILE0, TILES0, 0, 0, True, 2, 2, False, True,
+            BLOCK_M, BN0, BK0, BLOCK_S, 16, 16, 16, DOT, PDL, 0)
     elif t < TILES0 + TILES1:
-        _fused_linear_kernel(x_ptr + KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w1, w1, w1, b1, b1, b1,
-                     ga1, ga1, ga1, be1, be1, be1, stride_w, 0, x_ptr, 0, x_ptr, out1, stride_o1, aux1, stride_a1,
-                     bins_ptr, count_ptr, rows, eps, unimix, KD, 0, N1, TILE1, TILES1, 0, 0, True, 2, 3, False,
-                     True, BLOCK_M, BN1, BK1, BLOCK_S, BR1, 16, 16, DOT, PDL, TILES0)
+        _fused_linear_kernel(
+            x_ptr + KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w1, w1, w1, b1, b1, b1, ga1, ga1, ga1, be1, be1, be1,
+            stride_w, 0, x_ptr, 0, x_ptr, out1, stride_o1, aux1, stride_a1, bins_ptr, count_ptr, rows, eps, unimix,
+            KD, 0, N1, TILE1, TILES1, 0, 0, True, 2, 3, False, True,
+            BLOCK_M, BN1, BK1, BLOCK_S, BR1, 16, 16, DOT, PDL, TILES0)
     else:
-        _fused_linear_kernel(x_ptr + 2 * KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w2, w2, w2, b2, b2, b2,
-                     ga2, ga2, ga2, be2, be2, be2, stride_w, 0, x_ptr, 0, x_ptr, out2, stride_o2, aux2, stride_a2,
-                     bins_ptr, count_ptr, rows, eps, unimix, KD, 0, 1, 1, 1, 0, 0, True, 2, 4, False,
-                     True, BLOCK_M, BN2, BK2, BLOCK_S, 16, 16, 16, DOT, PDL, TILES0 + TILES1)
+        _fused_linear_kernel(
+            x_ptr + 2 * KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w2, w2, w2, b2, b2, b2, ga2, ga2, ga2, be2, be2, be2,
+            stride_w, 0, x_ptr, 0, x_ptr, out2, stride_o2, aux2, stride_a2, bins_ptr, count_ptr, rows, eps, unimix,
+            KD, 0, 1, 1, 1, 0, 0, True, 2, 4, False, True,
+            BLOCK_M, BN2, BK2, BLOCK_S, 16, 16, 16, DOT, PDL, TILES0 + TILES1)
 
 
 def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: torch.Tensor, eps: float,
@@ -450,7 +451,8 @@ def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: t
     p1, p2 = _plan(b, nb, kd, None, dot, warps), _plan(b, 1, kd, 1, dot, warps)
     pdl, extra = launch_kwargs(dev)
     _heads_out_kernel[(p0["tiles"] + p1["tiles"] + 1, triton.cdiv(b, p0["block_m"]))](
-        hid, hid.stride(0), kd, bins, _counters(dev, triton.cdiv(b, p0["block_m"]), "mlp"), b, float(eps), float(unimix),
+        hid, hid.stride(0), kd, bins, _counters(dev, triton.cdiv(b, p0["block_m"]), "mlp"), b, float(eps),
+        float(unimix),
         l0.weight, l0.bias, n0.weight, n0.bias, logp, logp.stride(0), probs, probs.stride(0),
         l1.weight, l1.bias, n1.weight, n1.bias, reward, 1, logits, logits.stride(0),
         l2.weight, l2.bias, n2.weight, n2.bias, cont, 1, cont_logit, 1,
