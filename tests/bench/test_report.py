@@ -1,6 +1,6 @@
-"""The README's tables from result files: improve rounds, dreams with bfloat16 states, fidelity."""
+"""The README's tables from result files: improve rounds, dreams with bfloat16 states, fidelity, the step."""
 
-from worldssm.bench.report import dream_table, fidelity_table, improve_tables
+from worldssm.bench.report import dream_table, fidelity_table, improve_tables, step_table
 
 
 def _score(r, returns):
@@ -78,3 +78,13 @@ def test_fidelity_table_names_the_loss_weights_a_run_recorded():
     hopper, cart, pend = (next(r for r in rows if r.startswith(f"| {e} ")) for e in ("Hopper-v5", "CartPole-v1", "Pendulum-v1"))
     assert "| SMALL, 6,000, reconstruction x10, continue x5 |" in hopper
     assert "| SMALL, 6,000 |" in cart and "| SMALL, 6,000, reconstruction x10 |" in pend
+
+
+def test_step_table_gives_the_whole_world_models_byte_bound_fraction_where_recorded():
+    env = {"device": "GPU", "git_sha": "abcdef012", "torch": "2.11", "triton": "3.6"}
+    row = {"arm": "fused+graph", "batch": 1, "median_us": 25.0, "p99_us": 30.0, "bound_us": 1.5, "fraction_of_bound": 0.06}
+    wm = {"arm": "world_model fused+graph", "batch": 1, "median_us": 40.0, "p99_us": 41.0}
+    old = step_table("step-x.json", {"env": env, "rows": [row, wm]})
+    assert old[-1].endswith("| 40.0 |")
+    new = step_table("step-x.json", {"env": env, "rows": [row, dict(wm, bound_us=2.0, fraction_of_bound=0.05)]})
+    assert new[-1].endswith("| 40.0 (0.05 of its byte bound) |")
