@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 
 from worldssm.errors import WorldssmError
+from worldssm.model.nets import symexp, symlog
 
 VALUE_WEIGHTS, VALUE_META = "value.safetensors", "value.json"
 
@@ -74,10 +75,6 @@ class ValueConfig:
             raise ValueError(f"ValueConfig.lr must be > 0, got {self.lr}")
 
 
-def _symlog(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.log1p(torch.abs(x))
-
-
 class Value(nn.Module):
     """V(h): an MLP from the model's feature h [B, D] to the discounted return after the state
     (trained in symlog space, returned as is)."""
@@ -89,8 +86,14 @@ class Value(nn.Module):
                                  nn.Linear(width, width), nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, 1))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        y = self.net(h).squeeze(-1)
-        return torch.sign(y) * torch.expm1(torch.abs(y))
+        return symexp(self.net(h).squeeze(-1))
+
+    def fit_step(self, opt: torch.optim.Optimizer, h: torch.Tensor, target: torch.Tensor) -> None:
+        """One Adam step of the squared error in symlog space against returns `target` [B]."""
+        loss = ((self.net(h).squeeze(-1) - symlog(target)) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
 
     @torch.no_grad()
     def predict(self, h) -> np.ndarray:
@@ -165,13 +168,10 @@ def fit_value(model, episodes: list[dict], cfg: ValueConfig = ValueConfig()) -> 
                             f"discount^k falls below {cfg.min_future}; collect longer or terminated episodes")
     value = Value(model.cfg.backbone.d_model, cfg.width, cfg.discount)
     opt = torch.optim.Adam(value.parameters(), lr=cfg.lr)
-    tx, ty = torch.from_numpy(x), _symlog(torch.from_numpy(y))
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     for _ in range(cfg.steps):
         idx = torch.from_numpy(rng.integers(0, x.shape[0], min(cfg.batch, x.shape[0])))
-        loss = ((value.net(tx[idx]).squeeze(-1) - ty[idx]) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        value.fit_step(opt, tx[idx], ty[idx])
     value.eval()
     stats = {"rows": int(x.shape[0]), "episodes": len(episodes), "target_mean": float(y.mean()),
              "target_max": float(y.max())}
@@ -425,7 +425,8 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
                 left = ((o < low) | (o > high)).any(axis=1)
                 outside += int(left.sum())
             h = out.h.float().cpu().numpy()
-            q = (r + cfg.discount * np.exp(log_c) * target.predict(h)).reshape(n, k)
+            v_all = target.predict(h)
+            q = (r + cfg.discount * np.exp(log_c) * v_all).reshape(n, k)
             out_of_range = left.reshape(n, k)
             q = np.where(out_of_range & ~out_of_range.all(axis=1, keepdims=True), -np.inf, q)
             y = q.max(axis=1)  # the value of each dream's state: the target of the feature that led there
@@ -440,7 +441,7 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
             steps += 1
             cont = np.exp(log_c[chosen])
             end = (cont < 0.5) | (steps >= cfg.max_steps) | left[chosen]
-            seg.append({"y": y, "h": h[chosen], "r": r[chosen], "c": cont, "end": end, "v": target.predict(h[chosen])})
+            seg.append({"y": y, "h": h[chosen], "r": r[chosen], "c": cont, "end": end, "v": v_all[chosen]})
             if end.any():
                 lengths.extend(steps[end].tolist())
                 start(np.flatnonzero(end))
@@ -450,10 +451,7 @@ def value_iteration(engine, d_model: int, episodes: list[dict], cfg: DreamValueC
             if size >= 4 * cfg.batch:
                 for _ in range(cfg.updates):
                     b = rng.integers(0, size, cfg.batch)
-                    loss = ((value.net(torch.from_numpy(buf_h[b])).squeeze(-1) - _symlog(torch.from_numpy(buf_y[b]))) ** 2).mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    value.fit_step(opt, torch.from_numpy(buf_h[b]), torch.from_numpy(buf_y[b]))
                 updates += cfg.updates
                 with torch.no_grad():
                     for p, tp in zip(value.parameters(), target.parameters()):

@@ -274,11 +274,10 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
         pro: PRO_NONE, PRO_SYMLOG (pro_a = loc, pro_b = scale), PRO_LN_SILU (ln = (gammas,
             betas), one pair per group, of the LayerNorm that ends the previous hidden layer),
             PRO_RMS (pro_a = the RMSNorm weight; store_pro writes the normed rows to aux, float32).
-        epi: EPI_NONE (out [B, G*N] in out_dtype), EPI_PROBS / EPI_LOGP (one variable of `classes`
-            classes per tile, unimix mixed: probabilities, or log-probabilities with the
-            probabilities in aux), EPI_TWOHOT (bins: out [B] = symexp of the expected bin, aux
-            [B, N] the logits),
-            EPI_SIGMOID (out [B] the sigmoid, aux [B] the logit; N must be 1).
+        epi: EPI_NONE (out [B, G*N] in out_dtype), EPI_PROBS (one variable of `classes` classes
+            per tile, unimix-mixed probabilities), EPI_TWOHOT (bins: out [B] = symexp of the
+            expected bin, aux [B, N] the logits). The heads' EPI_LOGP and EPI_SIGMOID run in
+            `heads_out`, the launch they share with the two-hot.
         action, action_proj: with action_proj = (proj weight [DA, NA], proj bias [DA]) the layer
             also adds W[:, KD:KD+DA] @ (proj(one-hot(action)) or proj(action features)); action is
             int64 [B] (discrete) or float [B, NA] features.
@@ -300,29 +299,24 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
         if wt.shape != weights[0].shape or wt.stride(1) != 1 or wt.stride(0) != weights[0].stride(0):
             raise ValueError("every group's weight must have the same shape and strides, unit last stride")
     dev = x.device
-    tile = classes if epi in (EPI_PROBS, EPI_LOGP) else None
-    if epi in (EPI_TWOHOT, EPI_SIGMOID):
+    if epi not in (EPI_NONE, EPI_PROBS, EPI_TWOHOT):
+        raise ValueError(f"fused_linear's epilogue is EPI_NONE, EPI_PROBS or EPI_TWOHOT, got {epi} "
+                         "(the log-probability and sigmoid ones run in heads_out)")
+    if store_pro and epi == EPI_TWOHOT:
+        raise ValueError("store_pro and the two-hot epilogue would both write aux (the prologue, the logits)")
+    tile = classes if epi == EPI_PROBS else None
+    aux = None
+    if epi == EPI_TWOHOT:
         if g != 1 or action_proj is not None:
-            raise ValueError("the two-hot and sigmoid epilogues take one group and no action")
-    if epi == EPI_SIGMOID:
-        tile = n
-    if epi in (EPI_TWOHOT, EPI_SIGMOID):
+            raise ValueError("the two-hot epilogue takes one group and no action")
         out = _alloc(b, dtype=torch.float32, device=dev)
+        aux = _alloc(b, n, dtype=torch.float32, device=dev)
     else:
         out = _alloc(b, g * n, dtype=out_dtype if epi == EPI_NONE else torch.float32, device=dev)
-    aux = None
-    if epi == EPI_LOGP:
-        aux = _alloc(b, g * n, dtype=torch.float32, device=dev)
-    elif epi == EPI_SIGMOID:
-        aux = _alloc(b, dtype=torch.float32, device=dev)
-    elif epi == EPI_TWOHOT:
-        aux = _alloc(b, n, dtype=torch.float32, device=dev)
-    elif store_pro:
+    if store_pro:
         aux = _alloc(b, kd, dtype=torch.float32, device=dev)
     if b == 0:
         return out, aux
-    if store_pro and epi == EPI_TWOHOT:
-        raise ValueError("store_pro and the two-hot epilogue would both write aux (the prologue, the logits)")
     c = _plan(b, n, kd, tile, dot)
     tile, tiles, block_m = c["tile"], c["tiles"], c["block_m"]
     pdl, extra = launch_kwargs(dev)

@@ -377,12 +377,9 @@ def report(results: Path = RESULTS) -> str:
                       for name, d in _load(pattern, results)}
             parts.extend(table(name, d) for name, d in newest.values())
             continue
-        if table is step_table:  # the newest file of each card, newest card first (H100 and H200 rows differ)
-            newest = {}
-            for name, d in _load(pattern, results):
-                if "rows" in d and not _backbone_rows(d) and d["env"]["time"] >= newest.get(d["env"]["device"], ("", {"env": {"time": ""}}))[1]["env"]["time"]:
-                    newest[d["env"]["device"]] = (name, d)
-            parts.extend(table(name, d) for name, d in sorted(newest.values(), key=lambda nd: nd[1]["env"]["time"], reverse=True))
+        if table is step_table:  # one file per card (`bench step` names it by the card), newest first
+            cards = [(name, d) for name, d in _load(pattern, results) if not _backbone_rows(d)]
+            parts.extend(table(name, d) for name, d in sorted(cards, key=lambda nd: nd[1]["env"]["time"], reverse=True))
         else:
             name, d = _newest(pattern, results)
             if d is not None:

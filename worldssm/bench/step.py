@@ -189,8 +189,7 @@ def _rel(a, b) -> float:
 
 def byte_bound(bb, batch: int, bandwidth: float) -> dict:
     weights = sum(p.numel() * p.element_size() for p in bb.parameters())
-    per_agent = sum(int(np.prod(shape)) * torch.empty((), dtype=dt).element_size()
-                    for shape, dt in bb.state_spec().values())
+    per_agent = state_bytes_per_agent(bb)
     nbytes = weights + 2 * batch * per_agent
     return {"bytes": int(nbytes), "weight_bytes": int(weights), "state_bytes_per_agent": int(per_agent),
             "bound_us": nbytes / bandwidth * 1e6}
