@@ -189,7 +189,7 @@ def _out_res_kernel(
              mask=m)
 
 
-STEP_PATHS = ("auto", "v1", "layer")
+STEP_PATHS = ("auto", "v1", "layer", "mega")
 DEFAULT_STEP_PATH = "auto"
 # "auto" takes the layer path up to this batch and v1 above it. Measured (`worldssm bench step`,
 # BASE): the layer path's 13 launches win where launches dominate (H200: B=1 34.9 us against
@@ -198,12 +198,15 @@ DEFAULT_STEP_PATH = "auto"
 # on both cards. (B=256 favoured the layer path on the H200, 130 against 143, not yet measured on
 # the H100.)
 LAYER_MAX_BATCH = 64
+# The one-launch backbone step (`mega.py`) serves batches up to one row block of its programs.
+MEGA_MAX_BATCH = 16
 
 
 def step_path() -> str:
     """The model's Triton step path as configured: "auto" (the default: `backbone_path` picks by
-    batch), "layer" (this module for every batch, and the fused whole world-model step) or "v1"
-    (add+RMSNorm, cuBLAS projections, `mamba2_step_triton`). WORLDSSM_STEP_PATH picks one."""
+    batch), "layer" (this module for every batch, and the fused whole world-model step), "mega"
+    (the one-launch backbone step of `mega.py` up to MEGA_MAX_BATCH agents, the layer path above)
+    or "v1" (add+RMSNorm, cuBLAS projections, `mamba2_step_triton`). WORLDSSM_STEP_PATH picks one."""
     path = os.environ.get("WORLDSSM_STEP_PATH", DEFAULT_STEP_PATH)
     if path not in STEP_PATHS:
         raise ValueError(f"WORLDSSM_STEP_PATH must be one of {STEP_PATHS}, got {path!r}")
@@ -211,11 +214,15 @@ def step_path() -> str:
 
 
 def backbone_path(batch: int) -> str:
-    """"layer" or "v1": the backbone's path for a step of `batch` agents (one code path per batch
-    bucket; each is checked against the reference by the tests and by `worldssm bench step`)."""
+    """"mega", "layer" or "v1": the backbone's path for a step of `batch` agents (one code path
+    per batch bucket; each is checked against the reference by the tests and by `worldssm bench
+    step`). "mega" still takes the layer path where the model's grid does not fit the GPU
+    (`Mamba2Backbone.residual_fused`)."""
     path = step_path()
     if path == "auto":
         return "layer" if batch <= LAYER_MAX_BATCH else "v1"
+    if path == "mega":
+        return "mega" if batch <= MEGA_MAX_BATCH else "layer"
     return path
 
 

@@ -34,7 +34,7 @@ def why_not_fused(wm, sample: bool, batch: int) -> str | None:
     from worldssm.kernels.step.layer import backbone_path
 
     path = backbone_path(batch)
-    if path != "layer":
+    if path not in ("layer", "mega"):
         # Above LAYER_MAX_BATCH agents the module heads' cuBLAS GEMMs win (H100, 1,024 agents:
         # 788 us against 1,214 for the fused heads); WORLDSSM_STEP_PATH=layer forces the fused step.
         return f"the step path for {batch} agents is {path}, not layer (WORLDSSM_STEP_PATH, LAYER_MAX_BATCH)"

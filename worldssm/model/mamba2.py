@@ -159,7 +159,7 @@ class Mamba2Backbone(nn.Module):
         from worldssm.kernels.step.triton import mamba2_step_triton
 
         eps = self.cfg.norm_eps
-        if backbone_path(x.shape[0]) == "layer":
+        if backbone_path(x.shape[0]) in ("layer", "mega"):
             return add_rmsnorm_triton(self.residual_fused(slab, slots, x, reset), None, self.final_norm.weight, eps)[1]
         res, h = add_rmsnorm_triton(x, None, self.norms[0].weight, eps)
         for i, mixer in enumerate(self.mixers):
@@ -171,10 +171,23 @@ class Mamba2Backbone(nn.Module):
 
     def residual_fused(self, slab: State, slots, x, reset):
         """The residual stream after the last layer, before the final norm (which a caller may
-        fold into its own next kernel): per layer three launches (norm + in-projection + conv,
-        the state update, out-projection + residual; `kernels/step/layer.py`)."""
-        from worldssm.kernels.step.layer import mamba2_layer_step_triton
+        fold into its own next kernel): on the "mega" path one launch for the whole stack
+        (`kernels/step/mega.py`) where its grid fits the GPU, else per layer three launches (norm +
+        in-projection + conv, the state update, out-projection + residual; `kernels/step/layer.py`)."""
+        from worldssm.kernels.step.layer import backbone_path, mamba2_layer_step_triton
+        from worldssm.kernels.step.mega import MegaLayer, mamba2_backbone_step_mega, mega_fits
 
+        c = self.cfg
+        if backbone_path(x.shape[0]) == "mega" and c.head_dim >= 8 and mega_fits(
+                x.device, x.shape[0], c.n_heads, c.d_state, c.head_dim, c.d_model):
+            layers = []
+            for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
+                kw = mixer._kernel_args()
+                layers.append(MegaLayer(norm.weight, mixer.in_proj.weight, kw["conv_weight"], kw["conv_bias"],
+                                        kw["dt_bias"], kw["A"], kw["D"], kw["norm_weight"], mixer.out_proj.weight,
+                                        slab[f"{i}.conv"], slab[f"{i}.ssm"]))
+            return mamba2_backbone_step_mega(x, layers, slots, reset, c.n_heads, c.head_dim, c.d_state, eps=c.norm_eps,
+                                             norm_eps=self.norms[0].eps)
         res = x.contiguous()
         for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
             kw = mixer._kernel_args()
