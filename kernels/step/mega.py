@@ -164,6 +164,21 @@ def _mega_kernel(
                 dtb = tl.load(dt_bs[l] + (cols - HP - NCONV), mask=is_dt, other=0.0).to(tl.float32)
                 if l == 0:
                     pdl_wait(PDL)
+                # ---- this program's own state (no other program of the launch writes it) -------
+                slot = tl.load(slots_ptr + r, mask=mr, other=0).to(tl.int64)
+                keep = own & (tl.load(reset_ptr + r, mask=mr, other=1) == 0)
+                base = conv_sts[l] + slot[None, :, None] * stride_cs + c[None, None, :]
+                m_cell = keep[None, :, None] & is_conv[None, None, :]
+                old = tl.load(base + k3 * stride_ck, mask=(k3 < K - 1) & m_cell, other=0.0).to(tl.float32)
+                nxt = tl.load(base + (k3 + 1) * stride_ck, mask=(k3 + 1 < K - 1) & m_cell, other=0.0).to(tl.float32)
+                # the state tile of a head program's first row
+                rr0 = rb.to(tl.int64) * BM + g * G
+                first = (tl.zeros([1], tl.int64) + rr0 < rows) & (tl.zeros([1], tl.int32) + role >= S)  # [1]
+                slot0 = tl.load(slots_ptr + rr0 + tl.zeros([1], tl.int32), mask=first, other=0).to(tl.int64)
+                keep0 = first & (tl.load(reset_ptr + rr0 + tl.zeros([1], tl.int32), mask=first, other=1) == 0)
+                sp0 = (ssm_sts[l] + slot0[:, None] * stride_ss + hd * stride_sh + offs_p[:, None] * stride_sp
+                       + offs_n[None, :])
+                state0 = tl.load(sp0, mask=s_mask & keep0[:, None], other=0.0).to(tl.float32)
                 if l > l0:
                     _wait(fl + 3 * (l - 1) + 2, T)  # the previous layer's residual is complete
                 # ---- RMSNorm of the residual rows, in-projection, conv epilogue ----------------
@@ -178,12 +193,6 @@ def _mega_kernel(
                 else:
                     acc_in = tl.dot(hn, w.to(x_ptr.dtype.element_ty))
                 v = acc_in.to(x_ptr.dtype.element_ty).to(tl.float32)  # [BM, W], rounded as the reference
-                slot = tl.load(slots_ptr + r, mask=mr, other=0).to(tl.int64)
-                keep = own & (tl.load(reset_ptr + r, mask=mr, other=1) == 0)
-                base = conv_sts[l] + slot[None, :, None] * stride_cs + c[None, None, :]
-                m_cell = keep[None, :, None] & is_conv[None, None, :]
-                old = tl.load(base + k3 * stride_ck, mask=(k3 < K - 1) & m_cell, other=0.0).to(tl.float32)
-                nxt = tl.load(base + (k3 + 1) * stride_ck, mask=(k3 + 1 < K - 1) & m_cell, other=0.0).to(tl.float32)
                 conv = tl.sum(old * cw_old[:, None, :], axis=0) + v * cw_new[None, :] + cbias[None, :]
                 o = tl.where(is_conv[None, :], _silu(conv), v)
                 o = tl.where(is_dt[None, :], _softplus(v + dtb[None, :]), o)
@@ -206,11 +215,15 @@ def _mega_kernel(
                         m = g * G + i
                         rr = rb.to(tl.int64) * BM + m
                         if rr < rows:
-                            slot_m = tl.load(slots_ptr + rr).to(tl.int64)
-                            keep_m = tl.load(reset_ptr + rr + tl.zeros([1], tl.int32)) == 0  # [1]
-                            sp = (ssm_sts[l] + slot_m * stride_ss + hd * stride_sh + offs_p[:, None] * stride_sp
-                                  + offs_n[None, :])
-                            state = tl.load(sp, mask=s_mask & keep_m[:, None], other=0.0).to(tl.float32)
+                            if i == 0:
+                                sp = sp0
+                                state = state0
+                            else:
+                                slot_m = tl.load(slots_ptr + rr + tl.zeros([1], tl.int32)).to(tl.int64)
+                                keep_m = tl.load(reset_ptr + rr + tl.zeros([1], tl.int32)) == 0  # [1]
+                                sp = (ssm_sts[l] + slot_m[:, None] * stride_ss + hd * stride_sh
+                                      + offs_p[:, None] * stride_sp + offs_n[None, :])
+                                state = tl.load(sp, mask=s_mask & keep_m[:, None], other=0.0).to(tl.float32)
                             arow = act_ptr + rr * stride_act
                             bs = tl.load(arow + offs_n, mask=mn, other=0.0, cache_modifier=".cg")
                             cs = tl.load(arow + N + offs_n, mask=mn, other=0.0, cache_modifier=".cg")
@@ -231,6 +244,10 @@ def _mega_kernel(
                              other=0.0)  # [BK, BO]
                 if l == 0:
                     pdl_wait(PDL)
+                m2 = mr[:, None] & mo[None, :]
+                # The residual columns this program adds to: x, or what it wrote itself one layer ago.
+                res = tl.load(src_ptr + r[:, None] * stride_x + ocols[None, :], mask=m2, other=0.0,
+                              cache_modifier=".cg")
                 _wait(fl + 3 * l + 1, H * NG)
                 yo = tl.load(y_ptr + r[:, None] * stride_y + kk[None, :], mask=mr[:, None] & (kk[None, :] < HP),
                              other=0.0, cache_modifier=".cg")
@@ -238,9 +255,6 @@ def _mega_kernel(
                     acc_o = tl.dot(yo.to(tl.float32), wo.to(tl.float32), input_precision="ieee")
                 else:
                     acc_o = tl.dot(yo, wo.to(yo.dtype))
-                m2 = mr[:, None] & mo[None, :]
-                res = tl.load(src_ptr + r[:, None] * stride_x + ocols[None, :], mask=m2, other=0.0,
-                              cache_modifier=".cg")
                 delta = acc_o.to(out_ptr.dtype.element_ty).to(tl.float32)
                 tl.store(out_ptr + r[:, None] * stride_x + ocols[None, :],
                          (res.to(tl.float32) + delta).to(out_ptr.dtype.element_ty), mask=m2)
