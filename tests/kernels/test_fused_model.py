@@ -66,17 +66,21 @@ BOX2 = {"type": "box", "shape": [2], "low": [-1, -1], "high": [1, 1], "dtype": "
 
 
 # Up to SMALL_ROWS agents the fused MLP layers multiply by broadcast product, above it by tl.dot.
-@pytest.mark.parametrize("space,mlp_layers,dtype,b", [
-    ({"type": "discrete", "n": 3}, 1, torch.float32, 5),
-    (BOX2, 2, torch.float32, 5),
-    ({"type": "discrete", "n": 5}, 2, torch.bfloat16, 5),
-    (BOX2, 2, torch.float32, 3),
-    ({"type": "discrete", "n": 3}, 2, torch.float32, 70),
+# "mega": the backbone in one launch (kernels/step/mega.py) inside the fused step.
+@pytest.mark.parametrize("space,mlp_layers,dtype,b,path", [
+    ({"type": "discrete", "n": 3}, 1, torch.float32, 5, "layer"),
+    (BOX2, 2, torch.float32, 5, "layer"),
+    ({"type": "discrete", "n": 5}, 2, torch.bfloat16, 5, "layer"),
+    (BOX2, 2, torch.float32, 3, "layer"),
+    ({"type": "discrete", "n": 3}, 2, torch.float32, 70, "layer"),
+    (BOX2, 2, torch.float32, 6, "mega"),
+    ({"type": "discrete", "n": 5}, 2, torch.bfloat16, 5, "mega"),
 ])
-def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtype, b, monkeypatch):
+def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtype, b, path, monkeypatch):
     from worldssm.kernels.mlp.triton import SMALL_ROWS
 
     assert SMALL_ROWS < 70
+    monkeypatch.setenv("WORLDSSM_STEP_PATH", path)
     tri, ref = models(space, mlp_layers, dtype)
     assert fused.why_not_fused(tri, False, b) is None
     assert fused.why_not_fused(ref, False, b) is not None
@@ -138,7 +142,7 @@ def test_two_hot_reward_over_many_column_chunks_equals_torch():
 
 
 @pytest.mark.parametrize("path,batch,fused_here", [("v1", 1, False), ("auto", 64, True), ("auto", 65, False),
-                                                   ("layer", 1000, True)])
+                                                   ("layer", 1000, True), ("mega", 1, True), ("mega", 17, True)])
 def test_the_fused_step_serves_the_layer_path_batches(monkeypatch, path, batch, fused_here):
     """By default ("auto") the whole step is fused up to LAYER_MAX_BATCH agents, where the backbone
     takes the layer path; above it the module heads' cuBLAS GEMMs serve (measured faster there)."""
