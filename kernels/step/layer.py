@@ -220,7 +220,7 @@ def backbone_path(batch: int) -> str:
     (`Mamba2Backbone.residual_fused`)."""
     path = step_path()
     if path == "auto":
-        return "layer" if batch <= LAYER_MAX_BATCH else "v1"
+        return "mega" if batch <= MEGA_MAX_BATCH else ("layer" if batch <= LAYER_MAX_BATCH else "v1")
     if path == "mega":
         return "mega" if batch <= MEGA_MAX_BATCH else "layer"
     return path
