@@ -37,6 +37,35 @@ from worldssm.kernels.step.triton import _heads_per_program, _silu, _softplus
 
 
 @triton.jit
+def _rms_in_proj(s, nw, w, eps, D: tl.constexpr, IEEE: tl.constexpr):
+    """The in-projection [BM, BN] (float32) of residual rows s [BM, BLOCK_D] (stream dtype) by the
+    weight tile w [BLOCK_D, BN], after the RMSNorm with weight nw; rounded as the model's RMSNorm
+    and F.linear round: the normed row to the stream dtype before and after the weight, the product
+    to the stream dtype."""
+    sf = s.to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(sf * sf, axis=1) / D + eps)
+    h = (sf * rstd[:, None]).to(s.dtype).to(tl.float32)
+    h = (h * nw.to(s.dtype).to(tl.float32)[None, :]).to(s.dtype)
+    if IEEE:
+        acc = tl.dot(h.to(tl.float32), w.to(tl.float32), input_precision="ieee")
+    else:
+        acc = tl.dot(h, w.to(s.dtype))
+    return acc.to(s.dtype).to(tl.float32)
+
+
+@triton.jit
+def _conv_epilogue(v, old, nxt, cw_old, cw_new, cbias, dtb, is_conv, is_dt, k3, K: tl.constexpr):
+    """Per column of the in-projection tile v [BM, BN]: the depthwise conv + SiLU (x, B, C
+    columns; old [KB, BM, BN] the conv rows 0..K-2), softplus(v + dt_bias) (dt columns), v as is
+    (z). Returns (the activations [BM, BN], the conv rows after this step: nxt (old rows 1..K-2)
+    with v as row K-2)."""
+    conv = tl.sum(old * cw_old[:, None, :], axis=0) + v * cw_new[None, :] + cbias[None, :]
+    out = tl.where(is_conv[None, :], _silu(conv), v)
+    out = tl.where(is_dt[None, :], _softplus(v + dtb[None, :]), out)
+    return out, tl.where(k3 == K - 2, v[None, :, :], nxt)
+
+
+@triton.jit
 def _norm_in_kernel(
     s_ptr, stride_s, nw_ptr, w_ptr, stride_wn, act_ptr, stride_act,
     conv_ptr, stride_cs, stride_ck, slots_ptr, reset_ptr,
@@ -77,24 +106,10 @@ def _norm_in_kernel(
 
     pdl_wait(PDL)
 
-    # ---- RMSNorm of the residual rows, rounded like the model's RMSNorm -----------------------
     s = tl.load(s_ptr + r[:, None] * stride_s + offs_d[None, :], mask=mr[:, None] & md[None, :], other=0.0)
-    sf = s.to(tl.float32)
-    rstd = 1.0 / tl.sqrt(tl.sum(sf * sf, axis=1) / D + eps)
-    h = (sf * rstd[:, None]).to(s_ptr.dtype.element_ty).to(tl.float32)
-    h = (h * nw.to(s_ptr.dtype.element_ty).to(tl.float32)[None, :]).to(s_ptr.dtype.element_ty)
-    if IEEE:
-        acc = tl.dot(h.to(tl.float32), w.to(tl.float32), input_precision="ieee")
-    else:
-        acc = tl.dot(h, w.to(s_ptr.dtype.element_ty))
-    v = acc.to(s_ptr.dtype.element_ty).to(tl.float32)  # [BM, BN]: the in-projection, as the reference rounds it
-
-    # ---- per-column epilogue -------------------------------------------------------------------
-    conv = tl.sum(old * cw_old[:, None, :], axis=0) + v * cw_new[None, :] + cbias[None, :]
-    out = tl.where(is_conv[None, :], _silu(conv), v)
-    out = tl.where(is_dt[None, :], _softplus(v + dtb[None, :]), out)
+    v = _rms_in_proj(s, nw, w, eps, D, IEEE)
+    out, nxt = _conv_epilogue(v, old, nxt, cw_old, cw_new, cbias, dtb, is_conv, is_dt, k3, K)
     tl.store(act_ptr + r[:, None] * stride_act + cols[None, :], out, mask=mr[:, None] & mc[None, :])
-    nxt = tl.where(k3 == K - 2, v[None, :, :], nxt)
     # Another thread of this program may still be reading a conv row this one overwrites.
     tl.debug_barrier()
     tl.store(base + k3 * stride_ck, nxt.to(conv_ptr.dtype.element_ty),

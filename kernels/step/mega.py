@@ -48,7 +48,8 @@ import triton
 import triton.language as tl
 
 from worldssm.kernels.step.pdl import launch_kwargs, pdl_wait
-from worldssm.kernels.step.triton import _counters, _silu, _softplus
+from worldssm.kernels.step.layer import _conv_epilogue, _rms_in_proj
+from worldssm.kernels.step.triton import _counters, _silu
 
 MEGA_ROWS = 16  # rows per row block: `tl.dot`'s smallest M
 GROUP_ROWS = 4  # rows whose states one head program advances
@@ -184,19 +185,8 @@ def _mega_kernel(
                 # ---- RMSNorm of the residual rows, in-projection, conv epilogue ----------------
                 s = tl.load(src_ptr + r[:, None] * stride_x + offs_d[None, :], mask=mr[:, None] & md[None, :],
                             other=0.0, cache_modifier=".cg")
-                sf = s.to(tl.float32)
-                rstd = 1.0 / tl.sqrt(tl.sum(sf * sf, axis=1) / D + norm_eps)
-                hn = (sf * rstd[:, None]).to(x_ptr.dtype.element_ty).to(tl.float32)
-                hn = (hn * nw.to(x_ptr.dtype.element_ty).to(tl.float32)[None, :]).to(x_ptr.dtype.element_ty)
-                if IEEE:
-                    acc_in = tl.dot(hn.to(tl.float32), w.to(tl.float32), input_precision="ieee")
-                else:
-                    acc_in = tl.dot(hn, w.to(x_ptr.dtype.element_ty))
-                v = acc_in.to(x_ptr.dtype.element_ty).to(tl.float32)  # [BM, W], rounded as the reference
-                conv = tl.sum(old * cw_old[:, None, :], axis=0) + v * cw_new[None, :] + cbias[None, :]
-                o = tl.where(is_conv[None, :], _silu(conv), v)
-                o = tl.where(is_dt[None, :], _softplus(v + dtb[None, :]), o)
-                nxt = tl.where(k3 == K - 2, v[None, :, :], nxt)
+                v = _rms_in_proj(s, nw, w, norm_eps, D, IEEE)  # [BM, W]
+                o, nxt = _conv_epilogue(v, old, nxt, cw_old, cw_new, cbias, dtb, is_conv, is_dt, k3, K)
                 tl.debug_barrier()  # another thread may still be reading a conv row this one overwrites
                 tl.store(base + k3 * stride_ck, nxt.to(conv_sts[l].dtype.element_ty),
                          mask=(k3 < K - 1) & own[None, :, None] & is_conv[None, None, :])
