@@ -4,10 +4,12 @@ At BASE with two hidden MLP layers an observe step is 3 encoder launches (the la
 the posterior's unimix softmax, giving the latent), 1 input launch (latent and action embedding
 through `in_proj`), 3 per backbone layer, 2 launches shared by the three heads (the first one
 applies the backbone's final RMSNorm) and one last launch for the three heads' output layers
-(unimix log-probabilities, two-hot reward mean, continue sigmoid): 19 launches. `WorldModel.observe_slots` / `imagine_slots` take this
-path when `why_not_fused` says nothing against it (by default up to `LAYER_MAX_BATCH` agents,
-where the backbone takes the layer path); results equal the module path's within floating-point
-rounding (tests/kernels/test_fused_model.py).
+(unimix log-probabilities, two-hot reward mean, continue sigmoid): 19 launches; up to
+`MEGA_MAX_BATCH` agents the backbone is one launch (`kernels/step/mega.py`), so 8.
+`WorldModel.observe_slots` / `imagine_slots` take this path when `why_not_fused` says nothing
+against it (by default up to `LAYER_MAX_BATCH` agents, where the backbone takes the layer or the
+one-launch path); results equal the module path's within floating-point rounding
+(tests/kernels/test_fused_model.py).
 """
 
 from __future__ import annotations
