@@ -213,7 +213,9 @@ DEFAULT_STEP_PATH = "auto"
 # on both cards. (B=256 favoured the layer path on the H200, 130 against 143, not yet measured on
 # the H100.)
 LAYER_MAX_BATCH = 64
-# The one-launch backbone step (`mega.py`) serves batches up to one row block of its programs.
+# The one-launch backbone step (`mega.py`, WORLDSSM_STEP_PATH=mega) serves batches up to one row
+# block of its programs. Opt-in: it has run only in the Triton interpreter so far, not yet on a
+# GPU ("auto" takes it once `worldssm bench step --mega` has checked and timed it there).
 MEGA_MAX_BATCH = 16
 
 
@@ -235,7 +237,7 @@ def backbone_path(batch: int) -> str:
     (`Mamba2Backbone.residual_fused`)."""
     path = step_path()
     if path == "auto":
-        return "mega" if batch <= MEGA_MAX_BATCH else ("layer" if batch <= LAYER_MAX_BATCH else "v1")
+        return "layer" if batch <= LAYER_MAX_BATCH else "v1"
     if path == "mega":
         return "mega" if batch <= MEGA_MAX_BATCH else "layer"
     return path

@@ -283,7 +283,7 @@ def bench_batch(bb, batch: int, bandwidth: float, arms: tuple[str, ...], reps: i
     return rows
 
 
-WORLD_MODEL_ARMS = ("fused+graph", "fused layer+graph", "fused mega+graph", "fused v1+graph", "reference+graph")
+WORLD_MODEL_ARMS = ("fused+graph", "fused layer+graph", "fused v1+graph", "reference+graph")
 OBSERVE_ARMS = ("fused+graph", "fused layer+graph", "fused mega+graph")  # the model's own observe_slots, on the arm's path
 
 
@@ -487,8 +487,9 @@ def kernel_only(bandwidth: float, batch: int = 16384) -> list[dict]:
 
 
 def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True, world_model: bool = True,
-        backbones: bool = False) -> dict:
+        backbones: bool = False, mega: bool = False) -> dict:
     """Run the step benchmark; write `step-<device>.json` under `out_dir` (if given) and return it.
+    `mega` adds the one-launch backbone step (" mega" arms, checked against the reference first).
 
     Raises:
         WorldssmError: no CUDA device, or the correctness check failed (nothing is reported then).
@@ -501,6 +502,8 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
     # Every Triton path against the reference (the one-launch step at a batch it serves: 13 agents
     # leave its last row group part-full).
     for arm, batch in (("fused layer+graph", 64), ("fused mega+graph", 13), ("fused v1+graph", 64)):
+        if " mega" in arm and not mega:
+            continue
         with arm_path(arm):
             check[arm.split("+")[0]] = check_correctness(bb, batch)
     check["passed"] = all(c["passed"] for c in check.values())
@@ -510,15 +513,15 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
     kernel_rows = kernel_only(bandwidth)
     for r in kernel_rows:
         print(r, flush=True)
-    arms = ("fused+graph", "fused layer+graph", "fused layer nopdl+graph", "fused mega+graph", "fused v1+graph",
-            "reference",
-            "reference+graph", "plain+graph") + (
+    arms = ("fused+graph", "fused layer+graph", "fused layer nopdl+graph") + (("fused mega+graph",) if mega else ()) + (
+        "fused v1+graph", "reference", "reference+graph", "plain+graph") + (
         ("reference+compile+graph", "plain+compile+graph") if compile_arm else ())
+    wm_arms = WORLD_MODEL_ARMS + (("fused mega+graph",) if mega else ())
     rows = []
     for b in batches:
         rows += bench_batch(bb, b, bandwidth, arms, reps if b < 4096 else max(20, reps // 8))
         if world_model:
-            rows += bench_world_model(b, reps if b < 4096 else max(20, reps // 8), bandwidth=bandwidth)
+            rows += bench_world_model(b, reps if b < 4096 else max(20, reps // 8), arms=wm_arms, bandwidth=bandwidth)
         print(format_table({"rows": [r for r in rows if r["batch"] == b]}), flush=True)
     for r in rows:
         if r["arm"].startswith("fused") and "median_us" in r:

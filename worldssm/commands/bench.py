@@ -21,6 +21,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     step.add_argument("--no-world-model", action="store_true", help="skip the whole world-model rows")
     step.add_argument("--backbones", action="store_true", help="also the whole world-model step with the GRU and "
                       "Transformer-KV (context 256, 4,096, 16,384) backbones")
+    step.add_argument("--mega", action="store_true", help="also check and time the one-launch backbone step "
+                      "(WORLDSSM_STEP_PATH=mega, up to 16 agents; not yet run on a GPU: run it first under a timeout)")
     scan = sub.add_parser("scan", help="scan forward+backward tokens/s: Triton vs references (CUDA)")
     scan.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
     scan.add_argument("--reps", type=int, default=20, help="timed forward+backward passes per row")
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         from worldssm.bench import step
 
         result = step.run(args.out, tuple(args.batches), args.reps, not args.no_compile, not args.no_world_model,
-                          args.backbones)
+                          args.backbones, mega=args.mega)
         print(step.format_table(result))
     elif args.bench == "scan":
         from worldssm.bench import scan
