@@ -31,7 +31,9 @@ counter, acq_rel) zeroes that block's counters, so the next launch starts from z
 synchronised by the host, and the launch is CUDA-graph capturable.
 
 A program that waits must never keep the programs it waits for from running: the grid is at most
-one program per SM (checked), so every program is resident at once. The Triton interpreter runs
+one program per SM (checked), so every program is resident at once on an otherwise idle GPU
+(MPS, green contexts or a persistent kernel on another stream could still hold SMs back). The
+counters are one buffer per device: two of these launches must not run at once on two streams. The Triton interpreter runs
 programs one after another, in program order; there the launcher runs one launch per layer, and
 within a layer every program waits only for programs before it (shared, then heads, then out).
 
@@ -171,7 +173,6 @@ def _mega_kernel(
                 base = conv_sts[l] + slot[None, :, None] * stride_cs + c[None, None, :]
                 m_cell = keep[None, :, None] & is_conv[None, None, :]
                 old = tl.load(base + k3 * stride_ck, mask=(k3 < K - 1) & m_cell, other=0.0).to(tl.float32)
-                nxt = tl.load(base + (k3 + 1) * stride_ck, mask=(k3 + 1 < K - 1) & m_cell, other=0.0).to(tl.float32)
                 # the state tile of a head program's first row
                 rr0 = rb.to(tl.int64) * BM + g * G
                 first = (tl.zeros([1], tl.int64) + rr0 < rows) & (tl.zeros([1], tl.int32) + role >= S)  # [1]
@@ -186,10 +187,15 @@ def _mega_kernel(
                 s = tl.load(src_ptr + r[:, None] * stride_x + offs_d[None, :], mask=mr[:, None] & md[None, :],
                             other=0.0, cache_modifier=".cg")
                 v = _rms_in_proj(s, nw, w, norm_eps, D, IEEE)  # [BM, W]
-                o, nxt = _conv_epilogue(v, old, nxt, cw_old, cw_new, cbias, dtb, is_conv, is_dt, k3, K)
+                o, _ = _conv_epilogue(v, old, old, cw_old, cw_new, cbias, dtb, is_conv, is_dt, k3, K)
                 tl.debug_barrier()  # another thread may still be reading a conv row this one overwrites
-                tl.store(base + k3 * stride_ck, nxt.to(conv_sts[l].dtype.element_ty),
-                         mask=(k3 < K - 1) & own[None, :, None] & is_conv[None, None, :])
+                # The shift in place: old row k goes to row k-1 (read once, not a second shifted
+                # tile: fewer registers held across the waits), then this step's input to row K-2.
+                m_own = own[None, :, None] & is_conv[None, None, :]
+                tl.store(base + (k3 - 1) * stride_ck, old.to(conv_sts[l].dtype.element_ty),
+                         mask=(k3 >= 1) & (k3 < K - 1) & m_own)
+                tl.store(conv_sts[l] + slot[:, None] * stride_cs + (K - 2) * stride_ck + c[None, :],
+                         v.to(conv_sts[l].dtype.element_ty), mask=own[:, None] & is_conv[None, :])
                 if role < S:
                     tl.store(act_ptr + r[:, None] * stride_act + (cols - 2 * HP)[None, :], o,
                              mask=mr[:, None] & mc[None, :])
@@ -346,6 +352,10 @@ def mamba2_backbone_step_mega(
                 raise ValueError(f"layer {i}: {name} must be contiguous")
     if slots.shape != (b,) or reset.shape != (b,):
         raise ValueError(f"slots and reset must be [{b}], got {tuple(slots.shape)} and {tuple(reset.shape)}")
+    for name, t in [("slots", slots), ("reset", reset)] + [(f"layer {i}: {n}", getattr(ly, n)) for i, ly in
+                                                          enumerate(layers) for n in ("conv_state", "ssm_state")]:
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device}, x on {x.device}")
     out = _alloc(b, dm, dtype=x.dtype, device=x.device)
     if b == 0:
         return out

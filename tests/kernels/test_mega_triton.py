@@ -173,3 +173,47 @@ def test_bad_input_names_what_is_wrong(monkeypatch):
         mega.mamba2_backbone_step_mega(x, layers(), slots, reset, c.n_heads, 4, c.d_state)
     for k in slab:
         assert torch.equal(slab[k], before[k]), "a rejected call changed a state"
+
+
+@pytest.mark.parametrize("b,d_conv,head_dim", [(36, 3, 12), (20, 2, 8)])
+def test_several_row_blocks_odd_head_dims_and_short_convs(monkeypatch, b, d_conv, head_dim):
+    """Called directly (past MEGA_MAX_BATCH: 2 and 3 row blocks of 16), a head_dim that is not a
+    power of two, conv widths 2 and 3, and padded rows sharing one scratch slot with reset set (as
+    `GraphedStep` pads a bucket)."""
+    bb = backbone(seed=6, d_conv=d_conv, head_dim=head_dim)
+    s = b + 5
+    slab_l, slab_m = random_slab(bb, s), random_slab(bb, s)
+    g = torch.Generator().manual_seed(7)
+    slots = torch.randperm(s - 1, generator=g)[:b]
+    slots[-3:] = s - 1  # three padded rows on the scratch slot
+    slots = slots.to(DEV)
+    c = bb.cfg
+    for t in range(2):
+        x = torch.randn(b, c.d_model, generator=g).to(DEV)
+        reset = (torch.rand(b, generator=g) < 0.2).to(DEV)
+        reset[-3:] = True
+        want = run_path(monkeypatch, "layer", bb, slab_l, slots, x, reset)
+        layers = [mega.MegaLayer(n.weight, m.in_proj.weight, *(m._kernel_args()[k] for k in (
+            "conv_weight", "conv_bias", "dt_bias", "A", "D", "norm_weight")), m.out_proj.weight,
+            slab_m[f"{i}.conv"], slab_m[f"{i}.ssm"]) for i, (n, m) in enumerate(zip(bb.norms, bb.mixers))]
+        with torch.no_grad():
+            got = mega.mamba2_backbone_step_mega(x, layers, slots, reset, c.n_heads, c.head_dim, c.d_state,
+                                                 eps=c.norm_eps, norm_eps=c.norm_eps)
+        torch.testing.assert_close(got[:-3], want[:-3], rtol=1e-5, atol=1e-5)
+        for k in slab_l:
+            torch.testing.assert_close(slab_m[k][:-1], slab_l[k][:-1], rtol=1e-5, atol=1e-5)
+        assert counters_zero()
+
+
+def test_a_grid_that_does_not_fit_takes_the_layer_path(monkeypatch):
+    bb = backbone(seed=8)
+    slab_l, slab_m = random_slab(bb, 6), random_slab(bb, 6)
+    slots, reset = torch.tensor([5, 1, 2], device=DEV), torch.zeros(3, dtype=torch.bool, device=DEV)
+    x = torch.randn(3, bb.cfg.d_model, device=DEV)
+    called = []
+    monkeypatch.setattr(mega, "mega_fits", lambda *a: False)
+    monkeypatch.setattr(mega, "mamba2_backbone_step_mega", lambda *a, **k: called.append(1))
+    got = run_path(monkeypatch, "mega", bb, slab_m, slots, x, reset)
+    want = run_path(monkeypatch, "layer", bb, slab_l, slots, x, reset)
+    assert not called
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -342,13 +342,13 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
 
         row = {"arm": label + arm, "batch": batch, "backbone": backbone, "context": context,
                "state_bytes_per_agent": per_agent}
-        if arm in OBSERVE_ARMS and backbone == "mamba2":
-            from worldssm.model.fused import why_not_fused
-
-            with arm_path(arm):
-                row["whole_step_fused"] = why_not_fused(wm, False, batch) or True
-                row["rel_rms_vs_modules"] = fused_vs_modules(step, modules, slab, slots)
         try:
+            if arm in OBSERVE_ARMS and backbone == "mamba2":
+                from worldssm.model.fused import why_not_fused
+
+                with arm_path(arm):
+                    row["whole_step_fused"] = why_not_fused(wm, False, batch) or True
+                    row["rel_rms_vs_modules"] = fused_vs_modules(step, modules, slab, slots)
             with torch.no_grad(), arm_path(arm):
                 graph, _ = capture(step)
                 row.update(time_calls(graph.replay, reps))

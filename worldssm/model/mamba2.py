@@ -178,7 +178,8 @@ class Mamba2Backbone(nn.Module):
         from worldssm.kernels.step.mega import MegaLayer, mamba2_backbone_step_mega, mega_fits
 
         c = self.cfg
-        if backbone_path(x.shape[0]) == "mega" and c.head_dim >= 8 and mega_fits(
+        one_eps = len({norm.eps for norm in self.norms}) == 1  # the launch takes one RMSNorm epsilon
+        if backbone_path(x.shape[0]) == "mega" and c.head_dim >= 8 and one_eps and mega_fits(
                 x.device, x.shape[0], c.n_heads, c.d_state, c.head_dim, c.d_model):
             layers = []
             for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
