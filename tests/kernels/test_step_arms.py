@@ -1,4 +1,7 @@
-"""Which Triton path each `worldssm bench step` arm runs (no GPU needed to check the choice)."""
+"""Which Triton path each `worldssm bench step` arm runs (no GPU needed to check the choice).
+
+Here, not under tests/bench: importing the kernel modules before tests/kernels/conftest.py sets
+TRITON_INTERPRET would define every kernel for a GPU the CPU machines do not have."""
 
 from worldssm.bench.step import WORLD_MODEL_ARMS, arm_path, skip_mega
 from worldssm.kernels.step.layer import MEGA_MAX_BATCH
