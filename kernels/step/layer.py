@@ -54,15 +54,13 @@ def _rms_in_proj(s, nw, w, eps, D: tl.constexpr, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _conv_epilogue(v, old, nxt, cw_old, cw_new, cbias, dtb, is_conv, is_dt, k3, K: tl.constexpr):
-    """Per column of the in-projection tile v [BM, BN]: the depthwise conv + SiLU (x, B, C
-    columns; old [KB, BM, BN] the conv rows 0..K-2), softplus(v + dt_bias) (dt columns), v as is
-    (z). Returns (the activations [BM, BN], the conv rows after this step: nxt (old rows 1..K-2)
-    with v as row K-2)."""
+def _conv_epilogue(v, old, cw_old, cw_new, cbias, dtb, is_conv, is_dt):
+    """The activations [BM, BN] of the in-projection tile v [BM, BN], per column: the depthwise
+    conv + SiLU (x, B, C columns; old [KB, BM, BN] the conv rows 0..K-2), softplus(v + dt_bias)
+    (dt columns), v as is (z)."""
     conv = tl.sum(old * cw_old[:, None, :], axis=0) + v * cw_new[None, :] + cbias[None, :]
     out = tl.where(is_conv[None, :], _silu(conv), v)
-    out = tl.where(is_dt[None, :], _softplus(v + dtb[None, :]), out)
-    return out, tl.where(k3 == K - 2, v[None, :, :], nxt)
+    return tl.where(is_dt[None, :], _softplus(v + dtb[None, :]), out)
 
 
 @triton.jit
@@ -108,8 +106,9 @@ def _norm_in_kernel(
 
     s = tl.load(s_ptr + r[:, None] * stride_s + offs_d[None, :], mask=mr[:, None] & md[None, :], other=0.0)
     v = _rms_in_proj(s, nw, w, eps, D, IEEE)
-    out, nxt = _conv_epilogue(v, old, nxt, cw_old, cw_new, cbias, dtb, is_conv, is_dt, k3, K)
+    out = _conv_epilogue(v, old, cw_old, cw_new, cbias, dtb, is_conv, is_dt)
     tl.store(act_ptr + r[:, None] * stride_act + cols[None, :], out, mask=mr[:, None] & mc[None, :])
+    nxt = tl.where(k3 == K - 2, v[None, :, :], nxt)
     # Another thread of this program may still be reading a conv row this one overwrites.
     tl.debug_barrier()
     tl.store(base + k3 * stride_ck, nxt.to(conv_ptr.dtype.element_ty),

@@ -50,6 +50,7 @@ import triton
 import triton.language as tl
 
 from worldssm.kernels.step.pdl import launch_kwargs, pdl_wait
+from worldssm.kernels.step import layer as _layer
 from worldssm.kernels.step.layer import _conv_epilogue, _rms_in_proj
 from worldssm.kernels.step.triton import _counters, _silu
 
@@ -187,7 +188,7 @@ def _mega_kernel(
                 s = tl.load(src_ptr + r[:, None] * stride_x + offs_d[None, :], mask=mr[:, None] & md[None, :],
                             other=0.0, cache_modifier=".cg")
                 v = _rms_in_proj(s, nw, w, norm_eps, D, IEEE)  # [BM, W]
-                o, _ = _conv_epilogue(v, old, old, cw_old, cw_new, cbias, dtb, is_conv, is_dt, k3, K)
+                o = _conv_epilogue(v, old, cw_old, cw_new, cbias, dtb, is_conv, is_dt)
                 tl.debug_barrier()  # another thread may still be reading a conv row this one overwrites
                 # The shift in place: old row k goes to row k-1 (read once, not a second shifted
                 # tile: fewer registers held across the waits), then this step's input to row K-2.
@@ -264,11 +265,6 @@ def _mega_kernel(
         tl.store(fl + f, tl.zeros([FB], tl.int32), mask=f < 3 * L + 1)
 
 
-def _alloc(*shape, dtype, device) -> torch.Tensor:
-    """Fresh output buffers; tests replace this to fill them with NaN, so an unwritten element fails."""
-    return torch.empty(*shape, dtype=dtype, device=device)
-
-
 def mega_grid(batch: int, n_heads: int, d_state: int, head_dim: int, d_model: int) -> tuple[int, int, int, int]:
     """(programs, S, NG, T) of the launch for `batch` agents."""
     bp = triton.next_power_of_2(head_dim)
@@ -279,11 +275,15 @@ def mega_grid(batch: int, n_heads: int, d_state: int, head_dim: int, d_model: in
 
 
 def mega_fits(device: torch.device, batch: int, n_heads: int, d_state: int, head_dim: int, d_model: int) -> bool:
-    """Whether one program per SM holds the whole grid (every program resident at once), so no
-    program can wait on one that has not started. Always true in the interpreter (one launch per layer)."""
-    programs = mega_grid(batch, n_heads, d_state, head_dim, d_model)[0]
+    """Whether the one-launch step serves this model and batch: head_dim >= 8 (a head program's
+    two halves fill a 16-wide dot), and one program per SM holds the whole grid (every program
+    resident at once, so none waits on one that has not started; always so in the interpreter,
+    which runs one launch per layer)."""
+    if head_dim < 8:
+        return False
     if device.type != "cuda":
         return True
+    programs = mega_grid(batch, n_heads, d_state, head_dim, d_model)[0]
     return programs <= torch.cuda.get_device_properties(device).multi_processor_count
 
 
@@ -318,10 +318,12 @@ def mamba2_backbone_step_mega(
         raise ValueError(f"x must be [B, D], got {tuple(x.shape)}")
     if not layers:
         raise ValueError("at least one layer")
-    if h < 1 or p < 8 or n < 1:
-        raise ValueError(f"the one-launch step needs head_dim >= 8 (two head halves fill a 16-wide dot), got H={h} P={p} N={n}")
     x = x.contiguous()
     b, dm = x.shape
+    programs, s, ng, t = mega_grid(b, h, n, p, dm)
+    if not mega_fits(x.device, b, h, n, p, dm):
+        raise ValueError(f"the one-launch step needs head_dim >= 8 and at most one program per SM; got head_dim {p} "
+                         f"and {programs} programs for {b} agents: take the layer path")
     hp = h * p
     k = layers[0].conv_weight.shape[1]
     nconv, nout = hp + 2 * n, 2 * hp + 2 * n + h
@@ -330,11 +332,11 @@ def mamba2_backbone_step_mega(
         shapes = {"norm_weight": (dm,), "in_weight": (nout, dm), "conv_weight": (nconv, k), "conv_bias": (nconv,),
                   "dt_bias": (h,), "A": (h,), "D": (h,), "gate_norm_weight": (hp,), "out_weight": (dm, hp)}
         for name, shape in shapes.items():
-            t = getattr(ly, name)
-            if tuple(t.shape) != shape:
-                raise ValueError(f"layer {i}: {name} must be {list(shape)}, got {list(t.shape)}")
-            if t.device != x.device:
-                raise ValueError(f"layer {i}: {name} is on {t.device}, x on {x.device}")
+            tensor = getattr(ly, name)
+            if tuple(tensor.shape) != shape:
+                raise ValueError(f"layer {i}: {name} must be {list(shape)}, got {list(tensor.shape)}")
+            if tensor.device != x.device:
+                raise ValueError(f"layer {i}: {name} is on {tensor.device}, x on {x.device}")
         if ly.conv_state.shape[1:] != (k - 1, nconv) or ly.conv_state.stride(2) != 1:
             raise ValueError(f"layer {i}: conv_state must be [S, {k - 1}, {nconv}] with unit last stride, "
                              f"got {tuple(ly.conv_state.shape)}")
@@ -352,23 +354,19 @@ def mamba2_backbone_step_mega(
                 raise ValueError(f"layer {i}: {name} must be contiguous")
     if slots.shape != (b,) or reset.shape != (b,):
         raise ValueError(f"slots and reset must be [{b}], got {tuple(slots.shape)} and {tuple(reset.shape)}")
-    for name, t in [("slots", slots), ("reset", reset)] + [(f"layer {i}: {n}", getattr(ly, n)) for i, ly in
-                                                          enumerate(layers) for n in ("conv_state", "ssm_state")]:
-        if t.device != x.device:
-            raise ValueError(f"{name} is on {t.device}, x on {x.device}")
-    out = _alloc(b, dm, dtype=x.dtype, device=x.device)
+    for name, tensor in [("slots", slots), ("reset", reset)] + [
+            (f"layer {i}: {key}", getattr(ly, key)) for i, ly in enumerate(layers) for key in ("conv_state", "ssm_state")]:
+        if tensor.device != x.device:
+            raise ValueError(f"{name} is on {tensor.device}, x on {x.device}")
+    out = _layer._alloc(b, dm, dtype=x.dtype, device=x.device)
     if b == 0:
         return out
-    if not mega_fits(x.device, b, h, n, p, dm):
-        raise ValueError(f"{b} agents need {mega_grid(b, h, n, p, dm)[0]} programs, more than the GPU's SMs: "
-                         "take the layer path")
-    programs, s, ng, t = mega_grid(b, h, n, p, dm)
     n_layers = len(layers)
     ieee = x.dtype == torch.float32 or x.device.type != "cuda"
     reset_u8 = (reset.view(torch.uint8) if reset.dtype == torch.bool else reset).contiguous()
     slots = slots.contiguous()
-    act = _alloc(b, 2 * n + h, dtype=torch.float32, device=x.device)
-    y = _alloc(b, hp, dtype=x.dtype, device=x.device)
+    act = _layer._alloc(b, 2 * n + h, dtype=torch.float32, device=x.device)
+    y = _layer._alloc(b, hp, dtype=x.dtype, device=x.device)
     n_rb = triton.cdiv(b, MEGA_ROWS)
     flags = _counters(x.device, n_rb * (3 * n_layers + 1), "mega")
     cols = lambda name: tuple(getattr(ly, name) for ly in layers)  # noqa: E731

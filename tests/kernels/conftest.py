@@ -23,9 +23,8 @@ def poison(monkeypatch):
     """Every fresh Triton kernel output starts as NaN, so an element the kernel forgets fails."""
     import worldssm.kernels.scan.triton as scan_mod
     import worldssm.kernels.step.layer as layer_mod
-    import worldssm.kernels.step.mega as mega_mod
     import worldssm.kernels.step.norm as norm_mod
     import worldssm.kernels.step.triton as step_mod
 
-    for mod in (step_mod, scan_mod, norm_mod, layer_mod, mega_mod):
+    for mod in (step_mod, scan_mod, norm_mod, layer_mod):
         monkeypatch.setattr(mod, "_alloc", _nan_alloc)

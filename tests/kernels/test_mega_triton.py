@@ -148,14 +148,7 @@ def test_bad_input_names_what_is_wrong(monkeypatch):
     slab = random_slab(bb, 4)
 
     def layers(**change):
-        out = []
-        for i, (norm, mixer) in enumerate(zip(bb.norms, bb.mixers)):
-            kw = mixer._kernel_args()
-            ly = mega.MegaLayer(norm.weight, mixer.in_proj.weight, kw["conv_weight"], kw["conv_bias"], kw["dt_bias"],
-                                kw["A"], kw["D"], kw["norm_weight"], mixer.out_proj.weight, slab[f"{i}.conv"],
-                                slab[f"{i}.ssm"])
-            out.append(ly._replace(**change) if i == 1 else ly)
-        return out
+        return [ly._replace(**change) if i == 1 else ly for i, ly in enumerate(bb.mega_layers(slab))]
 
     c = bb.cfg
     x = torch.randn(2, c.d_model, device=DEV)
@@ -193,11 +186,8 @@ def test_several_row_blocks_odd_head_dims_and_short_convs(monkeypatch, b, d_conv
         reset = (torch.rand(b, generator=g) < 0.2).to(DEV)
         reset[-3:] = True
         want = run_path(monkeypatch, "layer", bb, slab_l, slots, x, reset)
-        layers = [mega.MegaLayer(n.weight, m.in_proj.weight, *(m._kernel_args()[k] for k in (
-            "conv_weight", "conv_bias", "dt_bias", "A", "D", "norm_weight")), m.out_proj.weight,
-            slab_m[f"{i}.conv"], slab_m[f"{i}.ssm"]) for i, (n, m) in enumerate(zip(bb.norms, bb.mixers))]
         with torch.no_grad():
-            got = mega.mamba2_backbone_step_mega(x, layers, slots, reset, c.n_heads, c.head_dim, c.d_state,
+            got = mega.mamba2_backbone_step_mega(x, bb.mega_layers(slab_m), slots, reset, c.n_heads, c.head_dim, c.d_state,
                                                  eps=c.norm_eps, norm_eps=c.norm_eps)
         torch.testing.assert_close(got[:-3], want[:-3], rtol=1e-5, atol=1e-5)
         for k in slab_l:

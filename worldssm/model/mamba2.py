@@ -175,20 +175,14 @@ class Mamba2Backbone(nn.Module):
         (`kernels/step/mega.py`) where its grid fits the GPU, else per layer three launches (norm +
         in-projection + conv, the state update, out-projection + residual; `kernels/step/layer.py`)."""
         from worldssm.kernels.step.layer import backbone_path, mamba2_layer_step_triton
-        from worldssm.kernels.step.mega import MegaLayer, mamba2_backbone_step_mega, mega_fits
+        from worldssm.kernels.step.mega import mamba2_backbone_step_mega, mega_fits
 
         c = self.cfg
         one_eps = len({norm.eps for norm in self.norms}) == 1  # the launch takes one RMSNorm epsilon
-        if backbone_path(x.shape[0]) == "mega" and c.head_dim >= 8 and one_eps and mega_fits(
+        if backbone_path(x.shape[0]) == "mega" and one_eps and mega_fits(
                 x.device, x.shape[0], c.n_heads, c.d_state, c.head_dim, c.d_model):
-            layers = []
-            for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
-                kw = mixer._kernel_args()
-                layers.append(MegaLayer(norm.weight, mixer.in_proj.weight, kw["conv_weight"], kw["conv_bias"],
-                                        kw["dt_bias"], kw["A"], kw["D"], kw["norm_weight"], mixer.out_proj.weight,
-                                        slab[f"{i}.conv"], slab[f"{i}.ssm"]))
-            return mamba2_backbone_step_mega(x, layers, slots, reset, c.n_heads, c.head_dim, c.d_state, eps=c.norm_eps,
-                                             norm_eps=self.norms[0].eps)
+            return mamba2_backbone_step_mega(x, self.mega_layers(slab), slots, reset, c.n_heads, c.head_dim,
+                                             c.d_state, eps=c.norm_eps, norm_eps=self.norms[0].eps)
         res = x.contiguous()
         for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
             kw = mixer._kernel_args()
@@ -198,6 +192,18 @@ class Mamba2Backbone(nn.Module):
                 out_weight=mixer.out_proj.weight, norm_eps=norm.eps, **kw,
             )
         return res
+
+    def mega_layers(self, slab: State) -> list:
+        """Each layer's weights and slab tensors as `kernels/step/mega.py` takes them (`MegaLayer`)."""
+        from worldssm.kernels.step.mega import MegaLayer
+
+        layers = []
+        for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
+            kw = mixer._kernel_args()
+            layers.append(MegaLayer(norm.weight, mixer.in_proj.weight, kw["conv_weight"], kw["conv_bias"],
+                                    kw["dt_bias"], kw["A"], kw["D"], kw["norm_weight"], mixer.out_proj.weight,
+                                    slab[f"{i}.conv"], slab[f"{i}.ssm"]))
+        return layers
 
     def step(self, state: State, x, reset):
         """Functional step: (state, x [B, D], reset [B]) -> (new state, y [B, D]); `state` is not modified."""
