@@ -54,12 +54,32 @@ def _rms_in_proj(s, nw, w, eps, D: tl.constexpr, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _conv_epilogue(v, old, cw_old, cw_new, cbias, dtb, is_conv, is_dt):
-    """The activations [BM, BN] of the in-projection tile v [BM, BN], per column: the depthwise
-    conv + SiLU (x, B, C columns; old [KB, BM, BN] the conv rows 0..K-2), softplus(v + dt_bias)
-    (dt columns), v as is (z)."""
-    conv = tl.sum(old * cw_old[:, None, :], axis=0) + v * cw_new[None, :] + cbias[None, :]
-    out = tl.where(is_conv[None, :], _silu(conv), v)
+def _conv_history(base, stride_ck, cw_ptr, stride_cwk, cbias, m_read, m_write, m_cw, K: tl.constexpr):
+    """The depthwise conv over the K-1 stored rows, cbias + sum_k row_k * weight_k, as [BM, BN]
+    float32; each row is loaded as one 2-D tile in turn (a [K-1, BM, BN] tile reduced over its
+    first axis goes through shared memory, 5 us of bank conflicts per 16 x 128 tile on an H100).
+
+    base: [BM, BN] pointers to each cell's conv row 0 (rows `stride_ck` apart), read where m_read
+    (else 0: a reset row); cw_ptr: [BN] pointers to each channel's weight 0 (`stride_cwk` apart),
+    read where m_cw. As it goes it shifts the rows down one (row k-1 <- row k) where m_write: each
+    cell is loaded and stored by the one thread that holds it, so no other thread reads a row this
+    one overwrites. The caller stores this step's input as row K-2."""
+    pre = tl.zeros(base.shape, tl.float32) + cbias[None, :]
+    for k in tl.static_range(K - 1):
+        row = tl.load(base + k * stride_ck, mask=m_read, other=0.0)
+        wk = tl.load(cw_ptr + k * stride_cwk, mask=m_cw, other=0.0).to(tl.float32)
+        pre += row.to(tl.float32) * wk[None, :]
+        if k >= 1:
+            tl.store(base + (k - 1) * stride_ck, row, mask=m_write)
+    return pre
+
+
+@triton.jit
+def _conv_act(v, pre, cw_new, dtb, is_conv, is_dt):
+    """The activations [BM, BN] of the in-projection tile v [BM, BN], per column: SiLU of the
+    depthwise conv (x, B, C columns; pre from `_conv_history`, cw_new the weight of this step's
+    input), softplus(v + dt_bias) (dt columns), v as is (z)."""
+    out = tl.where(is_conv[None, :], _silu(pre + v * cw_new[None, :]), v)
     return tl.where(is_dt[None, :], _softplus(v + dtb[None, :]), out)
 
 
@@ -70,7 +90,7 @@ def _norm_in_kernel(
     cw_ptr, stride_cwc, stride_cwk, cb_ptr, dtb_ptr,
     rows, eps,
     D: tl.constexpr, NOUT: tl.constexpr, HP: tl.constexpr, NCONV: tl.constexpr, K: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, KB: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IEEE: tl.constexpr, PDL: tl.constexpr,
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN] in-projection columns
@@ -86,33 +106,26 @@ def _norm_in_kernel(
     # ---- before the wait: nothing here is written by the previous kernel ----------------------
     w = tl.load(w_ptr + cols[None, :] * stride_wn + offs_d[:, None], mask=md[:, None] & mc[None, :], other=0.0)
     nw = tl.load(nw_ptr + offs_d, mask=md, other=0.0)
-    k2 = tl.arange(0, KB)[:, None]  # [KB, 1] old conv rows 0..K-2
-    cw_old = tl.load(cw_ptr + c[None, :] * stride_cwc + k2 * stride_cwk, mask=(k2 < K - 1) & is_conv[None, :],
-                     other=0.0).to(tl.float32)  # [KB, BN]
     cw_new = tl.load(cw_ptr + c * stride_cwc + (K - 1) * stride_cwk, mask=is_conv, other=0.0).to(tl.float32)
     cbias = tl.load(cb_ptr + c, mask=is_conv, other=0.0).to(tl.float32)
     dtb = tl.load(dtb_ptr + (cols - HP - NCONV), mask=is_dt, other=0.0).to(tl.float32)
     slot = tl.load(slots_ptr + r, mask=mr, other=0).to(tl.int64)  # [BM]
     keep = mr & (tl.load(reset_ptr + r, mask=mr, other=1) == 0)  # [BM]: a reset row's conv rows are not read
-    # The conv rows this program reads and rewrites, as [KB, BM, BN]: `old` rows 0..K-2 and
-    # `nxt` rows 1..K-2 (row k of the conv state after this step is old row k+1, then the input).
-    k3 = tl.arange(0, KB)[:, None, None]
-    base = conv_ptr + slot[None, :, None] * stride_cs + c[None, None, :]
-    m_cell = keep[None, :, None] & is_conv[None, None, :]
-    old = tl.load(base + k3 * stride_ck, mask=(k3 < K - 1) & m_cell, other=0.0).to(tl.float32)
-    nxt = tl.load(base + (k3 + 1) * stride_ck, mask=(k3 + 1 < K - 1) & m_cell, other=0.0).to(tl.float32)
+    # The conv rows of this program's cells (only this program reads or writes them, and the
+    # kernel before this one in the stream does not touch them): the old rows' share of the conv,
+    # and the shift by one row, before the wait.
+    base = conv_ptr + slot[:, None] * stride_cs + c[None, :]
+    m_own = mr[:, None] & is_conv[None, :]
+    pre = _conv_history(base, stride_ck, cw_ptr + c * stride_cwc, stride_cwk, cbias, keep[:, None] & is_conv[None, :],
+                        m_own, is_conv, K)
 
     pdl_wait(PDL)
 
     s = tl.load(s_ptr + r[:, None] * stride_s + offs_d[None, :], mask=mr[:, None] & md[None, :], other=0.0)
     v = _rms_in_proj(s, nw, w, eps, D, IEEE)
-    out = _conv_epilogue(v, old, cw_old, cw_new, cbias, dtb, is_conv, is_dt)
+    out = _conv_act(v, pre, cw_new, dtb, is_conv, is_dt)
     tl.store(act_ptr + r[:, None] * stride_act + cols[None, :], out, mask=mr[:, None] & mc[None, :])
-    nxt = tl.where(k3 == K - 2, v[None, :, :], nxt)
-    # Another thread of this program may still be reading a conv row this one overwrites.
-    tl.debug_barrier()
-    tl.store(base + k3 * stride_ck, nxt.to(conv_ptr.dtype.element_ty),
-             mask=(k3 < K - 1) & mr[None, :, None] & is_conv[None, None, :])
+    tl.store(base + (K - 2) * stride_ck, v.to(conv_ptr.dtype.element_ty), mask=m_own)
 
 
 @triton.jit
@@ -357,7 +370,7 @@ def mamba2_layer_step_triton(
         conv_weight, conv_weight.stride(0), conv_weight.stride(1), conv_bias, dt_bias,
         b, float(norm_eps),
         D=dm, NOUT=nout, HP=hp, NCONV=nconv, K=k,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=max(16, triton.next_power_of_2(dm)), KB=triton.next_power_of_2(max(k - 1, 1)),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=max(16, triton.next_power_of_2(dm)),
         IEEE=ieee, PDL=pdl, num_warps=warps, **extra,
     )
 

@@ -51,12 +51,13 @@ import triton.language as tl
 
 from worldssm.kernels.step.pdl import launch_kwargs, pdl_wait
 from worldssm.kernels.step import layer as _layer
-from worldssm.kernels.step.layer import _conv_epilogue, _rms_in_proj
+from worldssm.kernels.step.layer import _conv_act, _conv_history, _rms_in_proj
 from worldssm.kernels.step.triton import _counters, _silu
 
 MEGA_ROWS = 16  # rows per row block: `tl.dot`'s smallest M
 GROUP_ROWS = 4  # rows whose states one head program advances
 OUT_COLS = 32  # residual columns per out program
+MEGA_WARPS = 8
 
 
 class MegaLayer(NamedTuple):
@@ -89,6 +90,26 @@ def _signal(flag_ptr):
 
 
 @triton.jit
+def _stamp(trace_ptr, pid, l, e, L: tl.constexpr, TRACE: tl.constexpr):
+    """With TRACE, write %globaltimer (ns, one clock for every SM) as event `e` of layer `l` of
+    program `pid` (`TRACE_EVENTS` per layer): 0 the layer begins, 1 the first wait returns, 2 the
+    second wait returns (head programs), 3 the signal is sent; 4-7 inside a phase (`_stamp_after`)."""
+    if TRACE:
+        t = tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64, is_pure=False, pack=1)
+        tl.store(trace_ptr + (pid * L + l) * 8 + e, t)
+
+
+@triton.jit
+def _stamp_after(trace_ptr, pid, l, e, dep, L: tl.constexpr, TRACE: tl.constexpr):
+    """`_stamp` once the tile `dep` is computed (its sum feeds the timer read)."""
+    if TRACE:
+        d = tl.sum(tl.reshape(dep.to(tl.float32), [dep.numel]), axis=0).to(tl.int32, bitcast=True)
+        t = tl.inline_asm_elementwise("mov.u64 $0, %globaltimer; // $1", "=l,r", [d], dtype=tl.int64, is_pure=False,
+                                      pack=1)
+        tl.store(trace_ptr + (pid * L + l) * 8 + e, t)
+
+
+@triton.jit
 def _row(v, loc, m):
     """Row m of the register tile v [BM, X], as [X]."""
     return tl.sum(tl.where(loc[:, None] == m, v, 0.0), axis=0)
@@ -99,11 +120,11 @@ def _mega_kernel(
     x_ptr, out_ptr, stride_x, act_ptr, stride_act, y_ptr, stride_y, flags_ptr, slots_ptr, reset_ptr,
     norm_ws, in_ws, conv_ws, conv_bs, dt_bs, a_s, d_s, gnorm_ws, out_ws, conv_sts, ssm_sts,
     stride_wn, stride_cwc, stride_cwk, stride_wo, stride_cs, stride_ck, stride_ss, stride_sh, stride_sp,
-    rows, l0, l1, eps, norm_eps,
+    rows, l0, l1, eps, norm_eps, trace_ptr,
     L: tl.constexpr, D: tl.constexpr, H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
     BM: tl.constexpr, G: tl.constexpr, NG: tl.constexpr, S: tl.constexpr, T: tl.constexpr,
     BLOCK_D: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, BO: tl.constexpr, BK: tl.constexpr,
-    KB: tl.constexpr, FB: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr,
+    FB: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr, TRACE: tl.constexpr,
 ):
     R: tl.constexpr = S + H * NG + T
     HP: tl.constexpr = H * P
@@ -146,11 +167,10 @@ def _mega_kernel(
     ocols = (role - S - H * NG) * BO + tl.arange(0, BO)
     mo = ocols < D
     kk = tl.arange(0, BK)
-    k2 = tl.arange(0, KB)[:, None]
-    k3 = tl.arange(0, KB)[:, None, None]
 
     for l in tl.static_range(L):
         if (l >= l0) & (l < l1):
+            _stamp(trace_ptr, pid, l, 0, L, TRACE)
             if l == 0:
                 src_ptr = x_ptr
             else:
@@ -160,20 +180,20 @@ def _mega_kernel(
                 w = tl.load(in_ws[l] + cols[None, :] * stride_wn + offs_d[:, None], mask=md[:, None] & mc[None, :],
                             other=0.0)
                 nw = tl.load(norm_ws[l] + offs_d, mask=md, other=0.0)
-                cw_old = tl.load(conv_ws[l] + c[None, :] * stride_cwc + k2 * stride_cwk,
-                                 mask=(k2 < K - 1) & is_conv[None, :], other=0.0).to(tl.float32)
                 cw_new = tl.load(conv_ws[l] + c * stride_cwc + (K - 1) * stride_cwk, mask=is_conv,
                                  other=0.0).to(tl.float32)
                 cbias = tl.load(conv_bs[l] + c, mask=is_conv, other=0.0).to(tl.float32)
                 dtb = tl.load(dt_bs[l] + (cols - HP - NCONV), mask=is_dt, other=0.0).to(tl.float32)
                 if l == 0:
                     pdl_wait(PDL)
-                # ---- this program's own state (no other program of the launch writes it) -------
+                # ---- this program's own state (no other program of the launch touches it) -----
                 slot = tl.load(slots_ptr + r, mask=mr, other=0).to(tl.int64)
                 keep = own & (tl.load(reset_ptr + r, mask=mr, other=1) == 0)
-                base = conv_sts[l] + slot[None, :, None] * stride_cs + c[None, None, :]
-                m_cell = keep[None, :, None] & is_conv[None, None, :]
-                old = tl.load(base + k3 * stride_ck, mask=(k3 < K - 1) & m_cell, other=0.0).to(tl.float32)
+                # Its conv rows: the old rows' share of the conv, and the shift by one row, now.
+                base = conv_sts[l] + slot[:, None] * stride_cs + c[None, :]
+                m_own = own[:, None] & is_conv[None, :]
+                pre = _conv_history(base, stride_ck, conv_ws[l] + c * stride_cwc, stride_cwk, cbias,
+                                    keep[:, None] & is_conv[None, :], m_own, is_conv, K)
                 # the state tile of a head program's first row
                 rr0 = rb.to(tl.int64) * BM + g * G
                 first = (tl.zeros([1], tl.int64) + rr0 < rows) & (tl.zeros([1], tl.int32) + role >= S)  # [1]
@@ -184,23 +204,22 @@ def _mega_kernel(
                 state0 = tl.load(sp0, mask=s_mask & keep0[:, None], other=0.0).to(tl.float32)
                 if l > l0:
                     _wait(fl + 3 * (l - 1) + 2, T)  # the previous layer's residual is complete
-                # ---- RMSNorm of the residual rows, in-projection, conv epilogue ----------------
+                _stamp(trace_ptr, pid, l, 1, L, TRACE)
+                # ---- RMSNorm of the residual rows, in-projection, conv + activations -----------
                 s = tl.load(src_ptr + r[:, None] * stride_x + offs_d[None, :], mask=mr[:, None] & md[None, :],
                             other=0.0, cache_modifier=".cg")
+                _stamp_after(trace_ptr, pid, l, 4, s, L, TRACE)
                 v = _rms_in_proj(s, nw, w, norm_eps, D, IEEE)  # [BM, W]
-                o = _conv_epilogue(v, old, cw_old, cw_new, cbias, dtb, is_conv, is_dt)
-                tl.debug_barrier()  # another thread may still be reading a conv row this one overwrites
-                # The shift in place: old row k goes to row k-1 (read once, not a second shifted
-                # tile: fewer registers held across the waits), then this step's input to row K-2.
-                m_own = own[None, :, None] & is_conv[None, None, :]
-                tl.store(base + (k3 - 1) * stride_ck, old.to(conv_sts[l].dtype.element_ty),
-                         mask=(k3 >= 1) & (k3 < K - 1) & m_own)
-                tl.store(conv_sts[l] + slot[:, None] * stride_cs + (K - 2) * stride_ck + c[None, :],
-                         v.to(conv_sts[l].dtype.element_ty), mask=own[:, None] & is_conv[None, :])
+                _stamp_after(trace_ptr, pid, l, 5, v, L, TRACE)
+                o = _conv_act(v, pre, cw_new, dtb, is_conv, is_dt)
+                _stamp_after(trace_ptr, pid, l, 6, o, L, TRACE)
+                tl.store(base + (K - 2) * stride_ck, v.to(conv_sts[l].dtype.element_ty), mask=m_own)
                 if role < S:
                     tl.store(act_ptr + r[:, None] * stride_act + (cols - 2 * HP)[None, :], o,
                              mask=mr[:, None] & mc[None, :])
+                    _stamp(trace_ptr, pid, l, 7, L, TRACE)
                     _signal(fl + 3 * l)
+                    _stamp(trace_ptr, pid, l, 3, L, TRACE)
                 else:
                     # ---- the state update of this head for this group's rows -------------------
                     z, xh = tl.split(tl.permute(tl.reshape(o, [BM, 2, BP]), (0, 2, 1)))  # [BM, BP] each
@@ -208,6 +227,7 @@ def _mega_kernel(
                     d_h = tl.load(d_s[l] + hd).to(tl.float32)
                     gnw = tl.load(gnorm_ws[l] + hd * P + offs_p, mask=mp, other=0.0).to(tl.float32)
                     _wait(fl + 3 * l, S)  # B, C and dt of these rows are written
+                    _stamp(trace_ptr, pid, l, 2, L, TRACE)
                     for i in tl.static_range(G):
                         m = g * G + i
                         rr = rb.to(tl.int64) * BM + m
@@ -234,7 +254,9 @@ def _mega_kernel(
                             grstd = 1.0 / tl.sqrt(tl.sum(gv * gv, axis=0) / P + eps)
                             tl.store(y_ptr + rr * stride_y + hd * P + offs_p,
                                      (gv * grstd * gnw).to(y_ptr.dtype.element_ty), mask=mp)
+                    _stamp(trace_ptr, pid, l, 7, L, TRACE)
                     _signal(fl + 3 * l + 1)
+                    _stamp(trace_ptr, pid, l, 3, L, TRACE)
             else:
                 # ---- out-projection tile + residual -------------------------------------------
                 wo = tl.load(out_ws[l] + ocols[None, :] * stride_wo + kk[:, None], mask=(kk[:, None] < HP) & mo[None, :],
@@ -246,6 +268,7 @@ def _mega_kernel(
                 res = tl.load(src_ptr + r[:, None] * stride_x + ocols[None, :], mask=m2, other=0.0,
                               cache_modifier=".cg")
                 _wait(fl + 3 * l + 1, H * NG)
+                _stamp(trace_ptr, pid, l, 1, L, TRACE)
                 yo = tl.load(y_ptr + r[:, None] * stride_y + kk[None, :], mask=mr[:, None] & (kk[None, :] < HP),
                              other=0.0, cache_modifier=".cg")
                 if IEEE:
@@ -256,6 +279,7 @@ def _mega_kernel(
                 tl.store(out_ptr + r[:, None] * stride_x + ocols[None, :],
                          (res.to(tl.float32) + delta).to(out_ptr.dtype.element_ty), mask=m2)
                 _signal(fl + 3 * l + 2)
+                _stamp(trace_ptr, pid, l, 3, L, TRACE)
 
     # The last program of this row block to get here zeroes its counters for the next launch.
     tl.debug_barrier()
@@ -297,6 +321,7 @@ def mamba2_backbone_step_mega(
     d_state: int,
     eps: float = 1e-5,
     norm_eps: float = 1e-5,
+    trace: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The residual stream after every layer of the stack, states of `slots` advanced in place.
 
@@ -309,6 +334,8 @@ def mamba2_backbone_step_mega(
         slots: int64 [B]; reset: bool or uint8 [B] (a reset row's old state is not read).
         n_heads, head_dim, d_state: H, P, N; eps: the gated norm's epsilon; norm_eps the
             layers' RMSNorm epsilon.
+        trace: on a GPU, an int64 tensor of at least programs * layers * 8 elements that receives
+            each program's timeline (`_stamp`'s events, %globaltimer ns), or None (compiled out).
 
     Returns:
         [B, Dm] in x's dtype.
@@ -368,6 +395,9 @@ def mamba2_backbone_step_mega(
     act = _layer._alloc(b, 2 * n + h, dtype=torch.float32, device=x.device)
     y = _layer._alloc(b, hp, dtype=x.dtype, device=x.device)
     n_rb = triton.cdiv(b, MEGA_ROWS)
+    if trace is not None and (trace.dtype != torch.int64 or trace.numel() < programs * len(layers) * 8
+                              or x.device.type != "cuda"):
+        raise ValueError(f"trace must be an int64 GPU tensor of at least {programs * len(layers) * 8} elements")
     flags = _counters(x.device, n_rb * (3 * n_layers + 1), "mega")
     cols = lambda name: tuple(getattr(ly, name) for ly in layers)  # noqa: E731
     one_launch = x.device.type == "cuda"
@@ -380,11 +410,11 @@ def mamba2_backbone_step_mega(
             first.in_weight.stride(0), first.conv_weight.stride(0), first.conv_weight.stride(1),
             first.out_weight.stride(0), first.conv_state.stride(0), first.conv_state.stride(1),
             first.ssm_state.stride(0), first.ssm_state.stride(1), first.ssm_state.stride(2),
-            b, l0, l1, float(eps), float(norm_eps),
+            b, l0, l1, float(eps), float(norm_eps), trace if trace is not None else flags,
             L=n_layers, D=dm, H=h, P=p, N=n, K=k, BM=MEGA_ROWS, G=GROUP_ROWS, NG=ng, S=s, T=t,
             BLOCK_D=max(16, triton.next_power_of_2(dm)), BP=triton.next_power_of_2(p),
             BN=triton.next_power_of_2(n), BO=OUT_COLS, BK=max(16, triton.next_power_of_2(hp)),
-            KB=triton.next_power_of_2(max(k - 1, 1)), FB=triton.next_power_of_2(3 * n_layers + 1),
-            IEEE=ieee, PDL=pdl, num_warps=8, **extra,
+            FB=triton.next_power_of_2(3 * n_layers + 1),
+            IEEE=ieee, PDL=pdl, TRACE=trace is not None, num_warps=MEGA_WARPS, **extra,
         )
     return out
