@@ -37,6 +37,15 @@ from worldssm.kernels.step.triton import _heads_per_program, _silu, _softplus
 
 
 @triton.jit
+def _mm(a, b, IEEE: tl.constexpr):
+    """a [M, K] @ b [K, N] as float32 by `tl.dot` (IEEE: float32 operands, exact products)."""
+    if IEEE:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b.to(a.dtype))
+
+
+@triton.jit
 def _rms_in_proj(s, nw, w, eps, D: tl.constexpr, IEEE: tl.constexpr):
     """The in-projection [BM, BN] (float32) of residual rows s [BM, BLOCK_D] (stream dtype) by the
     weight tile w [BLOCK_D, BN], after the RMSNorm with weight nw; rounded as the model's RMSNorm
@@ -46,11 +55,7 @@ def _rms_in_proj(s, nw, w, eps, D: tl.constexpr, IEEE: tl.constexpr):
     rstd = 1.0 / tl.sqrt(tl.sum(sf * sf, axis=1) / D + eps)
     h = (sf * rstd[:, None]).to(s.dtype).to(tl.float32)
     h = (h * nw.to(s.dtype).to(tl.float32)[None, :]).to(s.dtype)
-    if IEEE:
-        acc = tl.dot(h.to(tl.float32), w.to(tl.float32), input_precision="ieee")
-    else:
-        acc = tl.dot(h, w.to(s.dtype))
-    return acc.to(s.dtype).to(tl.float32)
+    return _mm(h, w, IEEE).to(s.dtype).to(tl.float32)
 
 
 @triton.jit

@@ -51,7 +51,7 @@ import triton.language as tl
 
 from worldssm.kernels.step.pdl import launch_kwargs, pdl_wait
 from worldssm.kernels.step import layer as _layer
-from worldssm.kernels.step.layer import _conv_act, _conv_history, _rms_in_proj
+from worldssm.kernels.step.layer import _conv_act, _conv_history, _mm, _rms_in_proj
 from worldssm.kernels.step.triton import _counters, _silu
 
 MEGA_ROWS = 16  # rows per row block: `tl.dot`'s smallest M
@@ -271,10 +271,7 @@ def _mega_kernel(
                 _stamp(trace_ptr, pid, l, 1, L, TRACE)
                 yo = tl.load(y_ptr + r[:, None] * stride_y + kk[None, :], mask=mr[:, None] & (kk[None, :] < HP),
                              other=0.0, cache_modifier=".cg")
-                if IEEE:
-                    acc_o = tl.dot(yo.to(tl.float32), wo.to(tl.float32), input_precision="ieee")
-                else:
-                    acc_o = tl.dot(yo, wo.to(yo.dtype))
+                acc_o = _mm(yo, wo, IEEE)
                 delta = acc_o.to(out_ptr.dtype.element_ty).to(tl.float32)
                 tl.store(out_ptr + r[:, None] * stride_x + ocols[None, :],
                          (res.to(tl.float32) + delta).to(out_ptr.dtype.element_ty), mask=m2)
