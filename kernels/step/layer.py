@@ -231,8 +231,9 @@ DEFAULT_STEP_PATH = "auto"
 # the H100.)
 LAYER_MAX_BATCH = 64
 # The one-launch backbone step (`mega.py`, WORLDSSM_STEP_PATH=mega) serves batches up to one row
-# block of its programs. Opt-in: it has run only in the Triton interpreter so far, not yet on a
-# GPU ("auto" takes it once `worldssm bench step --mega` has checked and timed it there).
+# block of its programs. Opt-in: correct on the H100 but slower than the layer path (35.6 against
+# 24.5 us at B=1, 61.9 against 31.6 at B=16; tests/bench/results/experiments/
+# mega-first-gpu-runs-h100.json). "auto" should take it where `bench step --mega` shows it faster.
 MEGA_MAX_BATCH = 16
 
 

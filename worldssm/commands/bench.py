@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     step.add_argument("--backbones", action="store_true", help="also the whole world-model step with the GRU and "
                       "Transformer-KV (context 256, 4,096, 16,384) backbones")
     step.add_argument("--mega", action="store_true", help="also check and time the one-launch backbone step "
-                      "(WORLDSSM_STEP_PATH=mega, up to 16 agents; not yet run on a GPU: run it first under a timeout)")
+                      "(WORLDSSM_STEP_PATH=mega, up to 16 agents; opt-in: slower than the layer path so far)")
     scan = sub.add_parser("scan", help="scan forward+backward tokens/s: Triton vs references (CUDA)")
     scan.add_argument("--out", default="tests/bench/results", help="directory for the JSON result")
     scan.add_argument("--reps", type=int, default=20, help="timed forward+backward passes per row")
