@@ -112,7 +112,9 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
     """A planner over the model of `checkpoint` plays `episodes` episodes of the real env.
 
     Args:
-        checkpoint: a run or checkpoint directory.
+        checkpoint: a run or checkpoint directory, or a list of two or more: the planner then
+            imagines with all their models (`agents.ensemble.EnsembleEngine`: mean reward, the
+            lowest continue probability).
         env_id: the Gymnasium id to act in (default: the one the model was trained on); its
             spaces must be the model's.
         cfg: a `PlannerConfig` or preset name (default "fast").
@@ -136,15 +138,29 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
     from worldssm.errors import WorldssmError
     from worldssm.model import load_model
 
-    model, sidecar = load_model(checkpoint, device=device)
-    trained_on = sidecar.get("data", {}).get("env_id")
-    env_id = env_id or trained_on
-    if not env_id:
-        raise WorldssmError(f"{checkpoint}: the run records no env; pass env_id")
-    check_env_spaces(env_id, model, str(checkpoint))
+    checkpoints = [checkpoint] if isinstance(checkpoint, (str, bytes)) or not hasattr(checkpoint, "__len__") \
+        else list(checkpoint)
+    if not checkpoints:
+        raise WorldssmError("plan_in_env: no checkpoint given")
+    if value and len(checkpoints) > 1:
+        raise WorldssmError("plan_in_env: a saved value belongs to one model; plan an ensemble without value=True")
     cfg = preset_config(cfg)
-    engine = Engine(model, capacity=episodes * (cfg.samples * cfg.particles + 1), device=device,
-                    sample=cfg.particles > 1, seed=seed)
+    engines = []
+    for ckpt in checkpoints:
+        model, sidecar = load_model(ckpt, device=device)
+        trained_on = sidecar.get("data", {}).get("env_id")
+        env_id = env_id or trained_on
+        if not env_id:
+            raise WorldssmError(f"{ckpt}: the run records no env; pass env_id")
+        check_env_spaces(env_id, model, str(ckpt))
+        engines.append(Engine(model, capacity=episodes * (cfg.samples * cfg.particles + 1), device=device,
+                              sample=cfg.particles > 1, seed=seed))
+    if len(engines) > 1:
+        from worldssm.agents.ensemble import EnsembleEngine
+
+        engine = EnsembleEngine(engines)
+    else:
+        engine = engines[0]
     fitted = None
     if value:
         from worldssm.agents.value import load_value
@@ -167,7 +183,8 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
     batch = episodes * cfg.samples * cfg.particles  # rows of one imagined step while every episode runs
     raw = raw_imagine_rate(engine, batch, seed)
     planned = planner.imagined_steps_per_second()
-    return {"env": env_id, "checkpoint": str(checkpoint), "episodes": episodes, "seed": seed,
+    return {"env": env_id, "checkpoint": str(checkpoints[0]) if len(checkpoints) == 1 else [str(c) for c in checkpoints],
+            "ensemble": len(checkpoints), "episodes": episodes, "seed": seed,
             "planner": type(planner).__name__, "planner_config": dataclasses.asdict(cfg),
             **result.summary(), "imagined_steps_per_agent_decision": per_decision,
             "imagined_steps_per_s": planned, "raw_step_batch": batch, "raw_steps_per_s": raw,

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 # submodule, and must not pull in torch and gymnasium.
 API = frozenset({
     "PLANNER_PRESETS", "Agent", "AgentInfo", "CEMPlanner", "Contexts", "DreamEnv", "DreamParallelEnv",
-    "DreamValueConfig", "DreamVectorEnv", "Engine", "EngineOutput", "EpisodeResult", "GreedyAgent", "MPPIPlanner", "ModelSource",
+    "DreamValueConfig", "DreamVectorEnv", "Engine", "EngineOutput", "EnsembleEngine", "EpisodeResult", "GreedyAgent", "MPPIPlanner", "ModelSource",
     "PatternAgent", "PlannerConfig", "PlannerError", "RandomAgent", "SimConfig", "Simulation", "WorldModel",
     "TrainConfig", "Value", "ValueConfig", "WorldModelConfig", "WorldssmError", "collect", "fit_value",
     "fit_value_in_dreams", "load", "load_value", "make_env", "make_planner", "open_play", "plan_in_env", "preset", "run_episodes", "train_model",

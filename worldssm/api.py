@@ -18,7 +18,8 @@ What is here:
   checkpoint=...)`), `DreamVectorEnv`, `DreamParallelEnv` (PettingZoo Parallel API);
 - agents: the `Agent` protocol (`act(obs [A, ...], info: AgentInfo) -> actions [A, ...]`), the
   scripted agents, the planners (`MPPIPlanner`, `CEMPlanner`, `PlannerConfig`,
-  `PLANNER_PRESETS`, `make_planner`) and `run_episodes` / `plan_in_env` to score them; a
+  `PLANNER_PRESETS`, `make_planner`), `EnsembleEngine` (plan over several models: their mean
+  reward, the lowest continue) and `run_episodes` / `plan_in_env` to score them; a
   planner's value of what follows its horizon: `Value`, `fit_value_in_dreams` / `DreamValueConfig`
   (value iteration in the model's imagination), `fit_value` / `ValueConfig` (the data's returns),
   `load_value`;
@@ -35,6 +36,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from worldssm.agents import Agent, AgentInfo, GreedyAgent, PatternAgent, RandomAgent
+from worldssm.agents.ensemble import EnsembleEngine
 from worldssm.agents.planners import (
     PLANNER_PRESETS,
     CEMPlanner,
@@ -105,7 +107,7 @@ def load(path: str | Path, device: str = "cpu") -> WorldModel:
 
 __all__ = [
     "PLANNER_PRESETS", "Agent", "AgentInfo", "CEMPlanner", "Contexts", "DreamEnv", "DreamParallelEnv",
-    "DreamValueConfig", "DreamVectorEnv", "Engine", "EngineOutput", "EpisodeResult", "GreedyAgent", "MPPIPlanner",
+    "DreamValueConfig", "DreamVectorEnv", "Engine", "EngineOutput", "EnsembleEngine", "EpisodeResult", "GreedyAgent", "MPPIPlanner",
     "ModelSource", "PatternAgent", "PlannerConfig", "PlannerError", "RandomAgent", "SimConfig", "Simulation",
     "WorldModel", "TrainConfig", "Value", "ValueConfig", "WorldModelConfig", "WorldssmError", "collect", "fit_value",
     "fit_value_in_dreams", "load", "load_value", "make_env", "make_planner", "open_play", "plan_in_env",

@@ -13,7 +13,9 @@ def configure(parser) -> None:
     from worldssm.agents.planners import PLANNER_PRESETS, PlannerConfig
     from worldssm.commands.flags import add_config_flags
 
-    parser.add_argument("--checkpoint", required=True, help="run directory or checkpoint directory")
+    parser.add_argument("--checkpoint", required=True, nargs="+",
+                        help="run directory or checkpoint directory; two or more plan with the ensemble of their "
+                             "models (mean reward, the lowest continue probability: agents/ensemble.py)")
     parser.add_argument("--env", default=None, help="Gymnasium id to act in (default: the env the model was trained on)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes, played side by side (copy i seeded seed + i)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the env copies and of the planner")
@@ -52,7 +54,7 @@ def run(args) -> int:
         raise WorldssmError(f"--episodes must be >= 1, got {args.episodes}")
 
     cfg = planner_config(args)
-    result = plan_in_env(args.checkpoint, args.env, cfg, episodes=args.episodes, seed=args.seed,
+    result = plan_in_env(args.checkpoint if len(args.checkpoint) > 1 else args.checkpoint[0], args.env, cfg, episodes=args.episodes, seed=args.seed,
                          device=args.device, progress=not args.no_progress, value=args.value)
     print(f"{result['env']}: mean return {result['mean_return']:.1f} +- {result['std_return']:.1f} over "
           f"{len(result['returns'])} episodes (returns {', '.join(f'{r:.0f}' for r in result['returns'])})")
