@@ -41,6 +41,19 @@ def test_rounds_record_the_planner_and_train_on_everything(tmp_path):
     assert {e["agent"].split("/")[0] for e in episodes} == {"round-00", "round-01", "round-02"}
 
 
+def test_an_ensemble_loop_trains_its_members_and_plans_with_all_of_them(tmp_path):
+    import dataclasses
+
+    out = tmp_path / "loop"
+    state = improve(out, dataclasses.replace(TINY, ensemble=2))
+    assert state["done"] == ["data-00", "train-00", "plan-00", "final-01"]
+    assert state["scores"][0]["ensemble"] == 2 and state["final"]["ensemble"] == 2
+    seeds = [json.loads((out / "round-00" / d / "config.json").read_text())["train_config"]["seed"]
+             for d in ("run", "run-1")]
+    assert seeds[0] != seeds[1], "the members train from different seeds"
+    assert len(state["scores"][0]["returns"]) == 2
+
+
 def test_a_value_is_fitted_on_each_rounds_data_and_planned_with(tmp_path):
     """By default the value is iterated in the model's dreams (Pendulum too, whose episodes only
     end by their time limit). Fitted to returns instead: CartPole's random episodes end by
@@ -98,3 +111,7 @@ def test_misuse(tmp_path):
         improve(tmp_path / "full", resume=True, rounds=0)
     with pytest.raises(ValueError, match="planner must be one of"):
         ImproveConfig(env="Pendulum-v1", planner="best")
+    with pytest.raises(ValueError, match="ensemble must be >= 1, got 0"):
+        ImproveConfig(env="Pendulum-v1", ensemble=0)
+    with pytest.raises(ValueError, match="does not go with ensemble > 1"):
+        ImproveConfig(env="Pendulum-v1", ensemble=2, value=True)

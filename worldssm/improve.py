@@ -11,6 +11,7 @@ The directory:
     OUT/improve.json           config, finished stages, per-round scores (rewritten atomically)
     OUT/data/round-00/         random rollouts;  OUT/data/round-RR/  the planner's episodes of round RR-1
     OUT/round-RR/run/          the model trained in round RR (a normal run directory)
+    OUT/round-RR/run-K/        with ensemble = M > 1: member K (1..M-1), same data, another seed
     OUT/round-RR/plan.json     the planner's score in round RR (returns, latency, settings)
     OUT/final-RR/              the final test after RR rounds: episodes on fresh seeds (not training data)
     OUT/final.json             its score and which round's model played
@@ -73,6 +74,10 @@ class ImproveConfig:
     value: bool = False  # fit a value for each round's model and plan with it
     value_from: str = "dreams"  # how the value is fitted: dreams or returns
     value_iterations: int | None = None  # dreams: imagined steps of value iteration; none: DreamValueConfig's
+    # Member 0 is round-RR/run, member k round-RR/run-k, each from its own training seed; the
+    # planner imagines with all of them (agents.ensemble: their mean reward, the lowest continue),
+    # so a state any member expects to end counts as ending.
+    ensemble: int = 1  # models trained per round on the same data, planned with as an ensemble
 
     CHOICES: ClassVar[dict] = {"preset": ("DEBUG", "SMALL", "BASE"), "planner": ("fast", "default", "thorough"),
                                "value_from": ("dreams", "returns")}
@@ -97,6 +102,10 @@ class ImproveConfig:
                              f"value_from={self.value_from!r}")
         if self.threads < 0:
             raise ValueError(f"ImproveConfig.threads must be >= 0, got {self.threads}")
+        if self.ensemble < 1:
+            raise ValueError(f"ImproveConfig.ensemble must be >= 1, got {self.ensemble}")
+        if self.ensemble > 1 and self.value:
+            raise ValueError("ImproveConfig.value fits a value of one model; it does not go with ensemble > 1")
 
     def planner_config(self):
         from worldssm.agents.planners import PLANNER_PRESETS
@@ -194,16 +203,22 @@ class Improvement:
     def _run_dir(self, r: int) -> Path:
         return self.out / f"round-{r:02d}" / "run"
 
+    def _member_dirs(self, r: int) -> list[Path]:
+        """Round r's run directories: member 0 is `_run_dir(r)`, member k `round-RR/run-k`."""
+        first = self._run_dir(r)
+        return [first] + [first.with_name(f"run-{k}") for k in range(1, self.cfg.ensemble)]
+
     def _train(self, r: int) -> None:
         from worldssm.train import TrainConfig, Trainer
 
+        for k, run in enumerate(self._member_dirs(r)):
+            started = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
+            tcfg = TrainConfig(preset=self.cfg.preset, steps=self.cfg.train_steps, seed=self.cfg.seed + r + 7919 * k,
+                               threads=self.cfg.threads, mean_rows=self.cfg.mean_rows,
+                               loss_con=self.cfg.loss_con)
+            trainer = Trainer(self.out / "data", run, tcfg, resume=started, overwrite=not started)
+            trainer.run(progress=self.progress)
         run = self._run_dir(r)
-        started = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
-        tcfg = TrainConfig(preset=self.cfg.preset, steps=self.cfg.train_steps, seed=self.cfg.seed + r,
-                           threads=self.cfg.threads, mean_rows=self.cfg.mean_rows,
-                           loss_con=self.cfg.loss_con)
-        trainer = Trainer(self.out / "data", run, tcfg, resume=started, overwrite=not started)
-        trainer.run(progress=self.progress)
         if self.cfg.value:
             from worldssm.agents.value import DreamValueConfig, ValueConfig, fit_value, fit_value_in_dreams, save_value
             from worldssm.data import RolloutDataset
@@ -246,8 +261,14 @@ class Improvement:
         from worldssm.model import load_model
 
         cfg, pcfg = self.cfg, self.cfg.planner_config()
-        model, _ = load_model(self._run_dir(r))
-        engine = Engine(model, capacity=cfg.episodes * (pcfg.samples * pcfg.particles + 1), seed=cfg.seed)
+        engines = [Engine(load_model(run)[0], capacity=cfg.episodes * (pcfg.samples * pcfg.particles + 1), seed=cfg.seed)
+                   for run in self._member_dirs(r)]
+        if len(engines) > 1:
+            from worldssm.agents.ensemble import EnsembleEngine
+
+            engine = EnsembleEngine(engines)
+        else:
+            engine = engines[0]
         value = None
         if cfg.value:
             from worldssm.agents.value import load_value
@@ -270,6 +291,7 @@ class Improvement:
                 "planner": type(planner).__name__, "planner_config": dataclasses.asdict(pcfg),
                 "decisions": ms["decisions"], "mean_decision_ms": 1e3 * ms["seconds"] / max(1, ms["decisions"]),
                 "imagined_steps_per_s": planner.imagined_steps_per_second(), "engine_impl": engine.impl,
+                "ensemble": len(engines),
                 "value": None if value is None else value.fit}
 
     def _bar(self, total, desc):
