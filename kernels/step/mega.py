@@ -57,7 +57,7 @@ from worldssm.kernels.step.triton import _counters, _silu
 MEGA_ROWS = 16  # rows per row block: `tl.dot`'s smallest M
 GROUP_ROWS = 4  # rows whose states one head program advances
 OUT_COLS = 32  # residual columns per out program
-MEGA_WARPS = 8
+MEGA_WARPS = 8  # warps per program (4 measured slower on the H100: 60.5 against 54.5 us at one agent)
 
 
 class MegaLayer(NamedTuple):
@@ -92,7 +92,7 @@ def _signal(flag_ptr):
 @triton.jit
 def _stamp(trace_ptr, pid, l, e, L: tl.constexpr, TRACE: tl.constexpr):
     """With TRACE, write %globaltimer (ns, one clock for every SM) as event `e` of layer `l` of
-    program `pid` (`TRACE_EVENTS` per layer): 0 the layer begins, 1 the first wait returns, 2 the
+    program `pid` (8 slots per layer): 0 the layer begins, 1 the first wait returns, 2 the
     second wait returns (head programs), 3 the signal is sent; 4-7 inside a phase (`_stamp_after`)."""
     if TRACE:
         t = tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64, is_pure=False, pack=1)
