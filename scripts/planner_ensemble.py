@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from worldssm.agents.ensemble import EnsembleEngine
 from worldssm.agents.planners import PLANNER_PRESETS, make_planner
@@ -26,18 +25,10 @@ from worldssm.engine import Engine
 from worldssm.model import load_model
 
 
-class MeanContinue(EnsembleEngine):
-    def imagine(self, slots, actions, decode=False):
-        outs = [e.imagine(slots, actions, decode) for e in self.engines]
-        log_cont = torch.stack([o.log_cont.float() for o in outs]).mean(0)
-        reward = torch.stack([o.reward.float() for o in outs]).mean(0)
-        return outs[0]._replace(reward=reward, log_cont=log_cont, cont=log_cont.exp())
-
-
 def main(runs: list[str], cont: str, seed: int, out: Path, episodes: int = 10) -> dict:
     cfg = PLANNER_PRESETS["fast"]
     engines = [Engine(load_model(r)[0], capacity=episodes * (cfg.samples + 1), seed=0) for r in runs]
-    engine = engines[0] if len(engines) == 1 else (EnsembleEngine if cont == "min" else MeanContinue)(engines)
+    engine = engines[0] if len(engines) == 1 else EnsembleEngine(engines, cont=cont)
     planner = make_planner(engine, cfg, seed=seed)
     if out.exists():
         shutil.rmtree(out)

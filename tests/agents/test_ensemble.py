@@ -50,6 +50,11 @@ def test_imagine_is_the_mean_reward_and_the_lowest_continue():
     torch.testing.assert_close(out.cont, torch.tensor([0.01, 1.0, 1.0]))
     torch.testing.assert_close(out.log_cont, torch.log(torch.tensor([0.01, 1.0, 1.0])))
     assert a.calls == b.calls == 1, "every member imagines every step"
+    mean = EnsembleEngine(members(optimist, sceptic), cont="mean")
+    out = mean.imagine(mean.join(2), np.array([0, 1]))
+    torch.testing.assert_close(out.log_cont, torch.tensor([0.5 * np.log(0.01), 0.0], dtype=torch.float32))
+    with pytest.raises(ValueError, match="cont must be 'min' or 'mean'"):
+        EnsembleEngine(members(optimist, sceptic), cont="max")
 
 
 def test_the_members_hold_the_same_agents_in_the_same_slots():
