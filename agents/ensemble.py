@@ -66,9 +66,6 @@ class EnsembleEngine:
         self.engines = engines
         self.action_space, self.obs_space, self.sample = first.action_space, first.obs_space, first.sample
 
-    def __len__(self) -> int:
-        return len(self.engines)
-
     @property
     def slab(self):
         return self.engines[0].slab
@@ -97,9 +94,6 @@ class EnsembleEngine:
     def leave(self, slots) -> None:
         self._all("leave", slots)
 
-    def reset(self, slots) -> None:
-        self._all("reset", slots)
-
     def fork(self, slots, n: int = 1) -> np.ndarray:
         return self._all("fork", slots, n)
 
@@ -119,3 +113,9 @@ class EnsembleEngine:
         logs = torch.stack([o.log_cont.float() for o in outs])
         log_cont = logs.min(0).values if self.cont == "min" else logs.mean(0)
         return outs[0]._replace(reward=reward, log_cont=log_cont, cont=log_cont.exp())
+
+
+def planning_engine(engines, cont: str = "min"):
+    """What a planner imagines with: the one engine, or the `EnsembleEngine` of several."""
+    engines = list(engines)
+    return engines[0] if len(engines) == 1 else EnsembleEngine(engines, cont=cont)

@@ -133,13 +133,13 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
     """
     import dataclasses
 
+    from worldssm.agents.ensemble import planning_engine
     from worldssm.agents.planners import make_planner, preset_config
     from worldssm.engine import Engine
     from worldssm.errors import WorldssmError
     from worldssm.model import load_model
 
-    checkpoints = [checkpoint] if isinstance(checkpoint, (str, bytes)) or not hasattr(checkpoint, "__len__") \
-        else list(checkpoint)
+    checkpoints = list(checkpoint) if isinstance(checkpoint, (list, tuple)) else [checkpoint]
     if not checkpoints:
         raise WorldssmError("plan_in_env: no checkpoint given")
     if value and len(checkpoints) > 1:
@@ -155,18 +155,13 @@ def plan_in_env(checkpoint, env_id: str | None = None, cfg=None, episodes: int =
         check_env_spaces(env_id, model, str(ckpt))
         engines.append(Engine(model, capacity=episodes * (cfg.samples * cfg.particles + 1), device=device,
                               sample=cfg.particles > 1, seed=seed))
-    if len(engines) > 1:
-        from worldssm.agents.ensemble import EnsembleEngine
-
-        engine = EnsembleEngine(engines)
-    else:
-        engine = engines[0]
+    engine = planning_engine(engines)
     fitted = None
     if value:
         from worldssm.agents.value import load_value
         from worldssm.checkpoint import resolve_checkpoint
 
-        fitted = load_value(resolve_checkpoint(checkpoint).parent.parent)  # RUN/checkpoints/step-N -> RUN
+        fitted = load_value(resolve_checkpoint(checkpoints[0]).parent.parent)  # RUN/checkpoints/step-N -> RUN
     planner = make_planner(engine, cfg, seed=seed, value=fitted)
     bar = None
     if progress:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worldssm.agents.ensemble import EnsembleEngine
+from worldssm.agents.ensemble import planning_engine
 from worldssm.agents.planners import PLANNER_PRESETS, make_planner
 from worldssm.data import RolloutDataset, collect
 from worldssm.engine import Engine
@@ -27,8 +27,8 @@ from worldssm.model import load_model
 
 def main(runs: list[str], cont: str, seed: int, out: Path, episodes: int = 10) -> dict:
     cfg = PLANNER_PRESETS["fast"]
-    engines = [Engine(load_model(r)[0], capacity=episodes * (cfg.samples + 1), seed=0) for r in runs]
-    engine = engines[0] if len(engines) == 1 else EnsembleEngine(engines, cont=cont)
+    engine = planning_engine((Engine(load_model(r)[0], capacity=episodes * (cfg.samples + 1), seed=0) for r in runs),
+                             cont=cont)
     planner = make_planner(engine, cfg, seed=seed)
     if out.exists():
         shutil.rmtree(out)

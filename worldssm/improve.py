@@ -255,20 +255,16 @@ class Improvement:
     def _play(self, r: int, seed: int, dest: Path, desc: str, planner_seed: int) -> dict:
         """Round r's model plans `episodes` episodes of the real env (seeds seed + i), recorded in
         dest; returns their score."""
+        from worldssm.agents.ensemble import planning_engine
         from worldssm.agents.planners import make_planner
         from worldssm.data import RolloutDataset
         from worldssm.engine import Engine
         from worldssm.model import load_model
 
         cfg, pcfg = self.cfg, self.cfg.planner_config()
-        engines = [Engine(load_model(run)[0], capacity=cfg.episodes * (pcfg.samples * pcfg.particles + 1), seed=cfg.seed)
-                   for run in self._member_dirs(r)]
-        if len(engines) > 1:
-            from worldssm.agents.ensemble import EnsembleEngine
-
-            engine = EnsembleEngine(engines)
-        else:
-            engine = engines[0]
+        runs = self._member_dirs(r)
+        engine = planning_engine(Engine(load_model(run)[0], capacity=cfg.episodes * (pcfg.samples * pcfg.particles + 1),
+                                        seed=cfg.seed) for run in runs)
         value = None
         if cfg.value:
             from worldssm.agents.value import load_value
@@ -291,7 +287,7 @@ class Improvement:
                 "planner": type(planner).__name__, "planner_config": dataclasses.asdict(pcfg),
                 "decisions": ms["decisions"], "mean_decision_ms": 1e3 * ms["seconds"] / max(1, ms["decisions"]),
                 "imagined_steps_per_s": planner.imagined_steps_per_second(), "engine_impl": engine.impl,
-                "ensemble": len(engines),
+                "ensemble": len(runs),
                 "value": None if value is None else value.fit}
 
     def _bar(self, total, desc):

@@ -54,7 +54,7 @@ def run(args) -> int:
         raise WorldssmError(f"--episodes must be >= 1, got {args.episodes}")
 
     cfg = planner_config(args)
-    result = plan_in_env(args.checkpoint if len(args.checkpoint) > 1 else args.checkpoint[0], args.env, cfg, episodes=args.episodes, seed=args.seed,
+    result = plan_in_env(args.checkpoint, args.env, cfg, episodes=args.episodes, seed=args.seed,
                          device=args.device, progress=not args.no_progress, value=args.value)
     print(f"{result['env']}: mean return {result['mean_return']:.1f} +- {result['std_return']:.1f} over "
           f"{len(result['returns'])} episodes (returns {', '.join(f'{r:.0f}' for r in result['returns'])})")
