@@ -60,20 +60,21 @@ def _rms_in_proj(s, nw, w, eps, D: tl.constexpr, IEEE: tl.constexpr):
 
 @triton.jit
 def _conv_history(base, stride_ck, cw_ptr, stride_cwk, cbias, m_read, m_write, m_cw, K: tl.constexpr):
-    """The depthwise conv over the K-1 stored rows, cbias + sum_k row_k * weight_k, as [BM, BN]
-    float32; each row is loaded as one 2-D tile in turn (a [K-1, BM, BN] tile reduced over its
+    """The depthwise conv over the K-1 stored rows, cbias + sum_k row_k * weight_k, as float32 of
+    base's shape; each row is loaded as one 2-D tile in turn (a [K-1, BM, BN] tile reduced over its
     first axis goes through shared memory, 5 us of bank conflicts per 16 x 128 tile on an H100).
 
-    base: [BM, BN] pointers to each cell's conv row 0 (rows `stride_ck` apart), read where m_read
-    (else 0: a reset row); cw_ptr: [BN] pointers to each channel's weight 0 (`stride_cwk` apart),
-    read where m_cw. As it goes it shifts the rows down one (row k-1 <- row k) where m_write: each
-    cell is loaded and stored by the one thread that holds it, so no other thread reads a row this
-    one overwrites. The caller stores this step's input as row K-2."""
-    pre = tl.zeros(base.shape, tl.float32) + cbias[None, :]
+    base: 2-D pointers to each cell's conv row 0 (rows `stride_ck` apart), read where m_read
+    (else 0: a reset row); cw_ptr: pointers to each channel's weight 0 (`stride_cwk` apart), read
+    where m_cw, and cbias, both broadcastable to base (a [1, BN] row for [BM, BN] cells). As it goes
+    it shifts the rows down one (row k-1 <- row k) where m_write: each cell is loaded and stored by
+    the one thread that holds it, so no other thread reads a row this one overwrites. The caller
+    stores this step's input as row K-2."""
+    pre = tl.zeros(base.shape, tl.float32) + cbias
     for k in tl.static_range(K - 1):
         row = tl.load(base + k * stride_ck, mask=m_read, other=0.0)
         wk = tl.load(cw_ptr + k * stride_cwk, mask=m_cw, other=0.0).to(tl.float32)
-        pre += row.to(tl.float32) * wk[None, :]
+        pre += row.to(tl.float32) * wk
         if k >= 1:
             tl.store(base + (k - 1) * stride_ck, row, mask=m_write)
     return pre
@@ -121,8 +122,8 @@ def _norm_in_kernel(
     # and the shift by one row, before the wait.
     base = conv_ptr + slot[:, None] * stride_cs + c[None, :]
     m_own = mr[:, None] & is_conv[None, :]
-    pre = _conv_history(base, stride_ck, cw_ptr + c * stride_cwc, stride_cwk, cbias, keep[:, None] & is_conv[None, :],
-                        m_own, is_conv, K)
+    pre = _conv_history(base, stride_ck, (cw_ptr + c * stride_cwc)[None, :], stride_cwk, cbias[None, :],
+                        keep[:, None] & is_conv[None, :], m_own, is_conv[None, :], K)
 
     pdl_wait(PDL)
 
@@ -131,6 +132,19 @@ def _norm_in_kernel(
     out = _conv_act(v, pre, cw_new, dtb, is_conv, is_dt)
     tl.store(act_ptr + r[:, None] * stride_act + cols[None, :], out, mask=mr[:, None] & mc[None, :])
     tl.store(base + (K - 2) * stride_ck, v.to(conv_ptr.dtype.element_ty), mask=m_own)
+
+
+@triton.jit
+def _ssm_out(state, dt, a_h, d_h, xs, bs, cs, z, nw, mx, eps, P: tl.constexpr):
+    """One step of HB heads' state [HB, P, N] (float32) and their gated-normed output [HB, P]:
+    decay exp(dt * A), add (dt * x) outer B, read out with C, D skip, z gate, per-head RMSNorm.
+    dt, a_h, d_h [HB]; xs, z, nw, mx [HB, P]; bs, cs [N]."""
+    decay = tl.exp(dt * a_h)
+    state = state * decay[:, None, None] + (dt[:, None] * xs)[:, :, None] * bs[None, None, :]
+    y = tl.sum(state * cs[None, None, :], axis=2) + d_h[:, None] * xs
+    g = tl.where(mx, y * _silu(z), 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=1) / P + eps)
+    return state, g * rstd[:, None] * nw
 
 
 @triton.jit
@@ -172,13 +186,9 @@ def _ssm_kernel(
     cs = tl.load(row + 2 * HP + N + offs_n, mask=mn, other=0.0)
     dt = tl.load(row + 2 * HP + 2 * N + heads)  # softplus(dt + bias), from the in-projection
 
-    decay = tl.exp(dt * a_h)
-    state = state * decay[:, None, None] + (dt[:, None] * xs)[:, :, None] * bs[None, None, :]
+    state, out = _ssm_out(state, dt, a_h, d_h, xs, bs, cs, z, nw, mx, eps, P)
     tl.store(s_ptrs, state.to(ssm_ptr.dtype.element_ty), mask=s_mask)
-    y = tl.sum(state * cs[None, None, :], axis=2) + d_h[:, None] * xs
-    g = tl.where(mx, y * _silu(z), 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=1) / P + eps)
-    tl.store(y_ptr + b * stride_y + cx, (g * rstd[:, None] * nw).to(y_ptr.dtype.element_ty), mask=mx)
+    tl.store(y_ptr + b * stride_y + cx, out.to(y_ptr.dtype.element_ty), mask=mx)
 
 
 @triton.jit
@@ -221,7 +231,7 @@ def _out_res_kernel(
              mask=m)
 
 
-STEP_PATHS = ("auto", "v1", "layer", "mega")
+STEP_PATHS = ("auto", "v1", "split", "layer", "mega")
 DEFAULT_STEP_PATH = "auto"
 # "auto" takes the layer path up to this batch and v1 above it. Measured (`worldssm bench step`,
 # BASE): the layer path's 13 launches win where launches dominate (H200: B=1 34.9 us against
@@ -240,8 +250,9 @@ MEGA_MAX_BATCH = 16
 def step_path() -> str:
     """The model's Triton step path as configured: "auto" (the default: `backbone_path` picks by
     batch), "layer" (this module for every batch, and the fused whole world-model step), "mega"
-    (the one-launch backbone step of `mega.py` up to MEGA_MAX_BATCH agents, the layer path above)
-    or "v1" (add+RMSNorm, cuBLAS projections, `mamba2_step_triton`). WORLDSSM_STEP_PATH picks one."""
+    (the one-launch backbone step of `mega.py` up to MEGA_MAX_BATCH agents, the layer path above),
+    "v1" (add+RMSNorm, cuBLAS projections, `mamba2_step_triton`) or "split" (the same around
+    `split.mamba2_step_split`: two launches, no row counter). WORLDSSM_STEP_PATH picks one."""
     path = os.environ.get("WORLDSSM_STEP_PATH", DEFAULT_STEP_PATH)
     if path not in STEP_PATHS:
         raise ValueError(f"WORLDSSM_STEP_PATH must be one of {STEP_PATHS}, got {path!r}")
@@ -249,7 +260,7 @@ def step_path() -> str:
 
 
 def backbone_path(batch: int) -> str:
-    """"mega", "layer" or "v1": the backbone's path for a step of `batch` agents (one code path
+    """"mega", "layer", "split" or "v1": the backbone's path for a step of `batch` agents (one code path
     per batch bucket; each is checked against the reference by the tests and by `worldssm bench
     step`). "mega" still takes the layer path where the model's grid does not fit the GPU
     (`Mamba2Backbone.residual_fused`)."""

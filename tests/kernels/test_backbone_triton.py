@@ -13,7 +13,7 @@ from tests.model.wm_helpers import record_chunk_sizes
 DEV = require_triton()
 
 
-@pytest.mark.parametrize("path", ["v1", "layer", "auto"])
+@pytest.mark.parametrize("path", ["v1", "split", "layer", "auto"])
 @pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
 def test_backbone_step_slots_triton_equals_reference(poison, monkeypatch, state_dtype, path):
     monkeypatch.setenv("WORLDSSM_STEP_PATH", path)

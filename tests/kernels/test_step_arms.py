@@ -11,6 +11,7 @@ def test_each_arm_names_its_path():
     assert arm_path("fused mega+graph").env["WORLDSSM_STEP_PATH"] == "mega"
     assert arm_path("fused layer nopdl+graph").env == {"WORLDSSM_STEP_PATH": "layer", "WORLDSSM_PDL": "0"}
     assert arm_path("fused v1+graph").env == {"WORLDSSM_STEP_PATH": "v1", "WORLDSSM_PDL": "0"}
+    assert arm_path("fused split+graph").env == {"WORLDSSM_STEP_PATH": "split", "WORLDSSM_PDL": "1"}
     assert arm_path("fused+graph").env["WORLDSSM_STEP_PATH"] == "auto"
 
 

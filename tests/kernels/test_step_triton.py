@@ -14,9 +14,13 @@ DEV = require_triton()
 from worldssm.kernels.scan.triton import ssd_scan_triton  # noqa: E402
 from worldssm.kernels.step import get_step  # noqa: E402
 from worldssm.kernels.step.ref import mamba2_sequence_ref, mamba2_step_ref  # noqa: E402
+from worldssm.kernels.step.split import mamba2_step_split  # noqa: E402
 from worldssm.kernels.step.triton import mamba2_step_triton  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("poison")
+# Both Triton steps keep the reference's contract: v1's one kernel (with its row counter) and the
+# split path's two launches (B/C conv first, then the state pass with the x conv).
+STEPS = pytest.mark.parametrize("step", [mamba2_step_triton, mamba2_step_split], ids=["v1", "split"])
 gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 
 # (rtol, atol) by the dtype that limits precision: float32 arithmetic against a float64
@@ -60,13 +64,14 @@ def f64(kw):
 
 
 @pytest.mark.parametrize("h,p,n,k", [(3, 5, 4, 4), (1, 8, 3, 2), (2, 16, 16, 3)])
-def test_step_matches_reference_and_leaves_other_slots_alone(h, p, n, k):
+@STEPS
+def test_step_matches_reference_and_leaves_other_slots_alone(h, p, n, k, step):
     b, s = 4, 9
     zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s)
     conv_ref, ssm_ref = conv.double(), ssm.double()
     y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
     before = conv.clone(), ssm.clone()
-    y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
+    y = step(zx, conv, ssm, slots, reset, **kw)
     close(y, y_ref, torch.float32, "y")
     close(conv, conv_ref, torch.float32, "conv state")
     close(ssm, ssm_ref, torch.float32, "ssm state")
@@ -114,25 +119,27 @@ def test_heads_per_program_must_divide_heads(hb):
         launch(zx, conv, ssm, slots, reset, kw, heads_per_program=hb)
 
 
-def test_reset_zeroes_without_reading():
+@STEPS
+def test_reset_zeroes_without_reading(step):
     zx, conv, ssm, slots, reset, kw = make(3, 5, 4, 4, 3, 5, seed=1)
     reset = torch.tensor([True, False, True], device=DEV)
     conv[slots[reset]] = float("nan")
     ssm[slots[reset]] = float("nan")
     conv_ref, ssm_ref = conv.double(), ssm.double()
     y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
-    y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
+    y = step(zx, conv, ssm, slots, reset, **kw)
     assert torch.isfinite(ssm[slots]).all() and torch.isfinite(conv[slots]).all()
     close(y, y_ref, torch.float32, "y")
     close(ssm[slots], ssm_ref[slots], torch.float32, "ssm state")
     close(conv[slots], conv_ref[slots], torch.float32, "conv state")
 
 
-def test_bf16_activations():
+@STEPS
+def test_bf16_activations(step):
     zx, conv, ssm, slots, reset, kw = make(3, 5, 4, 4, 4, 6, seed=2, dtype=torch.bfloat16)
     conv_ref, ssm_ref = conv.double(), ssm.double()
     y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
-    y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
+    y = step(zx, conv, ssm, slots, reset, **kw)
     assert y.dtype == torch.bfloat16
     close(y, y_ref, torch.bfloat16, "y (bf16 output)")
     close(ssm, ssm_ref, torch.float32, "ssm state")
@@ -143,8 +150,10 @@ def run_steps(step, zx, resets, conv, ssm, slots, kw):
 
 
 @pytest.mark.parametrize("t", [9])
-def test_bf16_state_storage_stays_within_tolerance(t):
-    h, p, n, k, b, s = 3, 5, 4, 4, 3, 5
+@pytest.mark.parametrize("h", [3, 4])  # a bfloat16 state takes 1 head per program at H=3, 4 at H=4
+@STEPS
+def test_bf16_state_storage_stays_within_tolerance(t, h, step):
+    p, n, k, b, s = 5, 4, 4, 3, 5
     zx, conv, ssm, slots, _, kw = make(h, p, n, k, b, s, seed=3)
     g = torch.Generator().manual_seed(4)
     zxs = torch.randn(b, t, zx.shape[1], generator=g).to(DEV)
@@ -152,7 +161,7 @@ def test_bf16_state_storage_stays_within_tolerance(t):
     conv_ref, ssm_ref = conv.double(), ssm.double()
     y_ref = run_steps(mamba2_step_ref, zxs.double(), resets, conv_ref, ssm_ref, slots, f64(kw))
     ssm_bf = ssm.to(torch.bfloat16)
-    y = run_steps(mamba2_step_triton, zxs, resets, conv, ssm_bf, slots, kw)
+    y = run_steps(step, zxs, resets, conv, ssm_bf, slots, kw)
     assert ssm_bf.dtype == torch.bfloat16
     close(y, y_ref, torch.bfloat16, "y with bf16 state")
     close(ssm_bf[slots].float(), ssm_ref[slots], torch.bfloat16, "bf16 state")
@@ -162,12 +171,13 @@ def test_bf16_state_storage_stays_within_tolerance(t):
     conv_rb_k = conv.clone()
     ssm_kb = ssm.to(torch.bfloat16)
     run_steps(mamba2_step_ref, zxs, resets, conv_rb, ssm_rb, slots, kw)
-    run_steps(mamba2_step_triton, zxs, resets, conv_rb_k, ssm_kb, slots, kw)
+    run_steps(step, zxs, resets, conv_rb_k, ssm_kb, slots, kw)
     close(ssm_kb.float(), ssm_rb.float(), torch.bfloat16, "bf16 state vs bf16 reference")
 
 
 @pytest.mark.parametrize("t", [1, 13])
-def test_kernel_steps_equal_kernel_scan(t):
+@STEPS
+def test_kernel_steps_equal_kernel_scan(t, step):
     """T Triton steps through a slab equal one sequence pass with the Triton scan."""
     h, p, n, k, b = 3, 5, 4, 4, 3
     zx, conv, ssm, slots, _, kw = make(h, p, n, k, b, 7, seed=5)
@@ -176,7 +186,7 @@ def test_kernel_steps_equal_kernel_scan(t):
     resets = (torch.rand(b, t, generator=g) < 0.15).to(DEV)
     conv0, ssm0 = conv[slots].clone(), ssm[slots].clone()
     y_seq, conv_f, ssm_f = mamba2_sequence_ref(zxs, conv0, ssm0, resets, scan=ssd_scan_triton, **kw)
-    y = run_steps(mamba2_step_triton, zxs, resets, conv, ssm, slots, kw)
+    y = run_steps(step, zxs, resets, conv, ssm, slots, kw)
     close(y, y_seq, torch.float32, "y")
     close(conv[slots], conv_f, torch.float32, "conv state")
     close(ssm[slots], ssm_f, torch.float32, "ssm state")
@@ -208,12 +218,13 @@ def test_get_step_picks_the_path():
         get_step("auto")
 
 
-def test_bad_shapes_are_errors():
+@STEPS
+def test_bad_shapes_are_errors(step):
     zx, conv, ssm, slots, reset, kw = make(3, 5, 4, 4, 2, 4)
     with pytest.raises(ValueError, match="ssm_state"):
-        mamba2_step_triton(zx, conv, ssm[:, :2], slots, reset, **kw)
+        step(zx, conv, ssm[:, :2], slots, reset, **kw)
     with pytest.raises(ValueError, match="zxbcdt"):
-        mamba2_step_triton(zx[:, :-1], conv, ssm, slots, reset, **kw)
+        step(zx[:, :-1], conv, ssm, slots, reset, **kw)
 
 
 # ---- GPU: the real shapes ---------------------------------------------------------------------
@@ -243,13 +254,34 @@ def test_gpu_base_shape(dtype, ssm_dtype, hb):
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_more_rows_than_a_grid_axis_allows():
+@pytest.mark.parametrize("ssm_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_split_base_shape(dtype, ssm_dtype):
+    h, p, n, k, b, s = 8, 64, 64, 4, 1024, 1500
+    zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s, seed=7, dtype=dtype, ssm_dtype=ssm_dtype)
+    conv_ref, ssm_ref = conv.double(), (ssm.double() if ssm_dtype == torch.float32 else ssm.clone())
+    before = conv.clone(), ssm.clone()
+    y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
+    y = mamba2_step_split(zx, conv, ssm, slots, reset, **kw)
+    tol = torch.bfloat16 if torch.bfloat16 in (dtype, ssm_dtype) else torch.float32
+    close(y.float(), y_ref.float(), tol, "y")
+    close(conv, conv_ref, torch.float32, "conv state")
+    close(ssm.float(), ssm_ref.float(), tol, "ssm state")
+    others = torch.ones(s, dtype=torch.bool, device=DEV)
+    others[slots] = False
+    assert torch.equal(conv[others], before[0][others]) and torch.equal(ssm[others], before[1][others])
+
+
+@pytest.mark.gpu
+@gpu
+@STEPS
+def test_gpu_more_rows_than_a_grid_axis_allows(step):
     """70,000 agents in one launch (mamba_ssm's batch-on-axis-1 grid stops at 65,535)."""
     h, p, n, k, b, s = 2, 16, 16, 4, 70_000, 70_003
     zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s, seed=8)
     conv_ref, ssm_ref = conv.double(), ssm.double()
     y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
-    y = mamba2_step_triton(zx, conv, ssm, slots, reset, **kw)
+    y = step(zx, conv, ssm, slots, reset, **kw)
     close(y, y_ref, torch.float32, "y")
     close(ssm, ssm_ref, torch.float32, "ssm state")
     close(conv, conv_ref, torch.float32, "conv state")
@@ -257,7 +289,8 @@ def test_gpu_more_rows_than_a_grid_axis_allows():
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_steps_equal_scan_base_shape():
+@STEPS
+def test_gpu_steps_equal_scan_base_shape(step):
     h, p, n, k, b, t = 8, 64, 64, 4, 16, 150
     zx, conv, ssm, slots, _, kw = make(h, p, n, k, b, 40, seed=9)
     g = torch.Generator().manual_seed(10)
@@ -265,7 +298,7 @@ def test_gpu_steps_equal_scan_base_shape():
     resets = (torch.rand(b, t, generator=g) < 0.02).to(DEV)
     conv0, ssm0 = conv[slots].clone(), ssm[slots].clone()
     y_seq, conv_f, ssm_f = mamba2_sequence_ref(zxs, conv0, ssm0, resets, scan=ssd_scan_triton, **kw)
-    y = run_steps(mamba2_step_triton, zxs, resets, conv, ssm, slots, kw)
+    y = run_steps(step, zxs, resets, conv, ssm, slots, kw)
     close(y, y_seq, torch.float32, "y")
     close(ssm[slots], ssm_f, torch.float32, "ssm state")
     close(conv[slots], conv_f, torch.float32, "conv state")

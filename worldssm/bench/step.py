@@ -124,7 +124,8 @@ def build_backbone(seed: int = 0):
 
 class arm_path:
     """Within this block the Triton path is the arm's, whatever the environment says: " v1" in
-    its name selects the previous path (WORLDSSM_STEP_PATH=v1, no PDL), " layer" the layer path
+    its name selects the previous path (WORLDSSM_STEP_PATH=v1, no PDL), " split" v1's projections
+    around the two-launch step with no row counter (with PDL), " layer" the layer path
     at every batch (with the fused whole world-model step), " mega" the one-launch backbone step
     up to MEGA_MAX_BATCH agents (the layer path above), and a plain "fused" arm the default
     (`kernels/step/layer.py: DEFAULT_STEP_PATH`, what users get); "nopdl" turns programmatic
@@ -134,7 +135,8 @@ class arm_path:
         from worldssm.kernels.step.layer import DEFAULT_STEP_PATH
 
         v1 = " v1" in arm
-        path = "v1" if v1 else ("layer" if " layer" in arm else ("mega" if " mega" in arm else DEFAULT_STEP_PATH))
+        named = [p for p in ("v1", "split", "layer", "mega") if f" {p}" in arm]
+        path = named[0] if named else DEFAULT_STEP_PATH
         self.env = {"WORLDSSM_STEP_PATH": path, "WORLDSSM_PDL": "0" if v1 or "nopdl" in arm else "1"}
 
     def __enter__(self):
@@ -283,7 +285,7 @@ def bench_batch(bb, batch: int, bandwidth: float, arms: tuple[str, ...], reps: i
     return rows
 
 
-WORLD_MODEL_ARMS = ("fused+graph", "fused layer+graph", "fused v1+graph", "reference+graph")
+WORLD_MODEL_ARMS = ("fused+graph", "fused layer+graph", "fused v1+graph", "fused split+graph", "reference+graph")
 OBSERVE_ARMS = ("fused+graph", "fused layer+graph", "fused mega+graph")  # the model's own observe_slots, on the arm's path
 
 
@@ -447,6 +449,7 @@ def kernel_only(bandwidth: float, batch: int = 16384) -> list[dict]:
     from triton.testing import do_bench_cudagraph
 
     from worldssm.kernels.step.layer import ssm_step_triton
+    from worldssm.kernels.step.split import mamba2_step_split
     from worldssm.kernels.step.triton import mamba2_step_triton
 
     h, p, n, k = 8, 64, 64, 4
@@ -466,10 +469,12 @@ def kernel_only(bandwidth: float, batch: int = 16384) -> list[dict]:
     for sdt in (torch.float32, torch.bfloat16):
         ssm = torch.randn(batch, h, p, n, generator=gen, device="cuda").to(sdt)
         nbytes = 2 * (ssm.numel() * ssm.element_size() + conv.numel() * 4) + zx.numel() * 2 + batch * h * p * 2
-        ms = do_bench_cudagraph(lambda: mamba2_step_triton(zx, conv, ssm, slots, reset, **kw), rep=200)
-        rows.append({"kernel": "conv+state (v1, mamba2_step_triton)", "state": str(sdt).replace("torch.", ""),
-                     "batch": batch, "us": ms * 1e3, "bytes": nbytes,
-                     "TBps": nbytes / (ms * 1e-3) / 1e12, "fraction_of_copy": nbytes / (ms * 1e-3) / bandwidth})
+        for name, fn in (("conv+state (v1, mamba2_step_triton)", mamba2_step_triton),
+                         ("conv+state in two launches (split, mamba2_step_split)", mamba2_step_split)):
+            ms = do_bench_cudagraph(lambda: fn(zx, conv, ssm, slots, reset, **kw), rep=200)
+            rows.append({"kernel": name, "state": str(sdt).replace("torch.", ""),
+                         "batch": batch, "us": ms * 1e3, "bytes": nbytes,
+                         "TBps": nbytes / (ms * 1e-3) / 1e12, "fraction_of_copy": nbytes / (ms * 1e-3) / bandwidth})
         # The state pass of the layer path: no conv (the in-projection kernel does it), no counter.
         act = torch.randn(batch, 2 * h * p + 2 * n + h, generator=gen, device="cuda")
         act[:, -h:] = act[:, -h:].abs() * 0.1
@@ -501,7 +506,8 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
     check = {}
     # Every Triton path against the reference (the one-launch step at a batch it serves: 13 agents
     # leave its last row group part-full).
-    checks = (("fused layer+graph", 64),) + ((("fused mega+graph", 13),) if mega else ()) + (("fused v1+graph", 64),)
+    checks = (("fused layer+graph", 64),) + ((("fused mega+graph", 13),) if mega else ()) + (
+        ("fused v1+graph", 64), ("fused split+graph", 64))
     for arm, batch in checks:
         with arm_path(arm):
             check[arm.split("+")[0]] = check_correctness(bb, batch)
@@ -513,7 +519,7 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
     for r in kernel_rows:
         print(r, flush=True)
     arms = ("fused+graph", "fused layer+graph", "fused layer nopdl+graph") + (("fused mega+graph",) if mega else ()) + (
-        "fused v1+graph", "reference", "reference+graph", "plain+graph") + (
+        "fused v1+graph", "fused split+graph", "reference", "reference+graph", "plain+graph") + (
         ("reference+compile+graph", "plain+compile+graph") if compile_arm else ())
     wm_arms = WORLD_MODEL_ARMS + (("fused mega+graph",) if mega else ())
     rows = []

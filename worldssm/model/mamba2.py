@@ -151,20 +151,24 @@ class Mamba2Backbone(nn.Module):
     def _step_slots_fused(self, slab: State, slots, x, reset):
         """The kernel path for this batch (`kernels/step/layer.py: backbone_path`): "layer",
         `residual_fused` then the final norm (13 launches at BASE); "v1", per layer add+RMSNorm,
-        cuBLAS in-projection, the conv+state kernel, cuBLAS out-projection (17)."""
+        cuBLAS in-projection, the conv+state kernel, cuBLAS out-projection (17); "split", the same
+        with the step in two launches and no row counter (`kernels/step/split.py`, 21)."""
         import torch.nn.functional as F
 
         from worldssm.kernels.step.layer import backbone_path
         from worldssm.kernels.step.norm import add_rmsnorm_triton
+        from worldssm.kernels.step.split import mamba2_step_split
         from worldssm.kernels.step.triton import mamba2_step_triton
 
         eps = self.cfg.norm_eps
-        if backbone_path(x.shape[0]) in ("layer", "mega"):
+        path = backbone_path(x.shape[0])
+        if path in ("layer", "mega"):
             return add_rmsnorm_triton(self.residual_fused(slab, slots, x, reset), None, self.final_norm.weight, eps)[1]
+        step = mamba2_step_split if path == "split" else mamba2_step_triton
         res, h = add_rmsnorm_triton(x, None, self.norms[0].weight, eps)
         for i, mixer in enumerate(self.mixers):
             zxbcdt = F.linear(h, mixer.in_proj.weight)  # [B, 2*H*P + 2N + H]
-            y = mamba2_step_triton(zxbcdt, slab[f"{i}.conv"], slab[f"{i}.ssm"], slots, reset, **mixer._kernel_args())
+            y = step(zxbcdt, slab[f"{i}.conv"], slab[f"{i}.ssm"], slots, reset, **mixer._kernel_args())
             weight = self.norms[i + 1].weight if i + 1 < len(self.norms) else self.final_norm.weight
             res, h = add_rmsnorm_triton(res, F.linear(y, mixer.out_proj.weight), weight, eps)
         return h
