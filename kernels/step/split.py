@@ -13,9 +13,9 @@ B=16,384). Here they are done first, once per row:
    readout, D skip, z gate and per-head gated norm. Apart from the 2N values of step 1 it reads
    only its state tile and its x channels' conv rows: at large B a streaming pass over the slab.
 
-With PDL (`pdl.py`), step 2 loads its state tile, its conv rows, the in-projection row and does
-the whole x conv before its wait: all of that was written at least two launches earlier (the
-in-projection is step 1's predecessor). Only the B/C values follow the wait.
+No PDL: launched with it (state tile, conv rows and the whole x conv before the wait) the pair
+was slower at every batch on an H100 (7,296 against 6,883 us per BASE backbone step at 16,384
+agents, 519 against 494 at 1,024; tests/bench/results/experiments/step-split-h100.json).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import triton
 import triton.language as tl
 
 from worldssm.kernels.step.layer import _conv_history, _ssm_out
-from worldssm.kernels.step.pdl import launch_kwargs, pdl_wait
 from worldssm.kernels.step.triton import _alloc, _check, _heads_per_program, _silu, _softplus
 
 
@@ -34,7 +33,7 @@ def _bc_conv_kernel(
     zx_ptr, stride_zx, conv_ptr, stride_cs, stride_ck, slots_ptr, reset_ptr,
     cw_ptr, stride_cwc, stride_cwk, cb_ptr, bc_ptr, stride_bc, rows,
     C0: tl.constexpr, NC: tl.constexpr, ZX0: tl.constexpr, K: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     # Conv channels C0 .. C0+NC-1 (in-projection columns ZX0 + channel) of BLOCK_M rows.
     r = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -48,10 +47,9 @@ def _bc_conv_kernel(
     cw_new = tl.load(cw_ptr + c * stride_cwc + (K - 1) * stride_cwk, mask=mj, other=0.0).to(tl.float32)
     base = conv_ptr + slot[:, None] * stride_cs + c[None, :]
     m_own = mr[:, None] & mj[None, :]
-    # These conv rows belong to this program's cells alone; no kernel in flight writes them.
+    # These conv rows belong to this program's cells alone.
     pre = _conv_history(base, stride_ck, (cw_ptr + c * stride_cwc)[None, :], stride_cwk, cbias[None, :],
-                        keep[:, None] & mj[None, :], m_own, mj[None, :], K)
-    pdl_wait(PDL)  # the in-projection (this kernel's predecessor) has finished
+                        keep[:, None] & mj[None, :], m_own, mj[None, :], K, True)
     v = tl.load(zx_ptr + r[:, None] * stride_zx + ZX0 + c[None, :], mask=m_own, other=0.0)
     tl.store(base + (K - 2) * stride_ck, v.to(conv_ptr.dtype.element_ty), mask=m_own)
     out = _silu(pre + v.to(tl.float32) * cw_new[None, :])
@@ -64,7 +62,7 @@ def _ssm_conv_kernel(
     ssm_ptr, stride_ss, stride_sh, stride_sp, slots_ptr, reset_ptr,
     cw_ptr, stride_cwc, stride_cwk, cb_ptr, dtb_ptr, a_ptr, d_ptr, nw_ptr, y_ptr, stride_y, eps,
     H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, K: tl.constexpr, HB: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     G: tl.constexpr = H // HB
     HP: tl.constexpr = H * P
@@ -78,8 +76,7 @@ def _ssm_conv_kernel(
     cx = heads[:, None] * P + offs_p[None, :]  # [HB, BP]: this program's x (and z) channels
     mx = mp[None, :] & (heads[:, None] < H)
 
-    # ---- before the wait: the state tile and x conv rows (last written by this kernel a step
-    # ago), the in-projection row (written by the launch before the predecessor), the weights --
+    # ---- loads, state tile first; then the x conv, whose rows only this program touches -------
     slot = tl.load(slots_ptr + b).to(tl.int64)
     keep = tl.load(reset_ptr + b + tl.zeros([1], tl.int32)) == 0  # [1]
     s_ptrs = (ssm_ptr + slot * stride_ss + heads[:, None, None] * stride_sh
@@ -97,11 +94,11 @@ def _ssm_conv_kernel(
     cbias = tl.load(cb_ptr + cx, mask=mx, other=0.0).to(tl.float32)
     cw_new = tl.load(cw_ptr + cx * stride_cwc + (K - 1) * stride_cwk, mask=mx, other=0.0).to(tl.float32)
     base = conv_ptr + slot * stride_cs + cx
-    pre = _conv_history(base, stride_ck, cw_ptr + cx * stride_cwc, stride_cwk, cbias, mx & keep[:, None], mx, mx, K)
+    # SYNC: at HB=1 the [1, P] tile is replicated across the program's threads
+    pre = _conv_history(base, stride_ck, cw_ptr + cx * stride_cwc, stride_cwk, cbias, mx & keep[:, None], mx, mx, K,
+                        True)
     tl.store(base + (K - 2) * stride_ck, x_new.to(conv_ptr.dtype.element_ty), mask=mx)
     xs = _silu(pre + x_new.to(tl.float32) * cw_new)  # [HB, BP]
-
-    pdl_wait(PDL)  # the B/C conv (the predecessor) has finished
 
     bs = tl.load(bc_ptr + b * stride_bc + offs_n, mask=mn, other=0.0)
     cs = tl.load(bc_ptr + b * stride_bc + N + offs_n, mask=mn, other=0.0)
@@ -146,7 +143,6 @@ def mamba2_step_split(
     y = _alloc(b, hp, dtype=zxbcdt.dtype, device=zxbcdt.device)
     if b == 0:
         return y
-    pdl, extra = launch_kwargs(zxbcdt.device)
     reset_u8 = (reset.view(torch.uint8) if reset.dtype == torch.bool else reset).contiguous()
     slots = slots.contiguous()
     bc = _alloc(b, 2 * n, dtype=torch.float32, device=zxbcdt.device)
@@ -155,7 +151,7 @@ def mamba2_step_split(
     _bc_conv_kernel[(triton.cdiv(b, block_m),)](
         zxbcdt, zxbcdt.stride(0), conv_state, conv_state.stride(0), conv_state.stride(1), slots, reset_u8,
         conv_weight, conv_weight.stride(0), conv_weight.stride(1), conv_bias, bc, bc.stride(0), b,
-        C0=hp, NC=2 * n, ZX0=hp, K=k, BLOCK_M=block_m, BLOCK_C=block_c, PDL=pdl, num_warps=4, **extra,
+        C0=hp, NC=2 * n, ZX0=hp, K=k, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=4,
     )
     block_p, block_n = triton.next_power_of_2(p), triton.next_power_of_2(n)
     hb = _heads_per_program(h, block_p, block_n, ssm_state.element_size())
@@ -164,7 +160,7 @@ def mamba2_step_split(
         ssm_state, ssm_state.stride(0), ssm_state.stride(1), ssm_state.stride(2), slots, reset_u8,
         conv_weight, conv_weight.stride(0), conv_weight.stride(1), conv_bias, dt_bias, A, D, norm_weight,
         y, y.stride(0), float(eps),
-        H=h, P=p, N=n, K=k, HB=hb, BLOCK_P=block_p, BLOCK_N=block_n, PDL=pdl,
-        num_warps=max(1, min(4, block_p * block_n // 1024)), **extra,
+        H=h, P=p, N=n, K=k, HB=hb, BLOCK_P=block_p, BLOCK_N=block_n,
+        num_warps=max(1, min(4, block_p * block_n // 1024)),
     )
     return y
