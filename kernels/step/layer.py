@@ -106,8 +106,10 @@ def _norm_in_kernel(
     rows, eps,
     D: tl.constexpr, NOUT: tl.constexpr, HP: tl.constexpr, NCONV: tl.constexpr, K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    IEEE: tl.constexpr, PDL: tl.constexpr,
+    IEEE: tl.constexpr, PDL: tl.constexpr, PROJ: tl.constexpr,
 ):
+    # PROJ: s_ptr holds residual rows [B, D], normed and projected here; else it holds the
+    # in-projection rows [B, NOUT] already (cuBLAS on the split path) and w_ptr, nw_ptr are unused.
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN] in-projection columns
     r = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BM] batch rows
     offs_d = tl.arange(0, BLOCK_D)
@@ -119,8 +121,9 @@ def _norm_in_kernel(
     is_dt = mc & (cols >= HP + NCONV)
 
     # ---- before the wait: nothing here is written by the previous kernel ----------------------
-    w = tl.load(w_ptr + cols[None, :] * stride_wn + offs_d[:, None], mask=md[:, None] & mc[None, :], other=0.0)
-    nw = tl.load(nw_ptr + offs_d, mask=md, other=0.0)
+    if PROJ:
+        w = tl.load(w_ptr + cols[None, :] * stride_wn + offs_d[:, None], mask=md[:, None] & mc[None, :], other=0.0)
+        nw = tl.load(nw_ptr + offs_d, mask=md, other=0.0)
     cw_new = tl.load(cw_ptr + c * stride_cwc + (K - 1) * stride_cwk, mask=is_conv, other=0.0).to(tl.float32)
     cbias = tl.load(cb_ptr + c, mask=is_conv, other=0.0).to(tl.float32)
     dtb = tl.load(dtb_ptr + (cols - HP - NCONV), mask=is_dt, other=0.0).to(tl.float32)
@@ -136,8 +139,12 @@ def _norm_in_kernel(
 
     pdl_wait(PDL)
 
-    s = tl.load(s_ptr + r[:, None] * stride_s + offs_d[None, :], mask=mr[:, None] & md[None, :], other=0.0)
-    v = _rms_in_proj(s, nw, w, eps, D, IEEE)
+    if PROJ:
+        s = tl.load(s_ptr + r[:, None] * stride_s + offs_d[None, :], mask=mr[:, None] & md[None, :], other=0.0)
+        v = _rms_in_proj(s, nw, w, eps, D, IEEE)
+    else:
+        v = tl.load(s_ptr + r[:, None] * stride_s + cols[None, :], mask=mr[:, None] & mc[None, :], other=0.0)
+        v = v.to(tl.float32)
     out = _conv_act(v, pre, cw_new, dtb, is_conv, is_dt)
     tl.store(act_ptr + r[:, None] * stride_act + cols[None, :], out, mask=mr[:, None] & mc[None, :])
     tl.store(base + (K - 2) * stride_ck, v.to(conv_ptr.dtype.element_ty), mask=m_own)
@@ -242,13 +249,13 @@ def _out_res_kernel(
 
 STEP_PATHS = ("auto", "v1", "split", "layer", "mega")
 DEFAULT_STEP_PATH = "auto"
-# "auto" takes the layer path up to this batch and v1 above it. Measured (`worldssm bench step`,
-# BASE): the layer path's 13 launches win where launches dominate (H200: B=1 34.9 us against
-# v1's 49.7, B=16 47.5 against 50.2; H100: B=1 35.6 against 53.9), v1's cuBLAS projections where
-# bytes and FLOPs do (H200: B=1,024 408 against 430, B=16,384 5,623 against 6,484); B=64 is even
-# on both cards. (B=256 favoured the layer path on the H200, 130 against 143, not yet measured on
-# the H100.)
-LAYER_MAX_BATCH = 64
+# "auto" takes the layer path up to this batch and the split path above it (`split.py`: cuBLAS
+# projections around the conv and state kernels). Measured (`worldssm bench step`, BASE; H200, one
+# call, tests/bench/results/experiments/step-split.json): the layer path wins where launches and its
+# fused projections pay (B=64 50.3 us against v1's 64.9, B=256 127.5 against 145.3, B=1,024 392.7
+# against 412.1 and split's 406.1); at 16,384 its Triton in-projection (245 us a layer) loses to
+# cuBLAS and the split path wins (5,512 against layer 5,631, v1 5,681; H100: 6,883 / 7,197 / 7,158).
+LAYER_MAX_BATCH = 1024
 # The one-launch backbone step (`mega.py`, WORLDSSM_STEP_PATH=mega) serves batches up to one row
 # block of its programs. Opt-in: correct on the H100 but slower than the layer path (35.6 against
 # 24.5 us at B=1, 61.9 against 31.6 at B=16; tests/bench/results/experiments/
@@ -275,7 +282,7 @@ def backbone_path(batch: int) -> str:
     (`Mamba2Backbone.residual_fused`)."""
     path = step_path()
     if path == "auto":
-        return "layer" if batch <= LAYER_MAX_BATCH else "v1"
+        return "layer" if batch <= LAYER_MAX_BATCH else "split"
     if path == "mega":
         return "mega" if batch <= MEGA_MAX_BATCH else "layer"
     return path
@@ -294,8 +301,8 @@ def _tiles(rows: int, wide: bool) -> tuple[int, int, int]:
         return 16, (32 if wide else 16), 4
     if rows <= 64:  # 16 x 16 tiles for both: 57.8 us per BASE step at 64 agents against 82.6 with 32 x 32 (H100)
         return 16, 16, 4
-    if rows <= 256:
-        return 32, 32, (8 if wide else 4)
+    if rows <= 256:  # 127.5 us at 256 against 139.9 with 32 x 32 (H200)
+        return 16, 32, 4
     return (32, 64, 8) if wide else (64, 64, 8)
 
 
@@ -399,7 +406,7 @@ def mamba2_layer_step_triton(
         b, float(norm_eps),
         D=dm, NOUT=nout, HP=hp, NCONV=nconv, K=k,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=max(16, triton.next_power_of_2(dm)),
-        IEEE=ieee, PDL=pdl, num_warps=warps, **extra,
+        IEEE=ieee, PDL=pdl, PROJ=True, num_warps=warps, **extra,
     )
 
     y = ssm_step_triton(act, ssm_state, slots, reset_u8, A, D, gate_norm_weight, h, p, n, eps, res.dtype)

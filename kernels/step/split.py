@@ -24,7 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from worldssm.kernels.step.layer import _conv_history, _ssm_out
+from worldssm.kernels.step.layer import _conv_history, _norm_in_kernel, _ssm_out, _tiles, ssm_step_triton
+from worldssm.kernels.step.pdl import launch_kwargs
 from worldssm.kernels.step.triton import _alloc, _check, _heads_per_program, _silu, _softplus
 
 
@@ -108,6 +109,58 @@ def _ssm_conv_kernel(
 
 
 def mamba2_step_split(
+    zxbcdt: torch.Tensor,
+    conv_state: torch.Tensor,
+    ssm_state: torch.Tensor,
+    slots: torch.Tensor,
+    reset: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A: torch.Tensor,
+    D: torch.Tensor,
+    norm_weight: torch.Tensor,
+    n_heads: int,
+    head_dim: int,
+    d_state: int,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Advance the agents in `slots` by one step, in place: two Triton launches, no counter.
+
+    Same contract as `worldssm.kernels.step.ref.mamba2_step_ref` (see it for the arguments) and
+    `mamba2_step_triton`. Slots must be distinct. No host synchronisation: safe to capture in a
+    CUDA graph.
+
+    Returns:
+        y [B, H*P] in zxbcdt's dtype, ready for the out-projection.
+    """
+    h, p, n = int(n_heads), int(head_dim), int(d_state)
+    _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, h, p, n)
+    for name, t, size in (("conv_bias", conv_bias, h * p + 2 * n), ("dt_bias", dt_bias, h), ("A", A, h),
+                          ("D", D, h), ("norm_weight", norm_weight, h * p)):
+        if t.shape != (size,) or t.stride(0) != 1:
+            raise ValueError(f"{name} must be a contiguous [{size}], got {tuple(t.shape)}")
+    b, k, hp = zxbcdt.shape[0], conv_weight.shape[1], h * p
+    nconv, nout = hp + 2 * n, zxbcdt.shape[1]
+    if b == 0:
+        return _alloc(0, hp, dtype=zxbcdt.dtype, device=zxbcdt.device)
+    pdl, extra = launch_kwargs(zxbcdt.device)
+    reset_u8 = (reset.view(torch.uint8) if reset.dtype == torch.bool else reset).contiguous()
+    slots = slots.contiguous()
+    act = _alloc(b, nout, dtype=torch.float32, device=zxbcdt.device)
+    bm, bn, warps = _tiles(b, wide=True)
+    _norm_in_kernel[(triton.cdiv(nout, bn), triton.cdiv(b, bm))](
+        zxbcdt, zxbcdt.stride(0), zxbcdt, zxbcdt, 0, act, act.stride(0),
+        conv_state, conv_state.stride(0), conv_state.stride(1), slots, reset_u8,
+        conv_weight, conv_weight.stride(0), conv_weight.stride(1), conv_bias, dt_bias,
+        b, 0.0,
+        D=1, NOUT=nout, HP=hp, NCONV=nconv, K=k, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=16,
+        IEEE=False, PDL=pdl, PROJ=False, num_warps=warps, **extra,
+    )
+    return ssm_step_triton(act, ssm_state, slots, reset_u8, A, D, norm_weight, h, p, n, eps, zxbcdt.dtype)
+
+
+def _step_split_bc(
     zxbcdt: torch.Tensor,
     conv_state: torch.Tensor,
     ssm_state: torch.Tensor,

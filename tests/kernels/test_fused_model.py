@@ -141,21 +141,21 @@ def test_two_hot_reward_over_many_column_chunks_equals_torch():
     torch.testing.assert_close(got, twohot.mean(x @ (w * 0.5).T + b), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("path,batch,fused_here", [("v1", 1, False), ("auto", 64, True), ("auto", 65, False),
-                                                   ("layer", 1000, True), ("mega", 1, True), ("mega", 17, True)])
-def test_the_fused_step_serves_the_layer_path_batches(monkeypatch, path, batch, fused_here):
-    """By default ("auto") the whole step is fused up to LAYER_MAX_BATCH agents, where the backbone
-    takes the layer path; above it the module heads' cuBLAS GEMMs serve (measured faster there)."""
-    from worldssm.kernels.step.layer import LAYER_MAX_BATCH
-
-    assert LAYER_MAX_BATCH == 64
+@pytest.mark.parametrize("path,batch,why_not", [
+    ("v1", 1, "is v1, not layer"), ("split", 1, "is split, not layer"), ("auto", 64, None),
+    ("auto", 65, "above FUSED_MAX_BATCH"), ("auto", 5000, "is split, not layer"),
+    ("layer", 1000, None), ("mega", 1, None), ("mega", 17, None)])
+def test_the_fused_step_serves_the_layer_path_batches(monkeypatch, path, batch, why_not):
+    """By default ("auto") the whole step is fused up to FUSED_MAX_BATCH agents; above it the
+    module heads' cuBLAS GEMMs serve (measured faster there), whatever path the backbone takes."""
+    assert fused.FUSED_MAX_BATCH == 64
     tri, _ = models({"type": "discrete", "n": 3})
     monkeypatch.setenv("WORLDSSM_STEP_PATH", path)
     why = fused.why_not_fused(tri, False, batch)
-    if fused_here:
+    if why_not is None:
         assert why is None
     else:
-        assert f"for {batch} agents is v1, not layer" in why
+        assert why_not in why and str(batch) in why
 
 
 @pytest.mark.parametrize("kd,dot", [(20, True), (150, True), (150, False)])  # one column chunk; three, the last partial

@@ -7,7 +7,7 @@ applies the backbone's final RMSNorm) and one last launch for the three heads' o
 (unimix log-probabilities, two-hot reward mean, continue sigmoid): 19 launches; up to
 `MEGA_MAX_BATCH` agents the backbone is one launch (`kernels/step/mega.py`), so 8.
 `WorldModel.observe_slots` / `imagine_slots` take this path when `why_not_fused` says nothing
-against it (by default up to `LAYER_MAX_BATCH` agents, where the backbone takes the layer or the
+against it (by default up to `FUSED_MAX_BATCH` agents, where the backbone takes the layer or the
 one-launch path); results equal the module path's within floating-point rounding
 (tests/kernels/test_fused_model.py).
 """
@@ -18,6 +18,12 @@ import torch
 import torch.nn as nn
 
 from worldssm.kernels import resolve_impl
+
+
+# By default the whole step is fused up to this batch; above it the module heads' cuBLAS GEMMs win
+# (H100, 1,024 agents: 788 us against 1,214 for the fused heads) while the backbone may still take
+# the layer path. WORLDSSM_STEP_PATH=layer forces the fused step at every batch.
+FUSED_MAX_BATCH = 64
 
 
 def why_not_fused(wm, sample: bool, batch: int) -> str | None:
@@ -33,13 +39,13 @@ def why_not_fused(wm, sample: bool, batch: int) -> str | None:
     device = wm.in_proj.weight.device
     if resolve_impl(bb.kernels, device.type) != "triton":
         return "the backbone runs the reference kernels"
-    from worldssm.kernels.step.layer import backbone_path
+    from worldssm.kernels.step.layer import backbone_path, step_path
 
     path = backbone_path(batch)
     if path not in ("layer", "mega"):
-        # Above LAYER_MAX_BATCH agents the module heads' cuBLAS GEMMs win (H100, 1,024 agents:
-        # 788 us against 1,214 for the fused heads); WORLDSSM_STEP_PATH=layer forces the fused step.
         return f"the step path for {batch} agents is {path}, not layer (WORLDSSM_STEP_PATH, LAYER_MAX_BATCH)"
+    if step_path() == "auto" and batch > FUSED_MAX_BATCH:
+        return f"{batch} agents is above FUSED_MAX_BATCH={FUSED_MAX_BATCH} (WORLDSSM_STEP_PATH=layer forces it)"
     if any(p.dtype != torch.float32 for n, p in wm.named_parameters() if not n.startswith("backbone.")):
         return "encoder or head weights are not float32"
     return None
