@@ -59,8 +59,7 @@ def _rms_in_proj(s, nw, w, eps, D: tl.constexpr, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _conv_history(base, stride_ck, cw_ptr, stride_cwk, cbias, m_read, m_write, m_cw, K: tl.constexpr,
-                  SYNC: tl.constexpr):
+def _conv_history(base, stride_ck, cw_ptr, stride_cwk, cbias, m_read, m_write, m_cw, K: tl.constexpr):
     """The depthwise conv over the K-1 stored rows, cbias + sum_k row_k * weight_k, as float32 of
     base's shape; each row is loaded as one 2-D tile in turn (a [K-1, BM, BN] tile reduced over its
     first axis goes through shared memory, 5 us of bank conflicts per 16 x 128 tile on an H100).
@@ -69,23 +68,18 @@ def _conv_history(base, stride_ck, cw_ptr, stride_cwk, cbias, m_read, m_write, m
     (else 0: a reset row); cw_ptr: pointers to each channel's weight 0 (`stride_cwk` apart), read
     where m_cw, and cbias, both broadcastable to base (a [1, BN] row for [BM, BN] cells). As it goes
     it shifts the rows down one (row k-1 <- row k) where m_write, and the caller stores this step's
-    input as row K-2. Where each cell is held by one thread (a tile with at least as many cells as
-    the program has threads), that thread alone loads and stores it, so nothing else can read a
-    row it overwrites. A smaller tile is replicated across threads (a [1, 64] tile over 128): one
-    copy may store row k-1 before another has loaded it, a race that the interpreter cannot show
-    and that gave wrong states on an H100. SYNC puts a CTA barrier between each row's load and the
-    store over the row before it, and one after the loop for the caller's store."""
+    input as row K-2. Each cell is loaded and stored by the one thread that holds it, so no other
+    thread reads a row this one overwrites; that needs a tile with at least as many cells as the
+    program has threads. A smaller tile is replicated across threads (a [1, 64] tile over 128):
+    one copy may store row k-1 before another has loaded it, a race the interpreter cannot show
+    and that gave wrong states on an H100 (a dropped design of `split.py`)."""
     pre = tl.zeros(base.shape, tl.float32) + cbias
     for k in tl.static_range(K - 1):
         row = tl.load(base + k * stride_ck, mask=m_read, other=0.0)
         wk = tl.load(cw_ptr + k * stride_cwk, mask=m_cw, other=0.0).to(tl.float32)
         pre += row.to(tl.float32) * wk
         if k >= 1:
-            if SYNC:
-                tl.debug_barrier()
             tl.store(base + (k - 1) * stride_ck, row, mask=m_write)
-    if SYNC:
-        tl.debug_barrier()
     return pre
 
 
@@ -135,7 +129,7 @@ def _norm_in_kernel(
     base = conv_ptr + slot[:, None] * stride_cs + c[None, :]
     m_own = mr[:, None] & is_conv[None, :]
     pre = _conv_history(base, stride_ck, (cw_ptr + c * stride_cwc)[None, :], stride_cwk, cbias[None, :],
-                        keep[:, None] & is_conv[None, :], m_own, is_conv[None, :], K, False)
+                        keep[:, None] & is_conv[None, :], m_own, is_conv[None, :], K)
 
     pdl_wait(PDL)
 
@@ -148,19 +142,6 @@ def _norm_in_kernel(
     out = _conv_act(v, pre, cw_new, dtb, is_conv, is_dt)
     tl.store(act_ptr + r[:, None] * stride_act + cols[None, :], out, mask=mr[:, None] & mc[None, :])
     tl.store(base + (K - 2) * stride_ck, v.to(conv_ptr.dtype.element_ty), mask=m_own)
-
-
-@triton.jit
-def _ssm_out(state, dt, a_h, d_h, xs, bs, cs, z, nw, mx, eps, P: tl.constexpr):
-    """One step of HB heads' state [HB, P, N] (float32) and their gated-normed output [HB, P]:
-    decay exp(dt * A), add (dt * x) outer B, read out with C, D skip, z gate, per-head RMSNorm.
-    dt, a_h, d_h [HB]; xs, z, nw, mx [HB, P]; bs, cs [N]."""
-    decay = tl.exp(dt * a_h)
-    state = state * decay[:, None, None] + (dt[:, None] * xs)[:, :, None] * bs[None, None, :]
-    y = tl.sum(state * cs[None, None, :], axis=2) + d_h[:, None] * xs
-    g = tl.where(mx, y * _silu(z), 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=1) / P + eps)
-    return state, g * rstd[:, None] * nw
 
 
 @triton.jit
@@ -202,9 +183,13 @@ def _ssm_kernel(
     cs = tl.load(row + 2 * HP + N + offs_n, mask=mn, other=0.0)
     dt = tl.load(row + 2 * HP + 2 * N + heads)  # softplus(dt + bias), from the in-projection
 
-    state, out = _ssm_out(state, dt, a_h, d_h, xs, bs, cs, z, nw, mx, eps, P)
+    decay = tl.exp(dt * a_h)
+    state = state * decay[:, None, None] + (dt[:, None] * xs)[:, :, None] * bs[None, None, :]
     tl.store(s_ptrs, state.to(ssm_ptr.dtype.element_ty), mask=s_mask)
-    tl.store(y_ptr + b * stride_y + cx, out.to(y_ptr.dtype.element_ty), mask=mx)
+    y = tl.sum(state * cs[None, None, :], axis=2) + d_h[:, None] * xs
+    g = tl.where(mx, y * _silu(z), 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=1) / P + eps)
+    tl.store(y_ptr + b * stride_y + cx, (g * rstd[:, None] * nw).to(y_ptr.dtype.element_ty), mask=mx)
 
 
 @triton.jit

@@ -193,7 +193,7 @@ def _mega_kernel(
                 base = conv_sts[l] + slot[:, None] * stride_cs + c[None, :]
                 m_own = own[:, None] & is_conv[None, :]
                 pre = _conv_history(base, stride_ck, (conv_ws[l] + c * stride_cwc)[None, :], stride_cwk,
-                                    cbias[None, :], keep[:, None] & is_conv[None, :], m_own, is_conv[None, :], K, False)
+                                    cbias[None, :], keep[:, None] & is_conv[None, :], m_own, is_conv[None, :], K)
                 # the state tile of a head program's first row
                 rr0 = rb.to(tl.int64) * BM + g * G
                 first = (tl.zeros([1], tl.int64) + rr0 < rows) & (tl.zeros([1], tl.int32) + role >= S)  # [1]
