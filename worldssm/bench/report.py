@@ -30,26 +30,31 @@ def _fmt(v, nd=1):
 
 def step_table(name: str, d: dict) -> list[str]:
     env = d["env"]
+    rows = {(r["arm"], r["batch"]): r for r in d["rows"]}
+    split = any(r["arm"] == "fused split+graph" for r in d["rows"])
+    # files older than the "auto_rule" key were recorded under the rule of their day
+    rule = d.get("auto_rule", "the layer path up to 64 agents, v1 above")
     out = [f"Backbone step, {env['device']} ({name}, git {env['git_sha'][:7]}, torch {env['torch']}, "
            f"triton {env['triton']}): BASE shape, bf16 weights, fp32 state, median / p99 of CUDA-graph replays. "
-           "`fused + graph` is the default path (`auto`: the layer path up to 64 agents, v1 above); the layer "
-           "and v1 columns force one path at every batch.",
-           "", "| B | fused + graph (us) | layer path (us) | v1 path (us) | byte bound (us) | fraction of bound | "
+           f"`fused + graph` is the default path (`auto`: {rule}); the "
+           f"{'layer, v1 and split' if split else 'layer and v1'} columns force one path at every batch.",
+           "", "| B | fused + graph (us) | layer path (us) | v1 path (us) | " + ("split path (us) | " if split else "")
+           + "byte bound (us) | fraction of bound | "
            "reference + graph (us) | reference, compile + graph (us) | plain PyTorch, compile + graph (us) | "
            "fused vs best compiled | whole world model, fused (us) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
-    rows = {(r["arm"], r["batch"]): r for r in d["rows"]}
+           "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if split else "")]
     for b in sorted({r["batch"] for r in d["rows"]}):
         f = rows.get(("fused+graph", b), {})
         lay = rows.get(("fused layer+graph", b), {})
         v1 = rows.get(("fused v1+graph", b), {})
+        sp = f"{_fmt(rows.get(('fused split+graph', b), {}).get('median_us'))} | " if split else ""
         g = rows.get(("reference+graph", b), {})
         c = rows.get(("reference+compile+graph", b), {})
         pc = rows.get(("plain+compile+graph", b), {})
         w = rows.get(("world_model fused+graph", b), {})
         ratios = [f.get(k) for k in ("speedup_vs_compile_graph", "speedup_vs_plain_compile_graph") if f.get(k)]
         out.append(f"| {b:,} | {_fmt(f.get('median_us'))} / {_fmt(f.get('p99_us'))} | {_fmt(lay.get('median_us'))} | "
-                   f"{_fmt(v1.get('median_us'))} | {_fmt(f.get('bound_us'))} | "
+                   f"{_fmt(v1.get('median_us'))} | {sp}{_fmt(f.get('bound_us'))} | "
                    f"{_fmt(f.get('fraction_of_bound'), 2)} | {_fmt(g.get('median_us'))} | {_fmt(c.get('median_us'))} | "
                    f"{_fmt(pc.get('median_us'))} | {_fmt(min(ratios) if ratios else None, 2)}x | "
                    f"{_fmt(w.get('median_us'))}{_frac(w)} |")

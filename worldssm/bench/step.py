@@ -491,6 +491,13 @@ def kernel_only(bandwidth: float, batch: int = 16384) -> list[dict]:
     return rows
 
 
+def auto_rule() -> str:
+    """What WORLDSSM_STEP_PATH=auto runs by batch, in words, as the report's tables print it."""
+    from worldssm.kernels.step.layer import LAYER_MAX_BATCH
+
+    return f"the layer path up to {LAYER_MAX_BATCH:,} agents, split above"
+
+
 def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True, world_model: bool = True,
         backbones: bool = False, mega: bool = False) -> dict:
     """Run the step benchmark; write `step-<device>.json` under `out_dir` (if given) and return it.
@@ -546,6 +553,7 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
             print(r, flush=True)
     result = {
         "benchmark": "step", "env": env_info(), "correctness": check, "copy_bandwidth_Bps": bandwidth,
+        "auto_rule": auto_rule(),
         "backbone_ratios": ratios,
         "shape": {"preset": "BASE", "d_model": 256, "n_layers": 4, "H": 8, "P": 64, "N": 64, "K": 4,
                   "weights": "bfloat16", "ssm_state": "float32", "conv_state": "float32",
