@@ -1,9 +1,9 @@
 """The Mamba-2 layer step as the split path runs it: the conv kernel, then the state kernel.
 
 `mamba2_step_split` has the signature and results of `ref.mamba2_step_ref` and of v1's
-`mamba2_step_triton`, and takes v1's place between cuBLAS projections on the "split" path (the
-default above `layer.LAYER_MAX_BATCH` agents). It runs the layer path's two kernels on an
-in-projection that cuBLAS computed:
+`mamba2_step_triton`, and takes v1's place between cuBLAS projections on the "split" path
+(WORLDSSM_STEP_PATH=split; opt-in until a GPU has timed it, see kernels/step/README.md). It runs
+the layer path's two kernels on an in-projection that cuBLAS computed:
 
 1. `layer._norm_in_kernel` with PROJ=False: per (row block, column block) of the in-projection,
    the depthwise conv + SiLU of the x, B and C columns (each program owns its cells' conv rows
@@ -12,9 +12,11 @@ in-projection that cuBLAS computed:
 
 v1's single kernel needs a per-row arrival counter, because the 2N B and C conv channels are
 shared by all heads of a row; here the conv is done before the state pass, so nothing is shared.
-At 16,384 agents the layer path's own in-projection (a Triton GEMM with the conv in its epilogue)
-costs about 245 us a layer on an H200 where cuBLAS and this conv kernel cost far less; at 1,024 and
-below the layer path's fused projections win (measured: tests/bench/results/experiments/step-split.json).
+It is built for large batches: at 16,384 agents the layer path's own in-projection (a Triton GEMM
+with the conv in its epilogue) costs about 245 us a layer on an H200 where cuBLAS costs about 22,
+and its state kernel streams at 90% of copy bandwidth against 79% for v1's (which also needs the
+counter); at 1,024 and below the layer path's fused projections win
+(tests/bench/results/experiments/step-split.json).
 
 A first design did the B/C conv in its own launch and each head's x conv inside the state
 kernel; that state kernel ran at 74% of copy bandwidth against 90% for the layer path's (H200,

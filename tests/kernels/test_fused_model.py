@@ -143,7 +143,7 @@ def test_two_hot_reward_over_many_column_chunks_equals_torch():
 
 @pytest.mark.parametrize("path,batch,why_not", [
     ("v1", 1, "is v1, not layer"), ("split", 1, "is split, not layer"), ("auto", 64, None),
-    ("auto", 65, "above FUSED_MAX_BATCH"), ("auto", 5000, "is split, not layer"),
+    ("auto", 65, "above FUSED_MAX_BATCH"), ("auto", 5000, "is v1, not layer"),
     ("layer", 1000, None), ("mega", 1, None), ("mega", 17, None)])
 def test_the_fused_step_serves_the_layer_path_batches(monkeypatch, path, batch, why_not):
     """By default ("auto") the whole step is fused up to FUSED_MAX_BATCH agents; above it the

@@ -495,7 +495,7 @@ def auto_rule() -> str:
     """What WORLDSSM_STEP_PATH=auto runs by batch, in words, as the report's tables print it."""
     from worldssm.kernels.step.layer import LAYER_MAX_BATCH
 
-    return f"the layer path up to {LAYER_MAX_BATCH:,} agents, split above"
+    return f"the layer path up to {LAYER_MAX_BATCH:,} agents, v1 above"
 
 
 def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True, world_model: bool = True,
