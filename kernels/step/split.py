@@ -30,7 +30,7 @@ import triton
 
 from worldssm.kernels.step.layer import _norm_in_kernel, _tiles, ssm_step_triton
 from worldssm.kernels.step.pdl import launch_kwargs
-from worldssm.kernels.step.triton import _alloc, _check
+from worldssm.kernels.step.triton import _alloc, _check, _check_params
 
 
 def mamba2_step_split(
@@ -61,10 +61,7 @@ def mamba2_step_split(
     """
     h, p, n = int(n_heads), int(head_dim), int(d_state)
     _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, h, p, n)
-    for name, t, size in (("conv_bias", conv_bias, h * p + 2 * n), ("dt_bias", dt_bias, h), ("A", A, h),
-                          ("D", D, h), ("norm_weight", norm_weight, h * p)):
-        if t.shape != (size,) or t.stride(0) != 1:
-            raise ValueError(f"{name} must be a contiguous [{size}], got {tuple(t.shape)}")
+    _check_params(conv_bias, dt_bias, A, D, norm_weight, h, p, n)
     b, k, hp = zxbcdt.shape[0], conv_weight.shape[1], h * p
     nconv, nout = hp + 2 * n, zxbcdt.shape[1]
     if b == 0:

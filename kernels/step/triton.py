@@ -214,6 +214,13 @@ def _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, h, p, n):
             raise ValueError(f"{name} is on {t.device}, zxbcdt on {zxbcdt.device}")
 
 
+def _check_params(conv_bias, dt_bias, A, D, norm_weight, h: int, p: int, n: int) -> None:
+    for name, t, size in (("conv_bias", conv_bias, h * p + 2 * n), ("dt_bias", dt_bias, h), ("A", A, h),
+                          ("D", D, h), ("norm_weight", norm_weight, h * p)):
+        if t.shape != (size,) or t.stride(0) != 1:
+            raise ValueError(f"{name} must be a contiguous [{size}], got {tuple(t.shape)}")
+
+
 def _launch(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, conv_bias, dt_bias, A, D, norm_weight,
             h: int, p: int, n: int, eps: float, *, heads_per_program: int | None = None,
             num_warps: int | None = None, stream_state: bool = False, max_regs: int | None = None):
@@ -292,10 +299,7 @@ def mamba2_step_triton(
     """
     h, p, n = int(n_heads), int(head_dim), int(d_state)
     _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, h, p, n)
-    for name, t, size in (("conv_bias", conv_bias, h * p + 2 * n), ("dt_bias", dt_bias, h), ("A", A, h),
-                          ("D", D, h), ("norm_weight", norm_weight, h * p)):
-        if t.shape != (size,) or t.stride(0) != 1:
-            raise ValueError(f"{name} must be a contiguous [{size}], got {tuple(t.shape)}")
+    _check_params(conv_bias, dt_bias, A, D, norm_weight, h, p, n)
     out, _ = _launch(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, conv_bias, dt_bias, A, D,
                      norm_weight, h, p, n, eps)
     return out

@@ -230,19 +230,15 @@ def test_bad_shapes_are_errors(step):
 # ---- GPU: the real shapes ---------------------------------------------------------------------
 
 
-@pytest.mark.gpu
-@gpu
-@pytest.mark.parametrize("hb", [None, 1, 2, 8])
-@pytest.mark.parametrize("ssm_dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gpu_base_shape(dtype, ssm_dtype, hb):
+def check_base_shape(run, dtype, ssm_dtype):
+    """run(zx, conv, ssm, slots, reset, kw) -> y at BASE's shape, 1,024 of 1,500 slots, against
+    float64 arithmetic on the same storage dtypes (a bf16 slab stores the float64 result rounded)."""
     h, p, n, k, b, s = 8, 64, 64, 4, 1024, 1500
     zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s, seed=7, dtype=dtype, ssm_dtype=ssm_dtype)
-    # float64 arithmetic, same storage dtypes (a bf16 slab stores the float64 result rounded)
     conv_ref, ssm_ref = conv.double(), (ssm.double() if ssm_dtype == torch.float32 else ssm.clone())
     before = conv.clone(), ssm.clone()
     y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
-    y = launch(zx, conv, ssm, slots, reset, kw, heads_per_program=hb)
+    y = run(zx, conv, ssm, slots, reset, kw)
     tol = torch.bfloat16 if torch.bfloat16 in (dtype, ssm_dtype) else torch.float32
     close(y.float(), y_ref.float(), tol, "y")
     close(conv, conv_ref, torch.float32, "conv state")
@@ -250,6 +246,15 @@ def test_gpu_base_shape(dtype, ssm_dtype, hb):
     others = torch.ones(s, dtype=torch.bool, device=DEV)
     others[slots] = False
     assert torch.equal(conv[others], before[0][others]) and torch.equal(ssm[others], before[1][others])
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("hb", [None, 1, 2, 8])
+@pytest.mark.parametrize("ssm_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_base_shape(dtype, ssm_dtype, hb):
+    check_base_shape(lambda *a: launch(*a, heads_per_program=hb), dtype, ssm_dtype)
 
 
 @pytest.mark.gpu
@@ -257,19 +262,8 @@ def test_gpu_base_shape(dtype, ssm_dtype, hb):
 @pytest.mark.parametrize("ssm_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gpu_split_base_shape(dtype, ssm_dtype):
-    h, p, n, k, b, s = 8, 64, 64, 4, 1024, 1500
-    zx, conv, ssm, slots, reset, kw = make(h, p, n, k, b, s, seed=7, dtype=dtype, ssm_dtype=ssm_dtype)
-    conv_ref, ssm_ref = conv.double(), (ssm.double() if ssm_dtype == torch.float32 else ssm.clone())
-    before = conv.clone(), ssm.clone()
-    y_ref = mamba2_step_ref(zx.double(), conv_ref, ssm_ref, slots, reset, **f64(kw))
-    y = mamba2_step_split(zx, conv, ssm, slots, reset, **kw)
-    tol = torch.bfloat16 if torch.bfloat16 in (dtype, ssm_dtype) else torch.float32
-    close(y.float(), y_ref.float(), tol, "y")
-    close(conv, conv_ref, torch.float32, "conv state")
-    close(ssm.float(), ssm_ref.float(), tol, "ssm state")
-    others = torch.ones(s, dtype=torch.bool, device=DEV)
-    others[slots] = False
-    assert torch.equal(conv[others], before[0][others]) and torch.equal(ssm[others], before[1][others])
+    check_base_shape(lambda zx, conv, ssm, slots, reset, kw: mamba2_step_split(zx, conv, ssm, slots, reset, **kw),
+                     dtype, ssm_dtype)
 
 
 @pytest.mark.gpu
