@@ -30,7 +30,7 @@ import triton
 
 from worldssm.kernels.step.layer import _norm_in_kernel, _tiles, ssm_step_triton
 from worldssm.kernels.step.pdl import launch_kwargs
-from worldssm.kernels.step.triton import _alloc, _check, _check_params
+from worldssm.kernels.step.triton import _alloc, _check
 
 
 def mamba2_step_split(
@@ -60,8 +60,7 @@ def mamba2_step_split(
         y [B, H*P] in zxbcdt's dtype, ready for the out-projection.
     """
     h, p, n = int(n_heads), int(head_dim), int(d_state)
-    _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, h, p, n)
-    _check_params(conv_bias, dt_bias, A, D, norm_weight, h, p, n)
+    _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, conv_bias, dt_bias, A, D, norm_weight, h, p, n)
     b, k, hp = zxbcdt.shape[0], conv_weight.shape[1], h * p
     nconv, nout = hp + 2 * n, zxbcdt.shape[1]
     if b == 0:

@@ -195,7 +195,9 @@ def _counters(device: torch.device, rows: int, owner: str = "step") -> torch.Ten
     return bufs[-1]
 
 
-def _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, h, p, n):
+def _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, conv_bias, dt_bias, A, D, norm_weight, h, p, n):
+    """Every argument of a Triton step (`mamba2_step_triton`, `split.mamba2_step_split`) against
+    the shapes `ref.mamba2_step_ref` takes; a ValueError names the first that does not fit."""
     b = zxbcdt.shape[0]
     cd = h * p + 2 * n
     if zxbcdt.dim() != 2 or zxbcdt.shape[1] != 2 * h * p + 2 * n + h or zxbcdt.stride(1) != 1:
@@ -212,10 +214,7 @@ def _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, h, p, n):
     for name, t in (("conv_state", conv_state), ("ssm_state", ssm_state), ("slots", slots), ("reset", reset)):
         if t.device != zxbcdt.device:
             raise ValueError(f"{name} is on {t.device}, zxbcdt on {zxbcdt.device}")
-
-
-def _check_params(conv_bias, dt_bias, A, D, norm_weight, h: int, p: int, n: int) -> None:
-    for name, t, size in (("conv_bias", conv_bias, h * p + 2 * n), ("dt_bias", dt_bias, h), ("A", A, h),
+    for name, t, size in (("conv_bias", conv_bias, cd), ("dt_bias", dt_bias, h), ("A", A, h),
                           ("D", D, h), ("norm_weight", norm_weight, h * p)):
         if t.shape != (size,) or t.stride(0) != 1:
             raise ValueError(f"{name} must be a contiguous [{size}], got {tuple(t.shape)}")
@@ -298,8 +297,7 @@ def mamba2_step_triton(
         y [B, H*P] in zxbcdt's dtype, ready for the out-projection.
     """
     h, p, n = int(n_heads), int(head_dim), int(d_state)
-    _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, h, p, n)
-    _check_params(conv_bias, dt_bias, A, D, norm_weight, h, p, n)
+    _check(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, conv_bias, dt_bias, A, D, norm_weight, h, p, n)
     out, _ = _launch(zxbcdt, conv_state, ssm_state, slots, reset, conv_weight, conv_bias, dt_bias, A, D,
                      norm_weight, h, p, n, eps)
     return out
