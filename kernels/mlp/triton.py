@@ -36,6 +36,14 @@ PRO_NONE, PRO_SYMLOG, PRO_LN_SILU, PRO_RMS = 0, 1, 2, 3
 # 20.2 against 3.5 (tests/bench/results/experiments/fused-mlp-small-batch-h100.json).
 SMALL_ROWS = 64
 EPI_NONE, EPI_PROBS, EPI_LOGP, EPI_TWOHOT, EPI_SIGMOID = 0, 1, 2, 3, 4
+# The row-block products' input precision: False multiplies in IEEE float32 (the module path's
+# own arithmetic, within rounding); True rounds the inputs to TF32 for the tensor cores.
+DOT_TF32 = False
+
+
+def _dot_mode(dot: bool) -> int:
+    """The kernels' DOT constexpr: 0 broadcast product, 1 IEEE `tl.dot`, 2 TF32 `tl.dot`."""
+    return (2 if DOT_TF32 else 1) if dot else 0
 
 
 @triton.jit
@@ -53,9 +61,12 @@ def _expm1(a):
 
 @triton.jit
 def _mac(acc, a, b, DOT: tl.constexpr):
-    """acc + a @ b in float32: `tl.dot` (IEEE) for row blocks of 16 and more, else a broadcast
-    product and sum (the 4-row blocks of batches up to SMALL_ROWS; see there why)."""
-    if DOT:
+    """acc + a @ b in float32: `tl.dot` for row blocks of 16 and more (DOT 1: IEEE float32; DOT 2:
+    TF32 tensor-core inputs, see DOT_TF32), else (DOT 0) a broadcast product and sum (the 4-row
+    blocks of batches up to SMALL_ROWS; see there why)."""
+    if DOT == 2:
+        acc = tl.dot(a, b, acc, input_precision="tf32")
+    elif DOT == 1:
         acc = tl.dot(a, b, acc, input_precision="ieee")
     else:
         acc = acc + tl.sum(a[:, :, None] * b[None, :, :], axis=1)
@@ -339,7 +350,7 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
         PRO=pro, EPI=epi, STORE_PRO=bool(store_pro), HAS_BIAS=biases[0] is not None,
         BLOCK_M=block_m, BLOCK_N=c["block_n"], BLOCK_K=c["block_k"], BLOCK_S=c["block_s"], BLOCK_R=c["block_r"],
         BLOCK_NA=max(16, triton.next_power_of_2(max(na, 1))), BLOCK_DA=max(16, triton.next_power_of_2(max(da, 1))),
-        DOT=c["dot"], PDL=pdl, num_warps=c["warps"], **extra,
+        DOT=_dot_mode(c["dot"]), PDL=pdl, num_warps=c["warps"], **extra,
     )
     return out, aux
 
@@ -452,7 +463,7 @@ def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: t
         l2.weight, l2.bias, n2.weight, n2.bias, cont, 1, cont_logit, 1,
         KD=kd, N0=nv, TILE0=p0["tile"], TILES0=p0["tiles"], BN0=p0["block_n"], BK0=p0["block_k"],
         N1=nb, TILE1=p1["tile"], TILES1=p1["tiles"], BN1=p1["block_n"], BK1=p1["block_k"], BR1=p1["block_r"],
-        BN2=p2["block_n"], BK2=p2["block_k"], BLOCK_M=p0["block_m"], BLOCK_S=p0["block_s"], DOT=p0["dot"],
+        BN2=p2["block_n"], BK2=p2["block_k"], BLOCK_M=p0["block_m"], BLOCK_S=p0["block_s"], DOT=_dot_mode(p0["dot"]),
         PDL=pdl, num_warps=warps, **extra,
     )
     return logp, probs, reward, logits, cont, cont_logit

@@ -113,6 +113,35 @@ def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtyp
         close(slab_t[k], slab_r[k], tol)
 
 
+@pytest.mark.parametrize("path", ["v1", "split"])
+def test_the_fused_heads_take_the_residual_of_the_cublas_paths(path, monkeypatch):
+    """`residual_fused` on the v1 and split paths returns the residual before the final norm, so the
+    fused encoder and heads can run over those backbones too (`why_not_fused` allows it only on
+    the layer path today; forced here): the step still equals the module path."""
+    monkeypatch.setenv("WORLDSSM_STEP_PATH", path)
+    space = {"type": "discrete", "n": 3}
+    tri, ref = models(space, 2)
+    real = fused.why_not_fused
+    monkeypatch.setattr(fused, "why_not_fused", lambda wm, s, b: None if wm is tri and not s else real(wm, s, b))
+    calls = []
+    step = fused._step
+    monkeypatch.setattr(fused, "_step", lambda *a: calls.append(1) or step(*a))
+    b = 20
+    slab_t = {k: v.normal_() for k, v in tri.initial_state(b + 3).items()}
+    slab_r = {k: v.clone() for k, v in slab_t.items()}
+    slots = torch.randperm(b + 3, generator=torch.Generator().manual_seed(2))[:b].to(DEV)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for t in range(2):
+            obs, a = torch.randn(b, 7, generator=g).to(DEV), actions(space, b, g)
+            reset = (torch.arange(b) % 3 == t).to(DEV)
+            compare(tri.observe_slots(slab_t, slots, obs, a, reset), ref.observe_slots(slab_r, slots, obs, a, reset),
+                    1e-4, torch.float32, t)
+    assert calls == [1, 1]
+    for k in slab_r:
+        close(slab_t[k], slab_r[k], 1e-4, k)
+
+
 def test_sampling_takes_the_module_path(monkeypatch):
     tri, _ = models({"type": "discrete", "n": 3})
     assert "sampled" in fused.why_not_fused(tri, True, 2)

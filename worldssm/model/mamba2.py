@@ -153,6 +153,18 @@ class Mamba2Backbone(nn.Module):
         `residual_fused` then the final norm (13 launches at BASE); "v1", per layer add+RMSNorm,
         cuBLAS in-projection, the conv+state kernel, cuBLAS out-projection (17); "split", the same
         with the step in two launches and no row counter (`kernels/step/split.py`, 21)."""
+        from worldssm.kernels.step.layer import backbone_path
+        from worldssm.kernels.step.norm import add_rmsnorm_triton
+
+        if backbone_path(x.shape[0]) in ("v1", "split"):
+            return self._cublas_stack(slab, slots, x, reset)[1]
+        return add_rmsnorm_triton(self.residual_fused(slab, slots, x, reset), None, self.final_norm.weight,
+                                  self.cfg.norm_eps)[1]
+
+    def _cublas_stack(self, slab: State, slots, x, reset):
+        """The "v1" and "split" paths: per layer add+RMSNorm, cuBLAS in-projection, the path's
+        step kernel(s), cuBLAS out-projection. Returns (the residual after the last layer, the
+        final norm of it)."""
         import torch.nn.functional as F
 
         from worldssm.kernels.step.layer import backbone_path
@@ -161,29 +173,30 @@ class Mamba2Backbone(nn.Module):
         from worldssm.kernels.step.triton import mamba2_step_triton
 
         eps = self.cfg.norm_eps
-        path = backbone_path(x.shape[0])
-        if path in ("layer", "mega"):
-            return add_rmsnorm_triton(self.residual_fused(slab, slots, x, reset), None, self.final_norm.weight, eps)[1]
-        step = mamba2_step_split if path == "split" else mamba2_step_triton
+        step = mamba2_step_split if backbone_path(x.shape[0]) == "split" else mamba2_step_triton
         res, h = add_rmsnorm_triton(x, None, self.norms[0].weight, eps)
         for i, mixer in enumerate(self.mixers):
             zxbcdt = F.linear(h, mixer.in_proj.weight)  # [B, 2*H*P + 2N + H]
             y = step(zxbcdt, slab[f"{i}.conv"], slab[f"{i}.ssm"], slots, reset, **mixer._kernel_args())
             weight = self.norms[i + 1].weight if i + 1 < len(self.norms) else self.final_norm.weight
             res, h = add_rmsnorm_triton(res, F.linear(y, mixer.out_proj.weight), weight, eps)
-        return h
+        return res, h
 
     def residual_fused(self, slab: State, slots, x, reset):
         """The residual stream after the last layer, before the final norm (which a caller may
-        fold into its own next kernel): on the "mega" path one launch for the whole stack
-        (`kernels/step/mega.py`) where its grid fits the GPU, else per layer three launches (norm +
-        in-projection + conv, the state update, out-projection + residual; `kernels/step/layer.py`)."""
+        fold into its own next kernel), on this batch's path: "mega", one launch for the whole
+        stack (`kernels/step/mega.py`) where its grid fits the GPU; "layer" (and "mega" where it
+        does not fit), per layer three launches (norm + in-projection + conv, the state update,
+        out-projection + residual; `kernels/step/layer.py`); "v1" and "split", `_cublas_stack`."""
         from worldssm.kernels.step.layer import backbone_path, mamba2_layer_step_triton
         from worldssm.kernels.step.mega import mamba2_backbone_step_mega, mega_fits
 
         c = self.cfg
+        path = backbone_path(x.shape[0])
+        if path in ("v1", "split"):
+            return self._cublas_stack(slab, slots, x, reset)[0]
         one_eps = len({norm.eps for norm in self.norms}) == 1  # the launch takes one RMSNorm epsilon
-        if backbone_path(x.shape[0]) == "mega" and one_eps and mega_fits(
+        if path == "mega" and one_eps and mega_fits(
                 x.device, x.shape[0], c.n_heads, c.d_state, c.head_dim, c.d_model):
             return mamba2_backbone_step_mega(x, self.mega_layers(slab), slots, reset, c.n_heads, c.head_dim,
                                              c.d_state, eps=c.norm_eps, norm_eps=self.norms[0].eps)
