@@ -42,3 +42,40 @@ def resolve_impl(impl: str, device_type: str) -> str:
                 f"in the interpreter); got {device_type} tensors. Use kernels='reference' on CPU."
             )
     return impl
+
+
+def serving_tf32() -> bool:
+    """Whether the serving step's float32 matrix products (the encoder, heads and decoder around
+    the bf16 backbone) may round their inputs to TF32 on the tensor cores: WORLDSSM_TF32=1 (the
+    default) or 0 (IEEE float32 throughout). Training is not affected (it autocasts to bf16)."""
+    import os
+
+    v = os.environ.get("WORLDSSM_TF32", "1")
+    if v not in ("0", "1"):
+        raise ValueError(f"WORLDSSM_TF32 must be 0 or 1, got {v!r}")
+    return v == "1"
+
+
+class tf32_matmuls:
+    """Within this block torch's float32 matmuls on CUDA may use TF32 when `serving_tf32()` says
+    so (a CUDA graph captured inside keeps the kernels chosen there); the previous setting is
+    restored on exit. Elsewhere (CPU, WORLDSSM_TF32=0) it changes nothing."""
+
+    def __init__(self, device):
+        import torch
+
+        self.on = torch.device(device).type == "cuda" and serving_tf32()
+
+    def __enter__(self):
+        if self.on:
+            import torch
+
+            self.before = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.on:
+            import torch
+
+            torch.backends.cuda.matmul.allow_tf32 = self.before

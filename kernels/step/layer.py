@@ -234,13 +234,15 @@ def _out_res_kernel(
 
 STEP_PATHS = ("auto", "v1", "split", "layer", "mega")
 DEFAULT_STEP_PATH = "auto"
-# "auto" takes the layer path up to this batch and v1 above it. Measured (`worldssm bench step`,
-# BASE; one call per card, tests/bench/results/experiments/step-split.json): the layer path wins
+# "auto" takes the layer path up to this batch and the split path above it. Measured (`worldssm
+# bench step`, BASE; one call per card, tests/bench/results/experiments/step-split.json): the layer path wins
 # where launches and its fused projections pay (H200: B=64 50.3 us against v1's 64.9, B=256 127.5
 # against 145.3, B=1,024 392.7 against 412.1; H100: 1,024 482.9 against 499.2); at 16,384 its
 # Triton in-projection (245 us a layer on the H200) makes it even with v1 (5,631 against 5,681;
 # H100 7,197 against 7,158). The split path (`split.py`: cuBLAS in-projection, then the layer
-# path's conv and state kernels) is built for that batch but not yet timed on a GPU: opt-in.
+# path's conv and state kernels) is faster there: H100, 16,384 agents, 7,052 us against v1's
+# 7,164 and the layer path's 7,191 (whole world-model step 8,935 against 9,056), and still
+# behind the layer path at 1,024 (486.1 against 481.9; step-nvidia-h100-80gb-hbm3-b1024-b16384.json).
 LAYER_MAX_BATCH = 1024
 # The one-launch backbone step (`mega.py`, WORLDSSM_STEP_PATH=mega) serves batches up to one row
 # block of its programs. Opt-in: correct on the H100 but slower than the layer path (35.6 against
@@ -268,7 +270,7 @@ def backbone_path(batch: int) -> str:
     (`Mamba2Backbone.residual_fused`)."""
     path = step_path()
     if path == "auto":
-        return "layer" if batch <= LAYER_MAX_BATCH else "v1"
+        return "layer" if batch <= LAYER_MAX_BATCH else "split"
     if path == "mega":
         return "mega" if batch <= MEGA_MAX_BATCH else "layer"
     return path

@@ -70,10 +70,11 @@ def test_step_path_switch_names_a_wrong_value(monkeypatch):
 
     monkeypatch.delenv("WORLDSSM_STEP_PATH", raising=False)
     assert step_path() == DEFAULT_STEP_PATH == "auto"
-    # one path per batch bucket: the layer path where launches and fused projections pay, v1
-    # (cuBLAS projections) above; the one-launch and split steps only when asked for
+    # one path per batch bucket: the layer path where launches and fused projections pay, split
+    # (cuBLAS projections around the layer path's conv and state kernels) above; the one-launch
+    # and v1 steps only when asked for
     bs = (1, MEGA_MAX_BATCH, LAYER_MAX_BATCH, LAYER_MAX_BATCH + 1, 16384)
-    assert [backbone_path(b) for b in bs] == ["layer", "layer", "layer", "v1", "v1"]
+    assert [backbone_path(b) for b in bs] == ["layer", "layer", "layer", "split", "split"]
     for path in ("v1", "split", "layer"):
         monkeypatch.setenv("WORLDSSM_STEP_PATH", path)
         assert {backbone_path(b) for b in (1, 16384)} == {path}

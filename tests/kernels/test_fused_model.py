@@ -20,6 +20,9 @@ pytestmark = pytest.mark.usefixtures("poison")
 @pytest.fixture(autouse=True)
 def layer_path(monkeypatch):
     monkeypatch.setenv("WORLDSSM_STEP_PATH", "layer")
+    # IEEE float32 products on both sides, so "equal within rounding" holds on a GPU too; the
+    # default TF32 products have their own test below.
+    monkeypatch.setenv("WORLDSSM_TF32", "0")
 BOX_OBS = {"type": "box", "shape": [7], "dtype": "float32", "low": -1, "high": 1}
 
 
@@ -170,21 +173,74 @@ def test_two_hot_reward_over_many_column_chunks_equals_torch():
     torch.testing.assert_close(got, twohot.mean(x @ (w * 0.5).T + b), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("path,batch,why_not", [
-    ("v1", 1, "is v1, not layer"), ("split", 1, "is split, not layer"), ("auto", 64, None),
-    ("auto", 65, "above FUSED_MAX_BATCH"), ("auto", 5000, "is v1, not layer"),
-    ("layer", 1000, None), ("mega", 1, None), ("mega", 17, None)])
-def test_the_fused_step_serves_the_layer_path_batches(monkeypatch, path, batch, why_not):
-    """By default ("auto") the whole step is fused up to FUSED_MAX_BATCH agents; above it the
-    module heads' cuBLAS GEMMs serve (measured faster there), whatever path the backbone takes."""
-    assert fused.FUSED_MAX_BATCH == 64
+@pytest.mark.parametrize("path,tf32,batch,why_not", [
+    ("v1", "1", 1, "is v1, not layer"), ("split", "1", 1, "is split, not layer"), ("auto", "1", 64, None),
+    ("auto", "1", 65, None), ("auto", "1", 1024, None), ("auto", "1", 1025, "is split, not layer"),
+    ("auto", "0", 64, None), ("auto", "0", 65, "above FUSED_MAX_BATCH_IEEE (WORLDSSM_TF32=0)=64"),
+    ("auto", "1", 5000, "is split, not layer"), ("layer", "0", 1000, None), ("mega", "1", 1, None),
+    ("mega", "1", 17, None)])
+def test_the_fused_step_serves_the_layer_path_batches(monkeypatch, path, tf32, batch, why_not):
+    """By default ("auto") the whole step is fused wherever the backbone takes the layer path (up
+    to 1,024 agents) with TF32 products; with IEEE products (WORLDSSM_TF32=0) up to 64, above
+    which the module heads' cuBLAS GEMMs serve (measured faster there)."""
+    assert (fused.FUSED_MAX_BATCH, fused.FUSED_MAX_BATCH_IEEE) == (1024, 64)
     tri, _ = models({"type": "discrete", "n": 3})
     monkeypatch.setenv("WORLDSSM_STEP_PATH", path)
+    monkeypatch.setenv("WORLDSSM_TF32", tf32)
     why = fused.why_not_fused(tri, False, batch)
     if why_not is None:
         assert why is None
     else:
         assert why_not in why and str(batch) in why
+
+
+def test_tf32_products_are_the_default_and_stay_near_ieee(monkeypatch):
+    """WORLDSSM_TF32 picks the fused layers' dot precision (2: TF32, 1: IEEE, 0: the broadcast
+    product of small batches) and a wrong value is named; the default TF32 step stays within 3%
+    of the module path (the interpreter multiplies TF32 inputs exactly; a GPU rounds them)."""
+    from worldssm.kernels.mlp.triton import _dot_mode
+
+    monkeypatch.delenv("WORLDSSM_TF32")
+    assert (_dot_mode(True), _dot_mode(False)) == (2, 0)
+    monkeypatch.setenv("WORLDSSM_TF32", "0")
+    assert (_dot_mode(True), _dot_mode(False)) == (1, 0)
+    monkeypatch.setenv("WORLDSSM_TF32", "yes")
+    with pytest.raises(ValueError, match="WORLDSSM_TF32 must be 0 or 1, got 'yes'"):
+        _dot_mode(True)
+    monkeypatch.delenv("WORLDSSM_TF32")
+    tri, ref = models({"type": "discrete", "n": 3}, 2)
+    b = 70  # above SMALL_ROWS: the layers multiply by tl.dot
+    slab_t = {k: v.normal_() for k, v in tri.initial_state(b).items()}
+    slab_r = {k: v.clone() for k, v in slab_t.items()}
+    slots = torch.arange(b, device=DEV)
+    g = torch.Generator().manual_seed(4)
+    obs, a = torch.randn(b, 7, generator=g).to(DEV), actions({"type": "discrete", "n": 3}, b, g)
+    reset = torch.zeros(b, dtype=torch.bool, device=DEV)
+    with torch.no_grad():
+        compare(tri.observe_slots(slab_t, slots, obs, a, reset), ref.observe_slots(slab_r, slots, obs, a, reset),
+                3e-2, torch.float32, 0)
+
+
+def test_tf32_matmuls_is_scoped_and_only_on_cuda(monkeypatch):
+    """The module path's TF32 switch sets torch's flag only inside the block, only for CUDA, only
+    where WORLDSSM_TF32 allows, and restores what was there."""
+    from worldssm.kernels import tf32_matmuls
+
+    flag = torch.backends.cuda.matmul
+    before = flag.allow_tf32
+    try:
+        flag.allow_tf32 = False
+        monkeypatch.delenv("WORLDSSM_TF32", raising=False)
+        with tf32_matmuls("cuda"):
+            assert flag.allow_tf32 is True
+        assert flag.allow_tf32 is False
+        with tf32_matmuls("cpu"):
+            assert flag.allow_tf32 is False
+        monkeypatch.setenv("WORLDSSM_TF32", "0")
+        with tf32_matmuls(torch.device("cuda", 0)):
+            assert flag.allow_tf32 is False
+    finally:
+        flag.allow_tf32 = before
 
 
 @pytest.mark.parametrize("kd,dot", [(20, True), (150, True), (150, False)])  # one column chunk; three, the last partial

@@ -298,6 +298,7 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
     slot valid, so each step attends `context` keys). With `bandwidth` (bytes/s) each row also
     gets the step's byte bound (`world_model_byte_bound`) and its fraction.
     """
+    from worldssm.kernels import tf32_matmuls
     from worldssm.model import WorldModel
     from worldssm.model.config import preset_for
 
@@ -333,10 +334,12 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
     for arm in skip_mega(arms, batch):
         set_kernels(wm, "triton" if arm.startswith("fused") else "reference")
         def modules():
-            # The module path: encoder, latent, input, the backbone of this arm, heads.
-            z = wm.latent(wm.posterior(obs))
-            h = wm.backbone.step_slots(slab, slots, wm._inputs(z, action).to(torch.bfloat16), reset)
-            return wm._heads(h.float())
+            # The module path: encoder, latent, input, the backbone of this arm, heads, with the
+            # serving step's products (TF32 unless WORLDSSM_TF32=0, as in `observe_slots`).
+            with tf32_matmuls("cuda"):
+                z = wm.latent(wm.posterior(obs))
+                h = wm.backbone.step_slots(slab, slots, wm._inputs(z, action).to(torch.bfloat16), reset)
+                return wm._heads(h.float())
 
         # OBSERVE_ARMS run the model's own observe_slots: on the layer path the whole step in
         # fused launches (worldssm.model.fused), else the module path with the default backbone.
@@ -495,7 +498,7 @@ def auto_rule() -> str:
     """What WORLDSSM_STEP_PATH=auto runs by batch, in words, as the report's tables print it."""
     from worldssm.kernels.step.layer import LAYER_MAX_BATCH
 
-    return f"the layer path up to {LAYER_MAX_BATCH:,} agents, v1 above"
+    return f"the layer path up to {LAYER_MAX_BATCH:,} agents, split above"
 
 
 def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True, world_model: bool = True,
@@ -506,9 +509,11 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
     Raises:
         WorldssmError: no CUDA device, or the correctness check failed (nothing is reported then).
     """
+    from worldssm.kernels import serving_tf32
+
     if not torch.cuda.is_available():
         raise WorldssmError("bench step needs a CUDA device")
-    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False  # the references' products; the model's own: `tf32_matmuls`
     bb = build_backbone()
     check = {}
     # Every Triton path against the reference (the one-launch step at a batch it serves: 13 agents
@@ -553,7 +558,7 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
             print(r, flush=True)
     result = {
         "benchmark": "step", "env": env_info(), "correctness": check, "copy_bandwidth_Bps": bandwidth,
-        "auto_rule": auto_rule(),
+        "auto_rule": auto_rule(), "serving_tf32": serving_tf32(),
         "backbone_ratios": ratios,
         "shape": {"preset": "BASE", "d_model": 256, "n_layers": 4, "H": 8, "P": 64, "N": 64, "K": 4,
                   "weights": "bfloat16", "ssm_state": "float32", "conv_state": "float32",

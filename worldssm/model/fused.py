@@ -9,7 +9,9 @@ applies the backbone's final RMSNorm) and one last launch for the three heads' o
 `WorldModel.observe_slots` / `imagine_slots` take this path when `why_not_fused` says nothing
 against it (by default up to `FUSED_MAX_BATCH` agents, where the backbone takes the layer or the
 one-launch path); results equal the module path's within floating-point rounding
-(tests/kernels/test_fused_model.py).
+(tests/kernels/test_fused_model.py). Above 64 agents the layers multiply with `tl.dot` on TF32
+inputs unless WORLDSSM_TF32=0 (`worldssm.kernels.serving_tf32`), as the module path's cuBLAS
+products do inside `tf32_matmuls`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,22 @@ import torch.nn as nn
 from worldssm.kernels import resolve_impl
 
 
-# By default the whole step is fused up to this batch; above it the module heads' cuBLAS GEMMs win
-# (H100, 1,024 agents: 788 us against 1,214 for the fused heads) while the backbone may still take
-# the layer path. WORLDSSM_STEP_PATH=layer forces the fused step at every batch.
-FUSED_MAX_BATCH = 64
+# By default the whole step is fused up to this batch (the layer path's, LAYER_MAX_BATCH); above
+# it the backbone takes the split path and the module heads' cuBLAS GEMMs win. H100, BASE, 1,024
+# agents: 617.7 us fused against 686.3 for the module heads, both with TF32 products (773.0 for
+# the module heads in IEEE float32); 16,384: 8,183.7 for the module heads against 8,338.7 fused
+# (tests/bench/results/experiments/wm-heads-tf32-h100.json). With WORLDSSM_TF32=0 the fused
+# heads' IEEE dots lose above 64 agents (1,028.4 us at 1,024), so the limit is then
+# FUSED_MAX_BATCH_IEEE. WORLDSSM_STEP_PATH=layer forces the fused step at every batch.
+FUSED_MAX_BATCH = 1024
+FUSED_MAX_BATCH_IEEE = 64
+
+
+def fused_max_batch() -> int:
+    """The largest batch "auto" runs as the fused whole step, by `serving_tf32()`."""
+    from worldssm.kernels import serving_tf32
+
+    return FUSED_MAX_BATCH if serving_tf32() else FUSED_MAX_BATCH_IEEE
 
 
 def why_not_fused(wm, sample: bool, batch: int) -> str | None:
@@ -44,8 +58,10 @@ def why_not_fused(wm, sample: bool, batch: int) -> str | None:
     path = backbone_path(batch)
     if path not in ("layer", "mega"):
         return f"the step path for {batch} agents is {path}, not layer (WORLDSSM_STEP_PATH, LAYER_MAX_BATCH)"
-    if step_path() == "auto" and batch > FUSED_MAX_BATCH:
-        return f"{batch} agents is above FUSED_MAX_BATCH={FUSED_MAX_BATCH} (WORLDSSM_STEP_PATH=layer forces it)"
+    limit = fused_max_batch()
+    if step_path() == "auto" and batch > limit:
+        name = "FUSED_MAX_BATCH" if limit == FUSED_MAX_BATCH else "FUSED_MAX_BATCH_IEEE (WORLDSSM_TF32=0)"
+        return f"{batch} agents is above {name}={limit} (WORLDSSM_STEP_PATH=layer forces it)"
     if any(p.dtype != torch.float32 for n, p in wm.named_parameters() if not n.startswith("backbone.")):
         return "encoder or head weights are not float32"
     return None

@@ -150,10 +150,13 @@ class WorldModel(nn.Module):
             h_prev: the backbone output of the previous step [..., D] (the one whose prior drew z;
                 zeros at an episode's first step), as in DreamerV3's (deter, stoch) features.
         """
-        if self.obs_kind == "image":
-            out = self.decoder(torch.cat([z, h_prev.to(z.dtype)], -1))
-        else:
-            out = run_mlp(self.decoder, torch.cat([z, h_prev.to(z.dtype)], -1))
+        from worldssm.kernels import tf32_matmuls
+
+        with tf32_matmuls(z.device):  # a serving step's products (`serving_tf32`); training never calls this
+            if self.obs_kind == "image":
+                out = self.decoder(torch.cat([z, h_prev.to(z.dtype)], -1))
+            else:
+                out = run_mlp(self.decoder, torch.cat([z, h_prev.to(z.dtype)], -1))
         if self.obs_kind == "image":
             return ((out.float() + 0.5) * 255.0).clamp(0, 255)
         x = symexp(out.float())
@@ -278,13 +281,17 @@ class WorldModel(nn.Module):
 
     def observe_slots(self, slab: State, slots, obs, action, reset, sample=False, generator=None) -> Prediction:
         """In-place observe for rows `slots` of a state slab (the engine's path). Fused Triton
-        launches where `fused.why_not_fused` allows (CUDA, expected latents, vector observations)."""
+        launches where `fused.why_not_fused` allows (CUDA, expected latents, vector observations);
+        elsewhere the modules, their float32 products on TF32 on CUDA unless WORLDSSM_TF32=0
+        (`worldssm.kernels.tf32_matmuls`)."""
+        from worldssm.kernels import tf32_matmuls
         from worldssm.model import fused
 
         if fused.why_not_fused(self, sample, slots.shape[0]) is None:
             return fused.observe(self, slab, slots, obs, action, reset)
-        z = self.latent(self.posterior(obs), sample, generator)
-        return self._heads(self._step_backbone(slab, slots, self._inputs(z, action), reset))
+        with tf32_matmuls(slots.device):
+            z = self.latent(self.posterior(obs), sample, generator)
+            return self._heads(self._step_backbone(slab, slots, self._inputs(z, action), reset))
 
     def imagine_slots(self, slab: State, slots, z, action) -> Prediction:
         """In-place imagine for rows `slots`: feed latent z [B, V*K] (drawn from a prior) with an action."""
@@ -292,8 +299,11 @@ class WorldModel(nn.Module):
 
         if fused.why_not_fused(self, False, slots.shape[0]) is None:
             return fused.imagine(self, slab, slots, z, action)
-        x = self._inputs(z, action)
-        return self._heads(self._step_backbone(slab, slots, x, torch.zeros_like(slots, dtype=torch.bool)))
+        from worldssm.kernels import tf32_matmuls
+
+        with tf32_matmuls(slots.device):
+            x = self._inputs(z, action)
+            return self._heads(self._step_backbone(slab, slots, x, torch.zeros_like(slots, dtype=torch.bool)))
 
     def _step_backbone(self, slab: State, slots, x, reset):
         """The backbone's in-place step in its own weights' dtype (bfloat16 after
