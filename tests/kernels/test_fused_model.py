@@ -217,8 +217,12 @@ def test_tf32_products_are_the_default_and_stay_near_ieee(monkeypatch):
     obs, a = torch.randn(b, 7, generator=g).to(DEV), actions({"type": "discrete", "n": 3}, b, g)
     reset = torch.zeros(b, dtype=torch.bool, device=DEV)
     with torch.no_grad():
-        compare(tri.observe_slots(slab_t, slots, obs, a, reset), ref.observe_slots(slab_r, slots, obs, a, reset),
-                3e-2, torch.float32, 0)
+        pt = tri.observe_slots(slab_t, slots, obs, a, reset)
+        pr = ref.observe_slots(slab_r, slots, obs, a, reset)
+    for name in ("prior_logp", "reward", "cont", "h", "cont_logit"):
+        x, y = getattr(pt, name).float(), getattr(pr, name).float()
+        rel = ((x - y).pow(2).mean() / y.pow(2).mean().clamp_min(1e-12)).sqrt().item()
+        assert rel < 3e-2, f"{name}: relative RMS {rel:.4f} against the module path"  # H100, BASE: at most 0.015
 
 
 def test_tf32_matmuls_is_scoped_and_only_on_cuda(monkeypatch):
