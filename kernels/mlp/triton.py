@@ -41,7 +41,7 @@ EPI_NONE, EPI_PROBS, EPI_LOGP, EPI_TWOHOT, EPI_SIGMOID = 0, 1, 2, 3, 4
 def _dot_mode(dot: bool) -> int:
     """The kernels' DOT constexpr: 0 broadcast product, 1 IEEE `tl.dot`, 2 TF32 `tl.dot` (the
     default, `worldssm.kernels.serving_tf32`). H100, BASE whole step at 1,024 agents: the fused
-    encoder and heads take 480 us of the step with IEEE dots, 140 with TF32; the step's
+    encoder and heads take 526 us of the step with IEEE dots, 140 with TF32; the step's
     predictions move by about 1% relative RMS, what the bf16 backbone's own roundings already
     give (tests/bench/results/experiments/wm-heads-tf32-h100.json)."""
     from worldssm.kernels import serving_tf32
@@ -65,7 +65,7 @@ def _expm1(a):
 @triton.jit
 def _mac(acc, a, b, DOT: tl.constexpr):
     """acc + a @ b in float32: `tl.dot` for row blocks of 16 and more (DOT 1: IEEE float32; DOT 2:
-    TF32 tensor-core inputs, see DOT_TF32), else (DOT 0) a broadcast product and sum (the 4-row
+    TF32 tensor-core inputs, see `_dot_mode`), else (DOT 0) a broadcast product and sum (the 4-row
     blocks of batches up to SMALL_ROWS; see there why)."""
     if DOT == 2:
         acc = tl.dot(a, b, acc, input_precision="tf32")
