@@ -8,6 +8,8 @@ is an error, never a silent fallback.
 
 from __future__ import annotations
 
+import contextlib
+
 KERNEL_IMPLS = ("auto", "reference", "triton")
 
 
@@ -56,26 +58,19 @@ def serving_tf32() -> bool:
     return v == "1"
 
 
-class tf32_matmuls:
+@contextlib.contextmanager
+def tf32_matmuls(device):
     """Within this block torch's float32 matmuls on CUDA may use TF32 when `serving_tf32()` says
     so (a CUDA graph captured inside keeps the kernels chosen there); the previous setting is
     restored on exit. Elsewhere (CPU, WORLDSSM_TF32=0) it changes nothing."""
+    import torch
 
-    def __init__(self, device):
-        import torch
-
-        self.on = torch.device(device).type == "cuda" and serving_tf32()
-
-    def __enter__(self):
-        if self.on:
-            import torch
-
-            self.before = torch.backends.cuda.matmul.allow_tf32
-            torch.backends.cuda.matmul.allow_tf32 = True
-        return self
-
-    def __exit__(self, *exc):
-        if self.on:
-            import torch
-
-            torch.backends.cuda.matmul.allow_tf32 = self.before
+    if torch.device(device).type != "cuda" or not serving_tf32():
+        yield
+        return
+    flag = torch.backends.cuda.matmul
+    before, flag.allow_tf32 = flag.allow_tf32, True
+    try:
+        yield
+    finally:
+        flag.allow_tf32 = before

@@ -1,9 +1,9 @@
 """The Mamba-2 layer step as the split path runs it: the conv kernel, then the state kernel.
 
 `mamba2_step_split` has the signature and results of `ref.mamba2_step_ref` and of v1's
-`mamba2_step_triton`, and takes v1's place between cuBLAS projections on the "split" path
-(WORLDSSM_STEP_PATH=split; opt-in until a GPU has timed it, see kernels/step/README.md). It runs
-the layer path's two kernels on an in-projection that cuBLAS computed:
+`mamba2_step_triton`, and takes v1's place between cuBLAS projections on the "split" path (the
+default above LAYER_MAX_BATCH agents, see kernels/step/README.md). It runs the layer path's two
+kernels on an in-projection that cuBLAS computed:
 
 1. `layer._norm_in_kernel` with PROJ=False: per (row block, column block) of the in-projection,
    the depthwise conv + SiLU of the x, B and C columns (each program owns its cells' conv rows

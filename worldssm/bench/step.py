@@ -298,7 +298,6 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
     slot valid, so each step attends `context` keys). With `bandwidth` (bytes/s) each row also
     gets the step's byte bound (`world_model_byte_bound`) and its fraction.
     """
-    from worldssm.kernels import tf32_matmuls
     from worldssm.model import WorldModel
     from worldssm.model.config import preset_for
 
@@ -334,12 +333,8 @@ def bench_world_model(batch: int, reps: int, arms=WORLD_MODEL_ARMS, backbone: st
     for arm in skip_mega(arms, batch):
         set_kernels(wm, "triton" if arm.startswith("fused") else "reference")
         def modules():
-            # The module path: encoder, latent, input, the backbone of this arm, heads, with the
-            # serving step's products (TF32 unless WORLDSSM_TF32=0, as in `observe_slots`).
-            with tf32_matmuls("cuda"):
-                z = wm.latent(wm.posterior(obs))
-                h = wm.backbone.step_slots(slab, slots, wm._inputs(z, action).to(torch.bfloat16), reset)
-                return wm._heads(h.float())
+            # The module path over the backbone of this arm (`observe_modules`, the serving products).
+            return wm.observe_modules(slab, slots, obs, action, reset)
 
         # OBSERVE_ARMS run the model's own observe_slots: on the layer path the whole step in
         # fused launches (worldssm.model.fused), else the module path with the default backbone.

@@ -156,24 +156,24 @@ class Mamba2Backbone(nn.Module):
         from worldssm.kernels.step.layer import backbone_path
         from worldssm.kernels.step.norm import add_rmsnorm_triton
 
-        if backbone_path(x.shape[0]) in ("v1", "split"):
-            return self._cublas_stack(slab, slots, x, reset)[1]
+        path = backbone_path(x.shape[0])
+        if path in ("v1", "split"):
+            return self._cublas_stack(slab, slots, x, reset, path)[1]
         return add_rmsnorm_triton(self.residual_fused(slab, slots, x, reset), None, self.final_norm.weight,
                                   self.cfg.norm_eps)[1]
 
-    def _cublas_stack(self, slab: State, slots, x, reset):
-        """The "v1" and "split" paths: per layer add+RMSNorm, cuBLAS in-projection, the path's
-        step kernel(s), cuBLAS out-projection. Returns (the residual after the last layer, the
-        final norm of it)."""
+    def _cublas_stack(self, slab: State, slots, x, reset, path: str):
+        """The "v1" and "split" paths (`path`): per layer add+RMSNorm, cuBLAS in-projection, the
+        path's step kernel(s), cuBLAS out-projection. Returns (the residual after the last layer,
+        the final norm of it)."""
         import torch.nn.functional as F
 
-        from worldssm.kernels.step.layer import backbone_path
         from worldssm.kernels.step.norm import add_rmsnorm_triton
         from worldssm.kernels.step.split import mamba2_step_split
         from worldssm.kernels.step.triton import mamba2_step_triton
 
         eps = self.cfg.norm_eps
-        step = mamba2_step_split if backbone_path(x.shape[0]) == "split" else mamba2_step_triton
+        step = mamba2_step_split if path == "split" else mamba2_step_triton
         res, h = add_rmsnorm_triton(x, None, self.norms[0].weight, eps)
         for i, mixer in enumerate(self.mixers):
             zxbcdt = F.linear(h, mixer.in_proj.weight)  # [B, 2*H*P + 2N + H]
@@ -194,7 +194,7 @@ class Mamba2Backbone(nn.Module):
         c = self.cfg
         path = backbone_path(x.shape[0])
         if path in ("v1", "split"):
-            return self._cublas_stack(slab, slots, x, reset)[0]
+            return self._cublas_stack(slab, slots, x, reset, path)[0]
         one_eps = len({norm.eps for norm in self.norms}) == 1  # the launch takes one RMSNorm epsilon
         if path == "mega" and one_eps and mega_fits(
                 x.device, x.shape[0], c.n_heads, c.d_state, c.head_dim, c.d_model):

@@ -281,14 +281,20 @@ class WorldModel(nn.Module):
 
     def observe_slots(self, slab: State, slots, obs, action, reset, sample=False, generator=None) -> Prediction:
         """In-place observe for rows `slots` of a state slab (the engine's path). Fused Triton
-        launches where `fused.why_not_fused` allows (CUDA, expected latents, vector observations);
-        elsewhere the modules, their float32 products on TF32 on CUDA unless WORLDSSM_TF32=0
-        (`worldssm.kernels.tf32_matmuls`)."""
-        from worldssm.kernels import tf32_matmuls
+        launches where `fused.why_not_fused` allows (CUDA, expected latents, vector observations),
+        else `observe_modules`."""
         from worldssm.model import fused
 
         if fused.why_not_fused(self, sample, slots.shape[0]) is None:
             return fused.observe(self, slab, slots, obs, action, reset)
+        return self.observe_modules(slab, slots, obs, action, reset, sample, generator)
+
+    def observe_modules(self, slab: State, slots, obs, action, reset, sample=False, generator=None) -> Prediction:
+        """`observe_slots` on the module path whatever `fused.why_not_fused` says: encoder,
+        latent, input, the backbone's step (its kernels' path by batch), heads; on CUDA the
+        float32 products on TF32 unless WORLDSSM_TF32=0 (`worldssm.kernels.tf32_matmuls`)."""
+        from worldssm.kernels import tf32_matmuls
+
         with tf32_matmuls(slots.device):
             z = self.latent(self.posterior(obs), sample, generator)
             return self._heads(self._step_backbone(slab, slots, self._inputs(z, action), reset))
