@@ -100,11 +100,13 @@ def _norm_in_kernel(
     rows, eps,
     D: tl.constexpr, NOUT: tl.constexpr, HP: tl.constexpr, NCONV: tl.constexpr, K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    IEEE: tl.constexpr, PDL: tl.constexpr, PROJ: tl.constexpr,
+    IEEE: tl.constexpr, PDL: tl.constexpr, PROJ: tl.constexpr, COL0: tl.constexpr,
 ):
     # PROJ: s_ptr holds residual rows [B, D], normed and projected here; else it holds the
     # in-projection rows [B, NOUT] already (cuBLAS on the split path) and w_ptr, nw_ptr are unused.
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN] in-projection columns
+    # COL0: the first column this launch covers (HP on the split path: the state kernel reads z
+    # from cuBLAS's rows itself, so its columns of act are neither read nor written here).
+    cols = COL0 + tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN] in-projection columns
     r = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BM] batch rows
     offs_d = tl.arange(0, BLOCK_D)
     mc = cols < NOUT
@@ -146,7 +148,7 @@ def _norm_in_kernel(
 
 @triton.jit
 def _ssm_kernel(
-    act_ptr, stride_act, ssm_ptr, stride_ss, stride_sh, stride_sp, slots_ptr, reset_ptr,
+    act_ptr, stride_act, z_ptr, stride_z, ssm_ptr, stride_ss, stride_sh, stride_sp, slots_ptr, reset_ptr,
     a_ptr, d_ptr, nw_ptr, y_ptr, stride_y, eps,
     H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, HB: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr,
@@ -177,7 +179,7 @@ def _ssm_kernel(
     pdl_wait(PDL)
 
     row = act_ptr + b * stride_act
-    z = tl.load(row + cx, mask=mx, other=0.0)
+    z = tl.load(z_ptr + b * stride_z + cx, mask=mx, other=0.0).to(tl.float32)
     xs = tl.load(row + HP + cx, mask=mx, other=0.0)
     bs = tl.load(row + 2 * HP + offs_n, mask=mn, other=0.0)
     cs = tl.load(row + 2 * HP + N + offs_n, mask=mn, other=0.0)
@@ -295,11 +297,13 @@ def _tiles(rows: int, wide: bool) -> tuple[int, int, int]:
 
 
 def ssm_step_triton(act, ssm_state, slots, reset_u8, A, D, gate_norm_weight, h: int, p: int, n: int, eps: float,
-                    out_dtype: torch.dtype) -> torch.Tensor:
+                    out_dtype: torch.dtype, z: torch.Tensor | None = None) -> torch.Tensor:
     """The state-update launch alone, on the in-projection kernel's activations.
 
     Args:
         act: float32 [B, 2*H*P + 2*N + H] rows [z | conv'd x | conv'd B | conv'd C | softplus dt].
+        z: where the gate z is read instead of act's first H*P columns (any float dtype, rows
+            [B, >= H*P] with unit column stride): the split path's cuBLAS output.
         ssm_state: slab [S, H, P, N] (float32, or bfloat16 storage); rows `slots` advance in place.
         slots: int64 [B]; reset_u8: uint8 [B] (1 zeroes the row's state first, without reading it).
         A, D: [H]; gate_norm_weight: [H*P]; eps: the gated norm's epsilon.
@@ -314,8 +318,9 @@ def ssm_step_triton(act, ssm_state, slots, reset_u8, A, D, gate_norm_weight, h: 
     pdl, extra = launch_kwargs(act.device)
     block_p, block_n = triton.next_power_of_2(p), triton.next_power_of_2(n)
     hb = _heads_per_program(h, block_p, block_n, ssm_state.element_size())  # the v1 kernel's measured rule
+    z = act if z is None else z
     _ssm_kernel[(b * (h // hb),)](
-        act, act.stride(0), ssm_state, ssm_state.stride(0), ssm_state.stride(1), ssm_state.stride(2),
+        act, act.stride(0), z, z.stride(0), ssm_state, ssm_state.stride(0), ssm_state.stride(1), ssm_state.stride(2),
         slots, reset_u8, A, D, gate_norm_weight, y, y.stride(0), float(eps),
         H=h, P=p, N=n, HB=hb, BLOCK_P=block_p, BLOCK_N=block_n, PDL=pdl,
         num_warps=max(1, min(4, block_p * block_n // 1024)), **extra,
@@ -394,7 +399,7 @@ def mamba2_layer_step_triton(
         b, float(norm_eps),
         D=dm, NOUT=nout, HP=hp, NCONV=nconv, K=k,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=max(16, triton.next_power_of_2(dm)),
-        IEEE=ieee, PDL=pdl, PROJ=True, num_warps=warps, **extra,
+        IEEE=ieee, PDL=pdl, PROJ=True, COL0=0, num_warps=warps, **extra,
     )
 
     y = ssm_step_triton(act, ssm_state, slots, reset_u8, A, D, gate_norm_weight, h, p, n, eps, res.dtype)

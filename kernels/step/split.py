@@ -7,8 +7,12 @@ kernels on an in-projection that cuBLAS computed:
 
 1. `layer._norm_in_kernel` with PROJ=False: per (row block, column block) of the in-projection,
    the depthwise conv + SiLU of the x, B and C columns (each program owns its cells' conv rows
-   and shifts them in place), softplus(dt + bias), z as is: one float32 row [z | x | B | C | dt].
-2. `layer._ssm_kernel`: one program per (agent, HB heads), the streaming pass over the state.
+   and shifts them in place), softplus(dt + bias): float32 rows [. | x | B | C | dt], the z
+   columns skipped (COL0=HP).
+2. `layer._ssm_kernel`: one program per (agent, HB heads), the streaming pass over the state; it
+   reads z straight from cuBLAS's rows. Against a float32 copy of z in act (the conv kernel
+   reading 2 and writing 4 bytes a column, the state kernel reading 4), that is 8 x H*P bytes
+   less per agent and layer.
 
 v1's single kernel needs a per-row arrival counter, because the 2N B and C conv channels are
 shared by all heads of a row; here the conv is done before the state pass, so nothing is shared.
@@ -70,12 +74,16 @@ def mamba2_step_split(
     slots = slots.contiguous()
     act = _alloc(b, nout, dtype=torch.float32, device=zxbcdt.device)
     bm, bn, warps = _tiles(b, wide=True)
-    _norm_in_kernel[(triton.cdiv(nout, bn), triton.cdiv(b, bm))](
+    if zxbcdt.stride(1) != 1:
+        zxbcdt = zxbcdt.contiguous()
+    # The z columns are left to the state kernel, which reads them from zxbcdt as they are
+    # (bf16 from cuBLAS): act's first HP columns stay unwritten.
+    _norm_in_kernel[(triton.cdiv(nout - hp, bn), triton.cdiv(b, bm))](
         zxbcdt, zxbcdt.stride(0), zxbcdt, zxbcdt, 0, act, act.stride(0),
         conv_state, conv_state.stride(0), conv_state.stride(1), slots, reset_u8,
         conv_weight, conv_weight.stride(0), conv_weight.stride(1), conv_bias, dt_bias,
         b, 0.0,
         D=1, NOUT=nout, HP=hp, NCONV=nconv, K=k, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=16,
-        IEEE=False, PDL=pdl, PROJ=False, num_warps=warps, **extra,
+        IEEE=False, PDL=pdl, PROJ=False, COL0=hp, num_warps=warps, **extra,
     )
-    return ssm_step_triton(act, ssm_state, slots, reset_u8, A, D, norm_weight, h, p, n, eps, zxbcdt.dtype)
+    return ssm_step_triton(act, ssm_state, slots, reset_u8, A, D, norm_weight, h, p, n, eps, zxbcdt.dtype, z=zxbcdt)
