@@ -78,6 +78,10 @@ class EnsembleEngine:
     def impl(self) -> str:
         return self.engines[0].impl
 
+    def to_host(self, *tensors):
+        """`Engine.to_host` through member 0 (the outputs of `imagine` live on its device)."""
+        return self.engines[0].to_host(*tensors)
+
     def _all(self, name: str, *args, **kwargs):
         """Call `name` on every member; the slots they return must be the same."""
         outs = [getattr(e, name)(*args, **kwargs) for e in self.engines]

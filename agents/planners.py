@@ -218,9 +218,9 @@ class _Planner:
                 else:
                     step = np.repeat(tail[:, h - cfg.horizon], copies, axis=0)
                 out = self.engine.imagine(forks, step)
-                r = out.reward.cpu().numpy().astype(np.float64)
+                r, log_c = (x.astype(np.float64) for x in self.engine.to_host(out.reward, out.log_cont))
                 ret += cfg.discount ** h * np.exp(log_alive) * r
-                log_alive = log_alive + out.log_cont.cpu().numpy().astype(np.float64)
+                log_alive = log_alive + log_c
             if self.value is not None:  # the rewards after the last imagined state, if it goes on
                 ret += cfg.discount ** steps * np.exp(log_alive) * self.value.predict(out.h)
         finally:

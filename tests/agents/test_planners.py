@@ -161,6 +161,9 @@ class TrueDynamics:
         self.free = list(range(capacity))[::-1]
         self.slab = SimpleNamespace(num_free=capacity)
 
+    def to_host(self, *tensors):
+        return [t.numpy() for t in tensors]
+
     def join(self, n):
         out = np.array([self.free.pop() for _ in range(n)], np.int64)
         self.slab.num_free = len(self.free)

@@ -140,6 +140,7 @@ class Engine:
         # no_grad (its static buffers are captured and refilled across calls).
         self._no_grad = torch.no_grad if use else torch.inference_mode
         self.buckets = tuple(buckets)
+        self._staging: torch.Tensor | None = None  # page-locked host buffer of `to_host`
         self._build_steps()
 
     # ----- slots --------------------------------------------------------------------------------
@@ -175,6 +176,30 @@ class Engine:
 
     def rng_state(self) -> np.ndarray:
         return self.generator.get_state().numpy()
+
+    def to_host(self, *tensors: torch.Tensor) -> list[np.ndarray]:
+        """Copy device tensors (an `EngineOutput`'s fields) to host arrays in one round trip.
+
+        On CUDA every tensor goes into one reused page-locked buffer by an asynchronous copy, and
+        the host waits once; `.cpu()` per tensor would wait once each and copy through pageable
+        memory. The arrays returned are views of that buffer: **valid until the next `to_host`
+        call**; copy what must outlive it. On CPU the tensors' own memory is returned.
+        """
+        if self.device.type != "cuda":
+            return [t.detach().numpy() for t in tensors]
+        sizes = [t.numel() * (4 if t.dtype == torch.bfloat16 else t.element_size()) for t in tensors]
+        offsets = np.concatenate([[0], np.cumsum([-(-n // 64) * 64 for n in sizes])]).astype(int)
+        if self._staging is None or self._staging.numel() < offsets[-1]:
+            self._staging = torch.empty(max(int(offsets[-1]), 1 << 16), dtype=torch.uint8, pin_memory=True)
+        out = []
+        for t, at, n in zip(tensors, offsets, sizes):
+            t = t.detach()
+            t = (t.float() if t.dtype == torch.bfloat16 else t).contiguous()  # numpy has no bfloat16
+            dst = self._staging[at:at + n].view(t.dtype).view(t.shape)
+            dst.copy_(t, non_blocking=True)
+            out.append(dst)
+        torch.cuda.current_stream(self.device).synchronize()
+        return [d.numpy() for d in out]
 
     def set_rng_state(self, state: np.ndarray) -> None:
         self.generator.set_state(torch.from_numpy(np.asarray(state, dtype=np.uint8)))

@@ -150,7 +150,7 @@ class EngineWorker:
                 np.concatenate([p.slots for p in payloads]), np.concatenate([p.obs for p in payloads]),
                 np.concatenate([p.actions if a is None else a for p, a in zip(payloads, planned)]),
                 np.concatenate([p.resets for p in payloads]))
-            rew, cont = out.reward.cpu().numpy(), out.cont.cpu().numpy()
+            rew, cont = (a.copy() for a in self.engine.to_host(out.reward, out.cont))
         self._dream_step(d_act)
         model_ms = (time.perf_counter() - t1) * 1e3
         both = np.stack([rew, cont]).astype(np.float32, copy=False)  # [2, rows of every payload]
@@ -213,9 +213,10 @@ class EngineWorker:
                                         np.ones(rows.size, bool), decode=self.decode)
             else:
                 o = self.engine.imagine(self.d_slots[rows], d_act[rows], decode=self.decode)
-            self.d_reward[rows], self.d_cont[rows] = o.reward.cpu().numpy(), o.cont.cpu().numpy()
+            host = self.engine.to_host(o.reward, o.cont, *((o.obs,) if self.decode else ()))
+            self.d_reward[rows], self.d_cont[rows] = host[0], host[1]
             if self.decode:
-                self.d_obs[rows] = o.obs.cpu().numpy()
+                self.d_obs[rows] = host[2]
         self.d_fresh = np.zeros(self.d_ids.size, bool)
 
     # ----- snapshots ----------------------------------------------------------------------------
