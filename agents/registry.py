@@ -22,7 +22,7 @@ import inspect
 import re
 
 from worldssm.agents.scripted import GreedyAgent, PatternAgent, RandomAgent
-from worldssm.errors import WorldssmError
+from worldssm.errors import AgentError, WorldssmError
 
 AGENTS = ("random", "pattern", "greedy")
 # Agents that read only observations and info, so they can also act for dream agents.
@@ -102,8 +102,8 @@ def make_agent(name: str, action_space: dict, env=None, seed: int = 0, kwargs: d
         kwargs: keyword arguments for the agent (import paths only).
 
     Raises:
-        ValueError: unknown name, the planner (see `make_planner`), or an agent that needs an env
-            it was not given.
+        AgentError (a ValueError): unknown name, the planner (see `make_planner`), keyword
+            arguments for a built-in agent, or an agent that cannot act in `env` (or needs one).
         WorldssmError: an import path that does not resolve, or whose agent cannot be built with
             these arguments.
     """
@@ -121,17 +121,20 @@ def make_agent(name: str, action_space: dict, env=None, seed: int = 0, kwargs: d
             raise WorldssmError(f"agent {name!r} built an object without an act(obs, info) method")
         return agent
     if kwargs:
-        raise ValueError(f"agent {name!r} takes no keyword arguments, got {sorted(kwargs)}")
+        raise AgentError(f"agent {name!r} takes no keyword arguments, got {sorted(kwargs)}")
     if name == "random":
         return RandomAgent(action_space, seed)
     if name == "pattern":
         return PatternAgent(action_space, seed)
     if name == "greedy":
         if env is None:
-            raise ValueError("the greedy agent reads a real swarm_v0 env; dream agents have none "
+            raise AgentError("the greedy agent reads a real swarm_v0 env; dream agents have none "
                              f"(choose one of {ENV_FREE} for them)")
-        return GreedyAgent(env, seed)
+        try:
+            return GreedyAgent(env, seed)
+        except ValueError as exc:  # not a swarm_v0 env
+            raise AgentError(str(exc)) from None
     if name == PLANNER:
-        raise ValueError("a planner imagines with an engine's states: make it with "
+        raise AgentError("a planner imagines with an engine's states: make it with "
                          "worldssm.agents.planners.make_planner(engine)")
-    raise ValueError(f"unknown agent {name!r}; choose one of {AGENTS} or give an import path 'package.module:Name'")
+    raise AgentError(f"unknown agent {name!r}; choose one of {AGENTS} or give an import path 'package.module:Name'")

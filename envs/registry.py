@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 
-from worldssm.errors import require
+from worldssm.errors import EnvError, require
 
 APIS = ("parallel", "batched")
 ENVS_EXTRA = "worldssm[envs]"  # the extra that brings the Gymnasium envs' own dependencies
@@ -82,19 +82,22 @@ def _pettingzoo_parallel(name: str, kwargs: dict):
     require("pettingzoo", "pettingzoo>=1.24")
     path = name[len(PETTINGZOO_PREFIX):].split("/")
     if len(path) != 2 or not all(path):
-        raise ValueError(f"{name!r}: expected pettingzoo/<family>/<env>, e.g. pettingzoo/classic/rps_v2")
+        raise EnvError(f"{name!r}: expected pettingzoo/<family>/<env>, e.g. pettingzoo/classic/rps_v2")
     module_name = f"pettingzoo.{path[0]}.{path[1]}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
-            raise ValueError(f"{name!r}: no PettingZoo module {module_name}") from exc
+            raise EnvError(f"{name!r}: no PettingZoo module {module_name}") from exc
         # The env exists but one of its own dependencies is missing.
         require(exc.name or module_name, f"pettingzoo[{path[0]}]")
         raise
     if not hasattr(module, "parallel_env"):
-        raise ValueError(f"{name!r}: {module_name} has no parallel_env")
-    return module.parallel_env(**kwargs)
+        raise EnvError(f"{name!r}: {module_name} has no parallel_env")
+    try:
+        return module.parallel_env(**kwargs)
+    except TypeError as exc:
+        raise EnvError(f"{name!r} does not take these arguments: {exc}") from exc
 
 
 def make(name: str, api: str = "parallel", n_agents: int | None = None, **kwargs):
@@ -109,27 +112,29 @@ def make(name: str, api: str = "parallel", n_agents: int | None = None, **kwargs
             parallel_env kwargs for PettingZoo).
 
     Raises:
-        ValueError: unknown name or api, an n_agents the env cannot have, or kwargs it rejects.
+        EnvError (a ValueError): unknown name, an n_agents the env cannot have, or kwargs it
+            rejects.
+        ValueError: unknown api.
         MissingDependencyError: pettingzoo (or an env's own dependency: Box2D, MuJoCo, ale-py)
             is not installed; the message names the extra to install.
     """
     if api not in APIS:
         raise ValueError(f"api must be one of {APIS}, got {api!r}")
     if n_agents is not None and (isinstance(n_agents, bool) or not isinstance(n_agents, int) or n_agents < 1):
-        raise ValueError(f"n_agents must be a positive int or None, got {n_agents!r}")
+        raise EnvError(f"n_agents must be a positive int or None, got {n_agents!r}")
     if name in _BUILTIN:
         if n_agents is not None:
             kwargs["n_agents"] = n_agents
         try:
             batched = _BUILTIN[name](**kwargs)
         except TypeError as exc:
-            raise ValueError(f"{name!r} does not take these arguments: {exc}") from exc
+            raise EnvError(f"{name!r} does not take these arguments: {exc}") from exc
     elif name.startswith(PETTINGZOO_PREFIX):
         par = _pettingzoo_parallel(name, kwargs)
         fixed = len(par.possible_agents)
         if n_agents is not None and n_agents != fixed:
             par.close()
-            raise ValueError(f"{name!r} fixes its own agents ({fixed} of them); n_agents={n_agents} "
+            raise EnvError(f"{name!r} fixes its own agents ({fixed} of them); n_agents={n_agents} "
                              "cannot be honoured (leave it out)")
         if api == "parallel":
             return par
@@ -139,13 +144,15 @@ def make(name: str, api: str = "parallel", n_agents: int | None = None, **kwargs
     else:
         gym = require("gymnasium", "gymnasium>=1.0")
         if name not in gym.registry:
-            raise ValueError(
+            raise EnvError(
                 f"unknown env {name!r}: not one of {names()} and not a registered Gymnasium id"
             )
         from worldssm.envs.adapters.gym_agents import GymAgents
 
         try:
             batched = GymAgents(name, n_agents=1 if n_agents is None else n_agents, **kwargs)
+        except TypeError as exc:
+            raise EnvError(f"{name!r} does not take these arguments: {exc}") from exc
         except (ImportError, gym.error.DependencyNotInstalled) as exc:
             from worldssm.errors import MissingDependencyError
 

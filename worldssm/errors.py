@@ -53,6 +53,14 @@ def require(module: str, install: str):
         ) from exc
 
 
+class EnvError(WorldssmError, ValueError):
+    """An env name that names no env, or arguments the env does not take."""
+
+
+class AgentError(WorldssmError, ValueError):
+    """An agent kind that does not exist, or cannot act where it was asked to."""
+
+
 class TickRejected(WorldssmError, ValueError):
     """A Simulation call's inputs are invalid (an unknown agent, a bad action or start
     observation); nothing was sent and no env or engine state changed."""

@@ -68,6 +68,7 @@ class Simulation:
         for name, _ in cfg.mix + ((cfg.dream_agent_name or "", 1),):
             if is_import_path(name):  # a path that does not resolve is named here, before any actor starts
                 check_import_path(name, cfg.agent_kwargs.get(name))
+        self._check_env_and_agents()
         if cfg.backend == "ray":
             from worldssm.sim.ray_start import start_ray
 
@@ -93,6 +94,27 @@ class Simulation:
             raise
 
     # ----- setup --------------------------------------------------------------------------------
+    def _check_env_and_agents(self) -> None:
+        """Build the env once here, and each built-in kind of real agent in it, so that an env
+        name or argument the env does not take (EnvError), or an agent that cannot act in this env
+        (AgentError), is named before any actor starts; inside an actor it would surface as the
+        actor's failure."""
+        from worldssm.agents import make_agent
+        from worldssm.envs import make
+        from worldssm.spaces import space_to_dict
+
+        cfg = self.cfg
+        if self.topo.n_env == 0:
+            return
+        env = make(cfg.env, api="batched", n_agents=self.topo.agents_per_env[0], **cfg.env_kwargs)
+        try:
+            space = space_to_dict(env.single_action_space)
+            for name, _ in cfg.mix:
+                if name != PLANNER and not is_import_path(name):
+                    make_agent(name, space, env=env, seed=0)
+        finally:
+            env.close()
+
     def _setup(self) -> None:
         cfg, topo = self.cfg, self.topo
         device = "cuda" if self._use_gpu() else "cpu"
