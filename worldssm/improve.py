@@ -122,7 +122,9 @@ class Improvement:
 
     def __init__(self, out, cfg: ImproveConfig | None = None, resume: bool = False, progress: bool = False,
                  rounds: int | None = None):
-        self.out, self.progress = Path(out), progress
+        from worldssm.atomic import check_out_dir
+
+        self.out, self.progress = check_out_dir(out, "--out"), progress
         if rounds is not None and rounds < 1:
             raise WorldssmError(f"rounds must be >= 1, got {rounds}")
         state_path = self.out / STATE_FILE
@@ -148,6 +150,9 @@ class Improvement:
                 raise WorldssmError("a new improvement needs its ImproveConfig")
             if self.out.exists() and any(self.out.iterdir()):
                 raise WorldssmError(f"{self.out} is not empty: pass --resume to continue it, or choose a new --out")
+            from worldssm.envs import make
+
+            make(cfg.env, api="batched").close()  # an env that cannot be built is named before anything is saved
             self.cfg = dataclasses.replace(cfg, rounds=rounds) if rounds is not None else cfg
             self.state = {"config": dataclasses.asdict(self.cfg), "done": [], "scores": []}
 

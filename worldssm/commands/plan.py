@@ -52,6 +52,10 @@ def run(args) -> int:
 
     if args.episodes < 1:  # before the model is loaded
         raise WorldssmError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.out:
+        from worldssm.atomic import check_out_file
+
+        check_out_file(args.out, "--out")
 
     cfg = planner_config(args)
     result = plan_in_env(args.checkpoint, args.env, cfg, episodes=args.episodes, seed=args.seed,

@@ -60,6 +60,11 @@ def run(args) -> int:
         if value is not None and value < (1 if name in ("context", "frames", "agents") else 0):
             raise WorldssmError(f"--{name} must be >= {1 if name in ('context', 'frames', 'agents') else 0}, "
                                 f"got {value}")
+    from worldssm.atomic import check_out_dir, check_out_file
+
+    if args.screenshot:
+        check_out_file(args.screenshot, "--screenshot")
+    check_out_dir(args.record_dir, "--record-dir")
     app = open_app(args.checkpoint, env=args.env, env_kwargs=env_kwargs, agents=args.agents, agent=args.agent,
                    keymap=args.keymap, fps=args.fps, context=args.context, resync=args.resync,
                    max_forks=args.forks, record_dir=args.record_dir, device=args.device, seed=args.seed,
