@@ -146,7 +146,16 @@ def run_env_bench(out_dir, agents=(1, 64, 1024, 10000), obs_modes=("vector", "im
 
     Returns:
         The result dict that was written (with "path").
+
+    Raises:
+        WorldssmError: a population below 1 or a time that is not positive.
     """
+    from worldssm.errors import WorldssmError
+
+    if not agents or min(agents) < 1:
+        raise WorldssmError(f"--agents must all be >= 1, got {list(agents)}")
+    if not seconds > 0:
+        raise WorldssmError(f"--seconds must be > 0, got {seconds}")
     pinning = pin_one_core() if pin else {"pinned": False}
     import numpy as np
 

@@ -102,7 +102,7 @@ def run(args) -> int:
         f"# worldssm quickstart report\n\n{qs.env}, {summary['episodes']} episodes, preset {cfg.preset}, "
         f"{cfg.steps} training steps, seed {qs.seed}.\n\nNormalised open-loop observation MSE "
         f"(context {result['context']}, held-out episodes, {result['windows']} windows):\n\n```\n{table}\n```\n\n"
-        f"Horizon 1: model {_num(m[0])} vs repeat-last {_num(rep[0])} ({_num(ratio, '.1f')}x lower). "
+        f"Horizon 1: model {_num(m[0])} vs repeat-last {_num(rep[0])} ({_compare(ratio)}). "
         f"Lower than both naive predictors at every horizon: {beats}.\n\n"
         f"Time: collect {t1 - t0:.0f} s, train {t2 - t1:.0f} s, eval {t3 - t2:.0f} s.\n\n"
         f"Files: eval.json, openloop.png (this folder); checkpoints in {run_dir}.\n"
@@ -110,10 +110,19 @@ def run(args) -> int:
     atomic_write_text(eval_dir / "report.md", report)
     atomic_write_text(eval_dir / "headline.json", json.dumps(headline, indent=1, allow_nan=False))
     print(table)
-    print(f"horizon 1: model {_num(m[0])}, repeat-last {_num(rep[0])} ({_num(ratio, '.1f')}x lower); "
+    print(f"horizon 1: model {_num(m[0])}, repeat-last {_num(rep[0])} ({_compare(ratio)}); "
           f"beats both naive predictors at every horizon: {beats}")
     print(f"report: {eval_dir / 'report.md'} (plot: {eval_dir / 'openloop.png'}); total {t3 - t0:.0f} s")
     return 0
+
+
+def _compare(ratio) -> str:
+    """repeat-last's error over the model's, in words: "67.2x lower" or "3.1x higher"."""
+    if ratio is None:
+        return "n/a"
+    if ratio >= 1:
+        return f"{ratio:.1f}x lower"
+    return f"{1 / ratio:.1f}x higher" if ratio > 0 else "no better than repeat-last"
 
 
 def _num(value, spec: str = ".4g") -> str:

@@ -66,6 +66,12 @@ def run(args) -> int:
             raise WorldssmError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
     if not args.deadline_ms > 0:
         raise WorldssmError(f"--deadline-ms must be > 0, got {args.deadline_ms}")
+    if not 0 <= args.port <= 65535:
+        raise WorldssmError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
+    if args.port_file:
+        from worldssm.atomic import check_out_file
+
+        check_out_file(args.port_file, "--port-file")
     token, where = load_token(args.token_file)
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
@@ -79,7 +85,10 @@ def run(args) -> int:
                     max_frame=args.max_frame)
 
     async def main():
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:  # the port is taken, the host is not an address of this machine, ...
+            raise WorldssmError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
         if args.port_file:
             atomic_write_text(args.port_file, f"{server.port}\n")
         print(f"worldssm serve: {world.env_id}, {world.mode}, {world.n} agents; listening on "

@@ -331,9 +331,15 @@ class Trainer:
         spec = self.dataset.spec
         try:
             self.train_set, self.val_set = self.dataset.split(cfg.val_fraction, cfg.seed)
-            self.sampler = SequenceSampler(self.train_set, cfg.batch_size, cfg.seq_len, cfg.seed)
         except ValueError as exc:
             raise WorldssmError(f"cannot train on {data} with this config: {exc}") from None
+        try:
+            self.sampler = SequenceSampler(self.train_set, cfg.batch_size, cfg.seq_len, cfg.seed)
+        except ValueError as exc:
+            held = self.dataset.num_steps - self.train_set.num_steps
+            split = (f" (the training split: {self.train_set.num_steps} of the data's {self.dataset.num_steps} steps; "
+                     f"val_fraction {cfg.val_fraction} holds out {held})") if held else ""
+            raise WorldssmError(f"cannot train on {data} with this config: {exc}{split}") from None
         if weights is None:
             model = WorldModel(model_cfg, spec.observation_space, spec.action_space)
             if model.normalises_obs:  # a resumed run's statistics come with its weights
