@@ -171,7 +171,8 @@ TRAIN = ["train", "--data", "{data}", "--preset", "DEBUG", "--steps", "2", "--ba
 EVAL = ["eval", "--checkpoint", "{run}", "--data", "{data}", "--context", "8"]
 MISUSE = [
     ("seq-len longer than the data", [*TRAIN, "--out", "{tmp}/r", "--seq-len", "100000"],
-     r"cannot train on \S+ with this config: the dataset has \d+ steps in total, fewer than seq_len=100000"),
+     r"cannot train on \S+ with this config: the dataset has \d+ steps in total, fewer than seq_len=100000.*"
+     r"\(the training split: \d+ of the data's \d+ steps; val_fraction 0.1 holds out \d+\)"),
     ("out names a file", [*TRAIN, "--out", "{file}"], r"\S+a_file exists and is not a directory"),
     ("cuda without CUDA", [*TRAIN, "--out", "{tmp}/r", "--device", "cuda"], "device 'cuda' was requested", NO_CUDA),
     ("a non-empty run without flags", [*TRAIN, "--out", "{run}"],
@@ -205,6 +206,29 @@ MISUSE = [
     ("fidelity resume with nothing to resume", ["bench", "fidelity", "--out", "{tmp}/r", "--work", "{tmp}/ev",
                                                 "--envs", "Pendulum-v1", "--resume", "--train-steps", "10"],
      "Pendulum-v1: nothing to resume in"),
+    ("plan with an unknown env", ["plan", "--checkpoint", "{run}", "--episodes", "1", "--env", "Foo-v0"],
+     "unknown env 'Foo-v0'"),
+    ("plan out names a directory", ["plan", "--checkpoint", "{run}", "--episodes", "1", "--out", "{tmp}"],
+     r"--out \S+ is a directory; give a file name"),
+    ("plan out in a missing folder", ["plan", "--checkpoint", "{run}", "--episodes", "1", "--out", "{tmp}/ev/x.json"],
+     r"--out \S+x.json': its folder \S+ev' does not exist"),
+    ("simulate with an unknown env", ["simulate", "--checkpoint", "{run}", "--env", "Foo-v0", "--backend", "local",
+                                      "--ticks", "2", "--out", "{tmp}/r"], "unknown env 'Foo-v0'"),
+    ("simulate with env arguments the env does not take",
+     ["simulate", "--checkpoint", "{run}", "--env-kwargs", '{{"bogus": 1}}', "--backend", "local", "--ticks", "2",
+      "--out", "{tmp}/r"], "'Pendulum-v1' does not take these arguments"),
+    ("simulate with the greedy agent outside swarm_v0", ["simulate", "--checkpoint", "{run}", "--agent", "greedy",
+                                                         "--backend", "local", "--ticks", "2", "--out", "{tmp}/r"],
+     "the greedy agent reads a swarm_v0 env's food"),
+    ("play screenshot in a missing folder", ["play", "--checkpoint", "{run}", "--frames", "2", "--screenshot",
+                                             "{tmp}/ev/x.png"], r"--screenshot \S+: its folder \S+ does not exist"),
+    ("improve with an unknown env", ["improve", "--env", "Foo-v0", "--rounds", "1", "--out", "{tmp}/r"],
+     "unknown env 'Foo-v0'"),
+    ("improve out names a file", ["improve", "--env", "Pendulum-v1", "--out", "{file}"],
+     "a file stands where a directory should be"),
+    ("serve on a port out of range", ["serve", "--checkpoint", "{run}", "--port", "99999"],
+     r"--port must be in 0\.\.65535"),
+    ("bench env with no agents", ["bench", "env", "--agents", "0", "--out", "{tmp}/r"], "--agents must all be >= 1"),
 ]
 
 
@@ -221,6 +245,18 @@ def test_misuse_is_one_error_line_and_exit_2(argv, message, data, trained, tmp_p
     assert re.match(rf"worldssm {command}: error: .*{message}", err), err
     assert sorted(p.name for p in trained.rglob("*")) == before  # the run is untouched
     assert not any((tmp_path / n).exists() for n in ("r", "ev", "qs"))  # nothing was started
+
+
+def test_resume_names_the_settings_it_does_not_take(trained, data, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    argv = [a.format(data=data) for a in TRAIN] + ["--out", str(run), "--resume", "--lr", "0.5"]
+    assert main(argv) == 0
+    warn = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warn == ["worldssm train: warning: --resume trains on with the run's saved settings; ignored: "
+                    "--lr 0.5 (the run's: 0.001)"], warn  # --preset DEBUG, --seq-len 16 ... match the run's
 
 
 def test_a_full_disk_is_one_error_line_naming_the_file(data, trained, tmp_path, capsys, monkeypatch):

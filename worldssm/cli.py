@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     args, extra = build_parser().parse_known_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # what was typed: which flags were given
     if extra:  # named by the subcommand's parser, so the error says which command refused them
         args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     show = warnings.showwarning
