@@ -208,9 +208,11 @@ class EngineWorker:
         for rows, observe in ((np.flatnonzero(fresh), True), (np.flatnonzero(~fresh), False)):
             if rows.size == 0:
                 continue
+            if rows.size == fresh.size:  # every row: a slice, so the writes below copy, not scatter
+                rows = slice(None)
             if observe:
                 o = self.engine.observe(self.d_slots[rows], self.d_obs[rows], d_act[rows],
-                                        np.ones(rows.size, bool), decode=self.decode)
+                                        np.ones(self.d_slots[rows].size, bool), decode=self.decode)
             else:
                 o = self.engine.imagine(self.d_slots[rows], d_act[rows], decode=self.decode)
             host = self.engine.to_host(o.reward, o.cont, *((o.obs,) if self.decode else ()))
