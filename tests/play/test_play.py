@@ -342,6 +342,30 @@ def test_the_bundled_model_plays_without_a_checkpoint():
         app.close()
 
 
+def test_the_agent_can_drive_from_the_start():
+    """human=False: the agent drives from the first frame (a run with nobody at the keys is not a
+    string of the keymap's 'no key' action), and `m` hands over as ever."""
+    taken = {}
+    for human in (True, False):
+        app = open_app(fps=0, agent="pattern", human=human)
+        try:
+            step, seen = app.session.env.step, []
+
+            def spy(actions, step=step, seen=seen):
+                seen.append(int(np.asarray(actions).reshape(-1)[0]))
+                return step(actions)
+
+            app.session.env.step = spy
+            for _ in range(12):
+                app.tick()
+            assert app.session.human is human
+            taken[human] = set(seen)
+        finally:
+            app.close()
+    assert taken[True] == {0}, "nobody at the keys: the keymap's no-key action, 0"
+    assert len(taken[False]) > 1, "the pattern agent drives"
+
+
 # ----- the command line -------------------------------------------------------------------------
 def _cli(*args, cwd=None):
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}

@@ -29,6 +29,8 @@ def configure(parser) -> None:
                         help="who drives when you do not: planner, random, pattern, greedy (swarm_v0) or "
                              "package.module:Name (default: planner; greedy for swarm_v0)")
     parser.add_argument("--planner", choices=sorted(PLANNER_PRESETS), default="fast", help="the planner's preset")
+    parser.add_argument("--drive", choices=("human", "agent"), default="human",
+                        help="who drives at the start (m switches); agent: a run with --frames plays itself")
     parser.add_argument("--keymap", default=None, help="a keymap file (KEY = ACTION per line; see worldssm.play.keymap)")
     parser.add_argument("--fps", type=int, default=15, help="frames per second (0: no cap)")
     parser.add_argument("--context", type=int, default=16, help="real steps a dream is started from")
@@ -68,7 +70,7 @@ def run(args) -> int:
     app = open_app(args.checkpoint, env=args.env, env_kwargs=env_kwargs, agents=args.agents, agent=args.agent,
                    keymap=args.keymap, fps=args.fps, context=args.context, resync=args.resync,
                    max_forks=args.forks, record_dir=args.record_dir, device=args.device, seed=args.seed,
-                   planner=args.planner)
+                   planner=args.planner, human=args.drive == "human")
     try:
         while app.running and (args.frames is None or app.frames < args.frames):
             app.tick()

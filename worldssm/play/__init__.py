@@ -20,7 +20,7 @@ BUNDLED_ENV = "CartPole-v1"
 def open_app(checkpoint=None, env: str | None = None, env_kwargs: dict | None = None, agents: int | None = None,
              agent: str | None = None, others: str = "greedy", keymap=None, fps: int = 15, context: int = 16,
              resync: int = 0, max_forks: int = 2, record_dir=None, device: str = "cpu", seed: int = 0,
-             planner="fast"):
+             planner="fast", human: bool = True):
     """Build the app (window open, nothing stepped yet).
 
     Args:
@@ -33,7 +33,9 @@ def open_app(checkpoint=None, env: str | None = None, env_kwargs: dict | None = 
             "greedy" for swarm_v0).
         others: swarm_v0: the agent of the agents the human does not drive.
         keymap: a keymap file (default: derived from the action space).
-        fps: frame cap (0: none). The rest: see `PlaySession`.
+        fps: frame cap (0: none).
+        human: the human drives at the start; False: `agent` drives until `m` hands over.
+        The rest: see `PlaySession`.
     """
     from worldssm.model import load_model
     from worldssm.play import keymap as keymaps
@@ -54,7 +56,7 @@ def open_app(checkpoint=None, env: str | None = None, env_kwargs: dict | None = 
     agent = agent or ("greedy" if swarm else "planner")
     session = PlaySession(model, env, env_kwargs=env_kwargs, agents=agents, agent=agent, others=others,
                           context=context, resync=resync, max_forks=max_forks, record_dir=record_dir,
-                          device=device, seed=seed, planner=planner)
+                          device=device, seed=seed, planner=planner, human=human)
     try:
         meanings = _action_meanings(session.env)
         km = keymaps.load(keymap, session.act_space) if keymap else keymaps.derive(session.act_space, env, meanings)

@@ -70,12 +70,13 @@ class PlaySession:
         device: the engine's device.
         seed: seeds the env's episodes, the agents and the planner.
         planner: the planner preset when `agent` is "planner".
+        human: the human drives at the start (else `agent` does until the human takes over).
         image_size: pixel frames are drawn from observations (image models), else env renders.
     """
 
     def __init__(self, model, env_id: str, env_kwargs: dict | None = None, agents: int = 1, agent: str = "random",
                  others: str = "greedy", context: int = 16, resync: int = 0, max_forks: int = 2,
-                 record_dir=None, device: str = "cpu", seed: int = 0, planner: str = "fast"):
+                 record_dir=None, device: str = "cpu", seed: int = 0, planner: str = "fast", human: bool = True):
         from worldssm import envs
 
         if context < 1 or resync < 0 or max_forks < 0:
@@ -89,12 +90,13 @@ class PlaySession:
             kwargs.update(autoreset="off")
         self.env = envs.make(env_id, api="batched", n_agents=agents, render_mode="rgb_array", **kwargs)
         try:  # whatever fails from here on, the env made above is closed
-            self._build(model, agents, agent, others, context, resync, max_forks, record_dir, device, seed, planner)
+            self._build(model, agents, agent, others, context, resync, max_forks, record_dir, device, seed, planner, human)
         except BaseException:
             self.env.close()
             raise
 
-    def _build(self, model, agents, agent, others, context, resync, max_forks, record_dir, device, seed, planner):
+    def _build(self, model, agents, agent, others, context, resync, max_forks, record_dir, device, seed, planner,
+               human):
         from worldssm.agents.registry import make_agent
         from worldssm.engine import Engine
         from worldssm.spaces import require_same_spaces, space_to_dict
@@ -109,7 +111,7 @@ class PlaySession:
         self.tracks_cap = max(8, 2 * agents if self.swarm else 1 + max_forks)
         self.engine = Engine(model, self.tracks_cap, device=device)
         self.record_dir = Path(record_dir) if record_dir is not None else Path("recordings")
-        self.view, self.human, self.paused = "both", True, False
+        self.view, self.human, self.paused = "both", bool(human), False
         self.agent_name, self.planner = agent, None
         self.driver = None
         if agent == "planner":  # the planner imagines with its own engine: its candidates need room
