@@ -147,8 +147,15 @@ def test_a_field_without_default_is_a_required_flag(capsys):
 
 
 def test_a_validation_error_becomes_a_worldssm_error():
-    with pytest.raises(WorldssmError, match=r"^Toy.count must be >= 1, got 0$"):
+    """The config's message is kept, with the field named by the flag that set it."""
+    with pytest.raises(WorldssmError, match=r"^--count must be >= 1, got 0$"):
         config_from_args(Toy, toy_parser().parse_args(["--count", "0"]))
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, Toy, prefix="toy", exclude=("extra",))
+    with pytest.raises(WorldssmError, match=r"^--toy-count must be >= 1, got 0$"):
+        config_from_args(Toy, parser.parse_args(["--toy-count", "0"]), prefix="toy")
+    with pytest.raises(WorldssmError, match=r"^Toy.count must be >= 1, got 0$"):  # set by the caller: no flag
+        config_from_args(Toy, parser.parse_args([]), prefix="toy", count=0)
 
 
 def test_prefix_names_flags_and_dests():

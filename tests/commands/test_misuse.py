@@ -11,8 +11,8 @@ SIM = ["simulate", "--preset", "DEBUG", "--env", "Pendulum-v1", "--backend", "lo
 
 CASES = {
     "collect unknown env": (["collect", "--env", "NoSuchEnv-v0", "--steps", "2"], "cannot make environment"),
-    "collect zero steps": (["collect", "--env", "Pendulum-v1", "--steps", "0"], "CollectConfig.steps must be >= 1"),
-    "collect negative seed": (["collect", "--env", "Pendulum-v1", "--seed", "-5"], "CollectConfig.seed"),
+    "collect zero steps": (["collect", "--env", "Pendulum-v1", "--steps", "0"], "--steps must be >= 1"),
+    "collect negative seed": (["collect", "--env", "Pendulum-v1", "--seed", "-5"], "--seed must be"),
     "collect greedy off swarm": (["collect", "--env", "Pendulum-v1", "--agent", "greedy", "--steps", "2"],
                                  "greedy agent reads a swarm_v0 env"),
     "simulate zero ticks": ([*SIM, "--ticks", "0"], "--ticks must be >= 1"),
@@ -25,8 +25,8 @@ CASES = {
     "simulate zero agents": ([*SIM, "--agents", "0"], "SimConfig.agents must be an int >= 1"),
     "simulate greedy dream": (["simulate", "--preset", "DEBUG", "--env", "swarm_v0", "--mode", "dream",
                                "--agent", "greedy"], "dream agents cannot act as 'greedy'"),
-    "simulate negative dream fraction": ([*SIM, "--dream-fraction", "-0.5"], "dream_fraction"),
-    "simulate nan timeout": ([*SIM, "--timeout-s", "nan"], "timeout_s"),
+    "simulate negative dream fraction": ([*SIM, "--dream-fraction", "-0.5"], "--dream-fraction"),
+    "simulate nan timeout": ([*SIM, "--timeout-s", "nan"], "--timeout-s"),
     "simulate unknown agent kind": ([*SIM, "--agents", '{"clever": 2}'], "or an import path 'package.module:Name', got 'clever'"),
     "simulate agent path that does not import": ([*SIM, "--agents", '{"nopkg.mod:Agent": 2}'],
                                                   "agent 'nopkg.mod:Agent': cannot import 'nopkg.mod'"),

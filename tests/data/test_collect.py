@@ -171,7 +171,7 @@ def test_cli_run_on_image_env(tmp_path, capsys):
     assert str(out) in printed and f"wrote {ds.num_steps} steps" in printed
     assert isinstance(collect_cmd.HELP, str) and "\n" not in collect_cmd.HELP
     bad = parser.parse_args(["--env", env_id, "--out", str(tmp_path / "bad"), "--agents", "0"])
-    with pytest.raises(WorldssmError, match="CollectConfig.agents must be >= 1"):
+    with pytest.raises(WorldssmError, match="--agents must be >= 1"):
         collect_cmd.run(bad)
     assert not (tmp_path / "bad").exists(), "a rejected config creates nothing"
 

@@ -27,6 +27,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import re
 import textwrap
 import types
 import typing
@@ -117,8 +118,13 @@ def config_from_args(cls, args: argparse.Namespace, *, prefix: str = "", **overr
     values.update(overrides)
     try:
         return cls(**values)
-    except ValueError as exc:
-        raise WorldssmError(str(exc)) from exc
+    except ValueError as exc:  # "CollectConfig.agents must be ..." reads "--agents must be ..." here
+        text = str(exc)
+        for n in names:
+            if hasattr(args, _dest(prefix, n)) and n not in overrides:
+                flag = "--" + _dest(prefix, n).replace("_", "-")
+                text = re.sub(rf"\b{cls.__name__}\.{n}\b", flag, text)
+        raise WorldssmError(text) from exc
 
 
 def field_help(cls) -> dict[str, str]:
