@@ -44,7 +44,7 @@ def test_imagine_after_context_equals_one_pass(debug_model):
     c = 7
     with torch.no_grad():
         state, pred = model.observe_sequence(batch["obs"][:, :c], batch["action"][:, :c], batch["is_first"][:, :c])
-        last = type(pred)(*(f[:, -1] for f in pred))
+        last = type(pred)(*(None if f is None else f[:, -1] for f in pred))
         z_post = model.latent(model.posterior(batch["obs"][:, :c]))
         zs, hs = [], []
         for t in range(c, 12):
@@ -226,3 +226,28 @@ def test_mean_rows_feed_the_backbone_the_expectation_in_training():
     assert not torch.equal(half, mean_loss) and not torch.equal(half, sampled)
     with pytest.raises(ValueError, match="mean_rows"):
         dataclasses.replace(cfg, mean_rows=1.5)
+
+
+def test_the_serving_latent_skips_the_log_and_exp_but_not_the_numbers(debug_model):
+    """unimix_probs is exp(unimix_logits); the serving heads carry the prior's probabilities,
+    and the latents taken from them (posterior and next step) equal those from log-probs."""
+    from worldssm.model.nets import unimix_logits, unimix_probs
+
+    logits = torch.randn(5, 4, 7, dtype=torch.float64) * 3
+    for u in (0.0, 0.01, 0.3):
+        probs = unimix_probs(logits, u)
+        torch.testing.assert_close(probs, unimix_logits(logits, u).exp(), rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(5, 4, dtype=torch.float64))
+        if u > 0:
+            assert probs.min() >= u / 7 * (1 - 1e-12)  # the uniform share is in
+    model = debug_model
+    batch = random_batch(VEC_OBS, BOX_ACT, 3, 1, seed=4, reset_p=0.0)
+    obs = batch["obs"][:, 0].double()
+    with torch.no_grad():
+        torch.testing.assert_close(model.posterior_latent(obs), model.latent(model.posterior(obs)))
+        h = torch.randn(3, model.cfg.backbone.d_model, dtype=torch.float64)
+        served, plain = model._heads(h, serving=True), model._heads(h)
+        assert plain.prior_probs is None and served.prior_probs is not None
+        torch.testing.assert_close(served.prior_logp, plain.prior_logp)
+        torch.testing.assert_close(model.next_latent(served), model.latent(plain.prior_logp))
+        torch.testing.assert_close(model.next_latent(plain), model.latent(plain.prior_logp))

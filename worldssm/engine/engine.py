@@ -238,8 +238,7 @@ class Engine:
             z = torch.from_numpy(self._numpy.posterior_mean(o))
         else:
             with self._no_grad():
-                z = self.model.latent(self.model.posterior(torch.as_tensor(o, device=self.device)),
-                                      self.sample, self.generator)
+                z = self.model.posterior_latent(torch.as_tensor(o, device=self.device), self.sample, self.generator)
         forks = self.slab.fork(s, n)
         if r.any():
             self.slab.reset(forks[np.repeat(r, n)])
@@ -331,7 +330,7 @@ class Engine:
     def _observe_core(self, slots, reset, obs, action):
         pred = self.model.observe_slots(self.slab.tensors, slots, obs, action, reset,
                                         self.sample, self.generator)
-        z = self.model.latent(pred.prior_logp, self.sample, self.generator)  # [B, V*K]
+        z = self.model.next_latent(pred, self.sample, self.generator)  # [B, V*K]
         self.slab.tensors["engine.z"][slots] = z
         return z, pred.reward, pred.cont, F.logsigmoid(pred.cont_logit), pred.h
 
@@ -340,7 +339,7 @@ class Engine:
         # touch the scratch slot.
         z_now = self.slab.tensors["engine.z"][slots]  # [B, V*K]
         pred = self.model.imagine_slots(self.slab.tensors, slots, z_now, action)
-        z = self.model.latent(pred.prior_logp, self.sample, self.generator)
+        z = self.model.next_latent(pred, self.sample, self.generator)
         self.slab.tensors["engine.z"][slots] = z
         return z, pred.reward, pred.cont, F.logsigmoid(pred.cont_logit), pred.h
 

@@ -41,6 +41,18 @@ def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
     return torch.log(probs)
 
 
+def unimix_probs(logits: torch.Tensor, unimix: float) -> torch.Tensor:
+    """The class probabilities whose log `unimix_logits` returns, [..., K], in two passes over
+    the logits (softmax, then one lerp toward the uniform) rather than four, and without the log
+    and the exp that a latent drawn from log-probs would take after it: the serving step's
+    latent (`WorldModel.observe_modules`, `imagine_slots`). Equal to exp(unimix_logits) to
+    float32 rounding."""
+    probs = torch.softmax(upcast(logits), -1)
+    if unimix <= 0:
+        return probs
+    return torch.lerp(probs, probs.new_full((), 1.0 / logits.shape[-1]), unimix)
+
+
 def categorical_kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     """KL(p || q) for log-probs [..., V, K], summed over latent variables and classes -> [...]."""
     return (logp.exp() * (logp - logq)).sum((-1, -2))

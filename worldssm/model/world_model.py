@@ -35,6 +35,7 @@ from worldssm.model.nets import (
     symexp,
     symlog,
     unimix_logits,
+    unimix_probs,
     upcast,
 )
 from worldssm.model.weights import StepWeights, action_weights, array, linear_weights, mixer_weights, mlp_weights
@@ -48,6 +49,9 @@ class Prediction(NamedTuple):
     cont: torch.Tensor  # probability that the episode continues after t+1 [B]
     h: torch.Tensor  # backbone output h_t [B, D]
     cont_logit: torch.Tensor  # the continue head's logit [B] (float32): `cont` is its sigmoid
+    # exp(prior_logp) [B, V, K] where the step computed it on the way (the serving module path),
+    # so the expected latent of the next step costs no exp pass; None elsewhere
+    prior_probs: torch.Tensor | None = None
 
 
 def observation_kind(space: dict) -> str:
@@ -129,14 +133,33 @@ class WorldModel(nn.Module):
             x = (x - self.obs_loc.to(x.dtype)) / self.obs_scale.to(x.dtype)
         return symlog(x)
 
-    def posterior(self, obs: torch.Tensor) -> torch.Tensor:
-        """o [..., *obs_shape] -> log-probs of z [..., V, K]."""
+    def _posterior_logits(self, obs: torch.Tensor) -> torch.Tensor:
+        """o [..., *obs_shape] -> the encoder's logits of z [..., V, K]."""
         if self.obs_kind == "image":
             feats = self.encoder(obs)
         else:
             x = obs.to(self.in_proj.weight.dtype).flatten(obs.dim() - len(self.obs_shape))
             feats = run_mlp(self.encoder, self._standardise(x))
-        return unimix_logits(feats.view(*feats.shape[:-1], self.cfg.latent_vars, -1), self.cfg.unimix)
+        return feats.view(*feats.shape[:-1], self.cfg.latent_vars, -1)
+
+    def posterior(self, obs: torch.Tensor) -> torch.Tensor:
+        """o [..., *obs_shape] -> log-probs of z [..., V, K]."""
+        return unimix_logits(self._posterior_logits(obs), self.cfg.unimix)
+
+    def posterior_latent(self, obs: torch.Tensor, sample: bool = False, generator=None) -> torch.Tensor:
+        """`latent(posterior(obs))` for a serving step: with sample=False the class probabilities
+        straight from the logits (`unimix_probs`), without the log and exp in between."""
+        if sample:
+            return self.latent(self.posterior(obs), sample, generator)
+        probs = unimix_probs(self._posterior_logits(obs), self.cfg.unimix)
+        return probs.reshape(*probs.shape[:-2], -1).detach()
+
+    def next_latent(self, pred: Prediction, sample: bool = False, generator=None) -> torch.Tensor:
+        """The latent the next step sees, from a step's prediction: `latent(pred.prior_logp)`,
+        or with sample=False its `prior_probs` where the step kept them."""
+        if not sample and pred.prior_probs is not None:
+            return pred.prior_probs.reshape(*pred.prior_probs.shape[:-2], -1).detach()
+        return self.latent(pred.prior_logp, sample, generator)
 
     def prior(self, h: torch.Tensor) -> torch.Tensor:
         logits = run_mlp(self.prior_head, h)
@@ -169,10 +192,17 @@ class WorldModel(nn.Module):
         a = F.linear(enc.features(action), enc.proj.weight, enc.proj.bias)  # = enc(action)
         return F.linear(torch.cat([z, a.to(z.dtype)], -1), self.in_proj.weight, self.in_proj.bias)
 
-    def _heads(self, h: torch.Tensor) -> Prediction:
+    def _heads(self, h: torch.Tensor, serving: bool = False) -> Prediction:
+        """The heads on h. serving: the prior's probabilities too (`Prediction.prior_probs`),
+        its log-probs taken from them (two passes fewer than `prior`; equal to rounding)."""
         logit = upcast(run_mlp(self.cont_head, h).squeeze(-1))
-        return Prediction(prior_logp=self.prior(h), reward=self.twohot.mean(run_mlp(self.reward_head, h)),
-                          cont=torch.sigmoid(logit), h=h, cont_logit=logit)
+        reward = self.twohot.mean(run_mlp(self.reward_head, h))
+        if not serving:
+            return Prediction(prior_logp=self.prior(h), reward=reward, cont=torch.sigmoid(logit), h=h, cont_logit=logit)
+        logits = run_mlp(self.prior_head, h)
+        probs = unimix_probs(logits.view(*logits.shape[:-1], self.cfg.latent_vars, -1), self.cfg.unimix)
+        return Prediction(prior_logp=torch.log(probs), reward=reward, cont=torch.sigmoid(logit), h=h,
+                          cont_logit=logit, prior_probs=probs)
 
     # ----- the weights of one step, for a step outside PyTorch ----------------------------------
     def why_no_step_weights(self) -> str | None:
@@ -296,8 +326,8 @@ class WorldModel(nn.Module):
         from worldssm.kernels import tf32_matmuls
 
         with tf32_matmuls(slots.device):
-            z = self.latent(self.posterior(obs), sample, generator)
-            return self._heads(self._step_backbone(slab, slots, self._inputs(z, action), reset))
+            z = self.posterior_latent(obs, sample, generator)
+            return self._heads(self._step_backbone(slab, slots, self._inputs(z, action), reset), serving=True)
 
     def imagine_slots(self, slab: State, slots, z, action) -> Prediction:
         """In-place imagine for rows `slots`: feed latent z [B, V*K] (drawn from a prior) with an action."""
@@ -309,7 +339,8 @@ class WorldModel(nn.Module):
 
         with tf32_matmuls(slots.device):
             x = self._inputs(z, action)
-            return self._heads(self._step_backbone(slab, slots, x, torch.zeros_like(slots, dtype=torch.bool)))
+            return self._heads(self._step_backbone(slab, slots, x, torch.zeros_like(slots, dtype=torch.bool)),
+                               serving=True)
 
     def _step_backbone(self, slab: State, slots, x, reset):
         """The backbone's in-place step in its own weights' dtype (bfloat16 after

@@ -181,7 +181,7 @@ def open_loop(model, episodes, context=16, horizons=HORIZONS, stride=8, max_wind
         first = torch.zeros(obs.shape[:2], dtype=torch.bool, device=device)
         first[:, 0] = True
         state, pred = model.observe_sequence(obs[:, :context], act[:, :context], first[:, :context])
-        last = type(pred)(*(f[:, -1] for f in pred))
+        last = type(pred)(*(None if f is None else f[:, -1] for f in pred))
         _, roll = model.rollout(state, last, act[:, context:], sample=sample, generator=gen)
         preds.append(roll["obs"].double().cpu().numpy())
         rews.append(roll["reward"].double().cpu().numpy())
