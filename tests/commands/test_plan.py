@@ -18,3 +18,11 @@ def test_plan_prints_and_writes_its_result(pendulum_run, tmp_path, capsys):
     assert result["planner_config"]["samples"] == 4 and result["planner_config"]["horizon"] == 3
     assert result["planner_config"]["temperature"] == 0.5, "fields not given keep the preset's values"
     assert result["planner"] == "MPPIPlanner" and len(result["returns"]) == 2
+
+
+def test_the_overhead_line_never_prints_a_negative_cost():
+    from worldssm.commands.plan import _overhead
+
+    assert _overhead(0.18) == "planning overhead 18%"
+    assert _overhead(-0.24) == "planning overhead below the timing noise: the bare step timed 24% slower"
+    assert _overhead(None) == "planning overhead n/a"

@@ -216,6 +216,8 @@ def _flag_kwargs(cls, name: str, hint, choices: tuple | None) -> dict:
     kwargs: dict = {"type": _or_none(base) if optional else base}
     if choices is not None:
         kwargs["choices"] = choices + (None,) if optional else choices
+        if optional:  # the word typed is `none` (argparse would show the value, None)
+            kwargs["metavar"] = "{" + ",".join(map(str, choices)) + ",none}"
     elif optional:
         kwargs["metavar"] = f"{base.__name__.upper()}|none"
     return kwargs

@@ -65,7 +65,7 @@ def run(args) -> int:
     print(f"decision for {result['episodes']} agents: p50 {result['decision_ms_p50']:.1f} ms, "
           f"p99 {result['decision_ms_p99']:.1f} ms; {result['imagined_steps_per_s']:,.0f} imagined agent-steps/s "
           f"against {result['raw_steps_per_s']:,.0f} for the bare step at batch {result['raw_step_batch']:,} "
-          f"(planning overhead {100 * result['planning_overhead']:.0f}%)")
+          f"({_overhead(result['planning_overhead'])})")
     if args.out:
         import torch
 
@@ -74,3 +74,13 @@ def run(args) -> int:
         atomic_write_text(args.out, json.dumps(result, indent=1))
         print(f"wrote {args.out}")
     return 0
+
+
+def _overhead(value) -> str:
+    """The planning overhead for the summary line; below zero the bare step's own timing noise
+    is larger than the overhead, and the line says so rather than print a negative cost."""
+    if value is None:
+        return "planning overhead n/a"
+    if value < 0:
+        return f"planning overhead below the timing noise: the bare step timed {100 * -value:.0f}% slower"
+    return f"planning overhead {100 * value:.0f}%"
