@@ -100,13 +100,15 @@ class Simulation:
         (AgentError), is named before any actor starts; inside an actor it would surface as the
         actor's failure."""
         from worldssm.agents import make_agent
-        from worldssm.envs import make
+        from worldssm.envs import kind_of, make
         from worldssm.spaces import space_to_dict
 
         cfg = self.cfg
         if self.topo.n_env == 0:
             return
-        env = make(cfg.env, api="batched", n_agents=self.topo.agents_per_env[0], **cfg.env_kwargs)
+        # One agent is enough to check names and arguments (a PettingZoo env fixes its own).
+        env = make(cfg.env, api="batched", n_agents=None if kind_of(cfg.env) == "pettingzoo" else 1,
+                   **cfg.env_kwargs)
         try:
             space = space_to_dict(env.single_action_space)
             for name, _ in cfg.mix:
