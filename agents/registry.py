@@ -130,10 +130,7 @@ def make_agent(name: str, action_space: dict, env=None, seed: int = 0, kwargs: d
         if env is None:
             raise AgentError("the greedy agent reads a real swarm_v0 env; dream agents have none "
                              f"(choose one of {ENV_FREE} for them)")
-        try:
-            return GreedyAgent(env, seed)
-        except ValueError as exc:  # not a swarm_v0 env
-            raise AgentError(str(exc)) from None
+        return GreedyAgent(env, seed)
     if name == PLANNER:
         raise AgentError("a planner imagines with an engine's states: make it with "
                          "worldssm.agents.planners.make_planner(engine)")

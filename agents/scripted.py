@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from worldssm.agents.base import AgentInfo, TickStream
+from worldssm.errors import AgentError
 
 
 class RandomAgent:
@@ -69,7 +70,7 @@ class GreedyAgent:
         from worldssm.envs.swarm import SwarmEnv
 
         if not isinstance(env, SwarmEnv):
-            raise ValueError(f"the greedy agent reads a swarm_v0 env's food; got {type(env).__name__}")
+            raise AgentError(f"the greedy agent reads a swarm_v0 env's food; got {type(env).__name__}")
         if not 0.0 <= noise <= 1.0:
             raise ValueError(f"noise must be in [0, 1], got {noise}")
         self.env, self.stream, self.noise = env, TickStream(seed), float(noise)

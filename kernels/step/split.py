@@ -74,8 +74,6 @@ def mamba2_step_split(
     slots = slots.contiguous()
     act = _alloc(b, nout, dtype=torch.float32, device=zxbcdt.device)
     bm, bn, warps = _tiles(b, wide=True)
-    if zxbcdt.stride(1) != 1:
-        zxbcdt = zxbcdt.contiguous()
     # The z columns are left to the state kernel, which reads them from zxbcdt as they are
     # (bf16 from cuBLAS): act's first HP columns stay unwritten.
     _norm_in_kernel[(triton.cdiv(nout - hp, bn), triton.cdiv(b, bm))](

@@ -161,9 +161,13 @@ class WorldModel(nn.Module):
             return pred.prior_probs.reshape(*pred.prior_probs.shape[:-2], -1).detach()
         return self.latent(pred.prior_logp, sample, generator)
 
-    def prior(self, h: torch.Tensor) -> torch.Tensor:
+    def _prior_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """h [..., D] -> the prior head's logits of z_{t+1} [..., V, K]."""
         logits = run_mlp(self.prior_head, h)
-        return unimix_logits(logits.view(*logits.shape[:-1], self.cfg.latent_vars, -1), self.cfg.unimix)
+        return logits.view(*logits.shape[:-1], self.cfg.latent_vars, -1)
+
+    def prior(self, h: torch.Tensor) -> torch.Tensor:
+        return unimix_logits(self._prior_logits(h), self.cfg.unimix)
 
     def decode(self, z: torch.Tensor, h_prev: torch.Tensor) -> torch.Tensor:
         """Predicted observation [..., *obs_shape] (float; pixels in [0, 255]).
@@ -199,8 +203,7 @@ class WorldModel(nn.Module):
         reward = self.twohot.mean(run_mlp(self.reward_head, h))
         if not serving:
             return Prediction(prior_logp=self.prior(h), reward=reward, cont=torch.sigmoid(logit), h=h, cont_logit=logit)
-        logits = run_mlp(self.prior_head, h)
-        probs = unimix_probs(logits.view(*logits.shape[:-1], self.cfg.latent_vars, -1), self.cfg.unimix)
+        probs = unimix_probs(self._prior_logits(h), self.cfg.unimix)
         return Prediction(prior_logp=torch.log(probs), reward=reward, cont=torch.sigmoid(logit), h=h,
                           cont_logit=logit, prior_probs=probs)
 

@@ -144,16 +144,16 @@ class EngineWorker:
         if self.d_ids.size:
             d_act = self._dream_actions(ctrl)
         planned = self._plan_real(payloads, ctrl.tick)
-        rew = cont = np.zeros(0, np.float32)
+        both = np.zeros((2, 0), np.float32)  # [2, rows of every payload]: reward, continue
         if payloads:  # one observe for every real agent of every EnvWorker feeding this engine
             out = self.engine.observe(
                 np.concatenate([p.slots for p in payloads]), np.concatenate([p.obs for p in payloads]),
                 np.concatenate([p.actions if a is None else a for p, a in zip(payloads, planned)]),
                 np.concatenate([p.resets for p in payloads]))
-            rew, cont = (a.copy() for a in self.engine.to_host(out.reward, out.cont))
+            # np.stack copies out of to_host's buffer, which _dream_step reuses
+            both = np.stack(self.engine.to_host(out.reward, out.cont)).astype(np.float32, copy=False)
         self._dream_step(d_act)
         model_ms = (time.perf_counter() - t1) * 1e3
-        both = np.stack([rew, cont]).astype(np.float32, copy=False)  # [2, rows of every payload]
         preds, off = [], 0
         for p, a in zip(payloads, planned):
             n = p.slots.size
@@ -210,11 +210,12 @@ class EngineWorker:
                 continue
             if rows.size == fresh.size:  # every row: a slice, so the writes below copy, not scatter
                 rows = slice(None)
+            slots = self.d_slots[rows]
             if observe:
-                o = self.engine.observe(self.d_slots[rows], self.d_obs[rows], d_act[rows],
-                                        np.ones(self.d_slots[rows].size, bool), decode=self.decode)
+                o = self.engine.observe(slots, self.d_obs[rows], d_act[rows], np.ones(slots.size, bool),
+                                        decode=self.decode)
             else:
-                o = self.engine.imagine(self.d_slots[rows], d_act[rows], decode=self.decode)
+                o = self.engine.imagine(slots, d_act[rows], decode=self.decode)
             host = self.engine.to_host(o.reward, o.cont, *((o.obs,) if self.decode else ()))
             self.d_reward[rows], self.d_cont[rows] = host[0], host[1]
             if self.decode:
