@@ -16,6 +16,20 @@ from worldssm.model.numpy_step import NumpyStep, supports
 
 TOL = dict(rtol=1e-4, atol=1e-5)  # float32 numpy against float32 PyTorch
 
+
+@pytest.fixture(autouse=True, params=["numpy ops", "torch ops", "by size"])
+def ops(request, monkeypatch):
+    """Every test three times: the step's element-wise work and products all in numpy, all in
+    PyTorch, and each by its size as in use (`numpy_step.TORCH_FROM` and `ONE_THREAD_MNK`; most
+    batches here are small, so "by size" is mostly numpy)."""
+    from worldssm.model import numpy_step
+
+    if request.param != "by size":
+        limit = 1 << 60 if request.param == "numpy ops" else 0
+        monkeypatch.setattr(numpy_step, "TORCH_FROM", limit)
+        monkeypatch.setattr(numpy_step, "ONE_THREAD_MNK", limit)
+    return request.param
+
 MATRIX_OBS = {"type": "box", "shape": [2, 3], "dtype": "float32",
               "low": np.full((2, 3), -np.inf, np.float32), "high": np.full((2, 3), np.inf, np.float32)}
 PART_BOUNDED_ACT = {"type": "box", "shape": [2], "dtype": "float32",  # one bounded dim, one not
@@ -244,3 +258,16 @@ def test_consecutive_slots_update_the_slab_in_place_and_match_torch():
         z = twin.observe(rows, obs, act, reset)[0]
         _, act = random_inputs(twin.model, rows.size, rng)
         twin.imagine(rows, z, act)
+
+
+def test_a_large_batch_matches_torch():
+    """300 agents on consecutive slots: "by size", the heads and MLPs take PyTorch's ops while
+    the smaller products stay numpy's; every path must still agree with the PyTorch step."""
+    twin = Twin(random_model("discrete"), capacity=310)
+    rng = np.random.default_rng(6)
+    rows = np.arange(5, 305)
+    for t in range(3):
+        obs, act = random_inputs(twin.model, rows.size, rng)
+        z = twin.observe(rows, obs, act, np.full(rows.size, t == 0) | (rng.random(rows.size) < 0.1))[0]
+        _, act = random_inputs(twin.model, rows.size, rng)
+        twin.imagine(rows[::-1].copy(), z[::-1].copy(), act)  # gathered, not a slice

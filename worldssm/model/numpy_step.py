@@ -3,14 +3,18 @@
 On CPU at the batch sizes of a simulation tick (tens of agents) the model's step is bound by
 per-op dispatch, not arithmetic: the DEBUG model's observe is ~160 PyTorch ops at 1-3 us each,
 and numpy's ops on small arrays cost a third to a half of that. `worldssm bench tick` times both
-steps side by side (`engine_observe_ms` in `tests/bench/results/tick-*.json`).
+steps side by side (`engine_observe_ms` in `tests/bench/results/tick-*.json`). At the batch
+sizes of dreams and planners (hundreds to thousands of rows) the per-element cost rules instead,
+and there the step hands its large arrays to PyTorch's fused, threaded CPU ops on the same
+memory (`TORCH_FROM`, `ONE_THREAD_MNK`): 1,024 SMALL dreams step about twice as fast as in
+numpy alone.
 
 `NumpyStep` mirrors `WorldModel.observe_slots` / `imagine_slots` / `decode` with the expected
 latent (no sampling) for vector observations and the Mamba-2 backbone with float32 weights and states:
 the same formulas, float32 throughout. Results agree with the PyTorch path to float32 rounding,
-not bit for bit: the matrix products are BLAS's, not ATen's, and two products are regrouped
-(a discrete action's share of the input projection is a table lookup; the prior, reward and
-continue heads run as one stack). It reads the model only through
+not bit for bit: the products are BLAS's and the reductions numpy's or PyTorch's, and two
+products are regrouped (a discrete action's share of the input projection is a table lookup; at
+few rows the prior, reward and continue heads run as one stack). It reads the model only through
 `WorldModel.step_weights` (the model's one list of the arrays a step reads), and takes that view
 again when any parameter's version counter moved (an optimizer step or `load_state_dict` in
 place). It writes the backbone states of a slab in place. What it cannot run, `supports` says,
@@ -21,10 +25,46 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from worldssm.model.weights import MLPWeights, StepWeights
 
 F32 = np.float32
+
+# Element-wise work on arrays of at least this many elements goes through PyTorch's CPU ops on
+# views of the same memory: one fused pass where PyTorch has the op (LayerNorm with its affine,
+# SiLU, softmax, RMSNorm) where numpy makes one pass per ufunc on one thread, and threaded. On the
+# 2-core AVX2 machine, LayerNorm + SiLU over [3, 1024, 256] took 11.4 ms in numpy and 0.74 ms
+# this way; SiLU alone breaks even near 4,096 elements. Smaller arrays stay in numpy, whose calls
+# cost less. Both agree to float32 rounding; tests/model/test_numpy_step.py runs every test with
+# everything in numpy, everything in PyTorch, and by size.
+TORCH_FROM = 1 << 12
+# OpenBLAS's default threshold for a threaded product (GEMM_MULTITHREAD_THRESHOLD 4 x 65,536 =
+# M*N*K); see `_mm`.
+ONE_THREAD_MNK = 1 << 18
+
+
+def _torch_copy(a: np.ndarray) -> torch.Tensor:
+    """A weight as a tensor of its own (the step's weight arrays are read-only views)."""
+    return torch.from_numpy(np.array(a, dtype=F32))
+
+
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    """A tensor over x's memory (over a copy when x is read-only, as PyTorch cannot mark it so)."""
+    return torch.from_numpy(x if x.flags.writeable else x.copy())
+
+
+def _mm(x: np.ndarray, w: tuple) -> np.ndarray:
+    """x @ w, w as `_pair`'s (array, tensor). A product of at most `ONE_THREAD_MNK`
+    multiply-adds per matrix is numpy's (its BLAS runs those on one thread, and its call costs
+    less); every larger one is PyTorch's. OpenBLAS's threads spin after each threaded product and
+    PyTorch's after each threaded op, so two pools in one step fought over the cores: on 2 cores,
+    64 dreams went from 3 to 80 ms a step while OpenBLAS still ran the larger products."""
+    a, t = w
+    k, n = a.shape[-2:] if a.ndim > 1 else (a.shape[0], 1)
+    if x.shape[-2] * k * n <= ONE_THREAD_MNK:
+        return x @ a
+    return (_tensor(x) @ t).numpy()
 
 
 def supports(model, sample: bool, device: torch.device, state_dtype: str | None = None) -> str | None:
@@ -58,13 +98,16 @@ def _symexp(x: np.ndarray) -> np.ndarray:
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
+    if x.size >= TORCH_FROM:
+        return F.silu(_tensor(x)).numpy()
     t = np.exp(-x)
     t += 1.0
     return x / t
 
 
-def _layer_norm_silu(y: np.ndarray, g: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
-    """silu(LayerNorm(y)) over the last dim, in place on `y`."""
+def _layer_norm_silu(y: np.ndarray, norm: tuple, eps: float) -> np.ndarray:
+    """silu(LayerNorm(y)) over the last dim, in place on `y`. `norm`: `_norm`'s gain and bias."""
+    g, beta = norm[:2]
     y -= y.sum(-1, keepdims=True) * F32(1.0 / y.shape[-1])
     var = np.einsum("...i,...i->...", y, y)[..., None] * F32(1.0 / y.shape[-1])
     y *= 1.0 / np.sqrt(var + F32(eps))
@@ -73,51 +116,85 @@ def _layer_norm_silu(y: np.ndarray, g: np.ndarray, beta: np.ndarray, eps: float)
     return _silu(y)
 
 
+def _pair(w: np.ndarray) -> tuple:
+    """A weight as (array, tensor) sharing one writeable copy."""
+    t = _torch_copy(w)
+    return t.numpy(), t
+
+
+def _stacked(ts: list[torch.Tensor]) -> tuple:
+    """Tensors stacked on a new first dim, as `_pair`'s (array, tensor)."""
+    t = torch.stack(ts)
+    return t.numpy(), t
+
+
+def _norm(g: np.ndarray, beta: np.ndarray) -> tuple:
+    """A LayerNorm's gain and bias: as arrays, then as tensors."""
+    (g, tg), (beta, tbeta) = _pair(g), _pair(beta)
+    return g, beta, tg, tbeta
+
+
 class _MLP:
     """An `nets.mlp`: (Linear -> LayerNorm -> SiLU) x L, then Linear."""
 
     def __init__(self, w: MLPWeights):
-        self.blocks = [(blk.linear.w, blk.linear.b, blk.norm_weight, blk.norm_bias, blk.norm_eps)
-                       for blk in w.hidden]
-        self.out = (w.out.w, w.out.b)
+        self.blocks = [(_pair(blk.linear.w), _pair(blk.linear.b), _norm(blk.norm_weight, blk.norm_bias),
+                        blk.norm_eps) for blk in w.hidden]
+        self.out = (_pair(w.out.w), _pair(w.out.b))
+        self.width = max([blk[0][0].shape[1] for blk in self.blocks], default=self.out[0][0].shape[1])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        for w, b, g, beta, eps in self.blocks:
-            y = x @ w
-            y += b
-            x = _layer_norm_silu(y, g, beta, eps)
+        if x.shape[0] * self.width >= TORCH_FROM:
+            return self.torch(_tensor(x)).numpy()
+        for w, b, norm, eps in self.blocks:
+            y = _mm(x, w)
+            y += b[0]
+            x = _layer_norm_silu(y, norm, eps)
         w, b = self.out
-        y = x @ w
-        y += b
+        y = _mm(x, w)
+        y += b[0]
         return y
+
+    def torch(self, x: torch.Tensor) -> torch.Tensor:
+        """The same on a tensor, three fused ops a layer (product with bias, LayerNorm, SiLU)."""
+        for w, b, norm, eps in self.blocks:
+            x = F.silu(F.layer_norm(torch.addmm(b[1], x, w[1]), (w[1].shape[1],), norm[2], norm[3], eps),
+                       inplace=True)
+        w, b = self.out
+        return torch.addmm(b[1], x, w[1])
 
 
 class _Heads:
-    """Several `nets.mlp`s of one shape reading the same input, run as one stack: each layer is
-    one batched product over the heads ([M, B, in] @ [M, in, out]); the output layers are padded
-    to the widest one. Returns each head's output [B, out_m], in the order given."""
+    """Several `nets.mlp`s of one shape reading the same input. Few rows: run as one stack, each
+    layer one batched product over the heads ([M, B, in] @ [M, in, out]) with the output layers
+    padded to the widest one (fewer, larger calls). Many rows: each head on its own, as fused
+    PyTorch ops (`_MLP.torch`). Returns each head's output [B, out_m], in the order given."""
 
     def __init__(self, weights: list[MLPWeights]):
-        mlps = [_MLP(w) for w in weights]
+        self.mlps = [_MLP(w) for w in weights]
         self.blocks = []
-        for layer in zip(*(m.blocks for m in mlps)):
-            w = np.stack([blk[0] for blk in layer])  # [M, in, w]
-            b, g, beta = (np.stack([blk[i] for blk in layer])[:, None] for i in (1, 2, 3))  # [M, 1, w]
-            self.blocks.append((w, b, g, beta, layer[0][4]))
-        self.sizes = [m.out[0].shape[1] for m in mlps]
+        for layer in zip(*(m.blocks for m in self.mlps)):
+            w = _stacked([blk[0][1] for blk in layer])  # [M, in, w]
+            b = np.stack([blk[1][0] for blk in layer])[:, None]  # [M, 1, w]
+            g, beta = (np.stack([blk[2][i] for blk in layer])[:, None] for i in (0, 1))
+            self.blocks.append((w, b, _norm(g, beta), layer[0][3]))
+        self.sizes = [m.out[0][0].shape[1] for m in self.mlps]
         width = max(self.sizes)
-        self.w_out = np.zeros((len(mlps), mlps[0].out[0].shape[0], width), F32)
-        self.b_out = np.zeros((len(mlps), 1, width), F32)
-        for i, m in enumerate(mlps):
-            self.w_out[i, :, :self.sizes[i]] = m.out[0]
-            self.b_out[i, 0, :self.sizes[i]] = m.out[1]
+        self.w_out = _stacked([F.pad(m.out[0][1], (0, width - n)) for m, n in zip(self.mlps, self.sizes)])
+        self.b_out = np.zeros((len(self.mlps), 1, width), F32)
+        for i, m in enumerate(self.mlps):
+            self.b_out[i, 0, :self.sizes[i]] = m.out[1][0]
+        self.width = len(self.mlps) * max(m.width for m in self.mlps)
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        for i, (w, b, g, beta, eps) in enumerate(self.blocks):
-            y = (x @ w) if i else np.matmul(x[None], w)  # [M, B, w]
+        if x.shape[0] * self.width >= TORCH_FROM:
+            t = _tensor(x)
+            return [m.torch(t).numpy() for m in self.mlps]
+        for i, (w, b, norm, eps) in enumerate(self.blocks):
+            y = _mm(x if i else x[None], w)  # [M, B, w]
             y += b
-            x = _layer_norm_silu(y, g, beta, eps)
-        y = x @ self.w_out
+            x = _layer_norm_silu(y, norm, eps)
+        y = _mm(x, self.w_out)
         y += self.b_out
         return [y[i, :, :n] for i, n in enumerate(self.sizes)]
 
@@ -158,19 +235,20 @@ class NumpyStep:
         self.heads = _Heads([w.prior_head, w.reward_head, w.cont_head])
         act, vk = w.action, self.v * self.k
         self.discrete = act.discrete
-        self.in_w_z = w.in_proj.w[:vk]  # the latent's share of the input projection [V*K, D]
+        self.in_w_z = _pair(w.in_proj.w[:vk])  # the latent's share of the input projection [V*K, D]
         if self.discrete:
             # in_proj([z, proj(onehot(a))]) = z @ W_z + table[a]: one row per action.
             self.act_table = (act.proj.w + act.proj.b) @ w.in_proj.w[vk:] + w.in_proj.b  # [n, D]
         else:
             self.act_low, self.act_high, self.act_bounded = act.low, act.high, act.bounded  # [A]
-            self.act_w, self.act_b = act.proj.w, act.proj.b  # [A, E], [E]
-            self.in_w_a, self.in_b = w.in_proj.w[vk:], w.in_proj.b  # [E, D], [D]
-        self.norms = [m.norm for m in w.layers]
-        self.final_norm = w.final_norm
-        self.mixers = [(m.in_proj, m.conv_weight, m.conv_bias, m.dt_bias, m.A, m.D[:, None], m.gated_norm,
-                        m.out_proj) for m in w.layers]
-        self.bins = w.reward_bins
+            self.act_w, self.act_b = _pair(act.proj.w), act.proj.b  # [A, E], [E]
+            self.in_w_a, self.in_b = _pair(w.in_proj.w[vk:]), w.in_proj.b  # [E, D], [D]
+        # RMSNorm weights as (array, tensor) pairs for `_rms`
+        self.norms = [_pair(m.norm) for m in w.layers]
+        self.final_norm = _pair(w.final_norm)
+        self.mixers = [(_pair(m.in_proj), m.conv_weight, m.conv_bias, m.dt_bias, m.A, m.D[:, None],
+                        _pair(m.gated_norm), _pair(m.out_proj)) for m in w.layers]
+        self.bins = _pair(w.reward_bins)
 
     # ----- pieces (each mirrors the WorldModel method of the same name) --------------------------
     def _mean(self, logits: np.ndarray) -> np.ndarray:
@@ -178,15 +256,22 @@ class NumpyStep:
         uniform share mixed in (`nets.unimix_logits`, then exp), as `nets.latent_of` takes it
         without sampling."""
         b = logits.shape[0]
+        if logits.size >= TORCH_FROM:
+            t = torch.softmax(_tensor(logits).reshape(b, self.v, self.k), -1)
+            return t.mul_(1.0 - self.unimix).add_(self.unimix / self.k).view(b, -1).numpy()
         x = logits.reshape(b, self.v, self.k)
         e = np.exp(x - x.max(-1, keepdims=True))
         e *= F32(1.0 - self.unimix) / e.sum(-1, keepdims=True)
         e += F32(self.unimix / self.k)
         return e.reshape(b, -1)
 
-    def _rms(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def _rms(self, x: np.ndarray, weight: tuple) -> np.ndarray:
         """x / sqrt(mean(x^2) + eps) * w over the last dim: `mamba2.RMSNorm`, and per head the
-        gated norm of `kernels.step.ref.gated_rmsnorm_ref` (x [B, H, P], w [H, P])."""
+        gated norm of `kernels.step.ref.gated_rmsnorm_ref` (x [B, H, P], w [H, P]). `weight`:
+        w as an array, then as a tensor."""
+        w, tw = weight
+        if x.size >= TORCH_FROM:
+            return F.rms_norm(_tensor(x), (x.shape[-1],), eps=self.eps).mul_(tw).numpy()
         ms = np.einsum("...i,...i->...", x, x)
         ms *= F32(1.0 / x.shape[-1])
         ms += F32(self.eps)
@@ -197,16 +282,16 @@ class NumpyStep:
 
     def _inputs(self, z: np.ndarray, action: np.ndarray) -> np.ndarray:
         """in_proj([z, action_encoder(a)]) [B, D]."""
-        u = z @ self.in_w_z
+        u = _mm(z, self.in_w_z)
         if self.discrete:
             u += self.act_table[np.clip(action, 0, self.act_table.shape[0] - 1)]
             return u
         a = action.astype(F32, copy=False).reshape(action.shape[0], -1)
         scaled = np.clip(2 * (a - self.act_low) / (self.act_high - self.act_low) - 1, -1, 1)
         feats = np.where(self.act_bounded, scaled, _symlog(a)).astype(F32, copy=False)
-        e = feats @ self.act_w
+        e = _mm(feats, self.act_w)
         e += self.act_b
-        u += e @ self.in_w_a
+        u += _mm(e, self.in_w_a)
         u += self.in_b
         return u
 
@@ -217,7 +302,7 @@ class NumpyStep:
         h, p, n = self.h, self.p, self.n
         hp, b = h * p, u.shape[0]
         conv_slab, ssm_slab = slab[f"{i}.conv"], slab[f"{i}.ssm"]
-        zx = u @ in_w  # [B, 2*H*P + 2N + H]: z, x, B, C, dt
+        zx = _mm(u, in_w)  # [B, 2*H*P + 2N + H]: z, x, B, C, dt
         old = conv_slab[slots]  # [B, K-1, Cd]
         if reset is not None:
             old[reset] = 0.0  # a reset row's state is never read
@@ -236,15 +321,20 @@ class NumpyStep:
         state = ssm_slab[slots if rows is None else rows]  # [B, H, P, N]: a copy, or a view of the slab
         if reset is not None:
             state[reset] = 0.0
-        state *= decay[:, :, None, None]
         dtx = dt[:, :, None] * x  # [B, H, P]
-        state += dtx[..., None] * bm[:, None, None, :]
+        if state.size >= TORCH_FROM:  # two passes over the state, each one fused op
+            s, tt = torch.from_numpy(state), _tensor
+            s.mul_(tt(decay)[:, :, None, None]).addcmul_(tt(dtx)[..., None], tt(bm)[:, None, None, :])
+            y = torch.linalg.vecdot(s, tt(cm)[:, None, None, :]).numpy()  # C readout [B, H, P]
+        else:
+            state *= decay[:, :, None, None]
+            state += dtx[..., None] * bm[:, None, None, :]
+            y = (state.reshape(b, hp, n) @ cm[:, :, None]).reshape(b, h, p)  # C readout
         if rows is None:
             ssm_slab[slots] = state
-        y = (state.reshape(b, hp, n) @ cm[:, :, None]).reshape(b, h, p)  # C readout
         y += d * x
         y *= _silu(zx[:, :hp].reshape(b, h, p))  # the z gate
-        return self._rms(y, norm_w).reshape(b, hp) @ out_w
+        return _mm(self._rms(y, norm_w).reshape(b, hp), out_w)
 
     def _backbone(self, x: np.ndarray, slab: dict, slots: np.ndarray, reset: np.ndarray | None) -> np.ndarray:
         # A run of consecutive slots (all of a dream batch, a planner's forks) is a slice: the
@@ -257,8 +347,11 @@ class NumpyStep:
     def _heads(self, h: np.ndarray):
         prior, logits, cont = self.heads(h)
         z = self._mean(prior)
-        e = np.exp(logits - logits.max(-1, keepdims=True))
-        reward = _symexp((e @ self.bins) / e.sum(-1))
+        if logits.size >= TORCH_FROM:
+            reward = _symexp((torch.softmax(_tensor(logits), -1) @ self.bins[1]).numpy())
+        else:
+            e = np.exp(logits - logits.max(-1, keepdims=True))
+            reward = _symexp(_mm(e, self.bins) / e.sum(-1))
         return z, reward.astype(F32, copy=False), cont[:, 0].astype(F32, copy=False), h
 
     # ----- the model's verbs (`WorldModel.observe_slots`, `imagine_slots`, `decode`) --------------
