@@ -199,6 +199,33 @@ class _Heads:
         return [y[i, :, :n] for i, n in enumerate(self.sizes)]
 
 
+def _conv(conv_slab: np.ndarray, new: np.ndarray, slots: np.ndarray, rows: slice | None,
+          reset: np.ndarray | None, weight: tuple, bias: tuple) -> np.ndarray:
+    """silu(the causal depthwise convolution over each row's last K-1 inputs, kept in `conv_slab`
+    [S, K-1, Cd], and `new` [B, Cd]); shifts `new` into rows `slots` of the slab (`rows`: the same
+    rows as a slice, or None). A reset row's kept inputs are read as zeros. `weight` [K, Cd] and
+    `bias` [Cd] as `_pair`s."""
+    if new.size * weight[0].shape[0] >= TORCH_FROM:
+        cs, w = torch.from_numpy(conv_slab), weight[1]
+        at = rows if rows is not None else torch.from_numpy(slots)
+        window = torch.cat([cs[at], _tensor(new)[:, None]], 1)  # [B, K, Cd], a copy
+        if reset is not None:
+            window[torch.from_numpy(reset), :-1] = 0.0
+        cs[at] = window[:, 1:]
+        xbc = torch.addcmul(bias[1], window[:, 0], w[0])
+        for k in range(1, w.shape[0]):
+            xbc.addcmul_(window[:, k], w[k])
+        return F.silu(xbc, inplace=True).numpy()
+    old = conv_slab[slots]  # [B, K-1, Cd]
+    if reset is not None:
+        old[reset] = 0.0  # a reset row's state is never read
+    window = np.concatenate([old, new[:, None]], 1)  # [B, K, Cd]
+    conv_slab[slots] = window[:, 1:]
+    xbc = np.einsum("bkc,kc->bc", window, weight[0])
+    xbc += bias[0]
+    return _silu(xbc)
+
+
 class NumpyStep:
     """The world model's one-step inference in numpy (see the module docstring).
 
@@ -246,7 +273,7 @@ class NumpyStep:
         # RMSNorm weights as (array, tensor) pairs for `_rms`
         self.norms = [_pair(m.norm) for m in w.layers]
         self.final_norm = _pair(w.final_norm)
-        self.mixers = [(_pair(m.in_proj), m.conv_weight, m.conv_bias, m.dt_bias, m.A, m.D[:, None],
+        self.mixers = [(_pair(m.in_proj), _pair(m.conv_weight), _pair(m.conv_bias), m.dt_bias, m.A, m.D[:, None],
                         _pair(m.gated_norm), _pair(m.out_proj)) for m in w.layers]
         self.bins = _pair(w.reward_bins)
 
@@ -303,14 +330,7 @@ class NumpyStep:
         hp, b = h * p, u.shape[0]
         conv_slab, ssm_slab = slab[f"{i}.conv"], slab[f"{i}.ssm"]
         zx = _mm(u, in_w)  # [B, 2*H*P + 2N + H]: z, x, B, C, dt
-        old = conv_slab[slots]  # [B, K-1, Cd]
-        if reset is not None:
-            old[reset] = 0.0  # a reset row's state is never read
-        window = np.concatenate([old, zx[:, None, hp:2 * hp + 2 * n]], 1)  # [B, K, Cd]
-        conv_slab[slots] = window[:, 1:]
-        xbc = np.einsum("bkc,kc->bc", window, conv_wt)
-        xbc += conv_b
-        xbc = _silu(xbc)
+        xbc = _conv(conv_slab, zx[:, hp:2 * hp + 2 * n], slots, rows, reset, conv_wt, conv_b)
         x = xbc[:, :hp].reshape(b, h, p)
         bm, cm = xbc[:, hp:hp + n], xbc[:, hp + n:]
         dt = zx[:, 2 * hp + 2 * n:] + dt_bias
