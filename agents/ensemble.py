@@ -78,6 +78,11 @@ class EnsembleEngine:
     def impl(self) -> str:
         return self.engines[0].impl
 
+    @property
+    def device(self):
+        """Member 0's device, where `imagine`'s outputs live."""
+        return self.engines[0].device
+
     def to_host(self, *tensors):
         """`Engine.to_host` through member 0 (the outputs of `imagine` live on its device)."""
         return self.engines[0].to_host(*tensors)

@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from worldssm.agents.base import AgentInfo, TickStream
 from worldssm.errors import WorldssmError, WorldssmWarning
@@ -207,9 +208,14 @@ class _Planner:
         a, s = cand.shape[:2]
         copies = s * cfg.particles
         forks = self._forks(slots, obs, first, copies, standing)  # [A * S * P], agent-major
+        # On a GPU the sums stay there and are read once, after the last step: the host then
+        # never waits for a step, and queues the next while the GPU runs this one.
+        on_gpu = str(getattr(self.engine, "device", "cpu")).startswith("cuda")  # true-dynamics engines have none
+        zeros = (lambda: torch.zeros(a * copies, dtype=torch.float64, device=self.engine.device)) if on_gpu \
+            else (lambda: np.zeros(a * copies))
         try:
-            ret = np.zeros(a * copies)
-            log_alive = np.zeros(a * copies)  # log P(still going): sums of log c_j, which keep the
+            ret = zeros()
+            log_alive = zeros()  # log P(still going): sums of log c_j, which keep the
             # differences between safe states that c itself rounds away (1.0 in float32)
             steps = cfg.horizon + (0 if tail is None else tail.shape[1])
             for h in range(steps):
@@ -218,9 +224,14 @@ class _Planner:
                 else:
                     step = np.repeat(tail[:, h - cfg.horizon], copies, axis=0)
                 out = self.engine.imagine(forks, step)
-                r, log_c = (x.astype(np.float64) for x in self.engine.to_host(out.reward, out.log_cont))
-                ret += cfg.discount ** h * np.exp(log_alive) * r
+                if on_gpu:
+                    r, log_c = out.reward.double(), out.log_cont.double()
+                else:
+                    r, log_c = (x.astype(np.float64) for x in self.engine.to_host(out.reward, out.log_cont))
+                ret = ret + cfg.discount ** h * (torch.exp if on_gpu else np.exp)(log_alive) * r
                 log_alive = log_alive + log_c
+            if on_gpu:
+                ret, log_alive = (x.copy() for x in self.engine.to_host(ret, log_alive))
             if self.value is not None:  # the rewards after the last imagined state, if it goes on
                 ret += cfg.discount ** steps * np.exp(log_alive) * self.value.predict(out.h)
         finally:

@@ -88,3 +88,64 @@ def test_cuda_engine_with_bfloat16_states_tracks_float32_states():
         torch.testing.assert_close(a.obs, b.obs, rtol=0.05, atol=0.05)
     ssm_h, ssm_r = half.slab.tensors["3.ssm"][:40].float(), ref.slab.tensors["3.ssm"][:40]
     torch.testing.assert_close(ssm_h, ssm_r, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_calls_in_flight_see_their_own_inputs():
+    """Inputs reach the GPU through a few page-locked buffers by asynchronous copies. Twelve
+    calls queued without a wait (more than there are buffers) must give what the same calls
+    give one at a time: a buffer refilled before its copy was read would mix their inputs."""
+    from worldssm.engine import engine as engine_mod
+
+    assert engine_mod._INPUT_BUFFERS < 12
+    torch.manual_seed(0)
+    model = WorldModel(preset("DEBUG"), VEC_OBS, BOX_ACT)
+    queued, waited = Engine(copy.deepcopy(model), 64, device="cuda"), Engine(model, 64, device="cuda")
+    slots = queued.join(40)
+    assert (waited.join(40) == slots).all()
+    obs, act = obs_actions(40, 12, seed=5)
+    resets = np.random.default_rng(1).random((12, 40)) < 0.2
+    outs = []
+    for t in range(12):
+        if t % 3 == 0:
+            outs.append(queued.observe(slots, obs[t], act[t], resets[t], decode=True))
+        else:
+            outs.append(queued.imagine(slots, act[t], decode=True))
+    for t in range(12):
+        if t % 3 == 0:
+            want = waited.observe(slots, obs[t], act[t], resets[t], decode=True)
+        else:
+            want = waited.imagine(slots, act[t], decode=True)
+        torch.cuda.synchronize()
+        for name in ("reward", "log_cont", "obs", "z"):
+            torch.testing.assert_close(getattr(outs[t], name), getattr(want, name), rtol=0, atol=0,
+                                       msg=lambda m, t=t, name=name: f"call {t}, {name}: {m}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_planner_sums_on_the_gpu_match_its_host_sums():
+    """On CUDA the planner keeps its discounted sums on the GPU and reads them once a candidate
+    set; the same engine seen as a CPU one sums on the host after every step. Same plans."""
+    from worldssm.agents.planners import MPPIPlanner, PlannerConfig
+
+    class OnTheHost:
+        """The engine, reporting a CPU device: the planner then sums on the host."""
+        device = torch.device("cpu")
+
+        def __init__(self, engine):
+            self._engine = engine
+
+        def __getattr__(self, name):
+            return getattr(self._engine, name)
+
+    torch.manual_seed(0)
+    engine = Engine(WorldModel(preset("DEBUG"), VEC_OBS, BOX_ACT), 512, device="cuda")
+    cfg = PlannerConfig(samples=32, horizon=6, iterations=2, elites=4)
+    slots = engine.join(4)
+    obs, _ = obs_actions(4, 1, seed=6)
+    first = np.ones(4, bool)
+    on_gpu = MPPIPlanner(engine, cfg, seed=0).plan(slots, obs[0], first, np.arange(4), tick=0)
+    on_host = MPPIPlanner(OnTheHost(engine), cfg, seed=0).plan(slots, obs[0], first, np.arange(4), tick=0)
+    assert engine.slab.num_free == 512 - 4  # every fork was given back
+    np.testing.assert_allclose(on_gpu, on_host, rtol=1e-5, atol=1e-5)
+    assert np.ptp(on_gpu) > 0  # the agents' plans differ: not a constant both paths return

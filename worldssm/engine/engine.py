@@ -37,6 +37,9 @@ from worldssm.spaces import SpaceError, check_batch, first_nonfinite_row
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288,
                    16384)
 ENGINE_IMPLS = ("auto", "numpy", "torch")
+# Page-locked input buffers on CUDA (`Engine._to_device`): how many copies may be in flight.
+_INPUT_BUFFERS = 4
+_INPUT_BUFFER_MAX = 64 << 20
 
 
 class EngineInputError(WorldssmError, ValueError):
@@ -141,6 +144,9 @@ class Engine:
         self._no_grad = torch.no_grad if use else torch.inference_mode
         self.buckets = tuple(buckets)
         self._staging: torch.Tensor | None = None  # page-locked host buffer of `to_host`
+        # page-locked host buffers of `_to_device`, each with the event of its last copy
+        self._inputs: list[list] = [[None, None] for _ in range(_INPUT_BUFFERS)]
+        self._next_input = 0
         self._build_steps()
 
     # ----- slots --------------------------------------------------------------------------------
@@ -200,6 +206,34 @@ class Engine:
             out.append(dst)
         torch.cuda.current_stream(self.device).synchronize()
         return [d.numpy() for d in out]
+
+    def _to_device(self, *arrays: np.ndarray) -> list[torch.Tensor]:
+        """Host arrays as device tensors. On CUDA they go through one of `_INPUT_BUFFERS`
+        page-locked buffers by one asynchronous copy, so the host does not wait here for the GPU's
+        earlier work (a copy from pageable memory waits until the stream is idle): a caller that
+        steps many times and reads the results once (a planner) keeps the GPU busy. A buffer is
+        refilled only after the event of its previous copy. Inputs of more than
+        `_INPUT_BUFFER_MAX` bytes (large image batches) are copied from pageable memory."""
+        arrays = [np.ascontiguousarray(a) for a in arrays]
+        offsets = np.concatenate([[0], np.cumsum([-(-a.nbytes // 64) * 64 for a in arrays])]).astype(int)
+        if self.device.type != "cuda" or offsets[-1] > _INPUT_BUFFER_MAX:
+            return [torch.as_tensor(a, device=self.device) for a in arrays]
+        entry = self._inputs[self._next_input]
+        self._next_input = (self._next_input + 1) % len(self._inputs)
+        buf, done = entry
+        if done is not None:
+            done.synchronize()  # the previous copy out of this buffer has been read
+        if buf is None or buf.numel() < offsets[-1]:
+            buf = entry[0] = torch.empty(max(int(offsets[-1]), 1 << 16), dtype=torch.uint8, pin_memory=True)
+        host = buf.numpy()
+        for a, at in zip(arrays, offsets):
+            host[at:at + a.nbytes] = a.reshape(-1).view(np.uint8)
+        dev = torch.empty(int(offsets[-1]), dtype=torch.uint8, device=self.device)
+        dev.copy_(buf[:int(offsets[-1])], non_blocking=True)
+        entry[1] = done = done or torch.cuda.Event()
+        done.record(torch.cuda.current_stream(self.device))
+        return [dev[at:at + a.nbytes].view(torch.from_numpy(np.empty(0, a.dtype)).dtype).view(a.shape)
+                for a, at in zip(arrays, offsets)]
 
     def set_rng_state(self, state: np.ndarray) -> None:
         self.generator.set_state(torch.from_numpy(np.asarray(state, dtype=np.uint8)))
@@ -271,11 +305,8 @@ class Engine:
             return self._empty(decode)
         if self._numpy is not None:
             return self._numpy_output(*self._numpy_observe(s, r, o, a), decode)
-        dev = self.device
         with self._no_grad():
-            out = self._steps["observe", decode](
-                torch.as_tensor(s, device=dev), torch.as_tensor(r, device=dev),
-                torch.as_tensor(o, device=dev), torch.as_tensor(a, device=dev))
+            out = self._steps["observe", decode](*self._to_device(s, r, o, a))
             return self._output(*out)
 
     def imagine(self, slots, actions, decode: bool = False) -> EngineOutput:
@@ -293,11 +324,9 @@ class Engine:
             return self._empty(decode)
         if self._numpy is not None:
             return self._numpy_output(*self._numpy_imagine(s, a), decode)
-        dev = self.device
         with self._no_grad():
-            st = torch.as_tensor(s, device=dev)
-            out = self._steps["imagine", decode](st, torch.zeros_like(st, dtype=torch.bool),
-                                                 torch.as_tensor(a, device=dev))
+            st, at = self._to_device(s, a)
+            out = self._steps["imagine", decode](st, torch.zeros_like(st, dtype=torch.bool), at)
             return self._output(*out)
 
     # ----- internals ----------------------------------------------------------------------------
