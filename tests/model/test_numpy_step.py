@@ -271,3 +271,21 @@ def test_a_large_batch_matches_torch():
         z = twin.observe(rows, obs, act, np.full(rows.size, t == 0) | (rng.random(rows.size) < 0.1))[0]
         _, act = random_inputs(twin.model, rows.size, rng)
         twin.imagine(rows[::-1].copy(), z[::-1].copy(), act)  # gathered, not a slice
+
+
+def test_rows_step_in_passes_and_match_torch(monkeypatch):
+    """A batch larger than `ROWS_PER_PASS` steps in passes of that many rows (observe, imagine
+    and decode); the outputs and the slab must be those of one pass, in the slots' order."""
+    from worldssm.model import numpy_step
+
+    monkeypatch.setattr(numpy_step, "ROWS_PER_PASS", 4)
+    run_sequence(Twin(random_model("box"), capacity=9))  # 6 and 4 rows: passes of 4 and 2
+    monkeypatch.setattr(numpy_step, "ROWS_PER_PASS", 64)
+    twin = Twin(random_model("discrete"), capacity=310)
+    rng = np.random.default_rng(7)
+    rows = np.arange(5, 305)
+    for t in range(2):
+        obs, act = random_inputs(twin.model, rows.size, rng)
+        z = twin.observe(rows, obs, act, np.full(rows.size, t == 0) | (rng.random(rows.size) < 0.1))[0]
+        _, act = random_inputs(twin.model, rows.size, rng)
+        twin.imagine(rows[::-1].copy(), z[::-1].copy(), act)
