@@ -210,7 +210,8 @@ class _Planner:
         forks = self._forks(slots, obs, first, copies, standing)  # [A * S * P], agent-major
         # On a GPU the sums stay there and are read once, after the last step: the host then
         # never waits for a step, and queues the next while the GPU runs this one.
-        on_gpu = str(getattr(self.engine, "device", "cpu")).startswith("cuda")  # true-dynamics engines have none
+        # (An engine without a device, such as a stand-in with true dynamics, sums on the host.)
+        on_gpu = str(getattr(self.engine, "device", "cpu")).startswith("cuda")
         zeros = (lambda: torch.zeros(a * copies, dtype=torch.float64, device=self.engine.device)) if on_gpu \
             else (lambda: np.zeros(a * copies))
         try:

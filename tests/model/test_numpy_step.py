@@ -260,17 +260,23 @@ def test_consecutive_slots_update_the_slab_in_place_and_match_torch():
         twin.imagine(rows, z, act)
 
 
-def test_a_large_batch_matches_torch():
-    """300 agents on consecutive slots: "by size", the heads and MLPs take PyTorch's ops while
-    the smaller products stay numpy's; every path must still agree with the PyTorch step."""
+def run_large_batch(steps: int, seed: int) -> None:
+    """300 agents on consecutive slots observe (a slice of the slab), then imagine in reverse
+    order (gathered, not a slice), `steps` times, each call checked against the PyTorch step."""
     twin = Twin(random_model("discrete"), capacity=310)
-    rng = np.random.default_rng(6)
+    rng = np.random.default_rng(seed)
     rows = np.arange(5, 305)
-    for t in range(3):
+    for t in range(steps):
         obs, act = random_inputs(twin.model, rows.size, rng)
         z = twin.observe(rows, obs, act, np.full(rows.size, t == 0) | (rng.random(rows.size) < 0.1))[0]
         _, act = random_inputs(twin.model, rows.size, rng)
-        twin.imagine(rows[::-1].copy(), z[::-1].copy(), act)  # gathered, not a slice
+        twin.imagine(rows[::-1].copy(), z[::-1].copy(), act)
+
+
+def test_a_large_batch_matches_torch():
+    """"By size", 300 rows send the heads and MLPs to PyTorch's ops while the smaller products
+    stay numpy's; every path must still agree with the PyTorch step."""
+    run_large_batch(steps=3, seed=6)
 
 
 def test_rows_step_in_passes_and_match_torch(monkeypatch):
@@ -281,11 +287,4 @@ def test_rows_step_in_passes_and_match_torch(monkeypatch):
     monkeypatch.setattr(numpy_step, "ROWS_PER_PASS", 4)
     run_sequence(Twin(random_model("box"), capacity=9))  # 6 and 4 rows: passes of 4 and 2
     monkeypatch.setattr(numpy_step, "ROWS_PER_PASS", 64)
-    twin = Twin(random_model("discrete"), capacity=310)
-    rng = np.random.default_rng(7)
-    rows = np.arange(5, 305)
-    for t in range(2):
-        obs, act = random_inputs(twin.model, rows.size, rng)
-        z = twin.observe(rows, obs, act, np.full(rows.size, t == 0) | (rng.random(rows.size) < 0.1))[0]
-        _, act = random_inputs(twin.model, rows.size, rng)
-        twin.imagine(rows[::-1].copy(), z[::-1].copy(), act)
+    run_large_batch(steps=2, seed=7)

@@ -213,7 +213,8 @@ class Engine:
         earlier work (a copy from pageable memory waits until the stream is idle): a caller that
         steps many times and reads the results once (a planner) keeps the GPU busy. A buffer is
         refilled only after the event of its previous copy. Inputs of more than
-        `_INPUT_BUFFER_MAX` bytes (large image batches) are copied from pageable memory."""
+        `_INPUT_BUFFER_MAX` bytes (large image batches) are copied from pageable memory. On CPU
+        the tensors share the arrays' memory. The caller may change its arrays once this returns."""
         arrays = [np.ascontiguousarray(a) for a in arrays]
         offsets = np.concatenate([[0], np.cumsum([-(-a.nbytes // 64) * 64 for a in arrays])]).astype(int)
         if self.device.type != "cuda" or offsets[-1] > _INPUT_BUFFER_MAX:
