@@ -17,17 +17,19 @@ from worldssm.model.numpy_step import NumpyStep, supports
 TOL = dict(rtol=1e-4, atol=1e-5)  # float32 numpy against float32 PyTorch
 
 
-@pytest.fixture(autouse=True, params=["numpy ops", "torch ops", "by size"])
+@pytest.fixture(autouse=True, params=["numpy ops", "torch ops", "numpy products in pieces", "by size"])
 def ops(request, monkeypatch):
-    """Every test three times: the step's element-wise work and products all in numpy, all in
-    PyTorch, and each by its size as in use (`numpy_step.TORCH_FROM` and `ONE_THREAD_MNK`; most
-    batches here are small, so "by size" is mostly numpy)."""
+    """Every test four times: the step's element-wise work and products all in numpy, all in
+    PyTorch, all in numpy with every product cut into column pieces, and each by its size as in
+    use (`numpy_step.TORCH_FROM`, `ONE_THREAD_MNK`, `ONE_THREAD_PIECES`; most batches here are
+    small, so "by size" is mostly numpy)."""
     from worldssm.model import numpy_step
 
     if request.param != "by size":
-        limit = 1 << 60 if request.param == "numpy ops" else 0
+        limit = 0 if request.param == "torch ops" else 1 << 60
         monkeypatch.setattr(numpy_step, "TORCH_FROM", limit)
-        monkeypatch.setattr(numpy_step, "ONE_THREAD_MNK", limit)
+        monkeypatch.setattr(numpy_step, "ONE_THREAD_MNK", 1 << 12 if request.param.endswith("pieces") else limit)
+        monkeypatch.setattr(numpy_step, "ONE_THREAD_PIECES", 1 << 30)
     return request.param
 
 MATRIX_OBS = {"type": "box", "shape": [2, 3], "dtype": "float32",

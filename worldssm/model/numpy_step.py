@@ -35,13 +35,15 @@ F32 = np.float32
 # views of the same memory: one fused pass where PyTorch has the op (LayerNorm with its affine,
 # SiLU, softmax, RMSNorm) where numpy makes one pass per ufunc on one thread, and threaded. On the
 # 2-core AVX2 machine, LayerNorm + SiLU over [3, 1024, 256] took 11.4 ms in numpy and 0.74 ms
-# this way; SiLU alone breaks even near 4,096 elements. Smaller arrays stay in numpy, whose calls
-# cost less. Both agree to float32 rounding; tests/model/test_numpy_step.py runs every test with
+# this way. SiLU alone breaks even near 4,096 elements, but a step's first PyTorch op also wakes
+# PyTorch's threads: at 8 SMALL rows a limit of 4,096 cost 0.3 ms a step against 16,384. Smaller
+# arrays stay in numpy, whose calls cost less. Both agree to float32 rounding; tests/model/test_numpy_step.py runs every test with
 # everything in numpy, everything in PyTorch, and by size.
-TORCH_FROM = 1 << 12
+TORCH_FROM = 1 << 14
 # OpenBLAS's default threshold for a threaded product (GEMM_MULTITHREAD_THRESHOLD 4 x 65,536 =
-# M*N*K); see `_mm`.
+# M*N*K), and how many one-thread pieces a larger product may be cut into; see `_mm`.
 ONE_THREAD_MNK = 1 << 18
+ONE_THREAD_PIECES = 4
 # Rows a step takes in one pass (`_in_passes`).
 ROWS_PER_PASS = 2048
 
@@ -57,15 +59,21 @@ def _tensor(x: np.ndarray) -> torch.Tensor:
 
 
 def _mm(x: np.ndarray, w: tuple) -> np.ndarray:
-    """x @ w, w as `_pair`'s (array, tensor). A product of at most `ONE_THREAD_MNK`
-    multiply-adds per matrix is numpy's (its BLAS runs those on one thread, and its call costs
-    less); every larger one is PyTorch's. OpenBLAS's threads spin after each threaded product and
-    PyTorch's after each threaded op, so two pools in one step fought over the cores: on 2 cores,
-    64 dreams went from 3 to 80 ms a step while OpenBLAS still ran the larger products."""
+    """x @ w, w as `_pair`'s (array, tensor). OpenBLAS must never thread: its threads spin after
+    each threaded product and PyTorch's after each threaded op, so two pools in one step fought
+    over the cores (on 2 cores, 64 dreams went from 3 to 80 ms a step). So a product of at most
+    `ONE_THREAD_MNK` multiply-adds per matrix is numpy's (OpenBLAS runs those on one thread, and
+    its call costs less); a larger one over few rows is numpy's in at most `ONE_THREAD_PIECES`
+    column pieces of that size (PyTorch's products cost more there: at 8 SMALL rows a step took
+    1.36 ms with them, 1.05 ms in pieces); any other is PyTorch's."""
     a, t = w
     k, n = a.shape[-2:] if a.ndim > 1 else (a.shape[0], 1)
-    if x.shape[-2] * k * n <= ONE_THREAD_MNK:
+    m = x.shape[-2]
+    if m * k * n <= ONE_THREAD_MNK:
         return x @ a
+    cols = ONE_THREAD_MNK // (m * k)  # columns of one one-thread product
+    if a.ndim > 1 and cols * ONE_THREAD_PIECES >= n:
+        return np.concatenate([x @ a[..., j:j + cols] for j in range(0, n, cols)], -1)
     return (_tensor(x) @ t).numpy()
 
 
