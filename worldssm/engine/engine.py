@@ -42,6 +42,21 @@ _INPUT_BUFFERS = 4
 _INPUT_BUFFER_MAX = 64 << 20
 
 
+def _packed(nbytes: list[int]) -> list[int]:
+    """Byte offsets of buffers laid end to end, each start 64-byte aligned; the last entry is the
+    total size."""
+    ends = np.cumsum([-(-n // 64) * 64 for n in nbytes])
+    return [0, *(int(e) for e in ends)]
+
+
+def _pinned(buf: torch.Tensor | None, nbytes: int) -> torch.Tensor:
+    """`buf`, or a new page-locked byte buffer (at least 64 KiB) where it is missing or holds
+    fewer than `nbytes`."""
+    if buf is not None and buf.numel() >= nbytes:
+        return buf
+    return torch.empty(max(nbytes, 1 << 16), dtype=torch.uint8, pin_memory=True)
+
+
 class EngineInputError(WorldssmError, ValueError):
     """Inputs to observe / imagine have the wrong shape, dtype or values; no state changed."""
 
@@ -194,9 +209,8 @@ class Engine:
         if self.device.type != "cuda":
             return [t.detach().numpy() for t in tensors]
         sizes = [t.numel() * (4 if t.dtype == torch.bfloat16 else t.element_size()) for t in tensors]
-        offsets = np.concatenate([[0], np.cumsum([-(-n // 64) * 64 for n in sizes])]).astype(int)
-        if self._staging is None or self._staging.numel() < offsets[-1]:
-            self._staging = torch.empty(max(int(offsets[-1]), 1 << 16), dtype=torch.uint8, pin_memory=True)
+        offsets = _packed(sizes)
+        self._staging = _pinned(self._staging, offsets[-1])
         out = []
         for t, at, n in zip(tensors, offsets, sizes):
             t = t.detach()
@@ -216,7 +230,7 @@ class Engine:
         `_INPUT_BUFFER_MAX` bytes (large image batches) are copied from pageable memory. On CPU
         the tensors share the arrays' memory. The caller may change its arrays once this returns."""
         arrays = [np.ascontiguousarray(a) for a in arrays]
-        offsets = np.concatenate([[0], np.cumsum([-(-a.nbytes // 64) * 64 for a in arrays])]).astype(int)
+        offsets = _packed([a.nbytes for a in arrays])
         if self.device.type != "cuda" or offsets[-1] > _INPUT_BUFFER_MAX:
             return [torch.as_tensor(a, device=self.device) for a in arrays]
         entry = self._inputs[self._next_input]
@@ -224,13 +238,12 @@ class Engine:
         buf, done = entry
         if done is not None:
             done.synchronize()  # the previous copy out of this buffer has been read
-        if buf is None or buf.numel() < offsets[-1]:
-            buf = entry[0] = torch.empty(max(int(offsets[-1]), 1 << 16), dtype=torch.uint8, pin_memory=True)
+        buf = entry[0] = _pinned(buf, offsets[-1])
         host = buf.numpy()
         for a, at in zip(arrays, offsets):
             host[at:at + a.nbytes] = a.reshape(-1).view(np.uint8)
-        dev = torch.empty(int(offsets[-1]), dtype=torch.uint8, device=self.device)
-        dev.copy_(buf[:int(offsets[-1])], non_blocking=True)
+        dev = torch.empty(offsets[-1], dtype=torch.uint8, device=self.device)
+        dev.copy_(buf[:offsets[-1]], non_blocking=True)
         entry[1] = done = done or torch.cuda.Event()
         done.record(torch.cuda.current_stream(self.device))
         return [dev[at:at + a.nbytes].view(torch.from_numpy(np.empty(0, a.dtype)).dtype).view(a.shape)

@@ -37,8 +37,9 @@ F32 = np.float32
 # 2-core AVX2 machine, LayerNorm + SiLU over [3, 1024, 256] took 11.4 ms in numpy and 0.74 ms
 # this way. SiLU alone breaks even near 4,096 elements, but a step's first PyTorch op also wakes
 # PyTorch's threads: at 8 SMALL rows a limit of 4,096 cost 0.3 ms a step against 16,384. Smaller
-# arrays stay in numpy, whose calls cost less. Both agree to float32 rounding; tests/model/test_numpy_step.py runs every test with
-# everything in numpy, everything in PyTorch, and by size.
+# arrays stay in numpy, whose calls cost less. Both agree to float32 rounding:
+# tests/model/test_numpy_step.py runs every test with everything in numpy, everything in PyTorch,
+# every product in pieces, and by size.
 TORCH_FROM = 1 << 14
 # OpenBLAS's default threshold for a threaded product (GEMM_MULTITHREAD_THRESHOLD 4 x 65,536 =
 # M*N*K), and how many one-thread pieces a larger product may be cut into; see `_mm`.
@@ -46,11 +47,6 @@ ONE_THREAD_MNK = 1 << 18
 ONE_THREAD_PIECES = 4
 # Rows a step takes in one pass (`_in_passes`).
 ROWS_PER_PASS = 2048
-
-
-def _torch_copy(a: np.ndarray) -> torch.Tensor:
-    """A weight as a tensor of its own (the step's weight arrays are read-only views)."""
-    return torch.from_numpy(np.array(a, dtype=F32))
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:
@@ -126,15 +122,10 @@ def _layer_norm_silu(y: np.ndarray, norm: tuple, eps: float) -> np.ndarray:
     return _silu(y)
 
 
-def _pair(w: np.ndarray) -> tuple:
-    """A weight as (array, tensor) sharing one writeable copy."""
-    t = _torch_copy(w)
-    return t.numpy(), t
-
-
-def _stacked(ts: list[torch.Tensor]) -> tuple:
-    """Tensors stacked on a new first dim, as `_pair`'s (array, tensor)."""
-    t = torch.stack(ts)
+def _pair(w: np.ndarray | torch.Tensor) -> tuple:
+    """A weight as (array, tensor) over one writeable float32 memory: a copy of an array (the
+    step's weight arrays are read-only views), a tensor as it is."""
+    t = w if isinstance(w, torch.Tensor) else torch.from_numpy(np.array(w, dtype=F32))
     return t.numpy(), t
 
 
@@ -184,13 +175,13 @@ class _Heads:
         self.mlps = [_MLP(w) for w in weights]
         self.blocks = []
         for layer in zip(*(m.blocks for m in self.mlps)):
-            w = _stacked([blk[0][1] for blk in layer])  # [M, in, w]
+            w = _pair(torch.stack([blk[0][1] for blk in layer]))  # [M, in, w]
             b = np.stack([blk[1][0] for blk in layer])[:, None]  # [M, 1, w]
             g, beta = (np.stack([blk[2][i] for blk in layer])[:, None] for i in (0, 1))
             self.blocks.append((w, b, _norm(g, beta), layer[0][3]))
         self.sizes = [m.out[0][0].shape[1] for m in self.mlps]
         width = max(self.sizes)
-        self.w_out = _stacked([F.pad(m.out[0][1], (0, width - n)) for m, n in zip(self.mlps, self.sizes)])
+        self.w_out = _pair(torch.stack([F.pad(m.out[0][1], (0, width - n)) for m, n in zip(self.mlps, self.sizes)]))
         self.b_out = np.zeros((len(self.mlps), 1, width), F32)
         for i, m in enumerate(self.mlps):
             self.b_out[i, 0, :self.sizes[i]] = m.out[1][0]
@@ -432,7 +423,8 @@ class NumpyStep:
         """`WorldModel.imagine_slots`: step with latent z [B, V*K] (drawn from a prior) and
         `action`; arguments and outputs as `observe`."""
         self._sync()
-        return _in_passes(lambda s, z, a: self._heads(self._backbone(self._inputs(z, a), slab, s, None)), slots, z, action)
+        return _in_passes(lambda s, z, a: self._heads(self._backbone(self._inputs(z, a), slab, s, None)),
+                          slots, z, action)
 
     def decode(self, z: np.ndarray, h: np.ndarray) -> np.ndarray:
         """`WorldModel.decode` for vector observations: [B, *obs_shape]."""
