@@ -35,6 +35,10 @@ PRO_NONE, PRO_SYMLOG, PRO_LN_SILU, PRO_RMS = 0, 1, 2, 3
 # prologue: 1 agent 11.3 us by dot, 2.5 by broadcast; 16 agents 15.1 against 2.7; 64 agents
 # 20.2 against 3.5 (tests/bench/results/experiments/fused-mlp-small-batch-h100.json).
 SMALL_ROWS = 64
+# From this many rows a layer whose input rows fit one program (`rows.ROWS_MAX_KD`) takes
+# `kernels.mlp.rows`: each program reads its rows' input once and walks every output tile;
+# wider inputs (the latent into `in_proj`) take one tile of all the outputs per program instead.
+ROWS_FROM = 256
 EPI_NONE, EPI_PROBS, EPI_LOGP, EPI_TWOHOT, EPI_SIGMOID = 0, 1, 2, 3, 4
 
 
@@ -332,8 +336,13 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
     if b == 0:
         return out, aux
     c = _plan(b, n, kd, tile, dot)
-    tile, tiles, block_m = c["tile"], c["tiles"], c["block_m"]
     pdl, extra = launch_kwargs(dev)
+    if c["rows"]:
+        _rows_linear(x, weights, biases, out, aux, c, pro=pro, epi=epi, pro_a=pro_a, pro_b=pro_b, ln=ln,
+                     xs=xs, bins=bins, action=action, action_proj=action_proj, action_discrete=action_discrete,
+                     store_pro=store_pro, eps=eps, unimix=unimix, pdl=pdl, extra=extra)
+        return out, aux
+    tile, tiles, block_m = c["tile"], c["tiles"], c["block_m"]
     ws = list(weights) + [weights[0]] * (3 - g)
     bs = [bb if bb is not None else ws[0] for bb in biases] + [ws[0]] * (3 - g)
     gam, bet = (list(ln[0]), list(ln[1])) if ln is not None else ([x], [x])
@@ -362,13 +371,21 @@ def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | None, war
     """Block sizes of one layer of `b` rows, `n` outputs and `kd` inputs. fixed_tile: the columns
     one program must own (a latent variable's classes; the continue logit), else None (any split).
     warps: force the program's warps (a launch shared by several layers), else chosen here."""
+    from worldssm.kernels.mlp.rows import ROWS_MAX_KD
+
     block_k = min(64, max(16, triton.next_power_of_2(kd)))  # the row is walked block_k columns at a time
     tile = fixed_tile if fixed_tile is not None else min(32 if b <= 64 else 64, max(16, triton.next_power_of_2(n)))
-    block_n = max(16, triton.next_power_of_2(tile))
     dot = b > SMALL_ROWS if dot is None else bool(dot)
+    many = dot and b >= ROWS_FROM
+    if many and kd <= ROWS_MAX_KD:  # kernels.mlp.rows: whole input rows per program
+        return dict(tile=tile, tiles=triton.cdiv(n, tile), block_n=max(16, triton.next_power_of_2(tile)),
+                    dot=True, rows=True)
+    if many and fixed_tile is None and n <= 256:  # one tile of every output: each input row read once
+        tile = n
+    block_n = max(16, triton.next_power_of_2(tile))
     if dot:
-        block_m = 16 if b <= 16 else (32 if b <= 256 else 64)
-        warps = warps or 4
+        block_m = 16 if b <= 16 else (32 if b <= 256 or block_n > 64 else 64)
+        warps = warps or (8 if block_n > 64 else 4)
     else:
         # The broadcast product holds [block_m, block_k, block_n]: at most 64 values per thread.
         # Each K chunk is a dependent round trip to memory, so the whole row goes in one chunk
@@ -382,7 +399,38 @@ def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | None, war
         block_k = min(block_k, max(16, 64 * 32 * warps // (block_m * block_n)))
     return dict(tile=tile, tiles=triton.cdiv(n, tile), block_m=block_m, block_n=block_n, block_k=block_k,
                 block_s=max(16, min(triton.next_power_of_2(kd), 4096 // block_m)),
-                block_r=max(16, min(triton.next_power_of_2(n), 4096 // block_m)), warps=warps, dot=dot)
+                block_r=max(16, min(triton.next_power_of_2(n), 4096 // block_m)), warps=warps, dot=dot, rows=False)
+
+
+def _rows_linear(x, weights, biases, out, aux, c, *, pro, epi, pro_a, pro_b, ln, xs, bins, action, action_proj,
+                 action_discrete, store_pro, eps, unimix, pdl, extra):
+    """`fused_linear` through `kernels.mlp.rows` (its plan `c` said rows)."""
+    from worldssm.kernels.mlp.rows import _rows_linear_kernel, rows_plan
+
+    g, b = len(weights), x.shape[0]
+    na, da = (action_proj[0].shape[1], action_proj[0].shape[0]) if action_proj is not None else (0, 0)
+    kd = weights[0].shape[1] - da
+    rp = rows_plan(b, kd, g)
+    split = 1 if epi == EPI_TWOHOT else min(rp["split"], c["tiles"])
+    ws = list(weights) + [weights[0]] * (3 - g)
+    bs = [bb if bb is not None else ws[0] for bb in biases] + [ws[0]] * (3 - g)
+    gam, bet = (list(ln[0]), list(ln[1])) if ln is not None else ([x], [x])
+    gam += [gam[0]] * (3 - len(gam))
+    bet += [bet[0]] * (3 - len(bet))
+    act = action if action is not None else x
+    pw, pbias = action_proj if action_proj is not None else (x, x)
+    _rows_linear_kernel[(g * split, rp["blocks"])](
+        x, x.stride(0), act, act.stride(0) if act.dim() > 0 else 0,
+        pro_a if pro_a is not None else out, pro_b if pro_b is not None else out,
+        *ws, *bs, *gam, *bet, weights[0].stride(0), weights[0].stride(1), pw, pw.stride(0), pbias,
+        out, out.stride(0), aux if aux is not None else out, aux.stride(0) if aux is not None else 0,
+        bins if bins is not None else out, b, float(eps), float(unimix),
+        KD=kd, XS=xs, N=weights[0].shape[0], TILE=c["tile"], TILES=c["tiles"], SPLIT=split, NA=na, DA=da,
+        ACT_DISCRETE=bool(action_discrete), PRO=pro, EPI=epi, STORE_PRO=bool(store_pro),
+        HAS_BIAS=biases[0] is not None, BLOCK_M=rp["block_m"], BLOCK_KD=rp["block_kd"], BLOCK_N=c["block_n"],
+        BLOCK_NA=max(16, triton.next_power_of_2(max(na, 1))), BLOCK_DA=max(16, triton.next_power_of_2(max(da, 1))),
+        DOT=_dot_mode(True), PDL=pdl, num_warps=rp["warps"], **extra,
+    )
 
 
 @triton.jit
@@ -455,6 +503,9 @@ def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: t
     if b == 0:
         return logp, probs, reward, logits, cont, cont_logit
     p0 = _plan(b, nv, kd, classes, dot)
+    if p0["rows"]:
+        _rows_heads(hid, layers, kd, bins, p0, eps, unimix, logp, probs, reward, logits, cont, cont_logit)
+        return logp, probs, reward, logits, cont, cont_logit
     warps = p0["warps"]  # one launch: one warp count, each layer's blocks planned for it
     p1, p2 = _plan(b, nb, kd, None, dot, warps), _plan(b, 1, kd, 1, dot, warps)
     pdl, extra = launch_kwargs(dev)
@@ -470,3 +521,24 @@ def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: t
         PDL=pdl, num_warps=warps, **extra,
     )
     return logp, probs, reward, logits, cont, cont_logit
+
+
+def _rows_heads(hid, layers, kd, bins, p0, eps, unimix, logp, probs, reward, logits, cont, cont_logit):
+    """`heads_out` through `kernels.mlp.rows` (its plan `p0` said rows)."""
+    from worldssm.kernels.mlp.rows import _rows_heads_kernel, rows_plan
+
+    (l0, n0), (l1, n1), (l2, n2) = layers
+    b, nb = hid.shape[0], l1.weight.shape[0]
+    rp = rows_plan(b, kd, 3)
+    # The prior's variables in shares about as long as the reward program's walk over every bin.
+    split0 = max(1, min(p0["tiles"], triton.cdiv(l0.weight.shape[0], nb)))
+    pdl, extra = launch_kwargs(hid.device)
+    _rows_heads_kernel[(split0 + 2, rp["blocks"])](
+        hid, hid.stride(0), kd, bins, b, float(eps), float(unimix),
+        l0.weight, l0.bias, n0.weight, n0.bias, logp, logp.stride(0), probs, probs.stride(0),
+        l1.weight, l1.bias, n1.weight, n1.bias, reward, 1, logits, logits.stride(0),
+        l2.weight, l2.bias, n2.weight, n2.bias, cont, 1, cont_logit, 1,
+        KD=kd, N0=l0.weight.shape[0], TILE0=p0["tile"], TILES0=p0["tiles"], SPLIT0=split0, BN0=p0["block_n"],
+        N1=nb, TILE1=64, TILES1=triton.cdiv(nb, 64), BN1=64, BLOCK_M=rp["block_m"], BLOCK_KD=rp["block_kd"],
+        DOT=_dot_mode(True), PDL=pdl, num_warps=rp["warps"], **extra,
+    )

@@ -78,11 +78,23 @@ BOX2 = {"type": "box", "shape": [2], "low": [-1, -1], "high": [1, 1], "dtype": "
     ({"type": "discrete", "n": 3}, 2, torch.float32, 70, "layer"),
     (BOX2, 2, torch.float32, 6, "mega"),
     ({"type": "discrete", "n": 5}, 2, torch.bfloat16, 5, "mega"),
+    # Many rows (kernels/mlp/rows.py; ROWS_FROM lowered): whole input rows per program.
+    ({"type": "discrete", "n": 3}, 2, torch.float32, 70, "rows"),
+    (BOX2, 1, torch.float32, 70, "rows"),
 ])
 def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtype, b, path, monkeypatch):
+    import worldssm.kernels.mlp.triton as mlp
     from worldssm.kernels.mlp.triton import SMALL_ROWS
 
     assert SMALL_ROWS < 70
+    launched = None
+    if path == "rows":
+        monkeypatch.setattr(mlp, "ROWS_FROM", 16)
+        path = "layer"
+        launched = []
+        for name in ("_rows_linear", "_rows_heads"):
+            real_launch = getattr(mlp, name)
+            monkeypatch.setattr(mlp, name, lambda *a, _f=real_launch, _n=name, **k: launched.append(_n) or _f(*a, **k))
     monkeypatch.setenv("WORLDSSM_STEP_PATH", path)
     tri, ref = models(space, mlp_layers, dtype)
     assert fused.why_not_fused(tri, False, b) is None
@@ -114,6 +126,8 @@ def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtyp
             compare(pt, pr, tol, dtype, t)
     for k in slab_r:
         close(slab_t[k], slab_r[k], tol)
+    if launched is not None:  # every layer ran as rows: encoder, input and heads, 3 observes and 3 imagines
+        assert launched.count("_rows_heads") == 6 and launched.count("_rows_linear") == 9 * (mlp_layers + 1)
 
 
 @pytest.mark.parametrize("path", ["v1", "split"])
@@ -162,12 +176,17 @@ def test_sampling_takes_the_module_path(monkeypatch):
         assert calls == [1]
 
 
-def test_two_hot_reward_over_many_column_chunks_equals_torch():
+@pytest.mark.parametrize("rows", [False, True])
+def test_two_hot_reward_over_many_column_chunks_equals_torch(rows, monkeypatch):
+    import worldssm.kernels.mlp.triton as mlp
     from worldssm.kernels.mlp.triton import EPI_TWOHOT, fused_linear
     from worldssm.model.nets import TwoHot
 
+    if rows:  # one program walks every bin with a running softmax (kernels/mlp/rows.py)
+        monkeypatch.setattr(mlp, "ROWS_FROM", 1)
+        fused_linear = functools.partial(fused_linear, dot=True)
     g = torch.Generator().manual_seed(2)
-    x, w, b = (torch.randn(*s, generator=g).to(DEV) for s in ((3, 20), (255, 20), (255,)))
+    x, w, b = (torch.randn(*s, generator=g).to(DEV) for s in ((3 if not rows else 40, 20), (255, 20), (255,)))
     twohot = TwoHot(255, 20.0).to(DEV)
     got, _ = fused_linear(x, [w * 0.5], [b], epi=EPI_TWOHOT, bins=twohot.bins)
     torch.testing.assert_close(got, twohot.mean(x @ (w * 0.5).T + b), rtol=1e-4, atol=1e-4)
@@ -247,12 +266,19 @@ def test_tf32_matmuls_is_scoped_and_only_on_cuda(monkeypatch):
         flag.allow_tf32 = before
 
 
-@pytest.mark.parametrize("kd,dot", [(20, True), (150, True), (150, False)])  # one column chunk; three, the last partial
-def test_every_prologue_over_several_column_chunks_equals_torch(kd, dot):
+# One column chunk; three, the last partial; rows: whole rows per program (kernels/mlp/rows.py),
+# or, wider than ROWS_MAX_KD, one tile of every output per program.
+@pytest.mark.parametrize("kd,dot,rows", [(20, True, False), (150, True, False), (150, False, False),
+                                         (20, True, True), (150, True, True), (300, True, True)])
+def test_every_prologue_over_several_column_chunks_equals_torch(kd, dot, rows, monkeypatch):
     """fused_linear walks each input row 64 columns at a time (row statistics first for the
     norms): every prologue, grouped inputs and the stored prologue match torch at any width."""
     import torch.nn.functional as F
 
+    import worldssm.kernels.mlp.triton as mlp
+
+    if rows:
+        monkeypatch.setattr(mlp, "ROWS_FROM", 16)
     from worldssm.kernels.mlp.triton import EPI_PROBS, EPI_TWOHOT, PRO_LN_SILU, PRO_NONE, PRO_RMS, PRO_SYMLOG
     from worldssm.kernels.mlp.triton import fused_linear as fused_linear_
     from worldssm.model.nets import TwoHot
@@ -263,6 +289,7 @@ def test_every_prologue_over_several_column_chunks_equals_torch(kd, dot):
         return (torch.randn(*s, generator=g) * scale).to(DEV)
 
     b, n = 37, 70
+    assert mlp._plan(b, n, kd, None, dot)["rows"] == (rows and kd <= 256)
     x = rnd(b, 2 * kd, scale=3.0)
     w = [rnd(n, kd, scale=kd ** -0.5) for _ in range(2)]
     bias = [rnd(n) for _ in range(2)]

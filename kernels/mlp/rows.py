@@ -1,0 +1,216 @@
+"""The MLP layers of `kernels.mlp.triton` for many rows: each program holds its rows' whole input.
+
+`triton.fused_linear` splits a layer's outputs over programs, and each program walks its rows'
+input from memory again (two passes for a norm's statistics, one for the product): with the
+latent's 32 variables, the encoder's last layer and the prior head read each input row 96 times.
+That is cheap for a few rows and the bulk of the cost for thousands. Here one program loads
+BLOCK_M whole input rows once (`KD` <= `ROWS_MAX_KD`), applies the prologue in registers and walks
+the layer's output columns, one tile at a time, for as many tiles as it owns: every tile of a
+group where the batch gives enough programs, or a share of them. The reward head's two-hot mean
+runs inside the program that owns all its bins, as a running softmax, with no counter.
+
+Results equal `triton.fused_linear`'s and `triton.heads_out`'s (the same prologues, products and
+epilogues; tests/kernels/test_fused_model.py runs both ways).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from worldssm.kernels.mlp.triton import _expm1, _log1p, _mac, _pick
+from worldssm.kernels.step.pdl import pdl_wait
+
+# Layers whose input rows fit one program (padded to a power of two) take this path.
+ROWS_MAX_KD = 256
+
+
+@triton.jit
+def _rows_layer(
+    x_ptr, stride_x, act_ptr, stride_act, pa_ptr, pb_ptr, wp, bp, gam, bet,
+    stride_w, stride_wa, pw_ptr, stride_pw, pbias_ptr,
+    out_ptr, stride_out, aux_ptr, stride_aux, bins_ptr,
+    rows, eps, unimix, rb, g, t0, t1, col0,
+    KD: tl.constexpr, XS: tl.constexpr, N: tl.constexpr, TILE: tl.constexpr,
+    NA: tl.constexpr, DA: tl.constexpr, ACT_DISCRETE: tl.constexpr,
+    PRO: tl.constexpr, EPI: tl.constexpr, STORE_PRO: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_KD: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_NA: tl.constexpr, BLOCK_DA: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
+):
+    """Output tiles [t0, t1) of group g for rows block rb: input slice g * XS of x, outputs at
+    columns col0 + tile columns (EPI 0-2), or one value per row (EPI 3, 4)."""
+    r = rb.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mr = r < rows
+    kk = tl.arange(0, BLOCK_KD)
+    mk = kk < KD
+    m2 = mr[:, None] & mk[None, :]
+    nn = tl.arange(0, BLOCK_N)
+
+    # ---- before the wait: parameters (nothing here is written by the previous kernel) ----------
+    if PRO == 1:
+        loc = tl.load(pa_ptr + kk, mask=mk, other=0.0)
+        scale = tl.load(pb_ptr + kk, mask=mk, other=1.0)
+    if PRO == 2:
+        gamma = tl.load(gam + kk, mask=mk, other=0.0).to(tl.float32)
+        beta = tl.load(bet + kk, mask=mk, other=0.0).to(tl.float32)
+    if PRO == 3:
+        rw = tl.load(pa_ptr + kk, mask=mk, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
+    if NA > 0:
+        ka = tl.arange(0, BLOCK_NA)
+        ja = tl.arange(0, BLOCK_DA)
+        pw = tl.load(pw_ptr + ja[None, :] * stride_pw + ka[:, None], mask=(ka[:, None] < NA) & (ja[None, :] < DA),
+                     other=0.0).to(tl.float32)  # [NA, DA]
+        pbias = tl.load(pbias_ptr + ja, mask=ja < DA, other=0.0).to(tl.float32)
+
+    pdl_wait(PDL)
+
+    x = tl.load(x_ptr + r[:, None] * stride_x + g * XS + kk[None, :], mask=m2, other=0.0).to(tl.float32)
+    if PRO == 1:  # standardise, then symlog
+        v = (x - loc[None, :]) / scale[None, :]
+        av = tl.abs(v)
+        x = tl.where(v < 0, -_log1p(av), _log1p(av))
+    if PRO == 2:  # the previous layer's LayerNorm, then SiLU
+        mean = tl.sum(x, axis=1) / KD
+        d = tl.where(m2, x - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=1) / KD + eps)
+        x = d * rstd[:, None] * gamma[None, :] + beta[None, :]
+        x = x * tl.sigmoid(x)
+    if PRO == 3:  # the backbone's final RMSNorm, rounded in the stream's dtype
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / KD + eps)
+        hn = (x * rstd[:, None]).to(x_ptr.dtype.element_ty).to(tl.float32)
+        x = (hn * rw[None, :]).to(x_ptr.dtype.element_ty).to(tl.float32)
+    x = tl.where(m2, x, 0.0)
+    if STORE_PRO:
+        if g == 0:
+            if t0 == 0:
+                tl.store(aux_ptr + r[:, None] * stride_aux + kk[None, :], x, mask=m2)
+    if NA > 0:
+        if ACT_DISCRETE:
+            a_idx = tl.minimum(tl.maximum(tl.load(act_ptr + r * stride_act, mask=mr, other=0), 0), NA - 1)
+            f = (ka[None, :] == a_idx[:, None]).to(tl.float32)
+        else:
+            f = tl.load(act_ptr + r[:, None] * stride_act + ka[None, :], mask=mr[:, None] & (ka[None, :] < NA),
+                        other=0.0).to(tl.float32)
+        emb = _mac(tl.zeros([BLOCK_M, BLOCK_DA], tl.float32), f, pw, DOT) + pbias[None, :]
+
+    if EPI == 3:
+        m_run = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        s_run = tl.zeros([BLOCK_M], tl.float32)
+        sb_run = tl.zeros([BLOCK_M], tl.float32)
+    for t in range(t0, t1):
+        local = t * TILE + nn
+        mc = (nn < TILE) & (local < N)
+        w = tl.load(wp + local[None, :] * stride_w + kk[:, None], mask=mk[:, None] & mc[None, :], other=0.0)
+        acc = _mac(tl.zeros([BLOCK_M, BLOCK_N], tl.float32), x, w.to(tl.float32), DOT)
+        if NA > 0:
+            wa = tl.load(wp + KD + local[None, :] * stride_w + ja[:, None] * stride_wa,
+                         mask=(ja[:, None] < DA) & mc[None, :], other=0.0).to(tl.float32)
+            acc = _mac(acc, emb, wa, DOT)
+        if HAS_BIAS:
+            acc = acc + tl.load(bp + local, mask=mc, other=0.0).to(tl.float32)[None, :]
+        m = mr[:, None] & mc[None, :]
+        cols = col0 + local
+        if EPI == 0:
+            tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=m)
+        if EPI == 1 or EPI == 2:  # one latent variable per tile: unimix softmax over its classes
+            logits = tl.where(m, acc, float("-inf"))
+            e = tl.exp(logits - tl.max(logits, axis=1)[:, None])
+            p = e / tl.sum(e, axis=1)[:, None]
+            p = (1.0 - unimix) * p + unimix / TILE
+            if EPI == 1:
+                tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], p, mask=m)
+            else:
+                tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], tl.log(p), mask=m)
+                tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], p, mask=m)
+        if EPI == 3:  # two-hot reward: the logits to aux, a running softmax of the bins
+            tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], acc, mask=m)
+            logits = tl.where(mc[None, :], acc, float("-inf"))
+            m_new = tl.maximum(m_run, tl.max(logits, axis=1))
+            alpha = tl.exp(m_run - m_new)
+            e = tl.exp(logits - m_new[:, None])
+            bins = tl.load(bins_ptr + local, mask=mc, other=0.0)
+            s_run = s_run * alpha + tl.sum(e, axis=1)
+            sb_run = sb_run * alpha + tl.sum(e * bins[None, :], axis=1)
+            m_run = m_new
+        if EPI == 4:  # continue: the logit's sigmoid to out, the logit to aux
+            logit = tl.sum(tl.where(m, acc, 0.0), axis=1)
+            tl.store(out_ptr + r * stride_out, tl.sigmoid(logit), mask=mr)
+            tl.store(aux_ptr + r * stride_aux, logit, mask=mr)
+    if EPI == 3:
+        sm = sb_run / s_run
+        a = tl.abs(sm)
+        tl.store(out_ptr + r * stride_out, tl.where(sm < 0, -_expm1(a), _expm1(a)), mask=mr)
+
+
+@triton.jit
+def _rows_linear_kernel(
+    x_ptr, stride_x, act_ptr, stride_act, pa_ptr, pb_ptr,
+    w0, w1, w2, b0, b1, b2, ga0, ga1, ga2, be0, be1, be2,
+    stride_w, stride_wa, pw_ptr, stride_pw, pbias_ptr,
+    out_ptr, stride_out, aux_ptr, stride_aux, bins_ptr,
+    rows, eps, unimix,
+    KD: tl.constexpr, XS: tl.constexpr, N: tl.constexpr, TILE: tl.constexpr, TILES: tl.constexpr,
+    SPLIT: tl.constexpr, NA: tl.constexpr, DA: tl.constexpr, ACT_DISCRETE: tl.constexpr,
+    PRO: tl.constexpr, EPI: tl.constexpr, STORE_PRO: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_KD: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_NA: tl.constexpr, BLOCK_DA: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
+):
+    # Program (p, rb): group p // SPLIT, its share p % SPLIT of the group's TILES tiles.
+    p = tl.program_id(0)
+    rb = tl.program_id(1)
+    g = p // SPLIT
+    share = p % SPLIT
+    per = (TILES + SPLIT - 1) // SPLIT
+    t0 = share * per
+    t1 = tl.minimum(t0 + per, TILES)
+    _rows_layer(
+        x_ptr, stride_x, act_ptr, stride_act, pa_ptr, pb_ptr, _pick(g, w0, w1, w2), _pick(g, b0, b1, b2),
+        _pick(g, ga0, ga1, ga2), _pick(g, be0, be1, be2), stride_w, stride_wa, pw_ptr, stride_pw, pbias_ptr,
+        out_ptr, stride_out, aux_ptr, stride_aux, bins_ptr, rows, eps, unimix, rb, g, t0, t1, g * N,
+        KD, XS, N, TILE, NA, DA, ACT_DISCRETE, PRO, EPI, STORE_PRO, HAS_BIAS,
+        BLOCK_M, BLOCK_KD, BLOCK_N, BLOCK_NA, BLOCK_DA, DOT, PDL)
+
+
+@triton.jit
+def _rows_heads_kernel(
+    x_ptr, stride_x, stride_w, bins_ptr, rows, eps, unimix,
+    w0, b0, ga0, be0, out0, stride_o0, aux0, stride_a0,
+    w1, b1, ga1, be1, out1, stride_o1, aux1, stride_a1,
+    w2, b2, ga2, be2, out2, stride_o2, aux2, stride_a2,
+    KD: tl.constexpr, N0: tl.constexpr, TILE0: tl.constexpr, TILES0: tl.constexpr, SPLIT0: tl.constexpr,
+    BN0: tl.constexpr, N1: tl.constexpr, TILE1: tl.constexpr, TILES1: tl.constexpr, BN1: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_KD: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
+):
+    # Programs [0, SPLIT0): shares of the prior's log-probabilities (a latent variable per tile);
+    # SPLIT0: the reward's bins, all of them (its two-hot mean needs every bin); SPLIT0 + 1: the
+    # continue logit. Head i reads its slice [i*KD, (i+1)*KD) of the shared hidden rows.
+    p = tl.program_id(0)
+    rb = tl.program_id(1)
+    if p < SPLIT0:
+        per = (TILES0 + SPLIT0 - 1) // SPLIT0
+        _rows_layer(
+            x_ptr, stride_x, x_ptr, 0, x_ptr, x_ptr, w0, b0, ga0, be0, stride_w, 0, x_ptr, 0, x_ptr,
+            out0, stride_o0, aux0, stride_a0, bins_ptr, rows, eps, unimix, rb, 0, p * per,
+            tl.minimum(p * per + per, TILES0), 0,
+            KD, 0, N0, TILE0, 0, 0, True, 2, 2, False, True, BLOCK_M, BLOCK_KD, BN0, 16, 16, DOT, PDL)
+    elif p == SPLIT0:
+        _rows_layer(
+            x_ptr + KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w1, b1, ga1, be1, stride_w, 0, x_ptr, 0, x_ptr,
+            out1, stride_o1, aux1, stride_a1, bins_ptr, rows, eps, unimix, rb, 0, 0, TILES1, 0,
+            KD, 0, N1, TILE1, 0, 0, True, 2, 3, False, True, BLOCK_M, BLOCK_KD, BN1, 16, 16, DOT, PDL)
+    else:
+        _rows_layer(
+            x_ptr + 2 * KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w2, b2, ga2, be2, stride_w, 0, x_ptr, 0, x_ptr,
+            out2, stride_o2, aux2, stride_a2, bins_ptr, rows, eps, unimix, rb, 0, 0, 1, 0,
+            KD, 0, 1, 1, 0, 0, True, 2, 4, False, True, BLOCK_M, BLOCK_KD, 16, 16, 16, DOT, PDL)
+
+
+def rows_plan(b: int, kd: int, n_programs_per_block: int) -> dict:
+    """BLOCK_M and warps for `b` rows of `kd` inputs, and how many programs share a group's
+    tiles so that the launch fills the GPU (about 2 programs per SM of an H100/H200)."""
+    block_kd = max(16, triton.next_power_of_2(kd))
+    block_m = 64 if b >= 4096 and block_kd <= 128 else 32
+    blocks = triton.cdiv(b, block_m)
+    split = max(1, min(8, triton.cdiv(264, blocks * n_programs_per_block)))
+    return dict(block_m=block_m, block_kd=block_kd, blocks=blocks, split=split,
+                warps=8 if block_m * block_kd >= 8192 else 4)
