@@ -206,11 +206,14 @@ def _rows_heads_kernel(
 
 
 def rows_plan(b: int, kd: int, n_programs_per_block: int) -> dict:
-    """BLOCK_M and warps for `b` rows of `kd` inputs, and how many programs share a group's
-    tiles so that the launch fills the GPU (about 2 programs per SM of an H100/H200)."""
+    """BLOCK_M, warps and pipeline stages for `b` rows of `kd` inputs, and how many programs
+    share a group's tiles so that the launch fills the GPU (about 2 programs per SM of an
+    H100/H200). H100, BASE whole step at 1,024 / 16,384 agents: 2 stages 571 / 7,982 us, 3 (the
+    default, whose weight tiles overflow shared memory at BLOCK_M 64) 589 / 8,098, 1 595 / 8,242;
+    BLOCK_M 16: 608 / 8,438 (tests/bench/results/experiments/wm-rows-mlp-h100.json)."""
     block_kd = max(16, triton.next_power_of_2(kd))
     block_m = 64 if b >= 4096 and block_kd <= 128 else 32
     blocks = triton.cdiv(b, block_m)
     split = max(1, min(8, triton.cdiv(264, blocks * n_programs_per_block)))
     return dict(block_m=block_m, block_kd=block_kd, blocks=blocks, split=split,
-                warps=8 if block_m * block_kd >= 8192 else 4)
+                warps=8 if block_m * block_kd >= 8192 else 4, stages=2)

@@ -17,7 +17,8 @@ Launched with PDL where the GPU has it: the bias and action-embedding weights lo
 wait. Each program walks its input rows BLOCK_K columns at a time (a first pass for the row
 statistics where the prologue is a norm), so neither the whole row nor the whole weight column is
 held in registers (the earlier whole-row tiles spilled: 35.7 ms for the whole world-model step at
-16,384 agents on an H200, against 7.4 for the module path).
+16,384 agents on an H200, against 7.4 for the module path). From ROWS_FROM rows a layer takes
+`kernels/mlp/rows.py` instead, where one program reads its rows' input once for every output tile.
 """
 
 from __future__ import annotations
@@ -429,7 +430,7 @@ def _rows_linear(x, weights, biases, out, aux, c, *, pro, epi, pro_a, pro_b, ln,
         ACT_DISCRETE=bool(action_discrete), PRO=pro, EPI=epi, STORE_PRO=bool(store_pro),
         HAS_BIAS=biases[0] is not None, BLOCK_M=rp["block_m"], BLOCK_KD=rp["block_kd"], BLOCK_N=c["block_n"],
         BLOCK_NA=max(16, triton.next_power_of_2(max(na, 1))), BLOCK_DA=max(16, triton.next_power_of_2(max(da, 1))),
-        DOT=_dot_mode(True), PDL=pdl, num_warps=rp["warps"], **extra,
+        DOT=_dot_mode(True), PDL=pdl, num_warps=rp["warps"], num_stages=rp["stages"], **extra,
     )
 
 
@@ -540,5 +541,5 @@ def _rows_heads(hid, layers, kd, bins, p0, eps, unimix, logp, probs, reward, log
         l2.weight, l2.bias, n2.weight, n2.bias, cont, 1, cont_logit, 1,
         KD=kd, N0=l0.weight.shape[0], TILE0=p0["tile"], TILES0=p0["tiles"], SPLIT0=split0, BN0=p0["block_n"],
         N1=nb, TILE1=64, TILES1=triton.cdiv(nb, 64), BN1=64, BLOCK_M=rp["block_m"], BLOCK_KD=rp["block_kd"],
-        DOT=_dot_mode(True), PDL=pdl, num_warps=rp["warps"], **extra,
+        DOT=_dot_mode(True), PDL=pdl, num_warps=rp["warps"], num_stages=rp["stages"], **extra,
     )

@@ -326,6 +326,35 @@ def test_graph_path_padding_matches_eager(monkeypatch):
         torch.testing.assert_close(padded.slab.tensors[k][:8], t[:8])
 
 
+def test_warm_steps_each_bucket_once_and_changes_no_agent(monkeypatch):
+    """`warm` runs each requested verb once per bucket, at the smallest size that bucket serves,
+    on slots it gives back; the agents' states and the free slots are as before."""
+    import worldssm.kernels.graphs as graphs
+
+    made = []
+    monkeypatch.setattr(graphs, "GraphedStep", lambda *a: made.append(FakeGraphedStep(*a)) or made[-1])
+    eng = engine(capacity=40, impl="torch")
+    eng.use_graphs = True
+    eng.buckets = (4, 16)
+    eng._build_steps()
+    obs, act = obs_actions(5, 1, seed=3)
+    s = eng.join(5)
+    eng.observe(s, obs[0], act[0], np.ones(5, bool))
+    before, free = state_of(eng, s), eng.slab.num_free
+    made_calls = [list(m.calls) for m in made]
+    assert eng.warm([12, 3, 10, 30], verbs=("imagine",)) == [4, 16]  # 30 is above the largest bucket
+    # made: observe, imagine, observe + decode, imagine + decode
+    assert [m.calls[len(c):] for m, c in zip(made, made_calls)] == [[], [4, 16], [], []]
+    assert eng.slab.num_free == free
+    assert_states_equal(state_of(eng, s), before)
+    assert eng.warm([2], verbs=("observe", "imagine")) == [4]
+    with pytest.raises(EngineInputError, match="verbs"):
+        eng.warm([2], verbs=("decode",))
+    with pytest.raises(EngineInputError, match="free slots"):
+        eng.warm([free + 1])
+    assert engine(impl="torch").warm([3]) == []  # no graphs on this CPU engine: nothing to capture
+
+
 @pytest.mark.parametrize("impl", ["numpy", "torch"])
 @pytest.mark.parametrize("reset", [False, True])
 def test_fork_observed_then_imagine_equals_observe(impl, reset):

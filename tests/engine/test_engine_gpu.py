@@ -149,3 +149,28 @@ def test_planner_sums_on_the_gpu_match_its_host_sums():
     assert engine.slab.num_free == 512 - 4  # every fork was given back
     np.testing.assert_allclose(on_gpu, on_host, rtol=1e-5, atol=1e-5)
     assert np.ptp(on_gpu) > 0  # the agents' plans differ: not a constant both paths return
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_warm_captures_the_graphs_before_the_calls_that_replay_them(monkeypatch):
+    """After `warm`, calls of the warmed sizes replay graphs captured then: none captures again,
+    and their results equal those of an engine that captured on first use."""
+    from worldssm.kernels.graphs import GraphedStep
+
+    captured = []
+    real = GraphedStep.capture
+    monkeypatch.setattr(GraphedStep, "capture", lambda self, size, ex: captured.append(size) or real(self, size, ex))
+    torch.manual_seed(0)
+    model = WorldModel(preset("DEBUG"), VEC_OBS, BOX_ACT)
+    warmed, cold = Engine(copy.deepcopy(model), 64, device="cuda"), Engine(model, 64, device="cuda")
+    assert warmed.warm([5, 40], verbs=("imagine",)) == [8, 64]
+    assert captured == [8, 64]
+    obs, act = obs_actions(40, 2, seed=7)
+    outs = {}
+    for name, eng in (("warmed", warmed), ("cold", cold)):
+        s = eng.join(40)
+        eng.observe(s, obs[0], act[0], np.ones(40, bool))
+        outs[name] = [eng.imagine(s[:5], act[1][:5]), eng.imagine(s, act[1])]
+    assert captured == [8, 64, 64, 64, 8, 64], "warmed: one observe capture; cold: observe and both imagines"
+    for a, b in zip(outs["warmed"], outs["cold"]):
+        torch.testing.assert_close(a.reward, b.reward, rtol=0, atol=0)

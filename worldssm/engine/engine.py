@@ -195,6 +195,53 @@ class Engine:
         self.slab.grow(capacity)
         self._build_steps()
 
+    def warm(self, sizes, verbs=("observe", "imagine")) -> list[int]:
+        """Capture now the CUDA graphs that calls of `sizes` rows will replay, so that none of
+        those calls pays a capture (a bucket's first use compiles its Triton kernels and records
+        the graph: up to seconds). Steps freshly joined slots once per bucket and verb, then gives
+        them back: no agent's state changes. Without CUDA graphs it does nothing.
+
+        Args:
+            sizes: batch sizes the caller will step (each at most the free slots).
+            verbs: which steps to capture, "observe" and/or "imagine" (without decoding).
+
+        Returns:
+            the buckets captured, ascending.
+
+        Raises:
+            EngineInputError: a verb other than observe or imagine, or a size above the free slots.
+        """
+        bad = [v for v in verbs if v not in ("observe", "imagine")]
+        if bad:
+            raise EngineInputError(f"warm takes the verbs 'observe' and 'imagine', got {bad}")
+        sizes = sorted({int(s) for s in sizes if int(s) > 0})
+        if sizes and sizes[-1] > self.slab.num_free:
+            raise EngineInputError(f"warm: {sizes[-1]} rows need as many free slots; {self.slab.num_free} of "
+                                   f"{self.capacity} are free")
+        if not self.use_graphs or not sizes:
+            return []
+        from worldssm.spaces import space_from_dict
+
+        first: dict[int, int] = {}  # bucket -> the smallest size that replays it
+        for s in sizes:
+            if s <= max(self.buckets):
+                first.setdefault(min(b for b in self.buckets if b >= s), s)
+        obs_space, act_space = space_from_dict(self.obs_space), space_from_dict(self.action_space)
+        obs_space.seed(0)
+        act_space.seed(0)
+        for n in first.values():
+            slots = self.join(n)
+            try:
+                obs = np.stack([obs_space.sample() for _ in range(n)])
+                act = np.stack([act_space.sample() for _ in range(n)])
+                if "observe" in verbs:
+                    self.observe(slots, obs, act, np.ones(n, dtype=bool))
+                if "imagine" in verbs:
+                    self.imagine(slots, act)
+            finally:
+                self.leave(slots)
+        return sorted(first)
+
     def rng_state(self) -> np.ndarray:
         return self.generator.get_state().numpy()
 

@@ -26,7 +26,10 @@ from worldssm.kernels import resolve_impl
 # it the backbone takes the split path and the module heads' cuBLAS GEMMs win. H100, BASE, 1,024
 # agents: 617.7 us fused against 686.3 for the module heads, both with TF32 products (773.0 for
 # the module heads in IEEE float32); 16,384: 8,183.7 for the module heads against 8,338.7 fused
-# (tests/bench/results/experiments/wm-heads-tf32-h100.json). With WORLDSSM_TF32=0 the fused
+# (tests/bench/results/experiments/wm-heads-tf32-h100.json). From 256 agents the fused layers
+# read each input row once (`kernels/mlp/rows.py`): 1,024 agents 611 -> 571-582 us, 16,384
+# 8,410 -> 8,090 fused, still above the module heads' 7,805, so the limit stays
+# (experiments/wm-rows-mlp-h100.json). With WORLDSSM_TF32=0 the fused
 # heads' IEEE dots lose above 64 agents (1,028.4 us at 1,024), so the limit is then
 # FUSED_MAX_BATCH_IEEE. WORLDSSM_STEP_PATH=layer forces the fused step at every batch.
 FUSED_MAX_BATCH = 1024
