@@ -14,6 +14,8 @@ for name, folder in MAPPED.items():
     packages += [name] + [f"{name}.{p}" for p in find_packages(folder)]
 
 # The small CartPole-v1 model that `worldssm play` opens without a checkpoint (scripts/make_play_model.py).
-PACKAGE_DATA = {"worldssm.play": ["assets/cartpole/checkpoint.json", "assets/cartpole/model.safetensors"]}
+# py.typed: worldssm's type hints are for users' type checkers too (PEP 561; tests/test_typing.py).
+PACKAGE_DATA = {"worldssm": ["py.typed"],
+                "worldssm.play": ["assets/cartpole/checkpoint.json", "assets/cartpole/model.safetensors"]}
 
 setup(packages=packages, package_dir={"worldssm": "worldssm", **MAPPED}, package_data=PACKAGE_DATA)

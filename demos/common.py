@@ -19,7 +19,7 @@ def model_flags(parser: argparse.ArgumentParser, run: str, data_steps: int, trai
                        help=f"optimiser updates (default {train_steps})")
 
 
-def ensure_model(env: str, args: argparse.Namespace, agents: int = 8, agent: str = "random") -> Path:
+def ensure_model(env: str, args: argparse.Namespace, agents: int | None = 8, agent: str = "random") -> Path:
     """`args.run` if it holds a trained model, else collect `args.data_steps` ticks of `agent` play
     in `env` and train `args.preset` for `args.train_steps` updates into it."""
     if (args.run / "checkpoints" / "latest").exists():

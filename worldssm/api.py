@@ -56,10 +56,11 @@ from worldssm.sim import SimConfig, Simulation
 from worldssm.train.config import TrainConfig
 
 
-def collect(env: str, out: str | Path, agents: int = 8, steps: int = 2000, agent="random", seed: int = 0,
+def collect(env: str, out: str | Path, agents: int | None = 8, steps: int = 2000, agent="random", seed: int = 0,
             env_kwargs: dict | None = None) -> dict:
-    """Record `steps` ticks of `agents` agents (copies of a Gymnasium env) acting in `env` as
-    shards in the new directory `out`; `agent` is a name ("random", "pattern", "greedy", an
+    """Record `steps` ticks of `agents` agents (copies of a Gymnasium env; None: the env's own
+    agents, as swarm_v0 and PettingZoo envs have) acting in `env` as shards in the new directory
+    `out`; `agent` is a name ("random", "pattern", "greedy", an
     import path "package.module:Name") or an object with `act(obs, info)`. Returns a summary
     (steps and episodes written)."""
     from worldssm.data import collect as _collect
