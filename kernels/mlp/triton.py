@@ -344,13 +344,7 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
                      store_pro=store_pro, eps=eps, unimix=unimix, pdl=pdl, extra=extra)
         return out, aux
     tile, tiles, block_m = c["tile"], c["tiles"], c["block_m"]
-    ws = list(weights) + [weights[0]] * (3 - g)
-    bs = [bb if bb is not None else ws[0] for bb in biases] + [ws[0]] * (3 - g)
-    gam, bet = (list(ln[0]), list(ln[1])) if ln is not None else ([x], [x])
-    gam += [gam[0]] * (3 - len(gam))
-    bet += [bet[0]] * (3 - len(bet))
-    act = action if action is not None else x
-    pw, pbias = action_proj if action_proj is not None else (x, x)
+    ws, bs, gam, bet, act, pw, pbias = _group_args(x, weights, biases, ln, action, action_proj)
     dummy = out
     _fused_linear_kernel[(g * tiles, triton.cdiv(b, block_m))](
         x, x.stride(0), act, act.stride(0) if act.dim() > 0 else 0,
@@ -366,6 +360,21 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
         DOT=_dot_mode(c["dot"]), PDL=pdl, num_warps=c["warps"], **extra,
     )
     return out, aux
+
+
+def _group_args(x, weights, biases, ln, action, action_proj):
+    """A layer launch's per-group pointers padded to three groups (weights, biases, LayerNorm
+    gammas and betas; absent ones point at something valid the kernel never reads), the action
+    and its projection (x where there is none)."""
+    g = len(weights)
+    ws = list(weights) + [weights[0]] * (3 - g)
+    bs = [bb if bb is not None else ws[0] for bb in biases] + [ws[0]] * (3 - g)
+    gam, bet = (list(ln[0]), list(ln[1])) if ln is not None else ([x], [x])
+    gam += [gam[0]] * (3 - len(gam))
+    bet += [bet[0]] * (3 - len(bet))
+    act = action if action is not None else x
+    pw, pbias = action_proj if action_proj is not None else (x, x)
+    return ws, bs, gam, bet, act, pw, pbias
 
 
 def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | None, warps: int | None = None) -> dict:
@@ -413,13 +422,7 @@ def _rows_linear(x, weights, biases, out, aux, c, *, pro, epi, pro_a, pro_b, ln,
     kd = weights[0].shape[1] - da
     rp = rows_plan(b, kd, g)
     split = 1 if epi == EPI_TWOHOT else min(rp["split"], c["tiles"])
-    ws = list(weights) + [weights[0]] * (3 - g)
-    bs = [bb if bb is not None else ws[0] for bb in biases] + [ws[0]] * (3 - g)
-    gam, bet = (list(ln[0]), list(ln[1])) if ln is not None else ([x], [x])
-    gam += [gam[0]] * (3 - len(gam))
-    bet += [bet[0]] * (3 - len(bet))
-    act = action if action is not None else x
-    pw, pbias = action_proj if action_proj is not None else (x, x)
+    ws, bs, gam, bet, act, pw, pbias = _group_args(x, weights, biases, ln, action, action_proj)
     _rows_linear_kernel[(g * split, rp["blocks"])](
         x, x.stride(0), act, act.stride(0) if act.dim() > 0 else 0,
         pro_a if pro_a is not None else out, pro_b if pro_b is not None else out,
