@@ -18,7 +18,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from worldssm.kernels.mlp.triton import _expm1, _log1p, _mac, _pick
+from worldssm.kernels.mlp.triton import _action_emb, _expm1, _mac, _pick, _pro_apply, _pro_params, _store_tile
 from worldssm.kernels.step.pdl import pdl_wait
 
 # Layers whose input rows fit one program (padded to a power of two) take this path.
@@ -47,14 +47,7 @@ def _rows_layer(
     nn = tl.arange(0, BLOCK_N)
 
     # ---- before the wait: parameters (nothing here is written by the previous kernel) ----------
-    if PRO == 1:
-        loc = tl.load(pa_ptr + kk, mask=mk, other=0.0)
-        scale = tl.load(pb_ptr + kk, mask=mk, other=1.0)
-    if PRO == 2:
-        gamma = tl.load(gam + kk, mask=mk, other=0.0).to(tl.float32)
-        beta = tl.load(bet + kk, mask=mk, other=0.0).to(tl.float32)
-    if PRO == 3:
-        rw = tl.load(pa_ptr + kk, mask=mk, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
+    pa, pb = _pro_params(x_ptr, pa_ptr, pb_ptr, gam, bet, kk, mk, PRO)
     if NA > 0:
         ka = tl.arange(0, BLOCK_NA)
         ja = tl.arange(0, BLOCK_DA)
@@ -65,33 +58,23 @@ def _rows_layer(
     pdl_wait(PDL)
 
     x = tl.load(x_ptr + r[:, None] * stride_x + g * XS + kk[None, :], mask=m2, other=0.0).to(tl.float32)
-    if PRO == 1:  # standardise, then symlog
-        v = (x - loc[None, :]) / scale[None, :]
-        av = tl.abs(v)
-        x = tl.where(v < 0, -_log1p(av), _log1p(av))
-    if PRO == 2:  # the previous layer's LayerNorm, then SiLU
+    # The row statistics from the rows in registers: (mean, 1/std) for the LayerNorm, (0, 1/rms)
+    # for the RMSNorm.
+    mean = tl.zeros([BLOCK_M], tl.float32)
+    rstd = tl.full([BLOCK_M], 1.0, tl.float32)
+    if PRO == 2:
         mean = tl.sum(x, axis=1) / KD
         d = tl.where(m2, x - mean[:, None], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=1) / KD + eps)
-        x = d * rstd[:, None] * gamma[None, :] + beta[None, :]
-        x = x * tl.sigmoid(x)
-    if PRO == 3:  # the backbone's final RMSNorm, rounded in the stream's dtype
+    if PRO == 3:
         rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / KD + eps)
-        hn = (x * rstd[:, None]).to(x_ptr.dtype.element_ty).to(tl.float32)
-        x = (hn * rw[None, :]).to(x_ptr.dtype.element_ty).to(tl.float32)
-    x = tl.where(m2, x, 0.0)
+    x = tl.where(m2, _pro_apply(x, pa, pb, mean, rstd, x_ptr, PRO), 0.0)
     if STORE_PRO:
         if g == 0:
             if t0 == 0:
                 tl.store(aux_ptr + r[:, None] * stride_aux + kk[None, :], x, mask=m2)
     if NA > 0:
-        if ACT_DISCRETE:
-            a_idx = tl.minimum(tl.maximum(tl.load(act_ptr + r * stride_act, mask=mr, other=0), 0), NA - 1)
-            f = (ka[None, :] == a_idx[:, None]).to(tl.float32)
-        else:
-            f = tl.load(act_ptr + r[:, None] * stride_act + ka[None, :], mask=mr[:, None] & (ka[None, :] < NA),
-                        other=0.0).to(tl.float32)
-        emb = _mac(tl.zeros([BLOCK_M, BLOCK_DA], tl.float32), f, pw, DOT) + pbias[None, :]
+        emb = _action_emb(act_ptr, stride_act, r, mr, ka, pw, pbias, NA, BLOCK_M, BLOCK_DA, ACT_DISCRETE, DOT)
 
     if EPI == 3:
         m_run = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -110,18 +93,7 @@ def _rows_layer(
             acc = acc + tl.load(bp + local, mask=mc, other=0.0).to(tl.float32)[None, :]
         m = mr[:, None] & mc[None, :]
         cols = col0 + local
-        if EPI == 0:
-            tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=m)
-        if EPI == 1 or EPI == 2:  # one latent variable per tile: unimix softmax over its classes
-            logits = tl.where(m, acc, float("-inf"))
-            e = tl.exp(logits - tl.max(logits, axis=1)[:, None])
-            p = e / tl.sum(e, axis=1)[:, None]
-            p = (1.0 - unimix) * p + unimix / TILE
-            if EPI == 1:
-                tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], p, mask=m)
-            else:
-                tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], tl.log(p), mask=m)
-                tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], p, mask=m)
+        _store_tile(acc, m, r, cols, out_ptr, stride_out, aux_ptr, stride_aux, unimix, TILE, EPI)
         if EPI == 3:  # two-hot reward: the logits to aux, a running softmax of the bins
             tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], acc, mask=m)
             logits = tl.where(mc[None, :], acc, float("-inf"))

@@ -105,22 +105,75 @@ def _pro_chunk(x_ptr, row, mr, g, XS: tl.constexpr, kk, mk, pa_ptr, pb_ptr, gam_
     """Columns kk of the prologue's output for rows `row` ([BM, BK] float32, 0 outside mk), from
     the row statistics of `_row_stats`."""
     xf = _x_chunk(x_ptr, row, mr, g, XS, kk, mk)
+    pa, pb = _pro_params(x_ptr, pa_ptr, pb_ptr, gam_ptr, bet_ptr, kk, mk, PRO)
+    return tl.where(mr[:, None] & mk[None, :], _pro_apply(xf, pa, pb, mean, rstd, x_ptr, PRO), 0.0)
+
+
+@triton.jit
+def _pro_params(x_ptr, pa_ptr, pb_ptr, gam_ptr, bet_ptr, kk, mk, PRO: tl.constexpr):
+    """The prologue's parameters at columns kk: (loc, scale) for the standardise + symlog, (gamma,
+    beta) of the LayerNorm, (weight rounded to x's dtype, unused) of the RMSNorm; else zeros."""
+    pa = tl.zeros(kk.shape, tl.float32)
+    pb = pa
+    if PRO == 1:
+        pa = tl.load(pa_ptr + kk, mask=mk, other=0.0)
+        pb = tl.load(pb_ptr + kk, mask=mk, other=1.0)
+    if PRO == 2:
+        pa = tl.load(gam_ptr + kk, mask=mk, other=0.0).to(tl.float32)
+        pb = tl.load(bet_ptr + kk, mask=mk, other=0.0).to(tl.float32)
+    if PRO == 3:
+        pa = tl.load(pa_ptr + kk, mask=mk, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
+    return pa, pb
+
+
+@triton.jit
+def _pro_apply(xf, pa, pb, mean, rstd, x_ptr, PRO: tl.constexpr):
+    """The prologue on rows xf [BM, BK] (float32) with `_pro_params`' parameters and the row
+    statistics (mean, 1/std or 1/rms)."""
     if PRO == 1:  # standardise: (x - loc) / scale, then symlog
-        loc = tl.load(pa_ptr + kk, mask=mk, other=0.0)
-        scale = tl.load(pb_ptr + kk, mask=mk, other=1.0)
-        v = (xf - loc[None, :]) / scale[None, :]
+        v = (xf - pa[None, :]) / pb[None, :]
         av = tl.abs(v)
         xf = tl.where(v < 0, -_log1p(av), _log1p(av))
     if PRO == 2:  # the previous layer's LayerNorm (per group) then SiLU
-        gamma = tl.load(gam_ptr + kk, mask=mk, other=0.0).to(tl.float32)
-        beta = tl.load(bet_ptr + kk, mask=mk, other=0.0).to(tl.float32)
-        xf = (xf - mean[:, None]) * rstd[:, None] * gamma[None, :] + beta[None, :]
+        xf = (xf - mean[:, None]) * rstd[:, None] * pa[None, :] + pb[None, :]
         xf = xf * tl.sigmoid(xf)
     if PRO == 3:  # the backbone's final RMSNorm, rounded in the stream's dtype
-        rw = tl.load(pa_ptr + kk, mask=mk, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
         hn = (xf * rstd[:, None]).to(x_ptr.dtype.element_ty).to(tl.float32)
-        xf = (hn * rw[None, :]).to(x_ptr.dtype.element_ty).to(tl.float32)
-    return tl.where(mr[:, None] & mk[None, :], xf, 0.0)
+        xf = (hn * pa[None, :]).to(x_ptr.dtype.element_ty).to(tl.float32)
+    return xf
+
+
+@triton.jit
+def _action_emb(act_ptr, stride_act, r, mr, ka, pw, pbias, NA: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_DA: tl.constexpr, ACT_DISCRETE: tl.constexpr, DOT: tl.constexpr):
+    """The action embedding of rows r [BM, DA]: (one-hot or features) @ proj^T + proj bias."""
+    if ACT_DISCRETE:
+        a_idx = tl.minimum(tl.maximum(tl.load(act_ptr + r * stride_act, mask=mr, other=0), 0), NA - 1)
+        f = (ka[None, :] == a_idx[:, None]).to(tl.float32)  # [BM, NA] one-hot
+    else:
+        f = tl.load(act_ptr + r[:, None] * stride_act + ka[None, :], mask=mr[:, None] & (ka[None, :] < NA),
+                    other=0.0).to(tl.float32)
+    return _mac(tl.zeros([BLOCK_M, BLOCK_DA], tl.float32), f, pw, DOT) + pbias[None, :]
+
+
+@triton.jit
+def _store_tile(acc, m, r, cols, out_ptr, stride_out, aux_ptr, stride_aux, unimix, TILE: tl.constexpr,
+                EPI: tl.constexpr):
+    """A tile's outputs for EPI 0 (as they are, in out's dtype) and EPI 1 / 2 (one latent variable
+    per tile: its unimix softmax as probabilities, or log-probabilities to out and probabilities
+    to aux)."""
+    if EPI == 0:
+        tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=m)
+    if EPI == 1 or EPI == 2:
+        logits = tl.where(m, acc, float("-inf"))
+        e = tl.exp(logits - tl.max(logits, axis=1)[:, None])
+        p = e / tl.sum(e, axis=1)[:, None]
+        p = (1.0 - unimix) * p + unimix / TILE
+        if EPI == 1:
+            tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], p, mask=m)
+        else:
+            tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], tl.log(p), mask=m)
+            tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], p, mask=m)
 
 
 @triton.jit
@@ -212,31 +265,14 @@ def _fused_linear_kernel(
         w = tl.load(wp + local[None, :] * stride_w + kk[:, None], mask=mk[:, None] & mc[None, :], other=0.0)
         acc = _mac(acc, xf, w.to(tl.float32), DOT)
     if NA > 0:
-        if ACT_DISCRETE:
-            a_idx = tl.minimum(tl.maximum(tl.load(act_ptr + r * stride_act, mask=mr, other=0), 0), NA - 1)
-            f = (ka[None, :] == a_idx[:, None]).to(tl.float32)  # [BM, NA] one-hot
-        else:
-            f = tl.load(act_ptr + r[:, None] * stride_act + ka[None, :], mask=mr[:, None] & (ka[None, :] < NA),
-                        other=0.0).to(tl.float32)
-        emb = _mac(tl.zeros([BLOCK_M, BLOCK_DA], tl.float32), f, pw, DOT) + pbias[None, :]
+        emb = _action_emb(act_ptr, stride_act, r, mr, ka, pw, pbias, NA, BLOCK_M, BLOCK_DA, ACT_DISCRETE, DOT)
         acc = _mac(acc, emb, wa, DOT)
     if HAS_BIAS:
         acc = acc + bias[None, :]
 
     m = mr[:, None] & mc[None, :]
     cols = g * N + local
-    if EPI == 0:
-        tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=m)
-    if EPI == 1 or EPI == 2:  # one latent variable per tile: unimix softmax over its classes
-        logits = tl.where(m, acc, float("-inf"))
-        e = tl.exp(logits - tl.max(logits, axis=1)[:, None])
-        p = e / tl.sum(e, axis=1)[:, None]
-        p = (1.0 - unimix) * p + unimix / TILE
-        if EPI == 1:
-            tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], p, mask=m)
-        else:
-            tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], tl.log(p), mask=m)
-            tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], p, mask=m)
+    _store_tile(acc, m, r, cols, out_ptr, stride_out, aux_ptr, stride_aux, unimix, TILE, EPI)
     if EPI == 3:
         # Two-hot reward: the bins are split over the column tiles like any layer; each tile
         # stores its logits to aux, and the last tile of this row block to arrive (a counter
