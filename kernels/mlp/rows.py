@@ -18,7 +18,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from worldssm.kernels.mlp.triton import _action_emb, _expm1, _mac, _pick, _pro_apply, _pro_params, _store_tile
+from worldssm.kernels.mlp.triton import (
+    _action_emb,
+    _mac,
+    _pick,
+    _pro_apply,
+    _pro_params,
+    _store_tile,
+    _twohot_step,
+    _twohot_store,
+)
 from worldssm.kernels.step.pdl import pdl_wait
 
 # Layers whose input rows fit one program (padded to a power of two) take this path.
@@ -97,21 +106,13 @@ def _rows_layer(
         if EPI == 3:  # two-hot reward: the logits to aux, a running softmax of the bins
             tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], acc, mask=m)
             logits = tl.where(mc[None, :], acc, float("-inf"))
-            m_new = tl.maximum(m_run, tl.max(logits, axis=1))
-            alpha = tl.exp(m_run - m_new)
-            e = tl.exp(logits - m_new[:, None])
-            bins = tl.load(bins_ptr + local, mask=mc, other=0.0)
-            s_run = s_run * alpha + tl.sum(e, axis=1)
-            sb_run = sb_run * alpha + tl.sum(e * bins[None, :], axis=1)
-            m_run = m_new
+            m_run, s_run, sb_run = _twohot_step(m_run, s_run, sb_run, logits, bins_ptr, local, mc)
         if EPI == 4:  # continue: the logit's sigmoid to out, the logit to aux
             logit = tl.sum(tl.where(m, acc, 0.0), axis=1)
             tl.store(out_ptr + r * stride_out, tl.sigmoid(logit), mask=mr)
             tl.store(aux_ptr + r * stride_aux, logit, mask=mr)
     if EPI == 3:
-        sm = sb_run / s_run
-        a = tl.abs(sm)
-        tl.store(out_ptr + r * stride_out, tl.where(sm < 0, -_expm1(a), _expm1(a)), mask=mr)
+        _twohot_store(out_ptr, stride_out, r, mr, sb_run / s_run)
 
 
 @triton.jit

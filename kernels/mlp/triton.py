@@ -157,6 +157,24 @@ def _action_emb(act_ptr, stride_act, r, mr, ka, pw, pbias, NA: tl.constexpr, BLO
 
 
 @triton.jit
+def _twohot_step(m_run, s_run, sb_run, logits, bins_ptr, lc, mc):
+    """One chunk of bins (columns lc, logits [BM, BC], -inf outside mc) into the running softmax
+    of the two-hot reward: its max, sum of e and sum of e * bin per row."""
+    m_new = tl.maximum(m_run, tl.max(logits, axis=1))
+    alpha = tl.exp(m_run - m_new)
+    e = tl.exp(logits - m_new[:, None])
+    bins = tl.load(bins_ptr + lc, mask=mc, other=0.0)
+    return m_new, s_run * alpha + tl.sum(e, axis=1), sb_run * alpha + tl.sum(e * bins[None, :], axis=1)
+
+
+@triton.jit
+def _twohot_store(out_ptr, stride_out, r, mr, sm):
+    """The reward: symexp of the expected bin `sm` [BM]."""
+    a = tl.abs(sm)
+    tl.store(out_ptr + r * stride_out, tl.where(sm < 0, -_expm1(a), _expm1(a)), mask=mr)
+
+
+@triton.jit
 def _store_tile(acc, m, r, cols, out_ptr, stride_out, aux_ptr, stride_aux, unimix, TILE: tl.constexpr,
                 EPI: tl.constexpr):
     """A tile's outputs for EPI 0 (as they are, in out's dtype) and EPI 1 / 2 (one latent variable
@@ -291,16 +309,8 @@ def _fused_linear_kernel(
                 mcc = lc < N
                 logits = tl.load(aux_ptr + r[:, None] * stride_aux + lc[None, :], mask=mr[:, None] & mcc[None, :],
                                  other=float("-inf"), cache_modifier=".cg")  # written by other programs: not L1
-                m_new = tl.maximum(m_run, tl.max(logits, axis=1))
-                alpha = tl.exp(m_run - m_new)
-                e = tl.exp(logits - m_new[:, None])
-                bins = tl.load(bins_ptr + lc, mask=mcc, other=0.0)
-                s_run = s_run * alpha + tl.sum(e, axis=1)
-                sb_run = sb_run * alpha + tl.sum(e * bins[None, :], axis=1)
-                m_run = m_new
-            sm = sb_run / s_run
-            a = tl.abs(sm)
-            tl.store(out_ptr + r * stride_out, tl.where(sm < 0, -_expm1(a), _expm1(a)), mask=mr)
+                m_run, s_run, sb_run = _twohot_step(m_run, s_run, sb_run, logits, bins_ptr, lc, mcc)
+            _twohot_store(out_ptr, stride_out, r, mr, sb_run / s_run)
             tl.atomic_xchg(count_ptr + rb, 0, sem="relaxed")
     if EPI == 4:  # continue: the logit's sigmoid to out, the logit to aux
         logit = tl.sum(tl.where(m, acc, 0.0), axis=1)
