@@ -7,7 +7,6 @@ sees the package laid out as pip installs it: kernels/, envs/ and agents/ as wor
 worldssm.envs and worldssm.agents (setup.py's MAPPED), through symlinks.
 """
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -51,13 +50,9 @@ def checker(tmp_path_factory):
             "--ignore-missing-imports", "--no-error-summary", "--show-error-codes", *map(str, paths)])
         return status, out + err
 
-    before = os.environ.get("MYPYPATH")
-    os.environ["MYPYPATH"] = str(site)
-    yield run
-    if before is None:
-        os.environ.pop("MYPYPATH")
-    else:
-        os.environ["MYPYPATH"] = before
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MYPYPATH", str(site))
+        yield run
 
 
 def test_users_programs_type_check(checker, tmp_path):

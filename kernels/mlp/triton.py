@@ -385,8 +385,8 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
     c = _plan(b, n, kd, tile, dot)
     pdl, extra = launch_kwargs(dev)
     if c["rows"]:
-        _rows_linear(x, weights, biases, out, aux, c, pro=pro, epi=epi, pro_a=pro_a, pro_b=pro_b, ln=ln,
-                     xs=xs, bins=bins, action=action, action_proj=action_proj, action_discrete=action_discrete,
+        _rows_linear(x, weights, biases, out, aux, c, kd=kd, na=na, da=da, pro=pro, epi=epi, pro_a=pro_a,
+                     pro_b=pro_b, ln=ln, xs=xs, bins=bins, action=action, action_proj=action_proj, action_discrete=action_discrete,
                      store_pro=store_pro, eps=eps, unimix=unimix, pdl=pdl, extra=extra)
         return out, aux
     tile, tiles, block_m = c["tile"], c["tiles"], c["block_m"]
@@ -458,14 +458,12 @@ def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | None, war
                 block_r=max(16, min(triton.next_power_of_2(n), 4096 // block_m)), warps=warps, dot=dot, rows=False)
 
 
-def _rows_linear(x, weights, biases, out, aux, c, *, pro, epi, pro_a, pro_b, ln, xs, bins, action, action_proj,
-                 action_discrete, store_pro, eps, unimix, pdl, extra):
-    """`fused_linear` through `kernels.mlp.rows` (its plan `c` said rows)."""
+def _rows_linear(x, weights, biases, out, aux, c, *, kd, na, da, pro, epi, pro_a, pro_b, ln, xs, bins, action,
+                 action_proj, action_discrete, store_pro, eps, unimix, pdl, extra):
+    """`fused_linear` through `kernels.mlp.rows` (its plan `c` said rows; kd, na, da: the shapes it read)."""
     from worldssm.kernels.mlp.rows import _rows_linear_kernel, rows_plan
 
     g, b = len(weights), x.shape[0]
-    na, da = (action_proj[0].shape[1], action_proj[0].shape[0]) if action_proj is not None else (0, 0)
-    kd = weights[0].shape[1] - da
     rp = rows_plan(b, kd, g)
     split = 1 if epi == EPI_TWOHOT else min(rp["split"], c["tiles"])
     ws, bs, gam, bet, act, pw, pbias = _group_args(x, weights, biases, ln, action, action_proj)
