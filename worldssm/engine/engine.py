@@ -203,7 +203,8 @@ class Engine:
 
         Args:
             sizes: batch sizes the caller will step (each at most the free slots).
-            verbs: which steps to capture, "observe" and/or "imagine" (without decoding).
+            verbs: which steps to capture, "observe" and/or "imagine" (without decoding);
+                "observe" also runs `fork_observed`'s encoder once per bucket.
 
         Returns:
             the buckets captured, ascending.
@@ -236,6 +237,9 @@ class Engine:
                 act = np.stack([act_space.sample() for _ in range(n)])
                 if "observe" in verbs:
                     self.observe(slots, obs, act, np.ones(n, dtype=bool))
+                    # `fork_observed`'s encoder runs outside the graphs: its kernels compile
+                    # for a new row count's specialisation (one row) on first use.
+                    self._posterior(self._check_obs(obs, n))
                 if "imagine" in verbs:
                     self.imagine(slots, act)
             finally:
@@ -329,17 +333,20 @@ class Engine:
         if b * n > self.slab.num_free:
             raise EngineInputError(f"{b * n} slots are needed for {b} agents x {n} copies; "
                                    f"{self.slab.num_free} of {self.capacity} are free (grow the engine)")
-        if self._numpy is not None:
-            z = torch.from_numpy(self._numpy.posterior_mean(o))
-        else:
-            with self._no_grad():
-                z = self.model.posterior_latent(torch.as_tensor(o, device=self.device), self.sample, self.generator)
+        z = self._posterior(o)
         forks = self.slab.fork(s, n)
         if r.any():
             self.slab.reset(forks[np.repeat(r, n)])
         idx = torch.as_tensor(forks, device=self.device)
         self.slab.tensors["engine.z"][idx] = z.to(self.device, self.dtype).repeat_interleave(n, 0)
         return forks
+
+    def _posterior(self, o: np.ndarray) -> torch.Tensor:
+        """The posterior latents of checked observations `o`, outside any CUDA graph."""
+        if self._numpy is not None:
+            return torch.from_numpy(self._numpy.posterior_mean(o))
+        with self._no_grad():
+            return self.model.posterior_latent(torch.as_tensor(o, device=self.device), self.sample, self.generator)
 
     # ----- the two verbs ------------------------------------------------------------------------
     def observe(self, slots, obs, actions, resets=None, decode: bool = False) -> EngineOutput:
