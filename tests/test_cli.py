@@ -139,6 +139,23 @@ def test_bad_values_exit_2_with_one_error_line(command, flags, message, tmp_path
     assert not (tmp_path / "out").exists()  # rejected before any work started
 
 
+@pytest.mark.parametrize("command, flags", [
+    ("plan", ["--checkpoint", "{tmp}/none"]),
+    ("quickstart", ["--out", "{tmp}/out"]),
+    ("train", REQUIRED["train"]),
+    ("bench", ["dream", "--out", "{tmp}/out"]),
+])
+def test_device_cuda_without_cuda_is_one_error_line_before_any_work(command, flags, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main([command, *(a.format(tmp=tmp_path) for a in flags), "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip() == f"worldssm {command}: error: device 'cuda' was requested but torch sees no CUDA device"
+    assert not (tmp_path / "out").exists()
+
+
 def test_our_warnings_are_one_line(tmp_path, capsys):
     """A version-1 shard loads with a warning: one line naming the command, no source location."""
     import shutil

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.showwarning = one_line
     try:
+        if getattr(args, "device", None) == "cuda":
+            _check_cuda()
         return int(args._run(args) or 0)
     except WorldssmError as exc:
         print(f"worldssm {args.command}: error: {exc}", file=sys.stderr)
@@ -83,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         warnings.showwarning = show
+
+
+def _check_cuda() -> None:
+    """--device cuda where torch has no CUDA device: the trainer's WorldssmError, before any work,
+    for every command (not torch's assertion from deep inside the first transfer)."""
+    from worldssm.train.trainer import pick_device
+
+    pick_device("cuda")
 
 
 if __name__ == "__main__":
