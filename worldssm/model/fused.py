@@ -30,10 +30,10 @@ from worldssm.kernels import resolve_impl
 # read each input row once (`kernels/mlp/rows.py`): 1,024 agents 611 -> 571-582 us, 16,384
 # 8,410 -> 8,090 fused, still above the module heads' 7,805, so the limit stays
 # (experiments/wm-rows-mlp-h100.json); bfloat16 dot inputs with larger row blocks only tie them
-# (7,925 against 7,927; every row block still reads its layers' fp32 weights from L2, which the
-# dots' precision does not change: experiments/wm-mlp-bf16-dots-h100.json). With WORLDSSM_TF32=0 the fused
-# heads' IEEE dots lose above 64 agents (1,028.4 us at 1,024), so the limit is then
-# FUSED_MAX_BATCH_IEEE. WORLDSSM_STEP_PATH=layer forces the fused step at every batch.
+# (7,925 against 7,927: experiments/wm-mlp-bf16-dots-h100.json, see kernels/mlp/rows.py).
+# With WORLDSSM_TF32=0 the fused heads' IEEE dots lose above 64 agents (1,028.4 us at 1,024), so
+# the limit is then FUSED_MAX_BATCH_IEEE. WORLDSSM_STEP_PATH=layer forces the fused step at every
+# batch.
 FUSED_MAX_BATCH = 1024
 FUSED_MAX_BATCH_IEEE = 64
 
