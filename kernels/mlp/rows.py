@@ -106,7 +106,7 @@ def _rows_layer(
             acc = acc + tl.load(bp + local, mask=mc, other=0.0).to(tl.float32)[None, :]
         m = mr[:, None] & mc[None, :]
         cols = col0 + local
-        _store_tile(acc, m, r, cols, out_ptr, stride_out, aux_ptr, stride_aux, unimix, TILE, EPI)
+        _store_tile(acc, m, r, cols, out_ptr, stride_out, aux_ptr, stride_aux, unimix, TILE, EPI, TILE)
         if EPI == 3:  # two-hot reward: the logits to aux, a running softmax of the bins
             tl.store(aux_ptr + r[:, None] * stride_aux + cols[None, :], acc, mask=m)
             logits = tl.where(mc[None, :], acc, float("-inf"))

@@ -41,6 +41,20 @@ SMALL_ROWS = 64
 # wider inputs (the latent into `in_proj`) take one tile of all the outputs per program instead.
 ROWS_FROM = 256
 EPI_NONE, EPI_PROBS, EPI_LOGP, EPI_TWOHOT, EPI_SIGMOID = 0, 1, 2, 3, 4
+# From this many rows a layer takes TILE_PLAN's large 2D tiles (a GEMM's grid: column tiles x row
+# blocks, the input walked block_k columns at a time, pipelined over `stages`), several latent
+# variables per tile, rather than `kernels.mlp.rows`.
+# H100, BASE whole step, 16,384 agents: 128 x 256 tiles of 8 warps 7,574 us, 64 x 256 7,615,
+# 128 x 128 7,670, 64 x 64 8,223, `kernels.mlp.rows` 7,773; 4,096 agents: 64 x 256 1,973 us,
+# 128 x 256 2,016, rows 2,035; 1,024 agents: rows 576, the best tiles 602
+# (tests/bench/results/experiments/wm-mlp-tiles-h100.json). Below TILE_BIG_M_FROM rows the row
+# blocks are at most 64.
+TILES_FROM = 4096
+TILE_BIG_M_FROM = 8192
+TILE_PLAN = dict(block_m=128, block_n=256, block_k=32, warps=8, stages=3)
+# `heads_out`'s launch instantiates three layers in one program (the prior, the reward, the
+# continue head): its own, smaller plan.
+HEADS_TILE_PLAN = dict(block_m=64, block_n=128, block_k=32, warps=8, stages=3)
 
 
 def _dot_mode(dot: bool) -> int:
@@ -176,17 +190,24 @@ def _twohot_store(out_ptr, stride_out, r, mr, sm):
 
 @triton.jit
 def _store_tile(acc, m, r, cols, out_ptr, stride_out, aux_ptr, stride_aux, unimix, TILE: tl.constexpr,
-                EPI: tl.constexpr):
-    """A tile's outputs for EPI 0 (as they are, in out's dtype) and EPI 1 / 2 (one latent variable
-    per tile: its unimix softmax as probabilities, or log-probabilities to out and probabilities
-    to aux)."""
+                EPI: tl.constexpr, CLS: tl.constexpr):
+    """A tile's outputs for EPI 0 (as they are, in out's dtype) and EPI 1 / 2 (TILE // CLS latent
+    variables of CLS classes per tile, each its unimix softmax, as probabilities, or
+    log-probabilities to out and probabilities to aux). Several variables per tile need
+    TILE == BLOCK_N (a power of two, so CLS is one too)."""
     if EPI == 0:
         tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=m)
     if EPI == 1 or EPI == 2:
         logits = tl.where(m, acc, float("-inf"))
-        e = tl.exp(logits - tl.max(logits, axis=1)[:, None])
-        p = e / tl.sum(e, axis=1)[:, None]
-        p = (1.0 - unimix) * p + unimix / TILE
+        if TILE == CLS:
+            e = tl.exp(logits - tl.max(logits, axis=1)[:, None])
+            p = e / tl.sum(e, axis=1)[:, None]
+        else:
+            bm: tl.constexpr = acc.shape[0]
+            l3 = tl.reshape(logits, (bm, TILE // CLS, CLS))
+            e = tl.exp(l3 - tl.max(l3, axis=2)[:, :, None])
+            p = tl.reshape(e / tl.sum(e, axis=2)[:, :, None], (bm, TILE))
+        p = (1.0 - unimix) * p + unimix / CLS
         if EPI == 1:
             tl.store(out_ptr + r[:, None] * stride_out + cols[None, :], p, mask=m)
         else:
@@ -238,7 +259,7 @@ def _fused_linear_kernel(
     NA: tl.constexpr, DA: tl.constexpr, ACT_DISCRETE: tl.constexpr,
     PRO: tl.constexpr, EPI: tl.constexpr, STORE_PRO: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_NA: tl.constexpr, BLOCK_DA: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_NA: tl.constexpr, BLOCK_DA: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr, CLS: tl.constexpr,
     T_OFF: tl.constexpr = 0,
 ):
     # Launched as a kernel (T_OFF 0), or called by `_heads_out_kernel` for the programs from T_OFF on.
@@ -290,7 +311,7 @@ def _fused_linear_kernel(
 
     m = mr[:, None] & mc[None, :]
     cols = g * N + local
-    _store_tile(acc, m, r, cols, out_ptr, stride_out, aux_ptr, stride_aux, unimix, TILE, EPI)
+    _store_tile(acc, m, r, cols, out_ptr, stride_out, aux_ptr, stride_aux, unimix, TILE, EPI, CLS)
     if EPI == 3:
         # Two-hot reward: the bins are split over the column tiles like any layer; each tile
         # stores its logits to aux, and the last tile of this row block to arrive (a counter
@@ -403,7 +424,8 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
         PRO=pro, EPI=epi, STORE_PRO=bool(store_pro), HAS_BIAS=biases[0] is not None,
         BLOCK_M=block_m, BLOCK_N=c["block_n"], BLOCK_K=c["block_k"], BLOCK_S=c["block_s"], BLOCK_R=c["block_r"],
         BLOCK_NA=max(16, triton.next_power_of_2(max(na, 1))), BLOCK_DA=max(16, triton.next_power_of_2(max(da, 1))),
-        DOT=_dot_mode(c["dot"]), PDL=pdl, num_warps=c["warps"], **extra,
+        DOT=_dot_mode(c["dot"]), PDL=pdl, CLS=classes if epi == EPI_PROBS else tile, num_warps=c["warps"],
+        num_stages=c.get("stages", 3), **extra,
     )
     return out, aux
 
@@ -423,15 +445,19 @@ def _group_args(x, weights, biases, ln, action, action_proj):
     return ws, bs, gam, bet, act, pw, pbias
 
 
-def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | None, warps: int | None = None) -> dict:
+def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | None, warps: int | None = None,
+          heads: bool = False) -> dict:
     """Block sizes of one layer of `b` rows, `n` outputs and `kd` inputs. fixed_tile: the columns
     one program must own (a latent variable's classes; the continue logit), else None (any split).
-    warps: force the program's warps (a launch shared by several layers), else chosen here."""
+    warps: force the program's warps (a launch shared by several layers), else chosen here.
+    heads: a layer of `heads_out`'s launch (HEADS_TILE_PLAN from TILES_FROM rows)."""
     from worldssm.kernels.mlp.rows import ROWS_MAX_KD
 
     block_k = min(64, max(16, triton.next_power_of_2(kd)))  # the row is walked block_k columns at a time
     tile = fixed_tile if fixed_tile is not None else min(32 if b <= 64 else 64, max(16, triton.next_power_of_2(n)))
     dot = b > SMALL_ROWS if dot is None else bool(dot)
+    if dot and b >= TILES_FROM:
+        return _tile_plan(b, n, kd, fixed_tile, HEADS_TILE_PLAN if heads else TILE_PLAN)
     many = dot and b >= ROWS_FROM
     if many and kd <= ROWS_MAX_KD:  # kernels.mlp.rows: whole input rows per program
         return dict(tile=tile, tiles=triton.cdiv(n, tile), block_n=max(16, triton.next_power_of_2(tile)),
@@ -456,6 +482,28 @@ def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | None, war
     return dict(tile=tile, tiles=triton.cdiv(n, tile), block_m=block_m, block_n=block_n, block_k=block_k,
                 block_s=max(16, min(triton.next_power_of_2(kd), 4096 // block_m)),
                 block_r=max(16, min(triton.next_power_of_2(n), 4096 // block_m)), warps=warps, dot=dot, rows=False)
+
+
+def _tile_plan(b: int, n: int, kd: int, fixed_tile: int | None, t: dict) -> dict:
+    """`_plan` from TILES_FROM rows: the blocks of plan `t` (TILE_PLAN, or HEADS_TILE_PLAN); a
+    tile holds as many latent variables (fixed_tile classes, a power of two dividing n) as
+    block_n takes, or one continue logit."""
+    cap = t["block_n"]
+    if fixed_tile is None:
+        tile = min(cap, max(16, triton.next_power_of_2(n)))
+    elif fixed_tile == 1 or fixed_tile & (fixed_tile - 1) or fixed_tile > cap or n % fixed_tile:
+        tile = fixed_tile  # one variable per tile, or the continue logit
+    else:
+        tile = min(cap, n)
+        while n % tile:
+            tile //= 2
+    block_n = max(16, triton.next_power_of_2(tile))
+    bm = t["block_m"] if b >= TILE_BIG_M_FROM else min(t["block_m"], 64)
+    return dict(tile=tile, tiles=triton.cdiv(n, tile), block_m=bm, block_n=block_n,
+                block_k=min(t["block_k"], max(16, triton.next_power_of_2(kd))),
+                block_s=max(16, min(triton.next_power_of_2(kd), 4096 // bm)),
+                block_r=max(16, min(triton.next_power_of_2(n), 4096 // bm)), warps=t["warps"], dot=True, rows=False,
+                stages=t["stages"])
 
 
 def _rows_linear(x, weights, biases, out, aux, c, *, kd, na, da, pro, epi, pro_a, pro_b, ln, xs, bins, action,
@@ -490,7 +538,7 @@ def _heads_out_kernel(
     KD: tl.constexpr, N0: tl.constexpr, TILE0: tl.constexpr, TILES0: tl.constexpr, BN0: tl.constexpr,
     BK0: tl.constexpr, N1: tl.constexpr, TILE1: tl.constexpr, TILES1: tl.constexpr, BN1: tl.constexpr,
     BK1: tl.constexpr, BR1: tl.constexpr, BN2: tl.constexpr, BK2: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr, CLS0: tl.constexpr,
 ):
     # Programs [0, TILES0): the prior's log-probabilities, one latent variable each; the next
     # TILES1: the reward's bins; the last one: the continue logit. Head i reads its slice
@@ -505,19 +553,19 @@ def _heads_out_kernel(
             x_ptr, stride_x, x_ptr, 0, x_ptr, x_ptr, w0, w0, w0, b0, b0, b0, ga0, ga0, ga0, be0, be0, be0,
             stride_w, 0, x_ptr, 0, x_ptr, out0, stride_o0, aux0, stride_a0, bins_ptr, count_ptr, rows, eps, unimix,
             KD, 0, N0, TILE0, TILES0, 0, 0, True, 2, 2, False, True,
-            BLOCK_M, BN0, BK0, BLOCK_S, 16, 16, 16, DOT, PDL, 0)
+            BLOCK_M, BN0, BK0, BLOCK_S, 16, 16, 16, DOT, PDL, CLS0, 0)
     elif t < TILES0 + TILES1:
         _fused_linear_kernel(
             x_ptr + KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w1, w1, w1, b1, b1, b1, ga1, ga1, ga1, be1, be1, be1,
             stride_w, 0, x_ptr, 0, x_ptr, out1, stride_o1, aux1, stride_a1, bins_ptr, count_ptr, rows, eps, unimix,
             KD, 0, N1, TILE1, TILES1, 0, 0, True, 2, 3, False, True,
-            BLOCK_M, BN1, BK1, BLOCK_S, BR1, 16, 16, DOT, PDL, TILES0)
+            BLOCK_M, BN1, BK1, BLOCK_S, BR1, 16, 16, DOT, PDL, TILE1, TILES0)
     else:
         _fused_linear_kernel(
             x_ptr + 2 * KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w2, w2, w2, b2, b2, b2, ga2, ga2, ga2, be2, be2, be2,
             stride_w, 0, x_ptr, 0, x_ptr, out2, stride_o2, aux2, stride_a2, bins_ptr, count_ptr, rows, eps, unimix,
             KD, 0, 1, 1, 1, 0, 0, True, 2, 4, False, True,
-            BLOCK_M, BN2, BK2, BLOCK_S, 16, 16, 16, DOT, PDL, TILES0 + TILES1)
+            BLOCK_M, BN2, BK2, BLOCK_S, 16, 16, 16, DOT, PDL, 1, TILES0 + TILES1)
 
 
 def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: torch.Tensor, eps: float,
@@ -550,12 +598,12 @@ def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: t
     cont, cont_logit = _alloc(b, dtype=torch.float32, device=dev), _alloc(b, dtype=torch.float32, device=dev)
     if b == 0:
         return logp, probs, reward, logits, cont, cont_logit
-    p0 = _plan(b, nv, kd, classes, dot)
+    p0 = _plan(b, nv, kd, classes, dot, heads=True)
     if p0["rows"]:
         _rows_heads(hid, layers, kd, bins, p0, eps, unimix, logp, probs, reward, logits, cont, cont_logit)
         return logp, probs, reward, logits, cont, cont_logit
     warps = p0["warps"]  # one launch: one warp count, each layer's blocks planned for it
-    p1, p2 = _plan(b, nb, kd, None, dot, warps), _plan(b, 1, kd, 1, dot, warps)
+    p1, p2 = _plan(b, nb, kd, None, dot, warps, heads=True), _plan(b, 1, kd, 1, dot, warps, heads=True)
     pdl, extra = launch_kwargs(dev)
     _heads_out_kernel[(p0["tiles"] + p1["tiles"] + 1, triton.cdiv(b, p0["block_m"]))](
         hid, hid.stride(0), kd, bins, _counters(dev, triton.cdiv(b, p0["block_m"]), "mlp"), b, float(eps),
@@ -566,7 +614,7 @@ def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: t
         KD=kd, N0=nv, TILE0=p0["tile"], TILES0=p0["tiles"], BN0=p0["block_n"], BK0=p0["block_k"],
         N1=nb, TILE1=p1["tile"], TILES1=p1["tiles"], BN1=p1["block_n"], BK1=p1["block_k"], BR1=p1["block_r"],
         BN2=p2["block_n"], BK2=p2["block_k"], BLOCK_M=p0["block_m"], BLOCK_S=p0["block_s"], DOT=_dot_mode(p0["dot"]),
-        PDL=pdl, num_warps=warps, **extra,
+        PDL=pdl, CLS0=classes, num_warps=warps, num_stages=p0.get("stages", 3), **extra,
     )
     return logp, probs, reward, logits, cont, cont_logit
 

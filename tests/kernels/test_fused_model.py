@@ -26,9 +26,10 @@ def layer_path(monkeypatch):
 BOX_OBS = {"type": "box", "shape": [7], "dtype": "float32", "low": -1, "high": 1}
 
 
-def models(action_space, mlp_layers=1, backbone_dtype=torch.float32):
+def models(action_space, mlp_layers=1, backbone_dtype=torch.float32, classes=None):
     cfg = preset("DEBUG")
-    cfg = dataclasses.replace(cfg, mlp_layers=mlp_layers, backbone=dataclasses.replace(cfg.backbone, kernels="triton"))
+    cfg = dataclasses.replace(cfg, mlp_layers=mlp_layers, backbone=dataclasses.replace(cfg.backbone, kernels="triton"),
+                              latent_classes=classes or cfg.latent_classes)
     torch.manual_seed(0)
     tri = WorldModel(cfg, BOX_OBS, action_space)
     with torch.no_grad():
@@ -81,6 +82,10 @@ BOX2 = {"type": "box", "shape": [2], "low": [-1, -1], "high": [1, 1], "dtype": "
     # Many rows (kernels/mlp/rows.py; ROWS_FROM lowered): whole input rows per program.
     ({"type": "discrete", "n": 3}, 2, torch.float32, 70, "rows"),
     (BOX2, 1, torch.float32, 70, "rows"),
+    # Many more rows (TILES_FROM and TILE_PLAN lowered): 2D tiles, four latent variables of 4
+    # classes per tile of the encoder's and the prior's softmax.
+    ({"type": "discrete", "n": 3}, 2, torch.float32, 70, "tiles"),
+    (BOX2, 1, torch.float32, 80, "tiles"),
 ])
 def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtype, b, path, monkeypatch):
     import worldssm.kernels.mlp.triton as mlp
@@ -88,6 +93,15 @@ def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtyp
 
     assert SMALL_ROWS < 70
     launched = None
+    classes = None
+    if path == "tiles":
+        monkeypatch.setattr(mlp, "TILES_FROM", 16)
+        small = dict(block_m=16, block_n=16, block_k=16, warps=4, stages=2)
+        monkeypatch.setattr(mlp, "TILE_PLAN", small)
+        monkeypatch.setattr(mlp, "HEADS_TILE_PLAN", small)
+        path, classes, launched = "layer", 4, []
+        real_plan = mlp._tile_plan
+        monkeypatch.setattr(mlp, "_tile_plan", lambda *a: launched.append((a, real_plan(*a))) or launched[-1][1])
     if path == "rows":
         monkeypatch.setattr(mlp, "ROWS_FROM", 16)
         path = "layer"
@@ -96,13 +110,13 @@ def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtyp
             real_launch = getattr(mlp, name)
             monkeypatch.setattr(mlp, name, lambda *a, _f=real_launch, _n=name, **k: launched.append(_n) or _f(*a, **k))
     monkeypatch.setenv("WORLDSSM_STEP_PATH", path)
-    tri, ref = models(space, mlp_layers, dtype)
+    tri, ref = models(space, mlp_layers, dtype, classes)
     assert fused.why_not_fused(tri, False, b) is None
     assert fused.why_not_fused(ref, False, b) is not None
     if dtype == torch.bfloat16:
         # The reference and Triton backbones round bfloat16 differently (about 2% on h): compare
         # with the module path over the same backbone kernels instead.
-        ref = models(space, mlp_layers, dtype)[0]
+        ref = models(space, mlp_layers, dtype, classes)[0]
         monkeypatch.setattr(ref, "_fused_off", True, raising=False)
         real = fused.why_not_fused
         monkeypatch.setattr(fused, "why_not_fused", lambda wm, *a: "off" if getattr(wm, "_fused_off", False) else real(wm, *a))
@@ -126,20 +140,25 @@ def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtyp
             compare(pt, pr, tol, dtype, t)
     for k in slab_r:
         close(slab_t[k], slab_r[k], tol)
-    if launched is not None:  # every layer ran as rows: encoder, input and heads, 3 observes and 3 imagines
+    if classes is not None:  # every layer planned as tiles; the softmax tiles held 4 variables each
+        many = [p["tile"] for (_, n, _, fixed, _), p in launched if fixed == classes]
+        assert many and set(many) == {16}, launched
+        # An observe plans 2 * mlp_layers + 5 layers (encoder, input, heads' hidden, 3 in heads_out),
+        # an imagine mlp_layers + 4; three of each.
+        assert len(launched) == 9 * mlp_layers + 27, len(launched)
+    elif launched is not None:  # every layer ran as rows: encoder, input and heads, 3 observes and 3 imagines
         assert launched.count("_rows_heads") == 6 and launched.count("_rows_linear") == 9 * (mlp_layers + 1)
 
 
 @pytest.mark.parametrize("path", ["v1", "split"])
 def test_the_fused_heads_take_the_residual_of_the_cublas_paths(path, monkeypatch):
     """`residual_fused` on the v1 and split paths returns the residual before the final norm, so the
-    fused encoder and heads can run over those backbones too (`why_not_fused` allows it only on
-    the layer path today; forced here): the step still equals the module path."""
+    fused encoder and heads run over those backbones too (the split path's, above 1,024 agents by
+    default): the step still equals the module path."""
     monkeypatch.setenv("WORLDSSM_STEP_PATH", path)
     space = {"type": "discrete", "n": 3}
     tri, ref = models(space, 2)
-    real = fused.why_not_fused
-    monkeypatch.setattr(fused, "why_not_fused", lambda wm, s, b: None if wm is tri and not s else real(wm, s, b))
+    assert fused.why_not_fused(tri, False, 20) is None
     calls = []
     step = fused._step
     monkeypatch.setattr(fused, "_step", lambda *a: calls.append(1) or step(*a))
@@ -193,16 +212,15 @@ def test_two_hot_reward_over_many_column_chunks_equals_torch(rows, monkeypatch):
 
 
 @pytest.mark.parametrize("path,tf32,batch,why_not", [
-    ("v1", "1", 1, "is v1, not layer"), ("split", "1", 1, "is split, not layer"), ("auto", "1", 64, None),
-    ("auto", "1", 65, None), ("auto", "1", 1024, None), ("auto", "1", 1025, "is split, not layer"),
-    ("auto", "0", 64, None), ("auto", "0", 65, "above FUSED_MAX_BATCH_IEEE (WORLDSSM_TF32=0)=64"),
-    ("auto", "1", 5000, "is split, not layer"), ("layer", "0", 1000, None), ("mega", "1", 1, None),
-    ("mega", "1", 17, None)])
-def test_the_fused_step_serves_the_layer_path_batches(monkeypatch, path, tf32, batch, why_not):
-    """By default ("auto") the whole step is fused wherever the backbone takes the layer path (up
-    to 1,024 agents) with TF32 products; with IEEE products (WORLDSSM_TF32=0) up to 64, above
-    which the module heads' cuBLAS GEMMs serve (measured faster there)."""
-    assert (fused.FUSED_MAX_BATCH, fused.FUSED_MAX_BATCH_IEEE) == (1024, 64)
+    ("v1", "1", 1, None), ("split", "1", 1, None), ("auto", "1", 64, None), ("auto", "1", 65, None),
+    ("auto", "1", 1024, None), ("auto", "1", 1025, None), ("auto", "1", 16384, None), ("auto", "0", 64, None),
+    ("auto", "0", 65, "above FUSED_MAX_BATCH_IEEE (WORLDSSM_TF32=0)=64"), ("layer", "0", 1000, None),
+    ("mega", "1", 1, None), ("mega", "1", 17, None)])
+def test_the_fused_step_serves_every_batch_with_tf32(monkeypatch, path, tf32, batch, why_not):
+    """By default ("auto") the whole step is fused at every batch with TF32 products, over the
+    layer path's backbone or the split path's; with IEEE products (WORLDSSM_TF32=0) up to 64
+    agents, above which the module heads' cuBLAS GEMMs serve (measured faster there)."""
+    assert (fused.FUSED_MAX_BATCH, fused.FUSED_MAX_BATCH_IEEE) == (None, 64)
     tri, _ = models({"type": "discrete", "n": 3})
     monkeypatch.setenv("WORLDSSM_STEP_PATH", path)
     monkeypatch.setenv("WORLDSSM_TF32", tf32)

@@ -7,8 +7,8 @@ applies the backbone's final RMSNorm) and one last launch for the three heads' o
 (unimix log-probabilities, two-hot reward mean, continue sigmoid): 19 launches; up to
 `MEGA_MAX_BATCH` agents the backbone is one launch (`kernels/step/mega.py`), so 8.
 `WorldModel.observe_slots` / `imagine_slots` take this path when `why_not_fused` says nothing
-against it (by default up to `FUSED_MAX_BATCH` agents, where the backbone takes the layer or the
-one-launch path); results equal the module path's within floating-point rounding
+against it (by default at every batch, over whichever path the backbone takes; with IEEE
+products up to `FUSED_MAX_BATCH_IEEE` agents); results equal the module path's within rounding
 (tests/kernels/test_fused_model.py). Above 64 agents the layers multiply with `tl.dot` on TF32
 inputs unless WORLDSSM_TF32=0 (`worldssm.kernels.serving_tf32`), as the module path's cuBLAS
 products do inside `tf32_matmuls`.
@@ -22,24 +22,21 @@ import torch.nn as nn
 from worldssm.kernels import resolve_impl
 
 
-# By default the whole step is fused up to this batch (the layer path's, LAYER_MAX_BATCH); above
-# it the backbone takes the split path and the module heads' cuBLAS GEMMs win. H100, BASE, 1,024
-# agents: 617.7 us fused against 686.3 for the module heads, both with TF32 products (773.0 for
-# the module heads in IEEE float32); 16,384: 8,183.7 for the module heads against 8,338.7 fused
-# (tests/bench/results/experiments/wm-heads-tf32-h100.json). From 256 agents the fused layers
-# read each input row once (`kernels/mlp/rows.py`): 1,024 agents 611 -> 571-582 us, 16,384
-# 8,410 -> 8,090 fused, still above the module heads' 7,805, so the limit stays
-# (experiments/wm-rows-mlp-h100.json); bfloat16 dot inputs with larger row blocks only tie them
-# (7,925 against 7,927: experiments/wm-mlp-bf16-dots-h100.json, see kernels/mlp/rows.py).
-# With WORLDSSM_TF32=0 the fused heads' IEEE dots lose above 64 agents (1,028.4 us at 1,024), so
-# the limit is then FUSED_MAX_BATCH_IEEE. WORLDSSM_STEP_PATH=layer forces the fused step at every
-# batch.
-FUSED_MAX_BATCH = 1024
+# With TF32 products (the default) the whole step is fused at every batch, over whichever path
+# the backbone takes (the layer path up to LAYER_MAX_BATCH, the split path's cuBLAS projections
+# above, `Mamba2Backbone.residual_fused`): the fused encoder and heads beat the module heads'
+# cuBLAS GEMMs and separate norms and softmaxes everywhere measured. H100, BASE whole step: 1,024
+# agents 576 us (kernels/mlp/rows.py) against 602; 4,096 agents 1,973 (TILE_PLAN's 2D tiles)
+# against 2,101; 16,384 7,574 against 7,888 (tests/bench/results/experiments/
+# wm-mlp-tiles-h100.json). With WORLDSSM_TF32=0 the fused heads' IEEE dots lose above 64 agents
+# (1,028.4 us at 1,024 against 773.0; experiments/wm-heads-tf32-h100.json), so the limit is then
+# FUSED_MAX_BATCH_IEEE. WORLDSSM_STEP_PATH=layer forces the fused step at every batch.
+FUSED_MAX_BATCH = None  # no limit
 FUSED_MAX_BATCH_IEEE = 64
 
 
-def fused_max_batch() -> int:
-    """The largest batch "auto" runs as the fused whole step, by `serving_tf32()`."""
+def fused_max_batch() -> int | None:
+    """The largest batch "auto" runs as the fused whole step (None: every batch), by `serving_tf32()`."""
     from worldssm.kernels import serving_tf32
 
     return FUSED_MAX_BATCH if serving_tf32() else FUSED_MAX_BATCH_IEEE
@@ -58,13 +55,10 @@ def why_not_fused(wm, sample: bool, batch: int) -> str | None:
     device = wm.in_proj.weight.device
     if resolve_impl(bb.kernels, device.type) != "triton":
         return "the backbone runs the reference kernels"
-    from worldssm.kernels.step.layer import backbone_path, step_path
+    from worldssm.kernels.step.layer import step_path
 
-    path = backbone_path(batch)
-    if path not in ("layer", "mega"):
-        return f"the step path for {batch} agents is {path}, not layer (WORLDSSM_STEP_PATH, LAYER_MAX_BATCH)"
     limit = fused_max_batch()
-    if step_path() == "auto" and batch > limit:
+    if step_path() == "auto" and limit is not None and batch > limit:
         name = "FUSED_MAX_BATCH" if limit == FUSED_MAX_BATCH else "FUSED_MAX_BATCH_IEEE (WORLDSSM_TF32=0)"
         return f"{batch} agents is above {name}={limit} (WORLDSSM_STEP_PATH=layer forces it)"
     if any(p.dtype != torch.float32 for n, p in wm.named_parameters() if not n.startswith("backbone.")):
