@@ -37,6 +37,14 @@ from worldssm.kernels.step.pdl import launch_kwargs
 from worldssm.kernels.step.triton import _alloc, _check
 
 
+def conv_tiles(rows: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) of the conv kernel: above 256 rows, 16 rows by 128 columns
+    of 4 warps, where the layer path's in-projection takes 32 x 64 of 8 (`layer._tiles`). H100,
+    BASE whole observe step: 16,384 agents 7,561 -> 7,474 us, 4,096 1,971 -> 1,960
+    (tests/bench/results/experiments/wm-mlp-tiles-h100.json)."""
+    return (16, 128, 4) if rows > 256 else _tiles(rows, wide=True)
+
+
 def mamba2_step_split(
     zxbcdt: torch.Tensor,
     conv_state: torch.Tensor,
@@ -73,7 +81,7 @@ def mamba2_step_split(
     reset_u8 = (reset.view(torch.uint8) if reset.dtype == torch.bool else reset).contiguous()
     slots = slots.contiguous()
     act = _alloc(b, nout, dtype=torch.float32, device=zxbcdt.device)
-    bm, bn, warps = _tiles(b, wide=True)
+    bm, bn, warps = conv_tiles(b)
     # The z columns are left to the state kernel, which reads them from zxbcdt as they are
     # (bf16 from cuBLAS): act's first HP columns stay unwritten.
     _norm_in_kernel[(triton.cdiv(nout - hp, bn), triton.cdiv(b, bm))](
