@@ -53,8 +53,9 @@ TILES_FROM = 4096
 TILE_BIG_M_FROM = 8192
 TILE_PLAN = dict(block_m=128, block_n=256, block_k=32, warps=8, stages=3)
 # `heads_out`'s launch instantiates three layers in one program (the prior, the reward, the
-# continue head): its own, smaller plan.
-HEADS_TILE_PLAN = dict(block_m=64, block_n=128, block_k=32, warps=8, stages=3)
+# continue head): its own plan, the same as TILE_PLAN as measured so far (at 128 x 256 the
+# compiled heads_out spills registers: scripts/mlp_tiles_sweep.py tries smaller ones).
+HEADS_TILE_PLAN = dict(block_m=128, block_n=256, block_k=32, warps=8, stages=3)
 
 
 def _dot_mode(dot: bool) -> int:
