@@ -42,7 +42,7 @@ def main() -> None:
     real_why, real_conv = fused.why_not_fused, split.conv_tiles
     module = {"on": False}
     fused.why_not_fused = lambda wm, s, b: "the module heads arm" if module["on"] else real_why(wm, s, b)
-    mlp.TILES_FROM, mlp.TILE_BIG_M_FROM = 1, 0  # every plan as given, at every batch
+    mlp.TILES_FROM = 1  # the plans at every batch given
     rows = []
 
     def one(label: str, batch: int) -> dict:

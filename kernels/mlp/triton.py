@@ -43,19 +43,16 @@ ROWS_FROM = 256
 EPI_NONE, EPI_PROBS, EPI_LOGP, EPI_TWOHOT, EPI_SIGMOID = 0, 1, 2, 3, 4
 # From this many rows a layer takes TILE_PLAN's large 2D tiles (a GEMM's grid: column tiles x row
 # blocks, the input walked block_k columns at a time, pipelined over `stages`), several latent
-# variables per tile, rather than `kernels.mlp.rows`.
-# H100, BASE whole step, 16,384 agents: 128 x 256 tiles of 8 warps 7,574 us, 64 x 256 7,615,
-# 128 x 128 7,670, 64 x 64 8,223, `kernels.mlp.rows` 7,773; 4,096 agents: 64 x 256 1,973 us,
-# 128 x 256 2,016, rows 2,035; 1,024 agents: rows 576, the best tiles 602
-# (tests/bench/results/experiments/wm-mlp-tiles-h100.json). Below TILE_BIG_M_FROM rows the row
-# blocks are at most 64.
+# variables per tile, rather than `kernels.mlp.rows`. `heads_out`'s launch instantiates three
+# layers in one program (the prior, the reward, the continue head): HEADS_TILE_PLAN, smaller (at
+# 128 x 256 its program spills registers). H100, BASE whole step (scripts/mlp_tiles_sweep.py,
+# tests/bench/results/experiments/wm-mlp-tiles-h100.json): 16,384 agents 7,408 us with these
+# plans, 7,461 with 128 x 256 for the heads too, 7,513 with 64 x 256 for the other layers, 7,773
+# with `kernels.mlp.rows`, 7,789 with the module heads; 4,096 agents 1,960, rows 2,035, module
+# heads 2,093; 1,024 agents: rows 576 us, the best tiles 602 (so TILES_FROM).
 TILES_FROM = 4096
-TILE_BIG_M_FROM = 8192
 TILE_PLAN = dict(block_m=128, block_n=256, block_k=32, warps=8, stages=3)
-# `heads_out`'s launch instantiates three layers in one program (the prior, the reward, the
-# continue head): its own plan, the same as TILE_PLAN as measured so far (at 128 x 256 the
-# compiled heads_out spills registers: scripts/mlp_tiles_sweep.py tries smaller ones).
-HEADS_TILE_PLAN = dict(block_m=128, block_n=256, block_k=32, warps=8, stages=3)
+HEADS_TILE_PLAN = dict(block_m=64, block_n=256, block_k=32, warps=8, stages=3)
 
 
 def _dot_mode(dot: bool) -> int:
@@ -499,7 +496,7 @@ def _tile_plan(b: int, n: int, kd: int, fixed_tile: int | None, t: dict) -> dict
         while n % tile:
             tile //= 2
     block_n = max(16, triton.next_power_of_2(tile))
-    bm = t["block_m"] if b >= TILE_BIG_M_FROM else min(t["block_m"], 64)
+    bm = t["block_m"]
     return dict(tile=tile, tiles=triton.cdiv(n, tile), block_m=bm, block_n=block_n,
                 block_k=min(t["block_k"], max(16, triton.next_power_of_2(kd))),
                 block_s=max(16, min(triton.next_power_of_2(kd), 4096 // bm)),

@@ -40,8 +40,8 @@ from worldssm.kernels.step.triton import _alloc, _check
 def conv_tiles(rows: int) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps) of the conv kernel: above 256 rows, 16 rows by 128 columns
     of 4 warps, where the layer path's in-projection takes 32 x 64 of 8 (`layer._tiles`). H100,
-    BASE whole observe step: 16,384 agents 7,561 -> 7,474 us, 4,096 1,971 -> 1,960
-    (tests/bench/results/experiments/wm-mlp-tiles-h100.json)."""
+    BASE whole observe step: 16,384 agents 7,509 -> 7,408 us, 4,096 1,971 -> 1,961; an earlier
+    run 7,561 -> 7,474 (tests/bench/results/experiments/wm-mlp-tiles-h100.json)."""
     return (16, 128, 4) if rows > 256 else _tiles(rows, wide=True)
 
 

@@ -26,9 +26,9 @@ from worldssm.kernels import resolve_impl
 # the backbone takes (the layer path up to LAYER_MAX_BATCH, the split path's cuBLAS projections
 # above, `Mamba2Backbone.residual_fused`): the fused encoder and heads beat the module heads'
 # cuBLAS GEMMs and separate norms and softmaxes everywhere measured. H100, BASE whole step: 1,024
-# agents 576 us (kernels/mlp/rows.py) against 602; 4,096 agents 1,973 (TILE_PLAN's 2D tiles)
-# against 2,101; 16,384 7,574 against 7,888 (tests/bench/results/experiments/
-# wm-mlp-tiles-h100.json). With WORLDSSM_TF32=0 the fused heads' IEEE dots lose above 64 agents
+# agents 576 us (kernels/mlp/rows.py) against 602; 4,096 agents 1,960 (the 2D tiles of
+# kernels/mlp/triton.py's TILE_PLAN) against 2,093; 16,384 7,408 against 7,789
+# (tests/bench/results/experiments/wm-mlp-tiles-h100.json). With WORLDSSM_TF32=0 the fused heads' IEEE dots lose above 64 agents
 # (1,028.4 us at 1,024 against 773.0; experiments/wm-heads-tf32-h100.json), so the limit is then
 # FUSED_MAX_BATCH_IEEE. WORLDSSM_STEP_PATH=layer forces the fused step at every batch.
 FUSED_MAX_BATCH = None  # no limit
