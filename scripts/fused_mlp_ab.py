@@ -6,7 +6,8 @@ BASE world model as `worldssm bench step` builds it (64-dim observations, 8 acti
 backbone, fp32 encoder and heads), the whole observe step replayed from a CUDA graph. Arms:
 "column tiles" (WORLDSSM_STEP_PATH=layer, `ROWS_FROM` out of reach: every fused layer split over
 column tiles), "rows" (the same from `ROWS_FROM` rows on: kernels/mlp/rows.py) and "default"
-(the engine's choice: the fused whole step up to FUSED_MAX_BATCH agents, the module heads above).
+(the engine's choice when this script was written: the fused whole step up to 1,024 agents, the
+module heads above; since 2026-12-07 the fused step at every batch, see scripts/mlp_tiles_sweep.py).
 Each arm runs twice per batch; prints and writes the medians (us). Then the kernels of the rows
 arm at 1,024 and 16,384 agents from the profiler.
 """

@@ -11,10 +11,11 @@ runs inside the program that owns all its bins, as a running softmax, with no co
 
 Results equal `triton.fused_linear`'s and `triton.heads_out`'s (the same prologues, products and
 epilogues; tests/kernels/test_fused_model.py runs both ways). H100, BASE whole step: 1,024 agents
-611 -> 571 us; at 16,384 agents 8,410 -> 7,982, still above the module heads' cuBLAS products
-(7,805; tests/bench/results/experiments/wm-rows-mlp-h100.json). Not for want of faster products:
-bfloat16 dot inputs with larger row blocks only tie the module heads (7,925 against 7,927), as
-every row block still reads its layers' fp32 weights (experiments/wm-mlp-bf16-dots-h100.json).
+611 -> 571 us; at 16,384 agents 8,410 -> 7,982, then still above the module heads' cuBLAS products
+(7,805; tests/bench/results/experiments/wm-rows-mlp-h100.json), and bfloat16 dot inputs with
+larger row blocks only tied them (experiments/wm-mlp-bf16-dots-h100.json). From TILES_FROM
+(4,096) rows `triton.fused_linear` takes the layers again, in large 2D tiles, and beats both
+(experiments/wm-mlp-tiles-h100.json).
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ wait. Each program walks its input rows BLOCK_K columns at a time (a first pass 
 statistics where the prologue is a norm), so neither the whole row nor the whole weight column is
 held in registers (the earlier whole-row tiles spilled: 35.7 ms for the whole world-model step at
 16,384 agents on an H200, against 7.4 for the module path). From ROWS_FROM rows a layer takes
-`kernels/mlp/rows.py` instead, where one program reads its rows' input once for every output tile.
+`kernels/mlp/rows.py` instead, where one program reads its rows' input once for every output tile;
+from TILES_FROM rows this kernel again, in TILE_PLAN's large 2D tiles, each softmax tile holding
+several latent variables.
 """
 
 from __future__ import annotations
@@ -358,8 +360,9 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
         pro: PRO_NONE, PRO_SYMLOG (pro_a = loc, pro_b = scale), PRO_LN_SILU (ln = (gammas,
             betas), one pair per group, of the LayerNorm that ends the previous hidden layer),
             PRO_RMS (pro_a = the RMSNorm weight; store_pro writes the normed rows to aux, float32).
-        epi: EPI_NONE (out [B, G*N] in out_dtype), EPI_PROBS (one variable of `classes` classes
-            per tile, unimix-mixed probabilities), EPI_TWOHOT (bins: out [B] = symexp of the
+        epi: EPI_NONE (out [B, G*N] in out_dtype), EPI_PROBS (`classes` classes per latent
+            variable, one variable per tile, several from TILES_FROM rows; unimix-mixed
+            probabilities), EPI_TWOHOT (bins: out [B] = symexp of the
             expected bin, aux [B, N] the logits). The heads' EPI_LOGP and EPI_SIGMOID run in
             `heads_out`, the launch they share with the two-hot.
         action, action_proj: with action_proj = (proj weight [DA, NA], proj bias [DA]) the layer
@@ -446,7 +449,8 @@ def _group_args(x, weights, biases, ln, action, action_proj):
 def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | None, warps: int | None = None,
           heads: bool = False) -> dict:
     """Block sizes of one layer of `b` rows, `n` outputs and `kd` inputs. fixed_tile: the columns
-    one program must own (a latent variable's classes; the continue logit), else None (any split).
+    one program must own together (a latent variable's classes, several variables from
+    TILES_FROM rows; the continue logit), else None (any split).
     warps: force the program's warps (a launch shared by several layers), else chosen here.
     heads: a layer of `heads_out`'s launch (HEADS_TILE_PLAN from TILES_FROM rows)."""
     from worldssm.kernels.mlp.rows import ROWS_MAX_KD
@@ -492,9 +496,13 @@ def _tile_plan(b: int, n: int, kd: int, fixed_tile: int | None, t: dict) -> dict
     elif fixed_tile == 1 or fixed_tile & (fixed_tile - 1) or fixed_tile > cap or n % fixed_tile:
         tile = fixed_tile  # one variable per tile, or the continue logit
     else:
-        tile = min(cap, n)
-        while n % tile:
+        # The most variables per tile that divide n, in a power-of-two tile of at least 16 columns
+        # (`_store_tile` reshapes a whole BLOCK_N tile); else one variable per tile.
+        tile = cap
+        while tile > fixed_tile and n % tile:
             tile //= 2
+        if tile < 16:
+            tile = fixed_tile
     block_n = max(16, triton.next_power_of_2(tile))
     bm = t["block_m"]
     return dict(tile=tile, tiles=triton.cdiv(n, tile), block_m=bm, block_n=block_n,
@@ -538,7 +546,8 @@ def _heads_out_kernel(
     BK1: tl.constexpr, BR1: tl.constexpr, BN2: tl.constexpr, BK2: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr, CLS0: tl.constexpr,
 ):
-    # Programs [0, TILES0): the prior's log-probabilities, one latent variable each; the next
+    # Programs [0, TILES0): the prior's log-probabilities, one latent variable each (from
+    # TILES_FROM rows, TILE0 // CLS0 variables each); the next
     # TILES1: the reward's bins; the last one: the continue logit. Head i reads its slice
     # [i*KD, (i+1)*KD) of the shared hidden rows, through its own LayerNorm + SiLU.
     t = tl.program_id(0)

@@ -21,10 +21,12 @@ def _nan_alloc(*shape, dtype, device):
 @pytest.fixture
 def poison(monkeypatch):
     """Every fresh Triton kernel output starts as NaN, so an element the kernel forgets fails."""
+    import worldssm.kernels.mlp.triton as mlp_mod
     import worldssm.kernels.scan.triton as scan_mod
     import worldssm.kernels.step.layer as layer_mod
     import worldssm.kernels.step.norm as norm_mod
+    import worldssm.kernels.step.split as split_mod
     import worldssm.kernels.step.triton as step_mod
 
-    for mod in (step_mod, scan_mod, norm_mod, layer_mod):
+    for mod in (step_mod, scan_mod, norm_mod, layer_mod, split_mod, mlp_mod):
         monkeypatch.setattr(mod, "_alloc", _nan_alloc)

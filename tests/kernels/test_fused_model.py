@@ -215,11 +215,13 @@ def test_two_hot_reward_over_many_column_chunks_equals_torch(rows, monkeypatch):
     ("v1", "1", 1, None), ("split", "1", 1, None), ("auto", "1", 64, None), ("auto", "1", 65, None),
     ("auto", "1", 1024, None), ("auto", "1", 1025, None), ("auto", "1", 16384, None), ("auto", "0", 64, None),
     ("auto", "0", 65, "above FUSED_MAX_BATCH_IEEE (WORLDSSM_TF32=0)=64"), ("layer", "0", 1000, None),
+    ("split", "0", 100, "above FUSED_MAX_BATCH_IEEE"), ("v1", "0", 65, "above FUSED_MAX_BATCH_IEEE"),
     ("mega", "1", 1, None), ("mega", "1", 17, None)])
 def test_the_fused_step_serves_every_batch_with_tf32(monkeypatch, path, tf32, batch, why_not):
     """By default ("auto") the whole step is fused at every batch with TF32 products, over the
     layer path's backbone or the split path's; with IEEE products (WORLDSSM_TF32=0) up to 64
-    agents, above which the module heads' cuBLAS GEMMs serve (measured faster there)."""
+    agents on every path but a forced "layer", above which the module heads' cuBLAS GEMMs serve
+    (measured faster there)."""
     assert (fused.FUSED_MAX_BATCH, fused.FUSED_MAX_BATCH_IEEE) == (None, 64)
     tri, _ = models({"type": "discrete", "n": 3})
     monkeypatch.setenv("WORLDSSM_STEP_PATH", path)
@@ -343,3 +345,26 @@ def test_every_prologue_over_several_column_chunks_equals_torch(kd, dot, rows, m
     from worldssm.kernels.step.triton import _counters
 
     assert int(_counters(x.device, b, "mlp")[:b].abs().sum()) == 0
+
+
+@pytest.mark.parametrize("n,cap,tile", [(32, 16, 16), (48, 32, 16), (24, 16, 4), (8, 16, 4), (20, 16, 4)])
+def test_several_latent_variables_per_tile_equal_torch(n, cap, tile, monkeypatch):
+    """From TILES_FROM rows a softmax tile holds as many variables of 4 classes as divide n in a
+    power-of-two tile of at least 16 columns and at most the plan's block_n (32 -> two tiles of 4
+    variables, 48 -> three; 24, 8 or 20 -> one variable per tile); the unimix probabilities equal
+    torch's."""
+    import worldssm.kernels.mlp.triton as mlp
+    from worldssm.kernels.mlp.triton import EPI_PROBS, fused_linear
+    from worldssm.model.nets import unimix_probs
+
+    monkeypatch.setattr(mlp, "TILES_FROM", 16)
+    monkeypatch.setattr(mlp, "TILE_PLAN", dict(block_m=16, block_n=cap, block_k=16, warps=4, stages=2))
+    plans = []
+    real = mlp._tile_plan
+    monkeypatch.setattr(mlp, "_tile_plan", lambda *a: plans.append(real(*a)) or plans[-1])
+    g = torch.Generator().manual_seed(n)
+    x, w, b = (torch.randn(*s, generator=g).to(DEV) for s in ((20, 12), (n, 12), (n,)))
+    got, _ = fused_linear(x, [w], [b], epi=EPI_PROBS, classes=4, unimix=0.01, dot=True)
+    assert [p["tile"] for p in plans] == [tile]
+    want = unimix_probs((x @ w.T + b).view(20, n // 4, 4), 0.01).view(20, n)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

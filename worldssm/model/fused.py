@@ -30,13 +30,15 @@ from worldssm.kernels import resolve_impl
 # kernels/mlp/triton.py's TILE_PLAN) against 2,093; 16,384 7,408 against 7,789
 # (tests/bench/results/experiments/wm-mlp-tiles-h100.json). With WORLDSSM_TF32=0 the fused heads' IEEE dots lose above 64 agents
 # (1,028.4 us at 1,024 against 773.0; experiments/wm-heads-tf32-h100.json), so the limit is then
-# FUSED_MAX_BATCH_IEEE. WORLDSSM_STEP_PATH=layer forces the fused step at every batch.
+# FUSED_MAX_BATCH_IEEE on every path but a forced WORLDSSM_STEP_PATH=layer, which runs the fused
+# step at every batch.
 FUSED_MAX_BATCH = None  # no limit
 FUSED_MAX_BATCH_IEEE = 64
 
 
 def fused_max_batch() -> int | None:
-    """The largest batch "auto" runs as the fused whole step (None: every batch), by `serving_tf32()`."""
+    """The largest batch run as the fused whole step (None: every batch), by `serving_tf32()`;
+    WORLDSSM_STEP_PATH=layer lifts it."""
     from worldssm.kernels import serving_tf32
 
     return FUSED_MAX_BATCH if serving_tf32() else FUSED_MAX_BATCH_IEEE
@@ -58,7 +60,7 @@ def why_not_fused(wm, sample: bool, batch: int) -> str | None:
     from worldssm.kernels.step.layer import step_path
 
     limit = fused_max_batch()
-    if step_path() == "auto" and limit is not None and batch > limit:
+    if step_path() != "layer" and limit is not None and batch > limit:
         name = "FUSED_MAX_BATCH" if limit == FUSED_MAX_BATCH else "FUSED_MAX_BATCH_IEEE (WORLDSSM_TF32=0)"
         return f"{batch} agents is above {name}={limit} (WORLDSSM_STEP_PATH=layer forces it)"
     if any(p.dtype != torch.float32 for n, p in wm.named_parameters() if not n.startswith("backbone.")):
