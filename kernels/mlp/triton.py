@@ -426,7 +426,7 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
         BLOCK_M=block_m, BLOCK_N=c["block_n"], BLOCK_K=c["block_k"], BLOCK_S=c["block_s"], BLOCK_R=c["block_r"],
         BLOCK_NA=max(16, triton.next_power_of_2(max(na, 1))), BLOCK_DA=max(16, triton.next_power_of_2(max(da, 1))),
         DOT=_dot_mode(c["dot"]), PDL=pdl, CLS=classes if epi == EPI_PROBS else tile, num_warps=c["warps"],
-        num_stages=c.get("stages", 3), **extra,
+        num_stages=c["stages"], **extra,
     )
     return out, aux
 
@@ -482,8 +482,14 @@ def _plan(b: int, n: int, kd: int, fixed_tile: int | None, dot: bool | None, war
             tile = block_n = max(8, min(block_n, 64 * 32 * warps // (block_m * block_k)))
         block_k = min(block_k, max(16, 64 * 32 * warps // (block_m * block_n)))
     return dict(tile=tile, tiles=triton.cdiv(n, tile), block_m=block_m, block_n=block_n, block_k=block_k,
-                block_s=max(16, min(triton.next_power_of_2(kd), 4096 // block_m)),
-                block_r=max(16, min(triton.next_power_of_2(n), 4096 // block_m)), warps=warps, dot=dot, rows=False)
+                **_chunks(n, kd, block_m), warps=warps, dot=dot, rows=False, stages=3)  # 3: Triton's default
+
+
+def _chunks(n: int, kd: int, block_m: int) -> dict:
+    """The row-statistics pass's chunk of the input (block_s) and the two-hot's chunk of the bins
+    (block_r): as wide as 4K values per program allow."""
+    return dict(block_s=max(16, min(triton.next_power_of_2(kd), 4096 // block_m)),
+                block_r=max(16, min(triton.next_power_of_2(n), 4096 // block_m)))
 
 
 def _tile_plan(b: int, n: int, kd: int, fixed_tile: int | None, t: dict) -> dict:
@@ -503,13 +509,10 @@ def _tile_plan(b: int, n: int, kd: int, fixed_tile: int | None, t: dict) -> dict
             tile //= 2
         if tile < 16:
             tile = fixed_tile
-    block_n = max(16, triton.next_power_of_2(tile))
-    bm = t["block_m"]
-    return dict(tile=tile, tiles=triton.cdiv(n, tile), block_m=bm, block_n=block_n,
-                block_k=min(t["block_k"], max(16, triton.next_power_of_2(kd))),
-                block_s=max(16, min(triton.next_power_of_2(kd), 4096 // bm)),
-                block_r=max(16, min(triton.next_power_of_2(n), 4096 // bm)), warps=t["warps"], dot=True, rows=False,
-                stages=t["stages"])
+    return dict(tile=tile, tiles=triton.cdiv(n, tile), block_m=t["block_m"],
+                block_n=max(16, triton.next_power_of_2(tile)),
+                block_k=min(t["block_k"], max(16, triton.next_power_of_2(kd))), **_chunks(n, kd, t["block_m"]),
+                warps=t["warps"], dot=True, rows=False, stages=t["stages"])
 
 
 def _rows_linear(x, weights, biases, out, aux, c, *, kd, na, da, pro, epi, pro_a, pro_b, ln, xs, bins, action,
@@ -621,7 +624,7 @@ def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: t
         KD=kd, N0=nv, TILE0=p0["tile"], TILES0=p0["tiles"], BN0=p0["block_n"], BK0=p0["block_k"],
         N1=nb, TILE1=p1["tile"], TILES1=p1["tiles"], BN1=p1["block_n"], BK1=p1["block_k"], BR1=p1["block_r"],
         BN2=p2["block_n"], BK2=p2["block_k"], BLOCK_M=p0["block_m"], BLOCK_S=p0["block_s"], DOT=_dot_mode(p0["dot"]),
-        PDL=pdl, CLS0=classes, num_warps=warps, num_stages=p0.get("stages", 3), **extra,
+        PDL=pdl, CLS0=classes, num_warps=warps, num_stages=p0["stages"], **extra,
     )
     return logp, probs, reward, logits, cont, cont_logit
 

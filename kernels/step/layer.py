@@ -256,7 +256,7 @@ MEGA_MAX_BATCH = 16
 def step_path() -> str:
     """The model's Triton step path as configured: "auto" (the default: `backbone_path` picks by
     batch), "layer" (this module for every batch, and the fused whole world-model step at every
-batch whatever WORLDSSM_TF32 says), "mega"
+    batch whatever WORLDSSM_TF32 says), "mega"
     (the one-launch backbone step of `mega.py` up to MEGA_MAX_BATCH agents, the layer path above),
     "v1" (add+RMSNorm, cuBLAS projections, `mamba2_step_triton`) or "split" (the same around
     `split.mamba2_step_split`: two launches, no row counter). WORLDSSM_STEP_PATH picks one."""
