@@ -9,6 +9,7 @@ import numpy as np
 
 from worldssm.agents.base import AgentInfo, TickStream
 from worldssm.errors import AgentError
+from worldssm.spaces import sample_batch
 
 
 class RandomAgent:
@@ -23,17 +24,8 @@ class RandomAgent:
         self.space, self.stream = action_space, TickStream(seed)
 
     def act(self, obs: np.ndarray, info: AgentInfo) -> np.ndarray:
-        rng = self.stream.at(info.tick)
-        n = info.num_agents
-        if self.space["type"] == "discrete":
-            return rng.integers(0, int(self.space["n"]), n, dtype=np.int64)
-        low = np.asarray(self.space["low"], np.float64)
-        high = np.asarray(self.space["high"], np.float64)
-        finite = np.isfinite(low) & np.isfinite(high)
-        u = rng.uniform(0.0, 1.0, (n, *low.shape))
-        x = np.where(finite, low + u * (np.where(finite, high, 1) - np.where(finite, low, 0)),
-                     rng.standard_normal((n, *low.shape)))
-        return x.astype(np.float32)
+        x = sample_batch(self.space, info.num_agents, self.stream.at(info.tick))
+        return x if self.space["type"] == "discrete" else x.astype(np.float32)
 
 
 class PatternAgent:

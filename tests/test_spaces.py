@@ -10,6 +10,7 @@ from worldssm.spaces import (
     check_batch,
     check_space_dict,
     first_nonfinite_row,
+    sample_batch,
     space_from_dict,
     space_to_dict,
     spaces_differ,
@@ -76,6 +77,27 @@ def test_hostile_space_dicts_are_space_errors(bad, words):
     with pytest.raises(SpaceError, match=words) as info:
         check_space_dict(bad)
     assert len(str(info.value)) < 300
+
+
+def test_sample_batch_draws_in_the_space_without_gymnasium(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gymnasium", None)  # any import of it raises
+    rng = np.random.default_rng(0)
+    x = sample_batch(BOX, 4000, rng)
+    assert x.shape == (4000, 2) and x.dtype == np.float32
+    assert (x[:, 0] >= -1).all() and (x[:, 0] <= 1).all() and x[:, 0].std() > 0.5  # uniform on [-1, 1]: 0.58
+    assert x[:, 1].min() < -2 and abs(x[:, 1].std() - 1) < 0.1  # a half-unbounded dim: standard normal
+    img = {"type": "box", "shape": [3, 2], "dtype": "uint8", "low": np.zeros((3, 2), np.uint8),
+           "high": np.full((3, 2), 255, np.uint8)}
+    v = sample_batch(img, 500, rng)
+    assert v.shape == (500, 3, 2) and v.dtype == np.uint8 and v.max() > 200 and v.min() < 50
+    d = sample_batch({"type": "discrete", "n": 3}, 600, rng)
+    assert d.dtype == np.int64 and sorted(set(d.tolist())) == [0, 1, 2]
+    check_batch(BOX, x, 4000)
+    check_batch({"type": "discrete", "n": 3}, d, 600)
+    a, b = sample_batch(BOX, 5, np.random.default_rng(7)), sample_batch(BOX, 5, np.random.default_rng(7))
+    assert np.array_equal(a, b)
 
 
 def test_spaces_differ_names_the_field():

@@ -9,7 +9,8 @@ messages), so no layer needs gymnasium to know a shape::
 `space_to_dict` / `space_from_dict` convert to and from gymnasium (imported only there);
 `check_space_dict` validates a dict read from a file or a message; `space_step_layout` gives the
 (shape, dtype) one step's value is stored in; `spaces_differ` names the first differing field;
-`check_batch` validates a batch of actions against a space.
+`check_batch` validates a batch of actions against a space; `sample_batch` draws a batch of
+values (what random agents act and `Engine.warm` feeds its captures) without gymnasium.
 
 This module is a leaf: numpy and the codec only (gymnasium inside the two converters).
 """
@@ -102,6 +103,20 @@ def space_step_layout(d: dict) -> tuple[tuple[int, ...], np.dtype]:
     if d["type"] == "box":
         return tuple(d["shape"]), np.dtype(d["dtype"])
     return (), np.dtype(np.int64)
+
+
+def sample_batch(d: dict, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` values of a SPACE dict: Discrete -> int64 [n] uniform over its n values; Box -> [n,
+    *shape] in its dtype, uniform where both bounds are finite, standard normal where not."""
+    if d["type"] == "discrete":
+        return rng.integers(0, int(d["n"]), n, dtype=np.int64)
+    low = np.asarray(d["low"], np.float64)
+    high = np.asarray(d["high"], np.float64)
+    finite = np.isfinite(low) & np.isfinite(high)
+    u = rng.uniform(0.0, 1.0, (n, *low.shape))
+    x = np.where(finite, low + u * (np.where(finite, high, 1) - np.where(finite, low, 0)),
+                 rng.standard_normal((n, *low.shape)))
+    return x.astype(np.dtype(d["dtype"]))
 
 
 def spaces_differ(a: dict, b: dict) -> str | None:

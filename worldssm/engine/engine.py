@@ -221,20 +221,18 @@ class Engine:
                                    f"{self.capacity} are free")
         if not self.use_graphs or not sizes:
             return []
-        from worldssm.spaces import space_from_dict
+        from worldssm.spaces import sample_batch
 
         first: dict[int, int] = {}  # bucket -> the smallest size that replays it
         for s in sizes:
             if s <= max(self.buckets):
                 first.setdefault(min(b for b in self.buckets if b >= s), s)
-        obs_space, act_space = space_from_dict(self.obs_space), space_from_dict(self.action_space)
-        obs_space.seed(0)
-        act_space.seed(0)
+        rng = np.random.default_rng(0)  # the values do not matter: the captures are of shapes
         for n in first.values():
             slots = self.join(n)
             try:
-                obs = np.stack([obs_space.sample() for _ in range(n)])
-                act = np.stack([act_space.sample() for _ in range(n)])
+                obs = sample_batch(self.obs_space, n, rng)
+                act = sample_batch(self.action_space, n, rng)
                 if "observe" in verbs:
                     self.observe(slots, obs, act, np.ones(n, dtype=bool))
                     # `fork_observed`'s encoder runs outside the graphs: its kernels compile
