@@ -260,7 +260,7 @@ def _fused_linear_kernel(
     PRO: tl.constexpr, EPI: tl.constexpr, STORE_PRO: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_NA: tl.constexpr, BLOCK_DA: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr, CLS: tl.constexpr,
-    T_OFF: tl.constexpr = 0,
+    st_in_ptr, st_out_ptr, stride_st, STATS_IN: tl.constexpr, STATS_OUT: tl.constexpr, T_OFF: tl.constexpr = 0,
 ):
     # Launched as a kernel (T_OFF 0), or called by `_heads_out_kernel` for the programs from T_OFF on.
     t = tl.program_id(0) - T_OFF
@@ -292,7 +292,11 @@ def _fused_linear_kernel(
 
     pdl_wait(PDL)
 
-    mean, rstd = _row_stats(x_ptr, row, mr, g, XS, KD, BLOCK_M, BLOCK_S, eps, PRO)
+    if STATS_IN:  # the LayerNorm's (mean, variance) per row and group, from the previous layer's epilogue
+        mean = tl.load(st_in_ptr + r * stride_st + 2 * g, mask=mr, other=0.0)
+        rstd = 1.0 / tl.sqrt(tl.load(st_in_ptr + r * stride_st + 2 * g + 1, mask=mr, other=1.0) + eps)
+    else:
+        mean, rstd = _row_stats(x_ptr, row, mr, g, XS, KD, BLOCK_M, BLOCK_S, eps, PRO)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k0 in range(0, KD, BLOCK_K):
         kk = k0 + tl.arange(0, BLOCK_K)
@@ -310,6 +314,11 @@ def _fused_linear_kernel(
         acc = acc + bias[None, :]
 
     m = mr[:, None] & mc[None, :]
+    if STATS_OUT:  # this tile is its group's whole row: the next layer's LayerNorm statistics
+        mean_o = tl.sum(tl.where(m, acc, 0.0), axis=1) / N
+        dev = tl.where(m, acc - mean_o[:, None], 0.0)
+        tl.store(st_out_ptr + r * stride_st + 2 * g, mean_o, mask=mr)
+        tl.store(st_out_ptr + r * stride_st + 2 * g + 1, tl.sum(dev * dev, axis=1) / N, mask=mr)
     cols = g * N + local
     _store_tile(acc, m, r, cols, out_ptr, stride_out, aux_ptr, stride_aux, unimix, TILE, EPI, CLS)
     if EPI == 3:
@@ -350,7 +359,8 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
                  bins: torch.Tensor | None = None, action: torch.Tensor | None = None,
                  action_proj: tuple | None = None, action_discrete: bool = True,
                  store_pro: bool = False, eps: float = 1e-5, unimix: float = 0.0,
-                 out_dtype: torch.dtype = torch.float32, dot: bool | None = None):
+                 out_dtype: torch.dtype = torch.float32, dot: bool | None = None,
+                 stats_in: torch.Tensor | None = None, stats_out: torch.Tensor | None = None):
     """One fused layer; see the module docstring. Returns (out, aux) (aux may be None).
 
     Args:
@@ -371,6 +381,10 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
         eps: the prologue norm's epsilon; unimix: the categorical's uniform mix.
         dot: multiply with `tl.dot` in IEEE float32 (row blocks of 16 and more) or, False, by a
             broadcast product (4 rows per program); None picks the dot above SMALL_ROWS rows.
+        stats_out: a [B, G, 2] float32 buffer (`ln_stats_buffer`) for each row's and group's
+            (mean, variance) of this layer's outputs: what the next layer's LayerNorm prologue
+            would compute, passed to it as stats_in, which then reads its input once instead of
+            three times. Only where `ln_stats_buffer` gave one (one tile per group's row).
     """
     g = len(weights)
     if not 1 <= g <= 3 or len(biases) != g:
@@ -405,6 +419,7 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
     if b == 0:
         return out, aux
     c = _plan(b, n, kd, tile, dot)
+    _check_stats(stats_in, stats_out, c, b, g, n, pro, epi, out.dtype)
     pdl, extra = launch_kwargs(dev)
     if c["rows"]:
         _rows_linear(x, weights, biases, out, aux, c, kd=kd, na=na, da=da, pro=pro, epi=epi, pro_a=pro_a,
@@ -425,10 +440,37 @@ def fused_linear(x: torch.Tensor, weights, biases, *, pro: int = PRO_NONE, epi: 
         PRO=pro, EPI=epi, STORE_PRO=bool(store_pro), HAS_BIAS=biases[0] is not None,
         BLOCK_M=block_m, BLOCK_N=c["block_n"], BLOCK_K=c["block_k"], BLOCK_S=c["block_s"], BLOCK_R=c["block_r"],
         BLOCK_NA=max(16, triton.next_power_of_2(max(na, 1))), BLOCK_DA=max(16, triton.next_power_of_2(max(da, 1))),
-        DOT=_dot_mode(c["dot"]), PDL=pdl, CLS=classes if epi == EPI_PROBS else tile, num_warps=c["warps"],
+        DOT=_dot_mode(c["dot"]), PDL=pdl, CLS=classes if epi == EPI_PROBS else tile,
+        st_in_ptr=stats_in if stats_in is not None else dummy, st_out_ptr=stats_out if stats_out is not None else dummy,
+        stride_st=2 * g, STATS_IN=stats_in is not None, STATS_OUT=stats_out is not None, num_warps=c["warps"],
         num_stages=c["stages"], **extra,
     )
     return out, aux
+
+
+def ln_stats_buffer(b: int, n: int, groups: int, device) -> torch.Tensor | None:
+    """A [b, groups, 2] buffer for `fused_linear`'s stats_out where a layer of n outputs per group
+    runs in TILE_PLAN's tiles with one tile per group's row (from TILES_FROM rows, n at most
+    block_n): its epilogue holds whole rows, so it can leave the next LayerNorm's statistics.
+    Else None (the next layer computes them from its input)."""
+    if b < TILES_FROM or triton.next_power_of_2(n) > TILE_PLAN["block_n"]:
+        return None
+    return _alloc(b, groups, 2, dtype=torch.float32, device=device)
+
+
+def _check_stats(stats_in, stats_out, c, b, g, n, pro, epi, out_dtype) -> None:
+    """Raise ValueError unless the LayerNorm statistics asked of a launch fit its plan `c`."""
+    for name, st in (("stats_in", stats_in), ("stats_out", stats_out)):
+        if st is not None and (st.shape != (b, g, 2) or st.dtype != torch.float32 or not st.is_contiguous()):
+            raise ValueError(f"{name} must be a contiguous float32 [{b}, {g}, 2] buffer, got "
+                             f"{st.dtype} {tuple(st.shape)}")
+        if st is not None and c["rows"]:
+            raise ValueError(f"{name} is not taken by kernels.mlp.rows (the plan at {b} rows)")
+    if stats_in is not None and pro != PRO_LN_SILU:
+        raise ValueError("stats_in is the LayerNorm prologue's statistics: it needs pro=PRO_LN_SILU")
+    if stats_out is not None and (epi != EPI_NONE or c["tiles"] != 1 or c["tile"] < n or out_dtype != torch.float32):
+        raise ValueError("stats_out needs one float32 tile per group's row and no epilogue "
+                         f"(tiles {c['tiles']} of {c['tile']} for {n} outputs, epilogue {epi}, {out_dtype})")
 
 
 def _group_args(x, weights, biases, ln, action, action_proj):
@@ -548,6 +590,7 @@ def _heads_out_kernel(
     BK0: tl.constexpr, N1: tl.constexpr, TILE1: tl.constexpr, TILES1: tl.constexpr, BN1: tl.constexpr,
     BK1: tl.constexpr, BR1: tl.constexpr, BN2: tl.constexpr, BK2: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr, CLS0: tl.constexpr,
+    st_ptr, STATS: tl.constexpr,
 ):
     # Programs [0, TILES0): the prior's log-probabilities, one latent variable each (from
     # TILES_FROM rows, TILE0 // CLS0 variables each); the next
@@ -557,29 +600,31 @@ def _heads_out_kernel(
     # Arguments after x: no action (act, its stride, pa, pb), the head's weight, bias and
     # LayerNorm three times (group 0 only), strides, no action projection, the outputs, bins and
     # counter; constexprs KD, XS=0, N, TILE, TILES, NA=0, DA=0, ACT_DISCRETE, PRO_LN_SILU, the
-    # epilogue, STORE_PRO=False, HAS_BIAS, blocks, DOT, PDL and the program offset.
+    # epilogue, STORE_PRO=False, HAS_BIAS, blocks, DOT, PDL, the head's LayerNorm statistics
+    # (st_ptr [B, 3, 2]: head i's at 2*i, read where STATS) and the program offset.
     if t < TILES0:
         _fused_linear_kernel(
             x_ptr, stride_x, x_ptr, 0, x_ptr, x_ptr, w0, w0, w0, b0, b0, b0, ga0, ga0, ga0, be0, be0, be0,
             stride_w, 0, x_ptr, 0, x_ptr, out0, stride_o0, aux0, stride_a0, bins_ptr, count_ptr, rows, eps, unimix,
             KD, 0, N0, TILE0, TILES0, 0, 0, True, 2, 2, False, True,
-            BLOCK_M, BN0, BK0, BLOCK_S, 16, 16, 16, DOT, PDL, CLS0, 0)
+            BLOCK_M, BN0, BK0, BLOCK_S, 16, 16, 16, DOT, PDL, CLS0, st_ptr, st_ptr, 6, STATS, False, 0)
     elif t < TILES0 + TILES1:
         _fused_linear_kernel(
             x_ptr + KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w1, w1, w1, b1, b1, b1, ga1, ga1, ga1, be1, be1, be1,
             stride_w, 0, x_ptr, 0, x_ptr, out1, stride_o1, aux1, stride_a1, bins_ptr, count_ptr, rows, eps, unimix,
             KD, 0, N1, TILE1, TILES1, 0, 0, True, 2, 3, False, True,
-            BLOCK_M, BN1, BK1, BLOCK_S, BR1, 16, 16, DOT, PDL, TILE1, TILES0)
+            BLOCK_M, BN1, BK1, BLOCK_S, BR1, 16, 16, DOT, PDL, TILE1, st_ptr + 2, st_ptr, 6, STATS, False, TILES0)
     else:
         _fused_linear_kernel(
             x_ptr + 2 * KD, stride_x, x_ptr, 0, x_ptr, x_ptr, w2, w2, w2, b2, b2, b2, ga2, ga2, ga2, be2, be2, be2,
             stride_w, 0, x_ptr, 0, x_ptr, out2, stride_o2, aux2, stride_a2, bins_ptr, count_ptr, rows, eps, unimix,
             KD, 0, 1, 1, 1, 0, 0, True, 2, 4, False, True,
-            BLOCK_M, BN2, BK2, BLOCK_S, 16, 16, 16, DOT, PDL, 1, TILES0 + TILES1)
+            BLOCK_M, BN2, BK2, BLOCK_S, 16, 16, 16, DOT, PDL, 1, st_ptr + 4, st_ptr, 6, STATS, False,
+            TILES0 + TILES1)
 
 
 def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: torch.Tensor, eps: float,
-              dot: bool | None = None):
+              dot: bool | None = None, stats: torch.Tensor | None = None):
     """The last layers of the prior, reward and continue heads in one launch.
 
     `hid` [B, 3*KD] holds the three heads' last hidden rows before their LayerNorm (head i in
@@ -587,7 +632,8 @@ def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: t
     continue head). Returns (prior log-probabilities [B, V*classes], prior probabilities, reward
     [B] (symexp of the two-hot mean over `bins`), reward logits [B, len(bins)], continue
     probability [B], continue logit [B]): what three `fused_linear` calls with EPI_LOGP,
-    EPI_TWOHOT and EPI_SIGMOID return, in one launch instead of three.
+    EPI_TWOHOT and EPI_SIGMOID return, in one launch instead of three. `stats`: the [B, 3, 2]
+    LayerNorm statistics the layer that wrote `hid` left (`fused_linear`'s stats_out), or None.
     """
     (l0, n0), (l1, n1), (l2, n2) = layers
     b, kd = hid.shape[0], l0.weight.shape[1]
@@ -609,6 +655,7 @@ def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: t
     if b == 0:
         return logp, probs, reward, logits, cont, cont_logit
     p0 = _plan(b, nv, kd, classes, dot, heads=True)
+    _check_stats(stats, None, p0, b, 3, kd, PRO_LN_SILU, EPI_NONE, torch.float32)
     if p0["rows"]:
         _rows_heads(hid, layers, kd, bins, p0, eps, unimix, logp, probs, reward, logits, cont, cont_logit)
         return logp, probs, reward, logits, cont, cont_logit
@@ -624,7 +671,8 @@ def heads_out(hid: torch.Tensor, layers, *, classes: int, unimix: float, bins: t
         KD=kd, N0=nv, TILE0=p0["tile"], TILES0=p0["tiles"], BN0=p0["block_n"], BK0=p0["block_k"],
         N1=nb, TILE1=p1["tile"], TILES1=p1["tiles"], BN1=p1["block_n"], BK1=p1["block_k"], BR1=p1["block_r"],
         BN2=p2["block_n"], BK2=p2["block_k"], BLOCK_M=p0["block_m"], BLOCK_S=p0["block_s"], DOT=_dot_mode(p0["dot"]),
-        PDL=pdl, CLS0=classes, num_warps=warps, num_stages=p0["stages"], **extra,
+        PDL=pdl, CLS0=classes, st_ptr=stats if stats is not None else hid, STATS=stats is not None,
+        num_warps=warps, num_stages=p0["stages"], **extra,
     )
     return logp, probs, reward, logits, cont, cont_logit
 

@@ -86,6 +86,9 @@ BOX2 = {"type": "box", "shape": [2], "low": [-1, -1], "high": [1, 1], "dtype": "
     # classes per tile of the encoder's and the prior's softmax.
     ({"type": "discrete", "n": 3}, 2, torch.float32, 70, "tiles"),
     (BOX2, 1, torch.float32, 80, "tiles"),
+    # Tiles of 32 columns: a hidden layer's tile is its whole row (DEBUG's width), so each
+    # leaves the next LayerNorm's statistics (ln_stats_buffer) and the next reads them.
+    ({"type": "discrete", "n": 3}, 2, torch.float32, 70, "tiles32"),
 ])
 def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtype, b, path, monkeypatch):
     import worldssm.kernels.mlp.triton as mlp
@@ -94,9 +97,12 @@ def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtyp
     assert SMALL_ROWS < 70
     launched = None
     classes = None
-    if path == "tiles":
+    stats = []
+    if path.startswith("tiles"):
         monkeypatch.setattr(mlp, "TILES_FROM", 16)
-        small = dict(block_m=16, block_n=16, block_k=16, warps=4, stages=2)
+        small = dict(block_m=16, block_n=32 if path == "tiles32" else 16, block_k=16, warps=4, stages=2)
+        real_buffer = mlp.ln_stats_buffer
+        monkeypatch.setattr(mlp, "ln_stats_buffer", lambda *a: stats.append(real_buffer(*a)) or stats[-1])
         monkeypatch.setattr(mlp, "TILE_PLAN", small)
         monkeypatch.setattr(mlp, "HEADS_TILE_PLAN", small)
         path, classes, launched = "layer", 4, []
@@ -146,6 +152,11 @@ def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtyp
         # An observe plans 2 * mlp_layers + 5 layers (encoder, input, heads' hidden, 3 in heads_out),
         # an imagine mlp_layers + 4; three of each.
         assert len(launched) == 9 * mlp_layers + 27, len(launched)
+        # With 32-column tiles every hidden layer leaves its statistics: the encoder's and the
+        # heads' first and middle layers (mlp_layers each) of 3 observes, the heads' of 3 imagines.
+        left = [st for st in stats if st is not None]
+        assert len(left) == (9 * mlp_layers if small["block_n"] == 32 else 0), (len(left), len(stats))
+        assert all(torch.isfinite(st).all() for st in left)
     elif launched is not None:  # every layer ran as rows: encoder, input and heads, 3 observes and 3 imagines
         assert launched.count("_rows_heads") == 6 and launched.count("_rows_linear") == 9 * (mlp_layers + 1)
 

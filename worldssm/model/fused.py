@@ -74,18 +74,29 @@ def _layers(seq: nn.Sequential):
     return lins, lns
 
 
-def _mlp_tail(x, seqs, grouped: bool):
-    """Hidden layers 1.. of MLPs whose first layer gave x (grouped: one slice per MLP); returns
-    the last hidden pre-norm activations and the LayerNorms still to apply (one per MLP)."""
+def _stats(x, width: int, groups: int):
+    """A buffer for the LayerNorm statistics of a layer of `width` outputs per group, where its
+    launch can leave them (`kernels.mlp.triton.ln_stats_buffer`), else None."""
+    from worldssm.kernels.mlp.triton import ln_stats_buffer
+
+    return ln_stats_buffer(x.shape[0], width, groups, x.device)
+
+
+def _mlp_tail(x, seqs, grouped: bool, stats):
+    """Hidden layers 1.. of MLPs whose first layer gave x (grouped: one slice per MLP) and left
+    `stats` (or None); returns the last hidden pre-norm activations, their LayerNorm statistics
+    (or None) and the LayerNorms still to apply (one per MLP)."""
     from worldssm.kernels.mlp.triton import PRO_LN_SILU, fused_linear
 
     parts = [_layers(s) for s in seqs]
     n_hidden = len(parts[0][1])
     for i in range(1, n_hidden):
+        nxt = _stats(x, parts[0][0][i].out_features, len(parts))
         x, _ = fused_linear(x, [p[0][i].weight for p in parts], [p[0][i].bias for p in parts], pro=PRO_LN_SILU,
                             ln=([p[1][i - 1].weight for p in parts], [p[1][i - 1].bias for p in parts]),
-                            grouped_input=grouped, eps=parts[0][1][i - 1].eps)
-    return x, [(p[0][-1], p[1][-1]) for p in parts]
+                            grouped_input=grouped, eps=parts[0][1][i - 1].eps, stats_in=stats, stats_out=nxt)
+        stats = nxt
+    return x, stats, [(p[0][-1], p[1][-1]) for p in parts]
 
 
 def _latent_from_obs(wm, obs):
@@ -95,10 +106,11 @@ def _latent_from_obs(wm, obs):
     lins, lns = _layers(wm.encoder)
     loc = wm.obs_loc if wm.normalises_obs else torch.zeros(x.shape[1], device=x.device)
     scale = wm.obs_scale if wm.normalises_obs else torch.ones(x.shape[1], device=x.device)
-    h, _ = fused_linear(x, [lins[0].weight], [lins[0].bias], pro=PRO_SYMLOG, pro_a=loc, pro_b=scale)
-    h, ((last, ln),) = _mlp_tail(h, [wm.encoder], grouped=False)
+    st = _stats(x, lins[0].out_features, 1)
+    h, _ = fused_linear(x, [lins[0].weight], [lins[0].bias], pro=PRO_SYMLOG, pro_a=loc, pro_b=scale, stats_out=st)
+    h, st, ((last, ln),) = _mlp_tail(h, [wm.encoder], False, st)
     z, _ = fused_linear(h, [last.weight], [last.bias], pro=PRO_LN_SILU, ln=([ln.weight], [ln.bias]), eps=ln.eps,
-                        epi=EPI_PROBS, classes=wm.cfg.latent_classes, unimix=wm.cfg.unimix)
+                        epi=EPI_PROBS, classes=wm.cfg.latent_classes, unimix=wm.cfg.unimix, stats_in=st)
     return z
 
 
@@ -119,11 +131,12 @@ def _step(wm, slab, slots, z, action, reset):
     res = bb.residual_fused(slab, slots, x, reset)
     heads = [wm.prior_head, wm.reward_head, wm.cont_head]
     firsts = [_layers(s)[0][0] for s in heads]
+    st = _stats(res, firsts[0].out_features, len(firsts))
     hid, h = fused_linear(res, [f.weight for f in firsts], [f.bias for f in firsts], pro=PRO_RMS,
-                          pro_a=bb.final_norm.weight, store_pro=True, eps=bb.cfg.norm_eps)
-    hid, lasts = _mlp_tail(hid, heads, grouped=True)
+                          pro_a=bb.final_norm.weight, store_pro=True, eps=bb.cfg.norm_eps, stats_out=st)
+    hid, st, lasts = _mlp_tail(hid, heads, True, st)
     logp, _, reward, _, cont, logit = heads_out(hid, lasts, classes=wm.cfg.latent_classes, unimix=wm.cfg.unimix,
-                                                bins=wm.twohot.bins, eps=lasts[0][1].eps)
+                                                bins=wm.twohot.bins, eps=lasts[0][1].eps, stats=st)
     return Prediction(prior_logp=logp.view(-1, wm.cfg.latent_vars, wm.cfg.latent_classes), reward=reward,
                       cont=cont, h=h, cont_logit=logit)
 
