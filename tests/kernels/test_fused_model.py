@@ -382,3 +382,27 @@ def test_several_latent_variables_per_tile_equal_torch(n, cap, tile, monkeypatch
     assert [p["tile"] for p in plans] == [tile]
     want = unimix_probs((x @ w.T + b).view(20, n // 4, 4), 0.01).view(20, n)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_layernorm_statistics_are_refused_where_the_plan_cannot_give_or_take_them(monkeypatch):
+    """stats_out needs one tile per group's row and no epilogue; stats_in needs the LayerNorm
+    prologue and a [B, G, 2] float32 buffer; below TILES_FROM rows `ln_stats_buffer` offers none.
+    Each refusal comes before any launch and names what is wrong."""
+    import worldssm.kernels.mlp.triton as mlp
+    from worldssm.kernels.mlp.triton import EPI_PROBS, PRO_LN_SILU, fused_linear, ln_stats_buffer
+
+    monkeypatch.setattr(mlp, "TILES_FROM", 16)
+    monkeypatch.setattr(mlp, "TILE_PLAN", dict(block_m=16, block_n=16, block_k=16, warps=4, stages=2))
+    assert ln_stats_buffer(15, 16, 1, DEV) is None and ln_stats_buffer(20, 32, 1, DEV) is None
+    st = ln_stats_buffer(20, 16, 1, DEV)
+    assert st.shape == (20, 1, 2) and st.dtype == torch.float32
+    x, w, b = torch.randn(20, 12, device=DEV), torch.randn(32, 12, device=DEV), torch.randn(32, device=DEV)
+    ln = ([torch.ones(12, device=DEV)], [torch.zeros(12, device=DEV)])
+    with pytest.raises(ValueError, match="one float32 tile per group's row"):
+        fused_linear(x, [w], [b], stats_out=st, dot=True)  # 32 outputs in tiles of 16
+    with pytest.raises(ValueError, match="one float32 tile per group's row"):
+        fused_linear(x, [w[:16]], [b[:16]], epi=EPI_PROBS, classes=4, stats_out=st, dot=True)
+    with pytest.raises(ValueError, match="needs pro=PRO_LN_SILU"):
+        fused_linear(x, [w[:16]], [b[:16]], stats_in=st, dot=True)
+    with pytest.raises(ValueError, match=r"stats_in must be a contiguous float32 \[20, 1, 2\]"):
+        fused_linear(x, [w[:16]], [b[:16]], pro=PRO_LN_SILU, ln=ln, stats_in=st[:10], dot=True)
