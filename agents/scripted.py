@@ -25,7 +25,7 @@ class RandomAgent:
 
     def act(self, obs: np.ndarray, info: AgentInfo) -> np.ndarray:
         x = sample_batch(self.space, info.num_agents, self.stream.at(info.tick))
-        return x if self.space["type"] == "discrete" else x.astype(np.float32)
+        return x if self.space["type"] == "discrete" else x.astype(np.float32, copy=False)
 
 
 class PatternAgent:
