@@ -51,3 +51,35 @@ def test_direct_predictor_scores_the_held_out_steps(tmp_path, monkeypatch):
     assert res["h1"]["repeat_last"] == pytest.approx(float(np.mean(errs)), rel=1e-9)
     assert len(res["per_dim"]["direct"]) == 4 and res["h1"]["direct"] > 0
     assert res["h1_over_repeat_last"] == pytest.approx(res["h1"]["direct"] / res["h1"]["repeat_last"])
+
+
+def test_lunarlander_floor_replays_the_flight_over_other_terrains():
+    pytest.importorskip("Box2D", reason="LunarLander needs the envs extra (box2d)")
+    mod = _load("lunarlander_floor")
+    env = mod.TerrainLander(continuous=True)
+    acts = np.random.default_rng(0).uniform(-1, 1, (1000, 2)).astype(np.float32)
+    own, _ = mod.rollout(env, 1003, acts)
+    flat = np.full(mod.CHUNKS + 1, 0.5)
+    env.terrain = flat
+    env.reset(seed=1003)
+    ground = [f.shape.vertices[0][1] for f in env.moon.fixtures[1:]]
+    # the heights taken (LunarLander smooths each point with its neighbours: 0.33 * 3 of them)
+    assert ground[0] == pytest.approx(0.99 * 0.5) and ground[4] == pytest.approx(0.99 * env.helipad_y)
+    low, _ = mod.rollout(env, 1003, acts[:len(own) - 1], flat)
+    # the same seed's engine noise: identical until the lander touches one of the two grounds
+    touch = [np.flatnonzero(o[:, 6:8].any(1)) for o in (own, low)]
+    first = min([t[0] for t in touch if t.size] + [len(own), len(low)])
+    assert first > 20 and np.array_equal(own[:first], low[:first])
+    res = mod.measure(2, 8)
+    assert 0 < res["floor"] < res["repeat_last"] and res["ends"] == 2
+    f1, _ = mod.best_f1(np.array([1.0, 0.0, 0.5, 0.5]))
+    assert f1 == pytest.approx(2 * 2 / (2 * 2 + 1 + 0))  # predicting all three nonzero: tp 2, fp 1
+
+
+def test_swarm_floor_branches_from_the_whole_state():
+    mod = _load("swarm_floor")
+    ep = mod.episode(0, branches=6, every=40, max_steps=60)  # asserts that a copy replays its own tick
+    assert len(ep["spread"]) == len(ep["last"]) > 10
+    spread = np.array(ep["spread"])
+    assert (spread >= 0).all() and spread.sum() > 0  # others' noise and respawns move the next observation
+    assert np.array(ep["last"]).sum() > spread.sum()
