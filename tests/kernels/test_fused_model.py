@@ -52,7 +52,10 @@ def actions(space, b, g):
 
 
 def compare(pt, pr, tol, dtype, t):
-    for name in ("prior_logp", "reward", "cont", "h", "cont_logit"):
+    # Both paths carry the prior's probabilities (the next latent) beside its log-probabilities.
+    assert pt.prior_probs is not None and pr.prior_probs is not None
+    close(pt.prior_probs, pt.prior_logp.exp(), 1e-5)
+    for name in ("prior_logp", "reward", "cont", "h", "cont_logit", "prior_probs"):
         a, b = getattr(pt, name), getattr(pr, name)
         if name == "reward" and dtype == torch.bfloat16:
             # h differs by about 1% (flipped bf16 roundings); the reward's symexp multiplies that

@@ -135,10 +135,13 @@ def _step(wm, slab, slots, z, action, reset):
     hid, h = fused_linear(res, [f.weight for f in firsts], [f.bias for f in firsts], pro=PRO_RMS,
                           pro_a=bb.final_norm.weight, store_pro=True, eps=bb.cfg.norm_eps, stats_out=st)
     hid, st, lasts = _mlp_tail(hid, heads, True, st)
-    logp, _, reward, _, cont, logit = heads_out(hid, lasts, classes=wm.cfg.latent_classes, unimix=wm.cfg.unimix,
-                                                bins=wm.twohot.bins, eps=lasts[0][1].eps, stats=st)
-    return Prediction(prior_logp=logp.view(-1, wm.cfg.latent_vars, wm.cfg.latent_classes), reward=reward,
-                      cont=cont, h=h, cont_logit=logit)
+    logp, probs, reward, _, cont, logit = heads_out(hid, lasts, classes=wm.cfg.latent_classes, unimix=wm.cfg.unimix,
+                                                    bins=wm.twohot.bins, eps=lasts[0][1].eps, stats=st)
+    shape = (-1, wm.cfg.latent_vars, wm.cfg.latent_classes)
+    # The probabilities that heads_out leaves beside the log-probabilities are the next latent
+    # (`WorldModel.next_latent`), as the serving module path's are: no exp of prior_logp after.
+    return Prediction(prior_logp=logp.view(shape), reward=reward, cont=cont, h=h, cont_logit=logit,
+                      prior_probs=probs.view(shape))
 
 
 def observe(wm, slab, slots, obs, action, reset):
