@@ -2,6 +2,7 @@
 DEBUG model trained for a few updates, a few ticks. What they print is checked, not how well the
 tiny model plays."""
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +23,13 @@ def run_demo(name, args, cwd, env=None):
 
 
 def test_plan_pendulum(tmp_path):
-    out = run_demo("plan_pendulum.py", [*TINY, "--data-steps", "60", "--episodes", "2"], tmp_path)
+    out = run_demo("plan_pendulum.py", [*TINY, "--data-steps", "60", "--episodes", "2", "--episode-steps", "40"],
+                   tmp_path)
     assert "training a DEBUG world model" in out and "MPPIPlanner: 4608 imagined steps per decision" in out
-    assert "returns [" in out and "decision latency p50" in out
-    again = run_demo("plan_pendulum.py", ["--episodes", "1"], tmp_path)  # the trained run is reused
+    returns = ast.literal_eval(out.split("returns ")[1].split(":")[0])  # the list the demo prints
+    # 2 episodes of 40 steps: Pendulum's reward per step lies in [-16.3, 0]
+    assert len(returns) == 2 and all(-16.3 * 40 <= r <= 0 for r in returns) and "decision latency p50" in out
+    again = run_demo("plan_pendulum.py", ["--episodes", "1", "--episode-steps", "5"], tmp_path)  # the trained run is reused
     assert "using the model in runs/demo-pendulum" in again and "training" not in again
 
 

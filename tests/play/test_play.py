@@ -381,16 +381,20 @@ def test_cli_plays_and_refuses_bad_input(tmp_path):
     assert "re-sync" in _cli("--help").stdout
     bad = tmp_path / "keys.txt"
     bad.write_text("left = 0\nleft = 1\n")
-    for args, message in (
-            (["--keymap", str(bad)], "line 2: key 'left' is bound twice"),
-            (["--checkpoint", str(tmp_path / "missing")], "missing"),
-            (["--env-kwargs", "{nope"], "--env-kwargs is not JSON"),
-            (["--fps", "-1"], "--fps must be >= 0"),
-            (["--agent", "clever"], "unknown agent 'clever'"),
-            (["--env", "Pendulum-v1"], "space differs from the model's")):
-        out = _cli(*args, "--frames", "1")
-        assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
-        assert "Traceback" not in out.stderr
+    cases = ((["--keymap", str(bad)], "line 2: key 'left' is bound twice"),
+             (["--checkpoint", str(tmp_path / "missing")], "missing"),
+             (["--env-kwargs", "{nope"], "--env-kwargs is not JSON"),
+             (["--fps", "-1"], "--fps must be >= 0"),
+             (["--agent", "clever"], "unknown agent 'clever'"),
+             (["--env", "Pendulum-v1"], "space differs from the model's"))
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
+    procs = [subprocess.Popen([sys.executable, "-m", "worldssm", "play", *args, "--frames", "1"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for args, _ in cases]  # side by side: each is mostly the interpreter's start
+    for (args, message), proc in zip(cases, procs):
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2 and message in err, (args, err)
+        assert "Traceback" not in err
 
 
 def test_a_missing_extra_is_named(monkeypatch):
