@@ -31,7 +31,6 @@ bound on any predictor's F1 there).
 from __future__ import annotations
 
 import argparse
-import json
 
 import gymnasium as gym
 import numpy as np
@@ -172,18 +171,10 @@ def main() -> None:
     a = p.parse_args()
     if a.episodes < 1 or a.terrains < 1:
         p.error("--episodes and --terrains must be >= 1")
-    from worldssm.bench.env import git_sha
+    from worldssm.bench.env import record_script_result
 
     res = measure(a.episodes, a.terrains, a.seed)
-    res["command"] = "python scripts/lunarlander_floor.py " + " ".join(f"--{k} {v}" for k, v in vars(a).items() if k != "out")
-    res["git_sha"] = git_sha()
-    print(json.dumps(res, indent=1))
-    if a.out:
-        from pathlib import Path
-
-        from worldssm.atomic import atomic_write_text
-
-        atomic_write_text(Path(a.out), json.dumps(res, indent=1) + "\n")
+    record_script_result(res, "lunarlander_floor.py", a, a.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 
 import numpy as np
 
@@ -101,18 +100,10 @@ def main() -> None:
     a = p.parse_args()
     if min(a.episodes, a.branches, a.every) < 1:
         p.error("--episodes, --branches and --every must be >= 1")
-    from worldssm.bench.env import git_sha
+    from worldssm.bench.env import record_script_result
 
     res = measure(a.episodes, a.branches, a.every)
-    res["command"] = "python scripts/swarm_floor.py " + " ".join(f"--{k} {v}" for k, v in vars(a).items() if k != "out")
-    res["git_sha"] = git_sha()
-    print(json.dumps(res, indent=1))
-    if a.out:
-        from pathlib import Path
-
-        from worldssm.atomic import atomic_write_text
-
-        atomic_write_text(Path(a.out), json.dumps(res, indent=1) + "\n")
+    record_script_result(res, "swarm_floor.py", a, a.out)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,18 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def record_script_result(result: dict, script: str, args, out=None) -> None:
+    """An experiment script's result (scripts/NAME.py) with the command that made it (its
+    argparse options but --out) and the commit: printed as JSON and, with `out`, written
+    atomically there."""
+    opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out")
+    result.update(command=f"python scripts/{script} {opts}", git_sha=git_sha())
+    text = json.dumps(result, indent=1) + "\n"
+    print(text, end="")
+    if out:
+        atomic_write_text(Path(out), text)
+
+
 def save_result(result: dict, out_dir, stem: str) -> Path:
     """Write a benchmark's result atomically as OUT_DIR/STEM-YYYYmmdd-HHMMSS.json (the folder made
     if needed), record the path in `result["path"]` and return it."""
