@@ -83,3 +83,29 @@ def test_swarm_floor_branches_from_the_whole_state():
     spread = np.array(ep["spread"])
     assert (spread >= 0).all() and spread.sum() > 0  # others' noise and respawns move the next observation
     assert np.array(ep["last"]).sum() > spread.sum()
+
+
+def test_continue_probe_counts_every_end_and_scores_the_model_head(tmp_path):
+    from worldssm.data import RolloutDataset, collect
+    from worldssm.train import TrainConfig, Trainer
+
+    collect("CartPole-v1", 4, 300, tmp_path / "data", seed=0)
+    cfg = TrainConfig(preset="DEBUG", steps=2, batch_size=2, seq_len=16, log_every=1, checkpoint_every=2)
+    Trainer(tmp_path / "data", tmp_path / "run", cfg).run(progress=False)
+    import worldssm as ws
+
+    mod = _load("continue_probe")
+    model = ws.load(tmp_path / "run").eval()
+    train, held = RolloutDataset.load(tmp_path / "data").split(TrainConfig().val_fraction, TrainConfig().seed)
+    res = mod.probe(model, train.episodes, held.episodes, pos_weight=5.0, updates=5)
+    ends = sum(int(e["is_terminal"][1:].sum()) for e in held.episodes if len(e["reward"]) > 1)
+    assert res["held_ends"] == ends > 0 and res["train_ends"] > 0
+    own = res["model_head_held"]
+    assert own["tp"] + own["fn"] == ends  # every held-out end is a hit or a miss
+    assert mod.scores(torch_bool([1, 1, 0, 0]), torch_bool([1, 0, 1, 0])) == {"f1": 0.5, "tp": 1, "fp": 1, "fn": 1}
+
+
+def torch_bool(values):
+    import torch
+
+    return torch.tensor(values, dtype=torch.bool)

@@ -1,0 +1,94 @@
+"""Is the end of an episode in the world model's state? A probe for the fidelity issue's
+continue F1 (LunarLanderContinuous-v3: 0.59).
+
+    python scripts/continue_probe.py --run RUN --data DATA
+
+The trained model observes every episode of its data from the start; a fresh copy of its continue
+head is then trained on the training split's states h_t alone (the world model frozen) to say
+whether the episode ends at t+1, with the end's loss weighted `--pos-weight` times, and scored on
+the held-out split (`TrainConfig`'s split) beside the model's own head. If a head trained this way
+on the states does no better on held-out episodes than the model's own, the states do not carry
+the end, and no reweighting of the continue loss will find it. It also breaks the held-out ends
+down by kind where the env is LunarLander (out of bounds: |x| >= 1 at the end; otherwise a crash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import torch
+import torch.nn.functional as F
+
+
+def states(model, episodes):
+    """h_t [N, D] at every step t that has a next one, and whether t+1 ended the episode [N]."""
+    hs, ends = [], []
+    for e in episodes:
+        n = len(e["reward"])
+        if n < 2:
+            continue
+        first = torch.zeros(1, n, dtype=torch.bool)
+        first[0, 0] = True
+        with torch.no_grad():
+            _, pred = model.observe_sequence(torch.as_tensor(e["obs"][None]), torch.as_tensor(e["action"][None]), first)
+        hs.append(pred.h[0, :-1].float())
+        ends.append(torch.as_tensor(e["is_terminal"][1:]).bool())
+    return torch.cat(hs), torch.cat(ends)
+
+
+def scores(pred: torch.Tensor, true: torch.Tensor) -> dict:
+    tp, fp, fn = int((pred & true).sum()), int((pred & ~true).sum()), int((~pred & true).sum())
+    return {"f1": 2 * tp / max(2 * tp + fp + fn, 1), "tp": tp, "fp": fp, "fn": fn}
+
+
+def probe(model, train, held, pos_weight: float, updates: int = 1500, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    (ht, yt), (hv, yv) = states(model, train), states(model, held)
+    with torch.no_grad():
+        own = torch.sigmoid(-model.cont_head(hv).squeeze(-1)) > 0.5  # the head gives "goes on"
+    head = copy.deepcopy(model.cont_head)
+    opt = torch.optim.Adam(head.parameters(), 1e-3)
+    for _ in range(updates):
+        idx = torch.randint(0, len(ht), (1024,))
+        loss = F.binary_cross_entropy_with_logits(-head(ht[idx]).squeeze(-1), yt[idx].float(),
+                                                  pos_weight=torch.tensor(pos_weight))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pt, pv = (torch.sigmoid(-head(h).squeeze(-1)) > 0.5 for h in (ht, hv))
+    return {"pos_weight": pos_weight, "train_steps": len(ht), "train_ends": int(yt.sum()),
+            "held_steps": len(hv), "held_ends": int(yv.sum()), "model_head_held": scores(own, yv),
+            "probe_train": scores(pt, yt), "probe_held": scores(pv, yv)}
+
+
+def main() -> None:
+    import worldssm as ws
+    from worldssm.data import RolloutDataset
+    from worldssm.train import TrainConfig
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True, help="a trained run (worldssm train / bench fidelity --work)")
+    p.add_argument("--data", required=True, help="the rollouts it was trained on")
+    p.add_argument("--pos-weight", type=float, nargs="+", default=[1.0, 5.0, 20.0], help="weights of the end's loss")
+    p.add_argument("--updates", type=int, default=1500, help="probe training updates (batches of 1,024 states)")
+    p.add_argument("--out", help="write the result as JSON here")
+    a = p.parse_args()
+    model = ws.load(a.run).eval()
+    cfg = TrainConfig()
+    train, held = RolloutDataset.load(a.data).split(cfg.val_fraction, cfg.seed)
+    res = {"probes": [probe(model, train.episodes, held.episodes, w, a.updates) for w in a.pos_weight]}
+    if list(model.obs_space.get("shape", [])) == [8]:  # LunarLander's observation: the kinds of held-out ends
+        res["held_end_kinds"] = {}
+        for e in held.episodes:
+            if e["is_terminal"].any():
+                kind = "out_of_bounds" if abs(float(e["obs"][-1, 0])) >= 1 else "crash"
+                res["held_end_kinds"][kind] = res["held_end_kinds"].get(kind, 0) + 1
+    from worldssm.bench.env import record_script_result
+
+    record_script_result(res, "continue_probe.py", a, a.out)
+
+
+if __name__ == "__main__":
+    main()
