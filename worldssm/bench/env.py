@@ -55,7 +55,10 @@ def record_script_result(result: dict, script: str, args, out=None) -> None:
     """An experiment script's result (scripts/NAME.py) with the command that made it (its
     argparse options but --out) and the commit: printed as JSON and, with `out`, written
     atomically there."""
-    opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out")
+    def flag(k, v):
+        return f"--{k.replace('_', '-')} " + (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
+
+    opts = " ".join(flag(k, v) for k, v in vars(args).items() if k != "out")
     result.update(command=f"python scripts/{script} {opts}", git_sha=git_sha())
     text = json.dumps(result, indent=1) + "\n"
     print(text, end="")
