@@ -63,6 +63,22 @@ def probe(model, train, held, pos_weight: float, updates: int = 1500, seed: int 
             "probe_train": scores(pt, yt), "probe_held": scores(pv, yv)}
 
 
+def end_kinds(model, episodes) -> dict:
+    """LunarLander's held-out ends by kind (out of bounds: |x| >= 1 at the end; else a crash) and
+    how many of each the model's own head caught (said "ends" at the step before)."""
+    out: dict = {}
+    for e in episodes:
+        if len(e["reward"]) > 1 and e["is_terminal"][-1]:
+            h, _ = states(model, [e])
+            with torch.no_grad():
+                caught = bool(torch.sigmoid(-model.cont_head(h[-1:])).item() > 0.5)
+            kind = out.setdefault("out_of_bounds" if abs(float(e["obs"][-1, 0])) >= 1 else "crash",
+                                  {"ends": 0, "caught": 0})
+            kind["ends"] += 1
+            kind["caught"] += int(caught)
+    return out
+
+
 def main() -> None:
     import worldssm as ws
     from worldssm.data import RolloutDataset
@@ -79,12 +95,8 @@ def main() -> None:
     cfg = TrainConfig()
     train, held = RolloutDataset.load(a.data).split(cfg.val_fraction, cfg.seed)
     res = {"probes": [probe(model, train.episodes, held.episodes, w, a.updates) for w in a.pos_weight]}
-    if list(model.obs_space.get("shape", [])) == [8]:  # LunarLander's observation: the kinds of held-out ends
-        res["held_end_kinds"] = {}
-        for e in held.episodes:
-            if e["is_terminal"].any():
-                kind = "out_of_bounds" if abs(float(e["obs"][-1, 0])) >= 1 else "crash"
-                res["held_end_kinds"][kind] = res["held_end_kinds"].get(kind, 0) + 1
+    if list(model.obs_space.get("shape", [])) == [8]:  # LunarLander's observation
+        res["held_end_kinds"] = end_kinds(model, held.episodes)
     from worldssm.bench.env import record_script_result
 
     record_script_result(res, "continue_probe.py", a, a.out)
