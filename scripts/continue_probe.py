@@ -38,8 +38,10 @@ def states(model, episodes):
 
 
 def scores(pred: torch.Tensor, true: torch.Tensor) -> dict:
-    tp, fp, fn = int((pred & true).sum()), int((pred & ~true).sum()), int((~pred & true).sum())
-    return {"f1": 2 * tp / max(2 * tp + fp + fn, 1), "tp": tp, "fp": fp, "fn": fn}
+    """Precision, recall and F1 of the predicted ends, as the open-loop eval scores the continue head."""
+    from worldssm.train.evaluate import _end_scores
+
+    return _end_scores(pred.numpy(), true.numpy())
 
 
 def probe(model, train, held, pos_weight: float, updates: int = 1500, seed: int = 0) -> dict:

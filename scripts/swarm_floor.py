@@ -40,12 +40,13 @@ def episode(seed: int, branches: int, every: int, agents: int = 32, max_steps: i
     born = {int(i): 0 for i in env.agent_ids}
     all_obs, spread, last = [obs], [], []
     for t in range(max_steps - 1):
+        scored = t >= min_age and t % every == 0
         ids = env.agent_ids.copy()
-        state = copy.deepcopy(env)
+        state = copy.deepcopy(env) if scored else None  # the whole world before this tick
         act = food_seeking_actions(env, rng, noise)
         nxt, _, term, trunc, info = env.step(act)
         all_obs.append(nxt)
-        if t >= min_age and t % every == 0:
+        if scored:
             replay = copy.deepcopy(state).step(act)[0]  # the copy is the whole state: same draws, same tick
             assert np.array_equal(replay, nxt), "a copy of the world did not replay its own tick"
             outs, acts = [], []
@@ -67,14 +68,9 @@ def episode(seed: int, branches: int, every: int, agents: int = 32, max_steps: i
             born[int(i)] = t + 1
         if trunc.any() or env.num_agents == 0:
             break
-        obs = _current_obs(env, nxt, term, info)
+        # the live agents' observations in `env.agent_ids` order: survivors', then newcomers' first ones
+        obs = np.concatenate([nxt[~term], info["spawned_obs"]]).astype(np.float64)
     return {"obs": np.concatenate(all_obs), "spread": spread, "last": last}
-
-
-def _current_obs(env, nxt, term, info):
-    """The live agents' observations in `env.agent_ids` order: survivors' new ones, then the
-    newcomers' first ones."""
-    return np.concatenate([nxt[~term], info["spawned_obs"]]).astype(np.float64)
 
 
 def measure(episodes: int, branches: int, every: int) -> dict:

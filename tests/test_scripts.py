@@ -100,12 +100,7 @@ def test_continue_probe_counts_every_end_and_scores_the_model_head(tmp_path):
     res = mod.probe(model, train.episodes, held.episodes, pos_weight=5.0, updates=5)
     ends = sum(int(e["is_terminal"][1:].sum()) for e in held.episodes if len(e["reward"]) > 1)
     assert res["held_ends"] == ends > 0 and res["train_ends"] > 0
-    own = res["model_head_held"]
-    assert own["tp"] + own["fn"] == ends  # every held-out end is a hit or a miss
-    assert mod.scores(torch_bool([1, 1, 0, 0]), torch_bool([1, 0, 1, 0])) == {"f1": 0.5, "tp": 1, "fp": 1, "fn": 1}
-
-
-def torch_bool(values):
-    import torch
-
-    return torch.tensor(values, dtype=torch.bool)
+    steps = sum(len(e["reward"]) - 1 for e in held.episodes if len(e["reward"]) > 1)
+    for scored in (res["model_head_held"], res["probe_held"]):  # every held-out step and end, scored
+        assert scored["steps"] == steps and scored["terminal_steps"] == ends
+    assert res["probe_train"]["terminal_steps"] == res["train_ends"]

@@ -367,10 +367,17 @@ def test_the_agent_can_drive_from_the_start():
 
 
 # ----- the command line -------------------------------------------------------------------------
-def _cli(*args, cwd=None):
+def _cli_popen(*args, cwd=None):
+    """`worldssm play ARGS` started headless, its output captured."""
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
-    return subprocess.run([sys.executable, "-m", "worldssm", "play", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return subprocess.Popen([sys.executable, "-m", "worldssm", "play", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _cli(*args, cwd=None):
+    proc = _cli_popen(*args, cwd=cwd)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_cli_plays_and_refuses_bad_input(tmp_path):
@@ -387,10 +394,7 @@ def test_cli_plays_and_refuses_bad_input(tmp_path):
              (["--fps", "-1"], "--fps must be >= 0"),
              (["--agent", "clever"], "unknown agent 'clever'"),
              (["--env", "Pendulum-v1"], "space differs from the model's"))
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
-    procs = [subprocess.Popen([sys.executable, "-m", "worldssm", "play", *args, "--frames", "1"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for args, _ in cases]  # side by side: each is mostly the interpreter's start
+    procs = [_cli_popen(*args, "--frames", "1") for args, _ in cases]  # side by side: each is mostly the interpreter's start
     for (args, message), proc in zip(cases, procs):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 2 and message in err, (args, err)
