@@ -125,3 +125,42 @@ def test_vector_env_same_step_autoreset(pendulum_run, pendulum_data):
     assert all(env.single_observation_space.contains(o) for o in obs)
     with pytest.raises(ValueError, match="autoreset_mode must be one of"):
         DreamVectorEnv(pendulum_run, 2, data=pendulum_data, autoreset_mode="sometimes")
+
+
+def test_decoded_observations_are_clipped_into_the_space(pendulum_run, pendulum_data, monkeypatch):
+    env = DreamVectorEnv(pendulum_run, 4, data=pendulum_data, max_steps=50)
+    env.reset(seed=0)
+    act = np.zeros((4, 1), np.float32)
+    env.step(act)  # the real start observations
+    imagine = env.dreams.engine.imagine
+
+    def wild(slots, actions, decode=False):  # a diverged decoder: far outside the space
+        out = imagine(slots, actions, decode)
+        obs = out.obs.clone()
+        obs[0], obs[1] = 1e6, -1e6
+        return out._replace(obs=obs)
+
+    monkeypatch.setattr(env.dreams.engine, "imagine", wild)
+    obs = env.step(act)[0]
+    space = env.single_observation_space
+    assert obs.dtype == np.float32
+    np.testing.assert_array_equal(obs[0], space.high)
+    np.testing.assert_array_equal(obs[1], space.low)
+    assert all(space.contains(o) for o in obs)
+    np.testing.assert_array_equal(env.dreams.obs, obs), "the next real-row step would read the clipped ones"
+
+
+def test_image_dreams_round_into_uint8():
+    import types
+
+    import torch
+
+    from worldssm.dream import Dreams
+
+    stub = types.SimpleNamespace(observation_space=gym.spaces.Box(0, 255, (1, 2, 3), np.uint8))
+    decoded = torch.tensor([[[[-7.0, 0.4, 0.6], [127.5, 254.6, 900.0]]]])
+    want = np.array([[[[0, 0, 1], [128, 255, 255]]]], np.uint8)
+    for given in (decoded, decoded.numpy()):  # decoded on the engine's device, or a real start
+        got = Dreams._clip(stub, given)
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, want)

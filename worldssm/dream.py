@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from worldssm.errors import WorldssmError, require
 
@@ -122,6 +123,11 @@ class Dreams:
         self.engine = Engine(model, n, device=device, sample=sample, state_dtype=state_dtype)
         self.model, self.n, self.contexts, self.max_steps, self.sample = model, n, contexts, max_steps, sample
         self.observation_space = _obs_space(model, contexts)
+        # the space's bounds on the engine's device: decoded observations are clipped there, before
+        # they are copied out (numpy's clip with per-dimension bounds loops over the rows: 0.3 ms
+        # for 16,384 three-dimensional rows on the 2-core machine, the GPU idle meanwhile)
+        box = self.observation_space
+        self._bounds = tuple(torch.as_tensor(b, device=self.engine.device) for b in (box.low, box.high))
         from worldssm.spaces import space_from_dict
 
         space = space_from_dict(model.action_space)
@@ -183,11 +189,11 @@ class Dreams:
         if not real.any():  # every row dreams on: one imagine, its outputs as they come
             out = self.engine.imagine(self.slots[rows], actions, decode=True)
             out_rew, out_cont = out.reward.cpu().numpy(), out.cont.cpu().numpy()
-            new_obs = out.obs.cpu().numpy()
+            obs = self._clip(out.obs)
         else:
             idx = np.arange(self.n)[rows]
             out_rew, out_cont = np.zeros(k, np.float32), np.zeros(k, np.float32)
-            new_obs = np.zeros((k, *self.model.obs_shape), np.float32)
+            obs = np.zeros((k, *self.model.obs_shape), self.observation_space.dtype)
             for pick, observe in ((np.flatnonzero(real), True), (np.flatnonzero(~real), False)):
                 if pick.size == 0:
                     continue
@@ -197,10 +203,9 @@ class Dreams:
                 else:
                     out = self.engine.imagine(self.slots[r], actions[pick], decode=True)
                 out_rew[pick], out_cont[pick] = out.reward.cpu().numpy(), out.cont.cpu().numpy()
-                new_obs[pick] = out.obs.cpu().numpy()
+                obs[pick] = self._clip(out.obs)
         self.real[rows] = False
         self.steps[rows] += 1
-        obs = self._clip(new_obs)
         self.obs[rows] = obs
         if self.sample:
             terminated = rng.random(k) >= out_cont
@@ -209,11 +214,18 @@ class Dreams:
         truncated = (self.steps[rows] >= self.max_steps) & ~terminated
         return obs, out_rew, terminated, truncated
 
-    def _clip(self, obs: np.ndarray) -> np.ndarray:
+    def _clip(self, obs: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Observations [B, *obs_shape] (decoded ones on the engine's device, or real ones) in
+        the observation space, as numpy: images rounded to uint8 (a quarter of the bytes to copy
+        out)."""
         space = self.observation_space
+        if isinstance(obs, np.ndarray):
+            if space.dtype == np.uint8:
+                return np.clip(np.rint(obs), 0, 255).astype(np.uint8)
+            return np.clip(obs, space.low, space.high).astype(np.float32)
         if space.dtype == np.uint8:
-            return np.clip(np.rint(obs), 0, 255).astype(np.uint8)
-        return np.clip(obs, space.low, space.high).astype(np.float32)
+            return torch.round(obs).clamp_(0, 255).to(torch.uint8).cpu().numpy()
+        return torch.clamp(obs.float(), *self._bounds).cpu().numpy()
 
 
 class DreamEnv(gym.Env):

@@ -162,6 +162,7 @@ class Engine:
         # page-locked host buffers of `_to_device`, each with the event of its last copy
         self._inputs: list[list] = [[None, None] for _ in range(_INPUT_BUFFERS)]
         self._next_input = 0
+        self._no_resets = torch.zeros(0, dtype=torch.bool, device=self.device)
         self._build_steps()
 
     # ----- slots --------------------------------------------------------------------------------
@@ -392,7 +393,10 @@ class Engine:
             return self._numpy_output(*self._numpy_imagine(s, a), decode)
         with self._no_grad():
             st, at = self._to_device(s, a)
-            out = self._steps["imagine", decode](st, torch.zeros_like(st, dtype=torch.bool), at)
+            if self._no_resets.shape[0] < b:  # `reset` of an imagined step: all False, kept
+                self._no_resets = torch.zeros(max(b, 2 * self._no_resets.shape[0]), dtype=torch.bool,
+                                              device=self.device)
+            out = self._steps["imagine", decode](st, self._no_resets[:b], at)
             return self._output(*out)
 
     # ----- internals ----------------------------------------------------------------------------
