@@ -284,15 +284,21 @@ def _alloc(*shape, dtype, device) -> torch.Tensor:
     return torch.empty(*shape, dtype=dtype, device=device)
 
 
+# The largest batch of each of `_tiles`' first three tiers (tests lower them, so that the
+# interpreter reaches every tier with few rows).
+TILE_ROWS = (16, 64, 256)
+
+
 def _tiles(rows: int, wide: bool) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps) of a projection by batch: at small B, narrow column tiles
     spread the weight bytes over many SMs; at large B, bigger tiles. `wide`: the in-projection,
     which also holds two [K-1, BLOCK_M, BLOCK_N] conv tiles, so it takes fewer rows and more warps."""
-    if rows <= 16:
+    few, some, many = TILE_ROWS
+    if rows <= few:
         return 16, (32 if wide else 16), 4
-    if rows <= 64:  # 16 x 16 tiles for both: 57.8 us per BASE step at 64 agents against 82.6 with 32 x 32 (H100)
+    if rows <= some:  # 16 x 16 tiles for both: 57.8 us per BASE step at 64 agents against 82.6 with 32 x 32 (H100)
         return 16, 16, 4
-    if rows <= 256:  # 127.5 us at 256 against 139.9 with 32 x 32 (H200)
+    if rows <= many:  # 127.5 us at 256 against 139.9 with 32 x 32 (H200)
         return 16, 32, 4
     return (32, 64, 8) if wide else (64, 64, 8)
 

@@ -13,6 +13,7 @@ from tests.kernels.triton_here import require_triton
 
 DEV = require_triton()
 
+import worldssm.kernels.step.layer as layer_mod  # noqa: E402
 from worldssm.kernels.step.layer import mamba2_layer_step_triton  # noqa: E402
 from worldssm.model import preset  # noqa: E402
 from worldssm.model.mamba2 import Mamba2Mixer, RMSNorm  # noqa: E402
@@ -46,8 +47,14 @@ def fused(norm, mixer, res, conv, ssm, slots, reset):
                                     out_weight=mixer.out_proj.weight, norm_eps=norm.eps, **kw)
 
 
-@pytest.mark.parametrize("b,d_conv", [(1, 4), (5, 2), (23, 3), (300, 4)])
-def test_layer_matches_reference_and_leaves_other_slots_alone(b, d_conv):
+# Every tile tier of `layer._tiles`: 1 and 5 rows the first, 23 the second; the last two cases
+# lower the tiers' bounds so that 40 rows take the third tier and then the fourth (two row blocks
+# of 32, the second partial) instead of running 300 rows in the interpreter.
+@pytest.mark.parametrize("b,d_conv,tiers", [(1, 4, None), (5, 2, None), (23, 3, None), (40, 3, (4, 8, 64)),
+                                            (40, 4, (4, 8, 16))])
+def test_layer_matches_reference_and_leaves_other_slots_alone(b, d_conv, tiers, monkeypatch):
+    if tiers is not None:
+        monkeypatch.setattr(layer_mod, "TILE_ROWS", tiers)
     cfg, norm, mixer = layer(d_conv)
     s = b + 7
     conv_r, ssm_r = slab(cfg, s)
