@@ -160,7 +160,9 @@ def test_image_dreams_round_into_uint8():
     stub = types.SimpleNamespace(observation_space=gym.spaces.Box(0, 255, (1, 2, 3), np.uint8))
     decoded = torch.tensor([[[[-7.0, 0.4, 0.6], [127.5, 254.6, 900.0]]]])
     want = np.array([[[[0, 0, 1], [128, 255, 255]]]], np.uint8)
-    for given in (decoded, decoded.numpy()):  # decoded on the engine's device, or a real start
-        got = Dreams._clip(stub, given)
+    decoded_on_device = Dreams._bounded(stub, decoded)
+    assert decoded_on_device.dtype == torch.uint8
+    real_start = Dreams._clip(stub, decoded.numpy())
+    for got in (decoded_on_device.numpy(), real_start):
         assert got.dtype == np.uint8
         np.testing.assert_array_equal(got, want)

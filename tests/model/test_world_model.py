@@ -195,8 +195,8 @@ def test_trainer_sets_the_statistics_of_its_training_data(pendulum_data, tmp_pat
 
     trainer = Trainer(pendulum_data, tmp_path / "run", TrainConfig(preset="DEBUG", steps=1, batch_size=2, seq_len=16))
     mean, std = trainer.train_set.obs_stats()
-    np.testing.assert_allclose(trainer.model.obs_loc.numpy(), mean, rtol=1e-6)
-    np.testing.assert_allclose(trainer.model.obs_scale.numpy(), np.maximum(std, 1e-3), rtol=1e-6)
+    np.testing.assert_allclose(trainer.model.obs_loc.cpu().numpy(), mean, rtol=1e-6)
+    np.testing.assert_allclose(trainer.model.obs_scale.cpu().numpy(), np.maximum(std, 1e-3), rtol=1e-6)
     assert "obs_loc" in trainer.model.state_dict(), "saved with the weights"
 
 
