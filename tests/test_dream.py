@@ -147,7 +147,7 @@ def test_decoded_observations_are_clipped_into_the_space(pendulum_run, pendulum_
     np.testing.assert_array_equal(obs[0], space.high)
     np.testing.assert_array_equal(obs[1], space.low)
     assert all(space.contains(o) for o in obs)
-    np.testing.assert_array_equal(env.dreams.obs, obs), "the next real-row step would read the clipped ones"
+    np.testing.assert_array_equal(env.dreams.obs, obs)  # what a row's next observe would read
 
 
 def test_image_dreams_round_into_uint8():

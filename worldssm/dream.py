@@ -214,9 +214,9 @@ class Dreams:
 
     def _clip(self, obs: np.ndarray) -> np.ndarray:
         """Real observations [B, *obs_shape] (a start's context) in the observation space."""
-        if self.observation_space.dtype == np.uint8:
-            return np.clip(np.rint(obs), 0, 255).astype(np.uint8)
         space = self.observation_space
+        if space.dtype == np.uint8:
+            return np.clip(np.rint(obs), 0, 255).astype(np.uint8)
         return np.clip(obs, space.low, space.high).astype(np.float32)
 
     def _bounded(self, obs: torch.Tensor) -> torch.Tensor:
