@@ -162,7 +162,6 @@ class Engine:
         # page-locked host buffers of `_to_device`, each with the event of its last copy
         self._inputs: list[list] = [[None, None] for _ in range(_INPUT_BUFFERS)]
         self._next_input = 0
-        self._no_resets = torch.zeros(0, dtype=torch.bool, device=self.device)
         self._build_steps()
 
     # ----- slots --------------------------------------------------------------------------------
@@ -393,9 +392,6 @@ class Engine:
             return self._numpy_output(*self._numpy_imagine(s, a), decode)
         with self._no_grad():
             st, at = self._to_device(s, a)
-            if self._no_resets.shape[0] < b:  # `reset` of an imagined step: all False, kept
-                self._no_resets = torch.zeros(max(b, 2 * self._no_resets.shape[0]), dtype=torch.bool,
-                                              device=self.device)
             out = self._steps["imagine", decode](st, self._no_resets[:b], at)
             return self._output(*out)
 
@@ -466,6 +462,8 @@ class Engine:
         # The numpy step reads and writes the slab through numpy views that share the tensors'
         # memory; `grow` replaces the tensors, so the views are taken again here.
         self._numpy_slab = None if self._numpy is None else {k: t.numpy() for k, t in self.slab.tensors.items()}
+        # `reset` of an imagined step, all False: one per slot, as a call holds distinct owned slots
+        self._no_resets = torch.zeros(self.capacity, dtype=torch.bool, device=self.device)
         cores = {("observe", False): self._observe_core, ("imagine", False): self._imagine_core}
         cores["observe", True] = self._decoding(self._observe_core)
         cores["imagine", True] = self._decoding(self._imagine_core)
