@@ -109,15 +109,15 @@ class EnsembleEngine:
     def fork_observed(self, slots, obs, n: int = 1, resets=None) -> np.ndarray:
         return self._all("fork_observed", slots, obs, n, resets)
 
-    def observe(self, slots, obs, actions, resets=None, decode: bool = False):
+    def observe(self, slots, obs, actions, resets=None, decode: bool = False, latents: bool = True):
         """Every member observes; the prediction returned is member 0's."""
-        return self._all("observe", slots, obs, actions, resets, decode)
+        return self._all("observe", slots, obs, actions, resets, decode, latents)
 
-    def imagine(self, slots, actions, decode: bool = False):
+    def imagine(self, slots, actions, decode: bool = False, latents: bool = True):
         """Every member imagines the step; the reward is their mean, the continue probability the
         lowest member's (cont="mean": exp of their mean log continue; `log_cont` its log); z, obs
         and h are member 0's."""
-        outs = [e.imagine(slots, actions, decode) for e in self.engines]
+        outs = [e.imagine(slots, actions, decode, latents) for e in self.engines]
         reward = torch.stack([o.reward.float() for o in outs]).mean(0)
         logs = torch.stack([o.log_cont.float() for o in outs])
         log_cont = logs.min(0).values if self.cont == "min" else logs.mean(0)

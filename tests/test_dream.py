@@ -134,8 +134,8 @@ def test_decoded_observations_are_clipped_into_the_space(pendulum_run, pendulum_
     env.step(act)  # the real start observations
     imagine = env.dreams.engine.imagine
 
-    def wild(slots, actions, decode=False):  # a diverged decoder: far outside the space
-        out = imagine(slots, actions, decode)
+    def wild(slots, actions, decode=False, latents=True):  # a diverged decoder: far outside the space
+        out = imagine(slots, actions, decode, latents)
         obs = out.obs.clone()
         obs[0], obs[1] = 1e6, -1e6
         return out._replace(obs=obs)

@@ -185,7 +185,7 @@ class Dreams:
         real = self.real[rows]
         k = real.size
         if not real.any():  # every row dreams on: one imagine, its outputs as they come
-            out = self.engine.imagine(self.slots[rows], actions, decode=True)
+            out = self.engine.imagine(self.slots[rows], actions, decode=True, latents=False)
             # one copy out for the three (views of the engine's buffer until its next copy)
             out_rew, out_cont, obs = (a.copy() for a in self.engine.to_host(out.reward, out.cont, self._bounded(out.obs)))
         else:
@@ -197,9 +197,10 @@ class Dreams:
                     continue
                 r = idx[pick]
                 if observe:
-                    out = self.engine.observe(self.slots[r], self.obs[r], actions[pick], self.first[r], decode=True)
+                    out = self.engine.observe(self.slots[r], self.obs[r], actions[pick], self.first[r], decode=True,
+                                              latents=False)
                 else:
-                    out = self.engine.imagine(self.slots[r], actions[pick], decode=True)
+                    out = self.engine.imagine(self.slots[r], actions[pick], decode=True, latents=False)
                 out_rew[pick], out_cont[pick], obs[pick] = self.engine.to_host(out.reward, out.cont,
                                                                                 self._bounded(out.obs))
         self.real[rows] = False

@@ -164,9 +164,10 @@ def test_which_step_the_engine_runs():
 
 
 def test_bfloat16_backbone_tracks_float32():
-    """precision="bfloat16" casts the backbone only (states, latents, heads stay float32), runs
-    the PyTorch step, and follows the float32 engine over 12 steps to bf16 rounding; "auto" on
-    CPU is float32 (the numpy step)."""
+    """precision="bfloat16" casts the backbone only (SSM states, latents, heads stay float32; the
+    conv states, past in-projection rows, are kept as the bfloat16 rows they are), runs the
+    PyTorch step, and follows the float32 engine over 12 steps to bf16 rounding; "auto" on CPU
+    is float32 (the numpy step)."""
     obs, act = obs_actions(4, 12, seed=3)
     ref = Engine(randomise_parameters(debug_model(), 0), 8)
     low = Engine(randomise_parameters(debug_model(), 0), 8, precision="bfloat16")
@@ -174,7 +175,9 @@ def test_bfloat16_backbone_tracks_float32():
     assert (low.precision, low.impl) == ("bfloat16", "torch")
     assert low.model.backbone.final_norm.weight.dtype == torch.bfloat16
     assert low.model.in_proj.weight.dtype == torch.float32
-    assert all(t.dtype == torch.float32 for t in low.slab.tensors.values())
+    assert all(t.dtype == (torch.bfloat16 if k.endswith(".conv") else torch.float32)
+               for k, t in low.slab.tensors.items())
+    assert all(t.dtype == torch.float32 for t in ref.slab.tensors.values())
     s, s2 = ref.join(4), low.join(4)
     for t in range(12):
         first = np.full(4, t == 0)
@@ -324,6 +327,40 @@ def test_graph_path_padding_matches_eager(monkeypatch):
     assert [m.calls for m in made] == [[4, 4], [], [], [4]], "two observes and one decoding imagine, padded to 4"
     for k, t in eager.slab.tensors.items():
         torch.testing.assert_close(padded.slab.tensors[k][:8], t[:8])
+
+
+@pytest.mark.parametrize("impl", ["numpy", "torch", "graphs"])
+def test_latents_false_leaves_out_z_and_h_and_nothing_else(impl, monkeypatch):
+    """observe / imagine with latents=False: z and h are None (under graphs they are not copied
+    out), every other output and every state are what latents=True gives, also for 0 rows."""
+    import worldssm.kernels.graphs as graphs
+
+    monkeypatch.setattr(graphs, "GraphedStep", FakeGraphedStep)
+    engines = []
+    for _ in range(2):
+        e = engine(impl="numpy" if impl == "numpy" else "torch")
+        if impl == "graphs":
+            e.use_graphs, e.buckets = True, (4,)
+            e._build_steps()
+        e.join(6)
+        engines.append(e)
+    full, light = engines
+    obs, act = obs_actions(3, 3, seed=9)
+    s = np.array([4, 0, 2])
+    for t in range(3):
+        r = np.full(3, t == 0)
+        if t < 2:
+            a, b = full.observe(s, obs[t], act[t], r, decode=t == 1), light.observe(s, obs[t], act[t], r, decode=t == 1,
+                                                                                   latents=False)
+        else:
+            a, b = full.imagine(s, act[t], decode=True), light.imagine(s, act[t], decode=True, latents=False)
+        assert a.z is not None and a.h is not None and b.z is None and b.h is None
+        for name in ("reward", "cont", "log_cont") + (("obs",) if t else ()):
+            assert torch.equal(getattr(a, name), getattr(b, name)), (t, name)
+    for k, v in full.slab.tensors.items():
+        assert torch.equal(light.slab.tensors[k], v), k
+    none = light.imagine(np.zeros(0, np.int64), act[0][:0], latents=False)
+    assert none.z is None and none.h is None and none.reward.shape == (0,)
 
 
 def test_warm_steps_each_bucket_once_and_changes_no_agent(monkeypatch):

@@ -66,6 +66,37 @@ def test_cuda_engine_defaults_to_a_bfloat16_backbone_that_tracks_float32():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bfloat16_conv_rows_lose_nothing_on_the_split_path(monkeypatch):
+    """A bfloat16 backbone keeps its conv rows in bfloat16 (`Mamba2Backbone.state_spec`); above
+    LAYER_MAX_BATCH agents (the split path: cuBLAS's bfloat16 in-projection rows) the step gives
+    what float32 conv rows give, over observes with resets and imagines."""
+    from worldssm.kernels.step.layer import LAYER_MAX_BATCH
+    from worldssm.model.mamba2 import Mamba2Backbone
+
+    torch.manual_seed(0)
+    model = WorldModel(preset("BASE"), VEC_OBS, BOX_ACT)
+    low = Engine(copy.deepcopy(model), 1100, device="cuda")
+    spec = Mamba2Backbone.state_spec
+    monkeypatch.setattr(Mamba2Backbone, "state_spec", lambda self, sd=None: {
+        k: (shape, torch.float32 if k.endswith(".conv") else dt) for k, (shape, dt) in spec(self, sd).items()})
+    wide = Engine(model, 1100, device="cuda")
+    assert low.slab.tensors["0.conv"].dtype == torch.bfloat16 and wide.slab.tensors["0.conv"].dtype == torch.float32
+    n = LAYER_MAX_BATCH + 60
+    slots = low.join(n)
+    assert (wide.join(n) == slots).all()
+    obs, act = obs_actions(n, 6, seed=5)
+    rng = np.random.default_rng(1)
+    for t in range(6):
+        r = rng.random(n) < (1.0 if t == 0 else 0.1)
+        a = low.observe(slots, obs[t], act[t], r, decode=True) if t < 3 else low.imagine(slots, act[t], decode=True)
+        b = wide.observe(slots, obs[t], act[t], r, decode=True) if t < 3 else wide.imagine(slots, act[t], decode=True)
+        for name in ("reward", "cont", "obs", "z"):
+            torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=0, atol=1e-6)
+    for k, v in wide.slab.tensors.items():
+        torch.testing.assert_close(low.slab.tensors[k][:n].float(), v[:n].float(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_engine_with_bfloat16_states_tracks_float32_states():
     """The graphed Triton step with bfloat16 SSM rows: the slab holds bfloat16, and rewards,
     continues and decoded observations stay close to float32 rows with the same weights."""

@@ -168,6 +168,38 @@ def test_fused_observe_and_imagine_equal_the_module_path(space, mlp_layers, dtyp
         assert launched.count("_rows_heads") == 2 * STEPS and launched.count("_rows_linear") == 3 * STEPS * (mlp_layers + 1)
 
 
+@pytest.mark.parametrize("mlp_layers,b,plan", [(1, 5, "broadcast"), (2, 24, "rows"), (2, 24, "tiles")])
+def test_the_fused_decoder_equals_the_module_path(mlp_layers, b, plan, monkeypatch):
+    """`WorldModel.decode` of [B, V*K] latents runs the decoder's MLP in fused launches
+    (`fused.decode_mlp`) where the fused step serves, and equals the module path's decoder; other
+    shapes (an open-loop rollout's [B, T, ...]) take the module path."""
+    import worldssm.kernels.mlp.triton as mlp
+
+    monkeypatch.setattr(mlp, "SMALL_ROWS", 16)
+    if plan == "rows":
+        monkeypatch.setattr(mlp, "ROWS_FROM", 16)
+    if plan == "tiles":
+        monkeypatch.setattr(mlp, "TILES_FROM", 16)
+        small = dict(block_m=16, block_n=32, block_k=16, warps=4, stages=2)
+        monkeypatch.setattr(mlp, "TILE_PLAN", small)
+        monkeypatch.setattr(mlp, "HEADS_TILE_PLAN", small)
+    tri, ref = models({"type": "discrete", "n": 3}, mlp_layers)
+    calls = []
+    real = fused.decode_mlp
+    monkeypatch.setattr(fused, "decode_mlp", lambda *a: calls.append(a[1].shape) or real(*a))
+    cfg = tri.cfg
+    g = torch.Generator().manual_seed(b)
+    z = torch.softmax(torch.randn(b, cfg.latent_vars, cfg.latent_classes, generator=g), -1).flatten(1).to(DEV)
+    h = torch.randn(b, cfg.backbone.d_model, generator=g).to(DEV)
+    with torch.no_grad():
+        got, want = tri.decode(z, h), ref.decode(z, h)
+        assert got.shape == want.shape == (b, 7)
+        close(got, want, 1e-4, "decoded observation")
+        assert calls == [(b, cfg.latent_vars * cfg.latent_classes)]
+        close(tri.decode(z[None], h[None])[0], want, 1e-4, "module path")
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("path", ["v1", "split"])
 def test_the_fused_heads_take_the_residual_of_the_cublas_paths(path, monkeypatch):
     """`residual_fused` on the v1 and split paths returns the residual before the final norm, so the

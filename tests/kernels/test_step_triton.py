@@ -175,6 +175,28 @@ def test_bf16_state_storage_stays_within_tolerance(t, h, step):
     close(ssm_kb.float(), ssm_rb.float(), torch.bfloat16, "bf16 state vs bf16 reference")
 
 
+@pytest.mark.parametrize("step", [mamba2_step_ref, mamba2_step_triton, mamba2_step_split], ids=["ref", "v1", "split"])
+def test_bf16_conv_storage_of_bf16_activations_loses_nothing(step):
+    """A bfloat16 backbone's in-projection rows are bfloat16, and the conv state keeps past rows:
+    stored in bfloat16 (`Mamba2Backbone.state_spec` with bfloat16 weights), every step gives
+    bit for bit what a float32 conv state gives, over steps with resets."""
+    h, p, n, k, b, t = 3, 5, 4, 4, 3, 5
+    zx, conv, ssm, slots, _, kw = make(h, p, n, k, b, 6, seed=7)
+    g = torch.Generator().manual_seed(8)
+    zxs = torch.randn(b, t, zx.shape[1], generator=g).to(DEV, torch.bfloat16)
+    resets = (torch.rand(b, t, generator=g) < 0.25).to(DEV)
+    conv = conv.to(torch.bfloat16).float()  # a state that bfloat16 holds exactly
+    conv_bf, ssm_bf = conv.to(torch.bfloat16), ssm.clone()
+    y32 = run_steps(step, zxs, resets, conv, ssm, slots, kw)
+    ybf = run_steps(step, zxs, resets, conv_bf, ssm_bf, slots, kw)
+    assert conv_bf.dtype == torch.bfloat16
+    assert torch.equal(ybf, y32)
+    assert torch.equal(ssm_bf, ssm)
+    assert torch.equal(conv_bf.float(), conv)
+    # what the conv state keeps is the in-projection's x, B and C columns as they came
+    assert torch.equal(conv_bf[slots, -1], zxs[:, -1, h * p:2 * h * p + 2 * n])
+
+
 @pytest.mark.parametrize("t", [1, 13])
 @STEPS
 def test_kernel_steps_equal_kernel_scan(t, step):

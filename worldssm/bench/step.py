@@ -556,7 +556,7 @@ def run(out_dir=None, batches=BATCHES, reps: int = 200, compile_arm: bool = True
         "auto_rule": auto_rule(), "serving_tf32": serving_tf32(),
         "backbone_ratios": ratios,
         "shape": {"preset": "BASE", "d_model": 256, "n_layers": 4, "H": 8, "P": 64, "N": 64, "K": 4,
-                  "weights": "bfloat16", "ssm_state": "float32", "conv_state": "float32",
+                  "weights": "bfloat16", "ssm_state": "float32", "conv_state": "bfloat16",
                   "slots": "random permutation of B+1 slots", "reset_fraction": 0.01},
         "rows": rows, "step_kernel_alone": kernel_rows,
     }

@@ -64,7 +64,7 @@ class EngineInputError(WorldssmError, ValueError):
 class EngineOutput(NamedTuple):
     """The model's prediction for each agent's next step (rows follow the call's slots)."""
 
-    z: torch.Tensor  # latent drawn for the next step [B, V*K]
+    z: torch.Tensor | None  # latent drawn for the next step [B, V*K] (None: asked without `latents`)
     reward: torch.Tensor  # predicted reward on arriving there [B]
     cont: torch.Tensor  # probability the episode continues there [B]
     obs: torch.Tensor | None  # decoded next observation [B, *obs_shape], when asked for
@@ -72,8 +72,18 @@ class EngineOutput(NamedTuple):
     # safe states by it)
     log_cont: torch.Tensor
     # the feature the reward and continue heads read [B, D], in the backbone's dtype (a planner's
-    # value reads it too)
+    # value reads it too; None: asked without `latents`)
     h: torch.Tensor | None = None
+
+
+def _drop_latents(out: tuple, latents: bool) -> tuple:
+    """A step core's outputs (z, reward, cont, log_cont, h[, obs]) with z and h None unless `latents`."""
+    return out if latents else (None, *out[1:4], None, *out[5:])
+
+
+def _eager(core):
+    """A step core called as the engine's steps are: `latents=False` leaves out z and h."""
+    return lambda *a, latents=True: _drop_latents(core(*a), latents)
 
 
 def _as_numpy(x, what: str) -> np.ndarray:
@@ -99,8 +109,9 @@ class Engine:
         impl: "auto" (numpy on CPU when `numpy_step.supports` the model, else torch), "numpy"
             (an error where it cannot run) or "torch".
         precision: the backbone's weights: "bfloat16" (the model's backbone is cast in place;
-            states, encoder, latents and heads stay float32, as training's autocast keeps
-            them), "float32", or "auto": bfloat16 on CUDA, float32 elsewhere. On CUDA the
+            SSM states, encoder, latents and heads stay float32, as training's autocast keeps
+            them; the conv states, which hold past in-projection outputs, follow the weights:
+            `Mamba2Backbone.state_spec`), "float32", or "auto": bfloat16 on CUDA, float32 elsewhere. On CUDA the
             float32 encoder, heads and decoder multiply on TF32 inputs unless WORLDSSM_TF32=0
             (`worldssm.kernels.serving_tf32`; about 1% on the predictions, like the bf16 backbone).
         state_dtype: how the slab stores each Mamba-2 layer's SSM state, the bulk of an agent's
@@ -347,7 +358,7 @@ class Engine:
             return self.model.posterior_latent(torch.as_tensor(o, device=self.device), self.sample, self.generator)
 
     # ----- the two verbs ------------------------------------------------------------------------
-    def observe(self, slots, obs, actions, resets=None, decode: bool = False) -> EngineOutput:
+    def observe(self, slots, obs, actions, resets=None, decode: bool = False, latents: bool = True) -> EngineOutput:
         """The agents in `slots` saw `obs` and took `actions`.
 
         Args:
@@ -356,6 +367,10 @@ class Engine:
             actions: actions a_t [B] (discrete) or [B, *act_shape] (box).
             resets: bool [B]; True starts a new episode (state zeroed first). Default none.
             decode: also decode the predicted next observation.
+            latents: False leaves `z` and `h` out of the output (None). Under CUDA graphs they
+                are the step's two largest outputs, copied out of the graph's buffers at every
+                call (at 16,384 BASE agents 80 MB, read and written); a caller that reads only
+                rewards, continues and observations (a dream env, a tick) skips that.
 
         Raises:
             EngineInputError / SlabError: nothing changed.
@@ -368,31 +383,32 @@ class Engine:
         if r.shape != (b,) or r.dtype != np.bool_:
             raise EngineInputError(f"resets must be bool [{b}], got {r.dtype} {r.shape}")
         if b == 0:
-            return self._empty(decode)
+            return self._empty(decode, latents)
         if self._numpy is not None:
-            return self._numpy_output(*self._numpy_observe(s, r, o, a), decode)
+            return self._numpy_output(*self._numpy_observe(s, r, o, a), decode, latents)
         with self._no_grad():
-            out = self._steps["observe", decode](*self._to_device(s, r, o, a))
+            out = self._steps["observe", decode](*self._to_device(s, r, o, a), latents=latents)
             return self._output(*out)
 
-    def imagine(self, slots, actions, decode: bool = False) -> EngineOutput:
+    def imagine(self, slots, actions, decode: bool = False, latents: bool = True) -> EngineOutput:
         """The agents in `slots` take `actions` in the step they were last predicted into.
 
         Args:
             slots: owned, distinct slots int64 [B].
             actions: actions [B] or [B, *act_shape].
             decode: also decode the predicted next observation.
+            latents: as in `observe`.
         """
         s = self._slots(slots)
         b = s.shape[0]
         a = self._actions(actions, b)
         if b == 0:
-            return self._empty(decode)
+            return self._empty(decode, latents)
         if self._numpy is not None:
-            return self._numpy_output(*self._numpy_imagine(s, a), decode)
+            return self._numpy_output(*self._numpy_imagine(s, a), decode, latents)
         with self._no_grad():
             st, at = self._to_device(s, a)
-            out = self._steps["imagine", decode](st, self._no_resets[:b], at)
+            out = self._steps["imagine", decode](st, self._no_resets[:b], at, latents=latents)
             return self._output(*out)
 
     # ----- internals ----------------------------------------------------------------------------
@@ -468,7 +484,7 @@ class Engine:
         cores["observe", True] = self._decoding(self._observe_core)
         cores["imagine", True] = self._decoding(self._imagine_core)
         if not self.use_graphs:
-            self._steps = cores
+            self._steps = {key: _eager(core) for key, core in cores.items()}
             return
         from worldssm.kernels.graphs import GraphedStep
 
@@ -476,27 +492,35 @@ class Engine:
 
         def graphed(core):
             graph = GraphedStep(core, self.buckets, self.slab.scratch_slot)
+
             # Graph outputs are views of static buffers that the next replay overwrites: copy
-            # them. A batch above the largest bucket runs eagerly (launches are a small share
-            # of a step that size).
-            return lambda *a: tuple(t.clone() for t in graph(*a)) if a[0].shape[0] <= largest else core(*a)
+            # them (z and h only where asked for). A batch above the largest bucket runs eagerly
+            # (launches are a small share of a step that size).
+            def step(*a, latents: bool = True):
+                if a[0].shape[0] > largest:
+                    return _eager(core)(*a, latents=latents)
+                return tuple(None if t is None else t.clone() for t in _drop_latents(graph(*a), latents))
+            return step
 
         self._steps = {key: graphed(core) for key, core in cores.items()}
 
     def _output(self, z, rew, cont, log_cont, h, obs=None) -> EngineOutput:
         return EngineOutput(z, rew.float(), cont.float(), obs, log_cont.float(), h)
 
-    def _numpy_output(self, z, rew, logit, h, decode: bool) -> EngineOutput:
+    def _numpy_output(self, z, rew, logit, h, decode: bool, latents: bool = True) -> EngineOutput:
         obs = torch.from_numpy(self._numpy.decode(z, h)) if decode else None
         # The continue logit's sigmoid and log-sigmoid in numpy: a torch op here wakes torch's
         # thread pool between numpy's BLAS calls (log_sigmoid of 640 values cost 6 ms).
         log_cont = -np.logaddexp(np.float32(0.0), -logit)
-        return EngineOutput(torch.from_numpy(z), torch.from_numpy(rew), torch.from_numpy(np.exp(log_cont)), obs,
-                            torch.from_numpy(log_cont), torch.from_numpy(h))
+        return EngineOutput(torch.from_numpy(z) if latents else None, torch.from_numpy(rew),
+                            torch.from_numpy(np.exp(log_cont)), obs, torch.from_numpy(log_cont),
+                            torch.from_numpy(h) if latents else None)
 
-    def _empty(self, decode: bool) -> EngineOutput:
+    def _empty(self, decode: bool, latents: bool = True) -> EngineOutput:
         v = self.slab.spec["engine.z"][0][0]
         e = torch.zeros(0, device=self.device)
         obs = torch.zeros(0, *self.obs_shape, device=self.device) if decode else None
+        if not latents:
+            return EngineOutput(None, e, e, obs, e, None)
         return EngineOutput(torch.zeros(0, v, dtype=self.dtype, device=self.device), e, e, obs, e,
                             torch.zeros(0, self.model.cfg.backbone.d_model, device=self.device))

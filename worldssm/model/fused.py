@@ -114,6 +114,23 @@ def _latent_from_obs(wm, obs):
     return z
 
 
+def decode_mlp(wm, z, h_prev):
+    """The vector decoder's MLP on [z | h_prev] in fused launches: `run_mlp(wm.decoder, ...)`
+    within rounding, each LayerNorm + SiLU folded into the next layer's prologue and its
+    statistics into the previous layer's epilogue (3 launches and one concatenation at two
+    hidden layers, where the module path takes 2 GEMMs, 2 LayerNorms, 2 SiLUs and a GEMM)."""
+    from worldssm.kernels.mlp.triton import PRO_LN_SILU, fused_linear
+
+    x = torch.cat([z, h_prev.to(z.dtype)], -1).to(torch.float32).contiguous()
+    lins, _ = _layers(wm.decoder)
+    st = _stats(x, lins[0].out_features, 1)
+    y, _ = fused_linear(x, [lins[0].weight], [lins[0].bias], stats_out=st)
+    y, st, ((last, ln),) = _mlp_tail(y, [wm.decoder], False, st)
+    out, _ = fused_linear(y, [last.weight], [last.bias], pro=PRO_LN_SILU, ln=([ln.weight], [ln.bias]), eps=ln.eps,
+                          stats_in=st)
+    return out
+
+
 def _step(wm, slab, slots, z, action, reset):
     from worldssm.kernels.mlp.triton import (
         PRO_RMS,

@@ -2,7 +2,7 @@
 
 `forward(x, state, resets)` runs the chunked scan over [B, T, D] for training; `step(state, x,
 reset)` advances one token for serving; T steps equal one forward over T. Per layer and agent the
-recurrent state is `conv [K-1, H*P + 2N]` (float32) and `ssm [H, P, N]` (float32 or bfloat16),
+recurrent state is `conv [K-1, H*P + 2N]` (float32, or bfloat16 with bfloat16 weights) and `ssm [H, P, N]` (float32 or bfloat16),
 whatever the agent's age. `step_slots` advances rows of a preallocated slab in place, addressed
 by slot indices: the engine's path.
 """
@@ -111,15 +111,22 @@ class Mamba2Backbone(nn.Module):
     def state_spec(self, state_dtype: str | None = None) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """Per-agent state tensors: name -> (shape without the batch dim, dtype). `state_dtype`
         ("float32" or "bfloat16") overrides the config's storage of the SSM states; the step
-        kernels follow the dtype of the tensors they are given."""
+        kernels follow the dtype of the tensors they are given.
+
+        The conv state holds the last K-1 in-projection outputs (x, B, C) as they were computed:
+        in bfloat16 where the weights are bfloat16 (a serving engine's backbone), so it is stored
+        in the weights' dtype and nothing is lost on the module and split paths (cuBLAS gives
+        bfloat16 rows); the layer and one-launch paths round their float32 rows to bfloat16 as
+        they store them. That halves the bytes of its read and write at every step."""
         c = self.cfg
         sd = c.state_dtype if state_dtype is None else state_dtype
         if sd not in ("float32", "bfloat16"):
             raise ValueError(f"state_dtype must be 'float32' or 'bfloat16', got {sd!r}")
         ssm_dtype = torch.bfloat16 if sd == "bfloat16" else torch.float32
+        conv_dtype = torch.bfloat16 if self.mixers[0].in_proj.weight.dtype == torch.bfloat16 else torch.float32
         spec = {}
         for i in range(c.n_layers):
-            spec[f"{i}.conv"] = ((c.d_conv - 1, c.conv_dim), torch.float32)
+            spec[f"{i}.conv"] = ((c.d_conv - 1, c.conv_dim), conv_dtype)
             spec[f"{i}.ssm"] = ((c.n_heads, c.head_dim, c.d_state), ssm_dtype)
         return spec
 

@@ -178,12 +178,16 @@ class WorldModel(nn.Module):
                 zeros at an episode's first step), as in DreamerV3's (deter, stoch) features.
         """
         from worldssm.kernels import tf32_matmuls
+        from worldssm.model import fused
 
-        with tf32_matmuls(z.device):  # a serving step's products (`serving_tf32`); training never calls this
-            if self.obs_kind == "image":
-                out = self.decoder(torch.cat([z, h_prev.to(z.dtype)], -1))
-            else:
-                out = run_mlp(self.decoder, torch.cat([z, h_prev.to(z.dtype)], -1))
+        if z.dim() == 2 and fused.why_not_fused(self, False, z.shape[0]) is None:
+            out = fused.decode_mlp(self, z, h_prev)  # the engine's serving path (CUDA)
+        else:
+            with tf32_matmuls(z.device):  # a serving step's products (`serving_tf32`); training never calls this
+                if self.obs_kind == "image":
+                    out = self.decoder(torch.cat([z, h_prev.to(z.dtype)], -1))
+                else:
+                    out = run_mlp(self.decoder, torch.cat([z, h_prev.to(z.dtype)], -1))
         if self.obs_kind == "image":
             return ((out.float() + 0.5) * 255.0).clamp(0, 255)
         x = symexp(out.float())

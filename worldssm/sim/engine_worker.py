@@ -149,7 +149,7 @@ class EngineWorker:
             out = self.engine.observe(
                 np.concatenate([p.slots for p in payloads]), np.concatenate([p.obs for p in payloads]),
                 np.concatenate([p.actions if a is None else a for p, a in zip(payloads, planned)]),
-                np.concatenate([p.resets for p in payloads]))
+                np.concatenate([p.resets for p in payloads]), latents=False)
             # np.stack copies out of to_host's buffer, which _dream_step reuses
             both = np.stack(self.engine.to_host(out.reward, out.cont)).astype(np.float32, copy=False)
         self._dream_step(d_act)
@@ -213,9 +213,9 @@ class EngineWorker:
             slots = self.d_slots[rows]
             if observe:
                 o = self.engine.observe(slots, self.d_obs[rows], d_act[rows], np.ones(slots.size, bool),
-                                        decode=self.decode)
+                                        decode=self.decode, latents=False)
             else:
-                o = self.engine.imagine(slots, d_act[rows], decode=self.decode)
+                o = self.engine.imagine(slots, d_act[rows], decode=self.decode, latents=False)
             host = self.engine.to_host(o.reward, o.cont, *((o.obs,) if self.decode else ()))
             self.d_reward[rows], self.d_cont[rows] = host[0], host[1]
             if self.decode:
