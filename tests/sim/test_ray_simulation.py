@@ -1,8 +1,12 @@
 """The Simulation under Ray: security settings, compiled graph vs plain calls vs local, 2
 EngineActors on CPU, recovery from killed actors, rejected ticks. One Ray session per module."""
 
+import faulthandler
 import os
 import signal
+import tempfile
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +17,33 @@ from worldssm.sim import SimConfig, Simulation, start_ray
 from worldssm.sim.ids import DREAM_OWNER, OWNER_SHIFT
 
 pytestmark = pytest.mark.ray
+
+
+STALL_S = 240  # a test here takes well under a minute; past this its driver's stacks are kept
+
+
+@pytest.fixture(autouse=True)
+def stall_stacks(request):
+    """Where a test here stalls (a CI run once spent 29 minutes in the tick that met a killed
+    actor, past every Ray timeout), the stacks of the driver's threads after STALL_S seconds:
+    faulthandler's own thread writes them (it needs neither the GIL nor a Ray call) to a file
+    that outlives the run, and a warning names it. Off where pytest's own faulthandler_timeout
+    is set."""
+    if float(request.config.getini("faulthandler_timeout") or 0) > 0:
+        yield
+        return
+    path = Path(tempfile.gettempdir()) / f"worldssm-stall-{os.getpid()}-{request.node.name}.txt"
+    with open(path, "w") as f:
+        faulthandler.dump_traceback_later(STALL_S, file=f)
+        try:
+            yield
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+    if path.stat().st_size:
+        warnings.warn(f"{request.node.nodeid} stalled past {STALL_S} s; the driver's stacks then: {path}",
+                      stacklevel=1)
+    else:
+        path.unlink()
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,20 @@ chain of work (`timing.py`).
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from dataclasses import dataclass
 
 from worldssm.errors import TickRejected
 from worldssm.sim.shells import pin_thread
 from worldssm.sim.topology import Topology
+
+log = logging.getLogger(__name__)
+
+# The longest a Compiled Graph's teardown may take before the actors whose graph loop is still
+# running are killed (see `CompiledExecutor.teardown`); never more than the tick's timeout.
+TEARDOWN_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -63,8 +71,8 @@ class LocalExecutor:
                 for j, (a, c) in enumerate(zip(self.engine_actors, eng_ctrl))]
         return outs, [r for _, r in steps]
 
-    def teardown(self):
-        pass
+    def teardown(self) -> list:
+        return []
 
 
 class PlainExecutor:
@@ -94,8 +102,8 @@ class PlainExecutor:
         got = self.ray.get(outs + [r for _, r in steps], timeout=self.timeout_s)
         return got[:len(outs)], got[len(outs):]
 
-    def teardown(self):
-        pass
+    def teardown(self) -> list:
+        return []
 
 
 class CompiledExecutor:
@@ -129,6 +137,8 @@ class CompiledExecutor:
         from worldssm.sim.actors import InputNode, MultiOutputNode
 
         self.ray, self.timeout_s = ray, timeout_s
+        self.teardown_s = min(float(timeout_s), TEARDOWN_S)
+        self.cdag = None
         n_env, self.n_eng = topo.n_env, topo.n_engine
         self.cpus = layout(topo, ray) if pin_cpus else []
         env_cpus = self.cpus[:n_env] if self.cpus else [None] * n_env
@@ -177,13 +187,46 @@ class CompiledExecutor:
                 os.sched_setaffinity(0, mask)
         return got[:self.n_eng], got[self.n_eng:]
 
-    def teardown(self):
-        if self.cdag is not None:
+    def teardown(self) -> list:
+        """Tear the graph down in bounded time; returns the actors it had to kill (usually none).
+
+        Ray's teardown (Ray 2.60, `compiled_dag_node.py`) waits for every actor's graph loop to
+        exit: up to 30 s per actor for its cancel task, then `RAY_CGRAPH_teardown_timeout` (30 s)
+        per loop, then, unless `kill_actors=True`, a `ray.get` on the loop with no timeout; it also
+        waits, unbounded, for the graph's monitor thread when that one started the teardown after
+        an actor died. A surviving actor whose loop never sees its channels close would hold the
+        caller there for good. So the teardown runs in a helper thread and the caller waits at
+        most `teardown_s`; then the actors whose loop is still running are killed (their loop
+        task fails, which ends Ray's wait), and the Simulation restarts them like any dead actor
+        (an EngineActor from its last snapshot). `kill_actors=True` is not used: it kills every
+        actor of the graph, always."""
+        cdag, self.cdag = self.cdag, None
+        if cdag is None:
+            return []
+        done = threading.Event()
+
+        def run():
             try:
-                self.cdag.teardown()
+                cdag.teardown()
             except Exception:  # noqa: BLE001 - a graph broken by a dead actor may refuse teardown
                 pass
-            self.cdag = None
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="worldssm-graph-teardown", daemon=True).start()
+        if done.wait(self.teardown_s):
+            return []
+        loops = dict(getattr(cdag, "worker_task_refs", None) or {})
+        stuck = [a for a, ref in loops.items() if not self.ray.wait([ref], timeout=0)[0]]
+        log.warning("Compiled Graph teardown still running after %g s; killing %d actor(s) whose "
+                    "graph loop has not exited", self.teardown_s, len(stuck))
+        for a in stuck:
+            try:
+                self.ray.kill(a)
+            except Exception:  # noqa: BLE001 - already dead
+                pass
+        done.wait(self.teardown_s)  # returns once Ray sees the killed loops fail; bounded anyway
+        return stuck
 
 
 def layout(topo: Topology, ray) -> list:

@@ -342,21 +342,41 @@ class Simulation:
         return out
 
     # ----- faults -------------------------------------------------------------------------------
-    def _alive(self, actor) -> int | None:
-        """The actor's last processed tick, or None if it is dead."""
-        try:
-            return int(self.ray.get(actor.ping.remote(), timeout=self.cfg.timeout_s))
-        except Exception:  # noqa: BLE001 - any failure to answer means we replace it
-            return None
+    def _alive(self, actors: list) -> list[int | None]:
+        """Each actor's last processed tick, or None where it is dead or does not answer within
+        `timeout_s` (all asked at once: one deadline for all). One that does not answer is killed
+        here, so that it cannot run on beside its replacement (a Compiled Graph loop still polling
+        its channels keeps a core busy)."""
+        refs = []
+        for a in actors:
+            try:
+                refs.append(a.ping.remote())
+            except Exception:  # noqa: BLE001 - a handle that cannot take a call is dead
+                refs.append(None)
+        live = [r for r in refs if r is not None]
+        if live:
+            self.ray.wait(live, num_returns=len(live), timeout=self.cfg.timeout_s)
+        out = []
+        for a, r in zip(actors, refs):
+            try:
+                out.append(None if r is None else int(self.ray.get(r, timeout=0)))
+            except Exception:  # noqa: BLE001 - any failure to answer means we replace it
+                out.append(None)
+                try:
+                    self.ray.kill(a)
+                except Exception:  # noqa: BLE001 - already dead
+                    pass
+        return out
 
     def _recover(self, t: int, exc: BaseException) -> None:
         """Tick `t` failed: restart dead actors, restore, rebuild the graph, account ticks lost."""
         self.recoveries += 1
         if self.recoveries > self.cfg.max_recoveries:
             raise WorldssmError(f"giving up after {self.cfg.max_recoveries} recoveries; last fault: {exc}") from exc
+        # Bounded: an actor whose graph loop does not stop is killed there and restarted below.
         self._exec.teardown()
-        last = [self._alive(a) for a in self.engine_actors]
-        env_alive = [self._alive(a) is not None for a in self.env_actors]
+        alive = self._alive(self.engine_actors + self.env_actors)
+        last, env_alive = alive[:self.topo.n_engine], [d is not None for d in alive[self.topo.n_engine:]]
         for j, done in enumerate(last):
             if done is not None:
                 continue
