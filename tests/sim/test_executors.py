@@ -1,9 +1,11 @@
-"""The Compiled Graph executor's teardown is bounded (a fake graph and a fake `ray`: no Ray here)."""
+"""The Compiled Graph executor's teardown is bounded, and which errors count as faults (a fake graph
+and a fake `ray`: no Ray here)."""
 
 import threading
 import time
+import types
 
-from worldssm.sim.executors import CompiledExecutor
+from worldssm.sim.executors import CompiledExecutor, is_fault
 
 
 class _Ref:
@@ -62,3 +64,31 @@ def test_a_teardown_that_finishes_kills_nothing():
     ex = executor(refs, teardown_s=5.0)
     graph = ex.cdag
     assert ex.teardown() == [] and ex.ray.killed == [] and graph.calls == 1
+
+
+class GetTimeoutError(Exception):
+    pass
+
+
+class RayActorError(Exception):
+    pass
+
+
+def test_faults_are_rays_errors_themselves_wrapped_or_chained():
+    ray = types.SimpleNamespace(exceptions=types.SimpleNamespace(GetTimeoutError=GetTimeoutError,
+                                                                 RayActorError=RayActorError))
+    assert is_fault(ray, RayActorError("died"))
+    wrapped = RuntimeError("remote")
+    wrapped.cause = RayActorError("died")
+    assert is_fault(ray, wrapped)
+    try:  # what CompiledDAGRef.get raises when the graph loops' errors do not come within 10 s
+        try:
+            raise GetTimeoutError("10 s")
+        except GetTimeoutError as t:
+            raise Exception("Timed out when getting the actor execution loop exception.") from t
+    except Exception as e:  # noqa: BLE001
+        assert is_fault(ray, e)
+    assert not is_fault(ray, ValueError("a bug"))
+    chained = ValueError("a bug")
+    chained.__cause__ = KeyError("another bug")
+    assert not is_fault(ray, chained)

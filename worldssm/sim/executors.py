@@ -256,9 +256,13 @@ _FAULTS = ("RayActorError", "ActorDiedError", "RayChannelError", "RayChannelTime
 
 
 def is_fault(ray, exc: BaseException) -> bool:
-    """Whether a failed `run` means a dead actor (restart and restore) rather than a bug."""
+    """Whether a failed `run` means a dead actor (restart and restore) rather than a bug: one of
+    Ray's fault errors, or an error whose `cause` (Ray's wrapped remote error) or `__cause__` is
+    one. A Compiled Graph read that meets a closed channel and then times out (10 s) waiting
+    for the graph loops' own errors raises a plain Exception from a GetTimeoutError (Ray 2.60,
+    `CompiledDAGRef.get`): a fault too, where the error alone would end the simulation."""
     kinds = tuple(k for k in (getattr(ray.exceptions, n, None) for n in _FAULTS) if k is not None)
-    return isinstance(exc, kinds) or isinstance(getattr(exc, "cause", None), kinds)
+    return any(isinstance(e, kinds) for e in (exc, getattr(exc, "cause", None), exc.__cause__))
 
 
 def rejection_reason(exc: BaseException) -> str | None:
