@@ -2,8 +2,8 @@
 
 `forward(x, state, resets)` runs the chunked scan over [B, T, D] for training; `step(state, x,
 reset)` advances one token for serving; T steps equal one forward over T. Per layer and agent the
-recurrent state is `conv [K-1, H*P + 2N]` (float32, or bfloat16 with bfloat16 weights) and `ssm [H, P, N]` (float32 or bfloat16),
-whatever the agent's age. `step_slots` advances rows of a preallocated slab in place, addressed
+recurrent state is `conv [K-1, H*P + 2N]` (the weights' dtype) and `ssm [H, P, N]` (float32 or
+bfloat16), whatever the agent's age. `step_slots` advances rows of a preallocated slab in place, addressed
 by slot indices: the engine's path.
 """
 
