@@ -112,8 +112,9 @@ class Engine:
             SSM states, encoder, latents and heads stay float32, as training's autocast keeps
             them; the conv states, which hold past in-projection outputs, follow the weights:
             `Mamba2Backbone.state_spec`), "float32", or "auto": bfloat16 on CUDA, float32
-            elsewhere. On CUDA the float32 encoder, heads and decoder multiply on TF32 inputs unless WORLDSSM_TF32=0
-            (`worldssm.kernels.serving_tf32`; about 1% on the predictions, like the bf16 backbone).
+            elsewhere. On CUDA the float32 encoder, heads and decoder multiply on TF32 inputs
+            unless WORLDSSM_TF32=0 (`worldssm.kernels.serving_tf32`; about 1% on the
+            predictions, like the bf16 backbone).
         state_dtype: how the slab stores each Mamba-2 layer's SSM state, the bulk of an agent's
             bytes: "float32", "bfloat16" (half the bytes a step reads and writes; updates are
             computed in float32 and rounded on store), or None: the model's config. The weights
