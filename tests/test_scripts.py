@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -104,3 +105,17 @@ def test_continue_probe_counts_every_end_and_scores_the_model_head(tmp_path):
     for scored in (res["model_head_held"], res["probe_held"]):  # every held-out step and end, scored
         assert scored["steps"] == steps and scored["terminal_steps"] == ends
     assert res["probe_train"]["terminal_steps"] == res["train_ends"]
+    # the head on [h_t, z_{t+1}]: z from the posterior of the real o_{t+1} and from the prior at t
+    h, y, post, prior = mod.states(model, held.episodes, latents=True)
+    assert len(h) == len(y) == len(post) == len(prior) == steps
+    v, k = model.cfg.latent_vars, model.cfg.latent_classes
+    assert post.shape[1] == prior.shape[1] == v * k
+    torch.testing.assert_close(prior.view(-1, v, k).sum(-1), torch.ones(steps, v))  # probabilities
+    ep = next(e for e in held.episodes if len(e["reward"]) > 1)
+    with torch.no_grad():
+        want = model.latent(model.posterior(torch.as_tensor(ep["obs"][1:2])))[0]
+    torch.testing.assert_close(mod.states(model, [ep], latents=True)[2][0], want)  # z_{t+1} is o_{t+1}'s
+    res = mod.probe_next_latent(model, train.episodes, held.episodes, pos_weight=5.0, updates=5)
+    assert res["held_ends"] == ends
+    for scored in (res["probe_held_posterior_z"], res["probe_held_prior_z"]):
+        assert scored["steps"] == steps and scored["terminal_steps"] == ends
