@@ -21,8 +21,8 @@ class ScriptedEngine(Engine):
         super().__init__(model, capacity, impl="torch")
         self.rule, self.calls, self.rows = rule, 0, []
 
-    def imagine(self, slots, actions, decode=False):
-        out = super().imagine(slots, actions, decode)
+    def imagine(self, slots, actions, decode=False, latents=True):
+        out = super().imagine(slots, actions, decode, latents)
         self.calls += 1
         self.rows.append(len(slots))
         reward, cont = self.rule(np.asarray(actions))

@@ -137,7 +137,7 @@ class DreamableCartPole(TrueCartPole):
         self.s[forks] = np.repeat(self.s[np.asarray(slots)], n, axis=0)
         return forks
 
-    def imagine(self, slots, actions, decode=False):
+    def imagine(self, slots, actions, decode=False, latents=True):
         out = super().imagine(slots, actions)
         out.h = torch.as_tensor(self.s[slots], dtype=torch.float32)
         out.obs = out.h if decode else None
