@@ -5,6 +5,7 @@ import faulthandler
 import os
 import signal
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -33,17 +34,43 @@ def stall_stacks(request):
         yield
         return
     path = Path(tempfile.gettempdir()) / f"worldssm-stall-{os.getpid()}-{request.node.name}.txt"
+    tasks = path.with_suffix(".threads.txt")
+    # The threads as the kernel sees them, a second later (a daemon timer: it needs the GIL, which
+    # a thread blocked in Ray's native code has released): in a stall on 2026-12-08 the main
+    # thread sat in mmap and another thread of the driver spun in madvise for 20 minutes.
+    timer = threading.Timer(STALL_S + 1, _dump_threads, (tasks,))
+    timer.daemon = True
     with open(path, "w") as f:
         faulthandler.dump_traceback_later(STALL_S, file=f)
+        timer.start()
         try:
             yield
         finally:
             faulthandler.cancel_dump_traceback_later()
+            timer.cancel()
     if path.stat().st_size:
-        warnings.warn(f"{request.node.nodeid} stalled past {STALL_S} s; the driver's stacks then: {path}",
-                      stacklevel=1)
+        warnings.warn(f"{request.node.nodeid} stalled past {STALL_S} s; the driver's stacks then: {path}, "
+                      f"its threads: {tasks}", stacklevel=1)
     else:
         path.unlink()
+        tasks.unlink(missing_ok=True)
+
+
+def _dump_threads(path: Path) -> None:
+    """Each thread of this process: name, state, kernel wait channel, user and system CPU ticks,
+    and the kernel stack where it can be read (Linux /proc; root for the stack)."""
+    lines = []
+    for task in sorted(Path(f"/proc/{os.getpid()}/task").iterdir(), key=lambda t: int(t.name)):
+        def read(name, task=task):
+            try:
+                return (task / name).read_text().strip()
+            except OSError as exc:
+                return f"({exc.strerror})"
+        stat = read("stat").rsplit(")", 1)[-1].split()
+        cpu = f"utime {stat[11]} stime {stat[12]}" if len(stat) > 12 else ""
+        lines.append(f"{task.name} {read('comm')} state {stat[0] if stat else '?'} wchan {read('wchan')} {cpu}")
+        lines += ["    " + ln for ln in read("stack").splitlines()]
+    path.write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture(scope="module")
