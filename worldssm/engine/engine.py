@@ -370,7 +370,7 @@ class Engine:
             decode: also decode the predicted next observation.
             latents: False leaves `z` and `h` out of the output (None). Under CUDA graphs they
                 are the step's two largest outputs, copied out of the graph's buffers at every
-                call (at 16,384 BASE agents 80 MB, read and written); a caller that reads only
+                call (at 16,384 BASE agents 84 MB, read and written); a caller that reads only
                 rewards, continues and observations (a dream env, a tick) skips that.
 
         Raises:
