@@ -119,3 +119,45 @@ def test_continue_probe_counts_every_end_and_scores_the_model_head(tmp_path):
     assert res["held_ends"] == ends
     for scored in (res["probe_held_posterior_z"], res["probe_held_prior_z"]):
         assert scored["steps"] == steps and scored["terminal_steps"] == ends
+
+
+def test_dream_step_ab_arms_undo_one_change_each_and_new_restores_them():
+    from tests.engine.engine_helpers import debug_model, obs_actions
+    from worldssm.engine.engine import Engine
+    from worldssm.model import fused
+    from worldssm.model.mamba2 import Mamba2Backbone
+
+    mod = _load("dream_step_ab")
+    shipped = (Mamba2Backbone.state_spec, fused.decode_mlp, Engine.imagine, Engine.observe)
+    try:
+        def conv_dtype():
+            return Engine(debug_model(), 4, precision="bfloat16").slab.tensors["0.conv"].dtype
+
+        def light_z():
+            eng = Engine(debug_model(), 4, impl="torch")
+            s = eng.join(2)
+            obs, act = obs_actions(2, 2, seed=1)
+            eng.observe(s, obs[0], act[0], np.ones(2, bool), latents=False)
+            return eng.imagine(s, act[1], latents=False).z
+
+        assert conv_dtype() == torch.bfloat16 and light_z() is None
+        mod.arm("conv32")
+        assert conv_dtype() == torch.float32 and light_z() is None and fused.decode_mlp is shipped[1]
+        mod.arm("decmod")
+        assert conv_dtype() == torch.bfloat16 and fused.decode_mlp is not shipped[1]
+        model = debug_model()
+        z = torch.rand(3, model.cfg.latent_vars * model.cfg.latent_classes)
+        h = torch.randn(3, model.cfg.backbone.d_model)
+        from worldssm.model.nets import run_mlp
+
+        torch.testing.assert_close(fused.decode_mlp(model, z, h), run_mlp(model.decoder, torch.cat([z, h], -1)))
+        mod.arm("latents")
+        assert light_z() is not None and fused.decode_mlp is shipped[1]
+        mod.arm("old")
+        assert conv_dtype() == torch.float32 and light_z() is not None and fused.decode_mlp is not shipped[1]
+        mod.arm("new")
+        assert (Mamba2Backbone.state_spec, fused.decode_mlp, Engine.imagine, Engine.observe) == shipped
+        with pytest.raises(ValueError, match="arm must be one of"):
+            mod.arm("fast")
+    finally:
+        Mamba2Backbone.state_spec, fused.decode_mlp, Engine.imagine, Engine.observe = shipped
