@@ -76,14 +76,9 @@ class EngineOutput(NamedTuple):
     h: torch.Tensor | None = None
 
 
-def _drop_latents(out: tuple, latents: bool) -> tuple:
-    """A step core's outputs (z, reward, cont, log_cont, h[, obs]) with z and h None unless `latents`."""
-    return out if latents else (None, *out[1:4], None, *out[5:])
-
-
-def _eager(core):
-    """A step core called as the engine's steps are: `latents=False` leaves out z and h."""
-    return lambda *a, latents=True: _drop_latents(core(*a), latents)
+def _ignoring_latents(core):
+    """A step core called as the graphed steps are (`latents` only spares their copies out)."""
+    return lambda *a, latents=True: core(*a)
 
 
 def _as_numpy(x, what: str) -> np.ndarray:
@@ -384,12 +379,13 @@ class Engine:
         if r.shape != (b,) or r.dtype != np.bool_:
             raise EngineInputError(f"resets must be bool [{b}], got {r.dtype} {r.shape}")
         if b == 0:
-            return self._empty(decode, latents)
-        if self._numpy is not None:
-            return self._numpy_output(*self._numpy_observe(s, r, o, a), decode, latents)
-        with self._no_grad():
-            out = self._steps["observe", decode](*self._to_device(s, r, o, a), latents=latents)
-            return self._output(*out)
+            out = self._empty(decode)
+        elif self._numpy is not None:
+            out = self._numpy_output(*self._numpy_observe(s, r, o, a), decode)
+        else:
+            with self._no_grad():
+                out = self._output(*self._steps["observe", decode](*self._to_device(s, r, o, a), latents=latents))
+        return out if latents else out._replace(z=None, h=None)
 
     def imagine(self, slots, actions, decode: bool = False, latents: bool = True) -> EngineOutput:
         """The agents in `slots` take `actions` in the step they were last predicted into.
@@ -404,13 +400,14 @@ class Engine:
         b = s.shape[0]
         a = self._actions(actions, b)
         if b == 0:
-            return self._empty(decode, latents)
-        if self._numpy is not None:
-            return self._numpy_output(*self._numpy_imagine(s, a), decode, latents)
-        with self._no_grad():
-            st, at = self._to_device(s, a)
-            out = self._steps["imagine", decode](st, self._no_resets[:b], at, latents=latents)
-            return self._output(*out)
+            out = self._empty(decode)
+        elif self._numpy is not None:
+            out = self._numpy_output(*self._numpy_imagine(s, a), decode)
+        else:
+            with self._no_grad():
+                st, at = self._to_device(s, a)
+                out = self._output(*self._steps["imagine", decode](st, self._no_resets[:b], at, latents=latents))
+        return out if latents else out._replace(z=None, h=None)
 
     # ----- internals ----------------------------------------------------------------------------
     def _slots(self, slots) -> np.ndarray:
@@ -485,7 +482,7 @@ class Engine:
         cores["observe", True] = self._decoding(self._observe_core)
         cores["imagine", True] = self._decoding(self._imagine_core)
         if not self.use_graphs:
-            self._steps = {key: _eager(core) for key, core in cores.items()}
+            self._steps = {key: _ignoring_latents(core) for key, core in cores.items()}
             return
         from worldssm.kernels.graphs import GraphedStep
 
@@ -495,12 +492,12 @@ class Engine:
             graph = GraphedStep(core, self.buckets, self.slab.scratch_slot)
 
             # Graph outputs are views of static buffers that the next replay overwrites: copy
-            # them (z and h only where asked for). A batch above the largest bucket runs eagerly
-            # (launches are a small share of a step that size).
+            # them, z (0) and h (4) only where asked for. A batch above the largest bucket runs
+            # eagerly (launches are a small share of a step that size).
             def step(*a, latents: bool = True):
                 if a[0].shape[0] > largest:
-                    return _eager(core)(*a, latents=latents)
-                return tuple(None if t is None else t.clone() for t in _drop_latents(graph(*a), latents))
+                    return core(*a)
+                return tuple(t.clone() if latents or i not in (0, 4) else None for i, t in enumerate(graph(*a)))
             return step
 
         self._steps = {key: graphed(core) for key, core in cores.items()}
@@ -508,20 +505,17 @@ class Engine:
     def _output(self, z, rew, cont, log_cont, h, obs=None) -> EngineOutput:
         return EngineOutput(z, rew.float(), cont.float(), obs, log_cont.float(), h)
 
-    def _numpy_output(self, z, rew, logit, h, decode: bool, latents: bool = True) -> EngineOutput:
+    def _numpy_output(self, z, rew, logit, h, decode: bool) -> EngineOutput:
         obs = torch.from_numpy(self._numpy.decode(z, h)) if decode else None
         # The continue logit's sigmoid and log-sigmoid in numpy: a torch op here wakes torch's
         # thread pool between numpy's BLAS calls (log_sigmoid of 640 values cost 6 ms).
         log_cont = -np.logaddexp(np.float32(0.0), -logit)
-        return EngineOutput(torch.from_numpy(z) if latents else None, torch.from_numpy(rew),
-                            torch.from_numpy(np.exp(log_cont)), obs, torch.from_numpy(log_cont),
-                            torch.from_numpy(h) if latents else None)
+        return EngineOutput(torch.from_numpy(z), torch.from_numpy(rew), torch.from_numpy(np.exp(log_cont)), obs,
+                            torch.from_numpy(log_cont), torch.from_numpy(h))
 
-    def _empty(self, decode: bool, latents: bool = True) -> EngineOutput:
+    def _empty(self, decode: bool) -> EngineOutput:
         v = self.slab.spec["engine.z"][0][0]
         e = torch.zeros(0, device=self.device)
         obs = torch.zeros(0, *self.obs_shape, device=self.device) if decode else None
-        if not latents:
-            return EngineOutput(None, e, e, obs, e, None)
         return EngineOutput(torch.zeros(0, v, dtype=self.dtype, device=self.device), e, e, obs, e,
                             torch.zeros(0, self.model.cfg.backbone.d_model, device=self.device))
